@@ -1,0 +1,45 @@
+# streamcast — `make run` and `make test` do all set-up on a fresh machine.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
+
+.PHONY: install run test lint format bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e '.[dev]'
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/streamcast ingest --source nyc-weather
+	$(VENV)/bin/streamcast status
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check pipeline flows tests bench
+	$(VENV)/bin/ruff format --check pipeline flows tests bench
+	$(VENV)/bin/mypy pipeline
+	$(VENV)/bin/lint-imports
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format pipeline flows tests bench
+	$(VENV)/bin/ruff check --fix pipeline flows tests bench
+
+bench: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	$(PY) bench/ingest.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""streamcast: streaming time-series forecasting pipeline."""

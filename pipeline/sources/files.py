@@ -1,0 +1,51 @@
+"""CSV and Parquet files in wide form."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from pipeline.errors import InputError
+
+FILE_FORMATS = ("csv", "parquet")
+
+
+def detect_format(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix in (".parquet", ".pq"):
+        return "parquet"
+    if suffix in (".csv", ".txt", ".gz"):
+        return "csv"
+    raise InputError(f"{path}: unknown file type {suffix!r}; expected .csv or .parquet")
+
+
+def read_wide_file(path: Path, fmt: str | None = None) -> pd.DataFrame:
+    """Read a wide file; every failure becomes a one-line :class:`InputError`.
+
+    CSV cells are read as text so that validation, not the reader, decides what a
+    bad value is.
+    """
+    if not path.exists():
+        raise InputError(f"{path}: file not found")
+    if not path.is_file():
+        raise InputError(f"{path}: not a file")
+    fmt = fmt or detect_format(path)
+    try:
+        if fmt == "parquet":
+            frame = pd.read_parquet(path)
+        else:
+            frame = pd.read_csv(path, dtype=str, skipinitialspace=True, encoding="utf-8")
+    except pd.errors.EmptyDataError:
+        raise InputError(f"{path}: file is empty") from None
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: unreadable: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except Exception as exc:  # noqa: BLE001 - readers raise many types; all mean "unreadable"
+        msg = " ".join(str(exc).split()) or type(exc).__name__
+        raise InputError(f"{path}: unreadable {fmt}: {msg[:200]}") from None
+    if frame.empty:
+        raise InputError(f"{path}: file has no data rows")
+    dupes = [c for c in frame.columns if str(c).startswith("Unnamed:")]
+    if dupes and len(dupes) == len(frame.columns):
+        raise InputError(f"{path}: no header row")
+    return frame

@@ -1,0 +1,420 @@
+"""The store: the only module that speaks SQL.
+
+SQLAlchemy 2 Core over SQLite (default, WAL mode) or PostgreSQL. Observations
+are keyed ``(series_id, variable, ts)`` with ``ts`` in UTC; writes are batched
+upserts so ingesting the same input twice changes nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
+
+metadata = sa.MetaData()
+
+observations = sa.Table(
+    "observations",
+    metadata,
+    sa.Column("series_id", sa.String(128), primary_key=True),
+    sa.Column("variable", sa.String(128), primary_key=True),
+    sa.Column("ts", sa.DateTime(timezone=True), primary_key=True),
+    sa.Column("value", sa.Float, nullable=False),
+    sa.Column("batch_id", sa.Integer, nullable=True),
+    sa.Column("revisions", sa.Integer, nullable=False, server_default="0"),
+)
+
+quarantine = sa.Table(
+    "quarantine",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("batch_id", sa.Integer, index=True),
+    sa.Column("source", sa.String(512), nullable=False),
+    sa.Column("row_number", sa.Integer, nullable=True),
+    sa.Column("series_id", sa.String(128), nullable=True),
+    sa.Column("variable", sa.String(128), nullable=True),
+    sa.Column("ts_raw", sa.String(128), nullable=True),
+    sa.Column("value_raw", sa.String(128), nullable=True),
+    sa.Column("reason", sa.String(64), nullable=False, index=True),
+    sa.Column("detail", sa.String(512), nullable=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    # Re-ingesting the same bad input must not quarantine it twice.
+    sa.Column("fingerprint", sa.String(64), nullable=False, unique=True),
+)
+
+ingest_batches = sa.Table(
+    "ingest_batches",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("source", sa.String(64), nullable=False),
+    sa.Column("source_ref", sa.String(1024), nullable=True),
+    sa.Column("content_hash", sa.String(64), nullable=True, index=True),
+    sa.Column("rows_read", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("observations_read", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("new", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("updated", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("unchanged", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("quarantined", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("watermark", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("elapsed_seconds", sa.Float, nullable=True),
+)
+
+forecasts = sa.Table(
+    "forecasts",
+    metadata,
+    sa.Column("forecast_id", sa.String(64), primary_key=True),
+    sa.Column("step", sa.Integer, primary_key=True),
+    sa.Column("series_id", sa.String(128), nullable=False),
+    sa.Column("target", sa.String(128), nullable=False),
+    sa.Column("issued_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("origin_ts", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("ts", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("yhat", sa.Float, nullable=False),
+    sa.Column("lo", sa.Float, nullable=True),
+    sa.Column("hi", sa.Float, nullable=True),
+    sa.Column("model_name", sa.String(128), nullable=False),
+    sa.Column("model_version", sa.String(32), nullable=True),
+    sa.Column("run_id", sa.String(64), nullable=True),
+    sa.Index("ix_forecasts_latest", "series_id", "target", "issued_at"),
+)
+
+scores = sa.Table(
+    "scores",
+    metadata,
+    sa.Column("forecast_id", sa.String(64), primary_key=True),
+    sa.Column("step", sa.Integer, primary_key=True),
+    sa.Column("series_id", sa.String(128), nullable=False),
+    sa.Column("target", sa.String(128), nullable=False),
+    sa.Column("ts", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("yhat", sa.Float, nullable=False),
+    sa.Column("actual", sa.Float, nullable=False),
+    sa.Column("abs_error", sa.Float, nullable=False),
+    sa.Column("model_name", sa.String(128), nullable=False),
+    sa.Column("model_version", sa.String(32), nullable=True),
+    sa.Column("scored_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+OBS_COLUMNS = ["series_id", "variable", "ts", "value"]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _set_sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    # WAL lets readers (API, status) run while an ingest writes.
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()
+
+
+def make_engine(url: str) -> Engine:
+    """Create an engine; SQLite gets WAL mode and its parent folder is created."""
+    if url.startswith("sqlite"):
+        db_path = sa.engine.make_url(url).database
+        if db_path and db_path != ":memory:":
+            Path(db_path).parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(url, connect_args={"timeout": 30})
+        sa.event.listen(engine, "connect", _set_sqlite_pragmas)
+        return engine
+    return sa.create_engine(url, pool_pre_ping=True)
+
+
+@dataclass(frozen=True)
+class UpsertCounts:
+    new: int
+    updated: int
+    unchanged: int
+
+
+def _to_utc_index(values: Iterable[Any]) -> pd.DatetimeIndex:
+    idx = pd.DatetimeIndex(pd.to_datetime(list(values) if not isinstance(values, pd.Series) else values))
+    if idx.tz is None:
+        # SQLite returns naive datetimes; everything we write is UTC.
+        return idx.tz_localize("UTC")
+    return idx.tz_convert("UTC")
+
+
+class Store:
+    """Reads and writes streamcast's tables. Schema is created on first use."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = make_engine(url)
+        self._schema_ready = False
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def ensure_schema(self) -> None:
+        if not self._schema_ready:
+            metadata.create_all(self.engine)
+            self._schema_ready = True
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    # --- writes -------------------------------------------------------------
+
+    def _insert(self, table: sa.Table) -> Any:
+        if self.dialect == "postgresql":
+            return postgresql.insert(table)
+        if self.dialect == "sqlite":
+            return sqlite.insert(table)
+        raise NotImplementedError(f"unsupported database dialect: {self.dialect}")
+
+    def _existing_values(self, conn: Connection, obs: pd.DataFrame) -> pd.DataFrame:
+        """Stored values for the keys of ``obs`` (one range query per series and variable)."""
+        frames = []
+        t = observations
+        for (sid, var), grp in obs.groupby(["series_id", "variable"], sort=False):
+            lo, hi = grp["ts"].min(), grp["ts"].max()
+            rows = conn.execute(
+                sa.select(t.c.ts, t.c.value).where(
+                    t.c.series_id == sid,
+                    t.c.variable == var,
+                    t.c.ts >= lo.to_pydatetime(),
+                    t.c.ts <= hi.to_pydatetime(),
+                )
+            ).all()
+            if rows:
+                f = pd.DataFrame(rows, columns=["ts", "old"])
+                f["ts"] = _to_utc_index(f["ts"])
+                f["series_id"] = sid
+                f["variable"] = var
+                frames.append(f)
+        if not frames:
+            return pd.DataFrame({"series_id": [], "variable": [], "ts": pd.DatetimeIndex([], tz="UTC"), "old": []})
+        return pd.concat(frames, ignore_index=True)
+
+    def upsert_observations(
+        self, conn: Connection, obs: pd.DataFrame, batch_id: int | None, chunk_size: int = 20_000
+    ) -> UpsertCounts:
+        """Write ``obs`` (series_id, variable, ts[UTC], value); unchanged keys are not touched.
+
+        A key that exists with a different value is replaced and counted as a revision.
+        """
+        if obs.empty:
+            return UpsertCounts(0, 0, 0)
+        existing = self._existing_values(conn, obs)
+        merged = obs.merge(existing, on=["series_id", "variable", "ts"], how="left")
+        is_new = merged["old"].isna().to_numpy()
+        changed = ~is_new & ~np.isclose(
+            merged["value"].to_numpy(), merged["old"].fillna(0).to_numpy(), rtol=0, atol=1e-9
+        )
+        to_write = merged.loc[is_new | changed, OBS_COLUMNS]
+        if not to_write.empty:
+            self._bulk_upsert(conn, to_write, batch_id, chunk_size)
+        return UpsertCounts(
+            new=int(is_new.sum()), updated=int(changed.sum()), unchanged=int((~is_new & ~changed).sum())
+        )
+
+    def _bulk_upsert(self, conn: Connection, frame: pd.DataFrame, batch_id: int | None, chunk_size: int) -> None:
+        """Upsert through the driver: SQLAlchemy's per-row parameter processing would
+        cost more than the database work at these volumes."""
+        # Convert each distinct timestamp once: a batch repeats every time per variable.
+        codes, uniques = pd.factorize(frame["ts"].dt.tz_convert("UTC"))
+        if self.dialect == "sqlite":
+            # Same text format SQLAlchemy's SQLite DateTime type writes and reads.
+            ts_param: np.ndarray = np.asarray(pd.DatetimeIndex(uniques).strftime("%Y-%m-%d %H:%M:%S.%f"))[codes]
+            sql = (
+                "INSERT INTO observations (series_id, variable, ts, value, batch_id) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (series_id, variable, ts) DO UPDATE SET value = excluded.value, "
+                "batch_id = excluded.batch_id, revisions = observations.revisions + 1"
+            )
+        elif self.dialect == "postgresql":
+            ts_param = np.asarray(pd.DatetimeIndex(uniques).to_pydatetime())[codes]
+            sql = (
+                "INSERT INTO observations (series_id, variable, ts, value, batch_id) VALUES (%s, %s, %s, %s, %s) "
+                "ON CONFLICT (series_id, variable, ts) DO UPDATE SET value = excluded.value, "
+                "batch_id = excluded.batch_id, revisions = observations.revisions + 1"
+            )
+        else:  # pragma: no cover - guarded by _insert
+            raise NotImplementedError(self.dialect)
+        rows = list(
+            zip(
+                frame["series_id"].astype(str).tolist(),
+                frame["variable"].astype(str).tolist(),
+                ts_param.tolist(),
+                frame["value"].astype(float).tolist(),
+                [batch_id] * len(frame),
+                strict=True,
+            )
+        )
+        for start in range(0, len(rows), chunk_size):
+            conn.exec_driver_sql(sql, rows[start : start + chunk_size])
+
+    def start_batch(self, conn: Connection, source: str, source_ref: str | None, content_hash: str | None) -> int:
+        res = conn.execute(
+            ingest_batches.insert().values(
+                source=source, source_ref=source_ref, content_hash=content_hash, started_at=utcnow()
+            )
+        )
+        key = res.inserted_primary_key
+        assert key is not None
+        return int(key[0])
+
+    def finish_batch(self, conn: Connection, batch_id: int, **fields: Any) -> None:
+        conn.execute(ingest_batches.update().where(ingest_batches.c.id == batch_id).values(**fields))
+
+    def write_quarantine(self, conn: Connection, rows: Sequence[dict[str, Any]], batch_id: int) -> int:
+        """Record set-aside rows; returns how many were new (repeats are ignored)."""
+        if not rows:
+            return 0
+        now = utcnow()
+        records = [{**r, "batch_id": batch_id, "created_at": now, "fingerprint": _fingerprint(r)} for r in rows]
+        before = conn.execute(sa.select(sa.func.count()).select_from(quarantine)).scalar_one()
+        conn.execute(self._insert(quarantine).on_conflict_do_nothing(index_elements=["fingerprint"]), records)
+        after = conn.execute(sa.select(sa.func.count()).select_from(quarantine)).scalar_one()
+        return int(after - before)
+
+    # --- reads --------------------------------------------------------------
+
+    def has_content_hash(self, content_hash: str) -> bool:
+        self.ensure_schema()
+        with self.engine.connect() as conn:
+            q = sa.select(ingest_batches.c.id).where(ingest_batches.c.content_hash == content_hash).limit(1)
+            return conn.execute(q).first() is not None
+
+    def series_summary(self) -> pd.DataFrame:
+        """Per series and variable: count, first and last ts."""
+        self.ensure_schema()
+        t = observations
+        q = (
+            sa.select(
+                t.c.series_id,
+                t.c.variable,
+                sa.func.count().label("count"),
+                sa.func.min(t.c.ts).label("first_ts"),
+                sa.func.max(t.c.ts).label("last_ts"),
+                sa.func.sum(sa.case((t.c.revisions > 0, 1), else_=0)).label("revised"),
+            )
+            .group_by(t.c.series_id, t.c.variable)
+            .order_by(t.c.series_id, t.c.variable)
+        )
+        with self.engine.connect() as conn:
+            df = pd.DataFrame(
+                conn.execute(q).all(), columns=["series_id", "variable", "count", "first_ts", "last_ts", "revised"]
+            )
+        if not df.empty:
+            df["first_ts"] = _to_utc_index(df["first_ts"])
+            df["last_ts"] = _to_utc_index(df["last_ts"])
+        return df
+
+    def quarantine_counts(self) -> dict[str, int]:
+        self.ensure_schema()
+        q = sa.select(quarantine.c.reason, sa.func.count()).group_by(quarantine.c.reason).order_by(quarantine.c.reason)
+        with self.engine.connect() as conn:
+            return {r: int(n) for r, n in conn.execute(q).all()}
+
+    def quarantine_rows(self, batch_id: int | None = None) -> pd.DataFrame:
+        self.ensure_schema()
+        q = sa.select(quarantine).order_by(quarantine.c.id)
+        if batch_id is not None:
+            q = q.where(quarantine.c.batch_id == batch_id)
+        with self.engine.connect() as conn:
+            res = conn.execute(q)
+            return pd.DataFrame(res.all(), columns=list(res.keys()))
+
+    def last_batch(self) -> dict[str, Any] | None:
+        self.ensure_schema()
+        with self.engine.connect() as conn:
+            row = (
+                conn.execute(sa.select(ingest_batches).order_by(ingest_batches.c.id.desc()).limit(1)).mappings().first()
+            )
+        return dict(row) if row else None
+
+    def batches(self) -> pd.DataFrame:
+        self.ensure_schema()
+        with self.engine.connect() as conn:
+            res = conn.execute(sa.select(ingest_batches).order_by(ingest_batches.c.id))
+            return pd.DataFrame(res.all(), columns=list(res.keys()))
+
+    def series_ids(self) -> list[str]:
+        self.ensure_schema()
+        with self.engine.connect() as conn:
+            return [
+                r[0]
+                for r in conn.execute(sa.select(observations.c.series_id).distinct().order_by(observations.c.series_id))
+            ]
+
+    def load_observations(
+        self,
+        series_ids: Sequence[str] | None = None,
+        variables: Sequence[str] | None = None,
+        start: datetime | pd.Timestamp | None = None,
+        end: datetime | pd.Timestamp | None = None,
+    ) -> pd.DataFrame:
+        """Observations in long form (series_id, variable, ts[UTC], value), sorted."""
+        self.ensure_schema()
+        t = observations
+        q = sa.select(t.c.series_id, t.c.variable, t.c.ts, t.c.value)
+        if series_ids is not None:
+            q = q.where(t.c.series_id.in_(list(series_ids)))
+        if variables is not None:
+            q = q.where(t.c.variable.in_(list(variables)))
+        if start is not None:
+            q = q.where(t.c.ts >= pd.Timestamp(start).to_pydatetime())
+        if end is not None:
+            q = q.where(t.c.ts <= pd.Timestamp(end).to_pydatetime())
+        q = q.order_by(t.c.series_id, t.c.variable, t.c.ts)
+        with self.engine.connect() as conn:
+            df = pd.DataFrame(conn.execute(q).all(), columns=OBS_COLUMNS)
+        df["ts"] = _to_utc_index(df["ts"]) if not df.empty else pd.DatetimeIndex([], tz="UTC")
+        df["value"] = df["value"].astype(float)
+        return df
+
+    def load_wide(self, series_ids: Sequence[str] | None = None, **kw: Any) -> pd.DataFrame:
+        """Observations pivoted to one column per variable, indexed by (series_id, ts)."""
+        long = self.load_observations(series_ids=series_ids, **kw)
+        if long.empty:
+            return pd.DataFrame(
+                index=pd.MultiIndex.from_arrays([[], pd.DatetimeIndex([], tz="UTC")], names=["series_id", "ts"])
+            )
+        wide = long.pivot_table(index=["series_id", "ts"], columns="variable", values="value", aggfunc="last")
+        wide.columns.name = None
+        return wide.sort_index()
+
+    def table_counts(self) -> dict[str, int]:
+        self.ensure_schema()
+        with self.engine.connect() as conn:
+            return {
+                t.name: int(conn.execute(sa.select(sa.func.count()).select_from(t)).scalar_one())
+                for t in (observations, quarantine, ingest_batches, forecasts, scores)
+            }
+
+    def transaction(self) -> AbstractContextManager[Connection]:
+        """A connection in a transaction: everything inside commits together or not at all."""
+        self.ensure_schema()
+        return self.engine.begin()
+
+
+def _fingerprint(row: dict[str, Any]) -> str:
+    parts = [
+        str(row.get(k)) for k in ("source", "series_id", "variable", "ts_raw", "value_raw", "reason", "row_number")
+    ]
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
+
+
+def content_hash(path: Path) -> str:
+    """SHA-256 of a file's bytes: the landing folder's once-only key."""
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

@@ -1,0 +1,286 @@
+"""Turn a wide frame (one row per series and time) into validated observations.
+
+Problems with single rows or values never stop the batch: they become
+quarantine records with a reason, and the good rows of the same input are kept.
+Problems with the input as a whole raise :class:`InputError` before anything is
+written.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipeline.config import Bounds
+from pipeline.errors import InputError
+
+TIME_COLUMN_CANDIDATES = ("ts", "timestamp", "time", "time_hour", "date", "ds")
+
+# Quarantine reasons (stable strings: they are stored and shown to users).
+BAD_TIMESTAMP = "bad_timestamp"
+AMBIGUOUS_LOCAL_TIME = "ambiguous_local_time"
+MISSING_SERIES = "missing_series"
+NON_NUMERIC = "non_numeric"
+NON_FINITE = "non_finite"
+OUT_OF_BOUNDS = "out_of_bounds"
+CONFLICTING_DUPLICATE = "conflicting_duplicate"
+
+_TZ_SUFFIX = re.compile(r"(?:Z|[+-]\d{2}(?::?\d{2})?)$", re.IGNORECASE)
+
+
+@dataclass
+class ParsedBatch:
+    """Observations in long form plus what was set aside."""
+
+    observations: pd.DataFrame  # series_id, variable, ts (UTC), value
+    quarantine: list[dict[str, Any]]
+    rows_read: int
+    variables: list[str]
+    ignored_columns: list[str] = field(default_factory=list)
+    duplicates_dropped: int = 0
+
+    @property
+    def quarantine_by_reason(self) -> dict[str, int]:
+        return dict(sorted(Counter(r["reason"] for r in self.quarantine).items()))
+
+
+def resolve_time_column(columns: list[str], time_col: str | None, source: str) -> str:
+    if time_col is not None:
+        if time_col not in columns:
+            raise InputError(f"{source}: time column {time_col!r} not found (columns: {', '.join(map(str, columns))})")
+        return time_col
+    for cand in TIME_COLUMN_CANDIDATES:
+        if cand in columns:
+            return cand
+    raise InputError(
+        f"{source}: no time column; expected one of {', '.join(TIME_COLUMN_CANDIDATES)} or --time-col "
+        f"(columns: {', '.join(map(str, columns))})"
+    )
+
+
+def parse_timestamps(raw: pd.Series, tz: str) -> tuple[pd.Series, pd.Series]:
+    """Parse ISO 8601 timestamps to UTC; naive ones are local to ``tz``.
+
+    Returns (timestamps, reason) where reason is None for good rows.
+    """
+    n = len(raw)
+    out = pd.Series(pd.NaT, index=raw.index, dtype="datetime64[ns, UTC]")
+    reason = pd.Series(None, index=raw.index, dtype=object)
+    if pd.api.types.is_datetime64_any_dtype(raw):
+        dt = pd.DatetimeIndex(raw)
+        if dt.tz is None:
+            local = dt.tz_localize(tz, ambiguous="NaT", nonexistent="NaT")
+            amb = local.isna() & ~dt.isna()
+            reason[amb] = AMBIGUOUS_LOCAL_TIME
+            dt = local
+        out[:] = dt.tz_convert("UTC")
+        reason[out.isna() & reason.isna()] = BAD_TIMESTAMP
+        return out, reason
+    text = raw.astype("string").str.strip()
+    if n == 0:
+        return out, reason
+    aware_mask = text.str.contains(_TZ_SUFFIX, na=False).to_numpy(dtype=bool)
+    if aware_mask.any():
+        aware = pd.to_datetime(text[aware_mask], errors="coerce", format="ISO8601", utc=True)
+        out[aware_mask] = aware
+    naive_mask = ~aware_mask & text.notna().to_numpy(dtype=bool)
+    if naive_mask.any():
+        naive = pd.to_datetime(text[naive_mask], errors="coerce", format="ISO8601")
+        naive_idx = pd.DatetimeIndex(naive)
+        if naive_idx.tz is not None:  # pragma: no cover - defensive, pandas keeps naive here
+            naive_idx = naive_idx.tz_convert(None)
+        local = naive_idx.tz_localize(tz, ambiguous="NaT", nonexistent="NaT")
+        amb = np.asarray(local.isna() & ~naive_idx.isna())
+        sub_reason = reason[naive_mask].copy()
+        sub_reason[amb] = AMBIGUOUS_LOCAL_TIME
+        reason[naive_mask] = sub_reason
+        out[naive_mask] = local.tz_convert("UTC")
+    reason[out.isna() & reason.isna()] = BAD_TIMESTAMP
+    return out, reason
+
+
+def _numeric(raw: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """(values, present): values NaN where missing or unparseable; present marks non-missing input."""
+    if pd.api.types.is_bool_dtype(raw):
+        return raw.astype(float), raw.notna()
+    if pd.api.types.is_numeric_dtype(raw):
+        vals = pd.to_numeric(raw, errors="coerce").astype(float)
+        return vals, raw.notna()
+    text = raw.astype("string").str.strip()
+    present = text.notna() & (text != "") & ~text.str.lower().isin(["na", "nan", "null", "none", "n/a", "-"])
+    vals = pd.to_numeric(text.where(present), errors="coerce").astype(float)
+    return vals, present.fillna(False).astype(bool)
+
+
+def _as_text(value: Any, limit: int = 120) -> str | None:
+    if value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NA or value is pd.NaT:
+        return None
+    return str(value)[:limit]
+
+
+def parse_wide(
+    frame: pd.DataFrame,
+    source: str,
+    *,
+    time_col: str | None = None,
+    series_col: str | None = None,
+    series_id: str = "default",
+    tz: str = "UTC",
+    bounds: dict[str, Bounds] | None = None,
+    variables: list[str] | None = None,
+) -> ParsedBatch:
+    """Validate a wide frame and return long observations plus quarantine records."""
+    columns = [str(c) for c in frame.columns]
+    frame = frame.copy()
+    frame.columns = columns
+    if frame.empty:
+        raise InputError(f"{source}: no data rows")
+    tcol = resolve_time_column(columns, time_col, source)
+    if series_col is not None and series_col not in columns:
+        raise InputError(f"{source}: series column {series_col!r} not found (columns: {', '.join(columns)})")
+    bounds = bounds or {}
+    frame = frame.reset_index(drop=True)
+    row_number = pd.Series(np.arange(1, len(frame) + 1), index=frame.index)
+
+    candidates = variables if variables is not None else [c for c in columns if c not in (tcol, series_col)]
+    missing_vars = [v for v in candidates if v not in columns]
+    if missing_vars:
+        raise InputError(f"{source}: variable columns not found: {', '.join(missing_vars)}")
+    parsed: dict[str, tuple[pd.Series, pd.Series]] = {}
+    ignored: list[str] = []
+    for col in candidates:
+        vals, present = _numeric(frame[col])
+        n_present = int(present.sum())
+        n_ok = int(vals.notna().sum())
+        # A column counts as a variable when most of its values are numbers; a
+        # text column (notes, station names) is ignored rather than quarantined.
+        if variables is None and (n_ok == 0 or n_ok < 0.5 * n_present):
+            ignored.append(col)
+            continue
+        parsed[col] = (vals, present)
+    if not parsed:
+        raise InputError(f"{source}: no numeric variable columns (columns: {', '.join(columns)})")
+
+    quarantine: list[dict[str, Any]] = []
+    ts, ts_reason = parse_timestamps(frame[tcol], tz)
+    if series_col is not None:
+        sid = frame[series_col].astype("string").str.strip()
+        sid_bad = sid.isna() | (sid == "")
+    else:
+        sid = pd.Series(series_id, index=frame.index, dtype="string")
+        sid_bad = pd.Series(False, index=frame.index)
+
+    row_bad = ts_reason.notna() | sid_bad
+    for i in np.flatnonzero(row_bad.to_numpy()):
+        quarantine.append(
+            {
+                "source": source,
+                "row_number": int(row_number.iat[i]),
+                "series_id": _as_text(sid.iat[i]),
+                "variable": None,
+                "ts_raw": _as_text(frame[tcol].iat[i]),
+                "value_raw": None,
+                "reason": str(ts_reason.iat[i]) if pd.notna(ts_reason.iat[i]) else MISSING_SERIES,
+                "detail": None,
+            }
+        )
+
+    good_rows = ~row_bad.to_numpy()
+    ts_utc = pd.DatetimeIndex(ts).tz_convert(None).to_numpy()  # datetime64, not objects: fast masking
+    sid_arr = sid.to_numpy(dtype=object)
+    row_arr = row_number.to_numpy()
+    pieces = []
+    for var, (vals, present) in parsed.items():
+        v = vals.to_numpy()
+        p = present.to_numpy()
+        non_numeric = p & np.isnan(v)
+        non_finite = p & np.isinf(v)
+        out_of_bounds = np.zeros(len(v), dtype=bool)
+        if var in bounds:
+            b = bounds[var]
+            with np.errstate(invalid="ignore"):
+                out_of_bounds = np.isfinite(v) & ((v < b.low) | (v > b.high))
+        for mask, reason in ((non_numeric, NON_NUMERIC), (non_finite, NON_FINITE), (out_of_bounds, OUT_OF_BOUNDS)):
+            idx = np.flatnonzero(mask & good_rows)
+            for i in idx:
+                detail = f"allowed [{bounds[var].low}, {bounds[var].high}]" if reason == OUT_OF_BOUNDS else None
+                quarantine.append(
+                    {
+                        "source": source,
+                        "row_number": int(row_number.iat[i]),
+                        "series_id": _as_text(sid.iat[i]),
+                        "variable": var,
+                        "ts_raw": _as_text(frame[tcol].iat[i]),
+                        "value_raw": _as_text(frame[var].iat[i]),
+                        "reason": reason,
+                        "detail": detail,
+                    }
+                )
+        keep = good_rows & np.isfinite(v) & ~out_of_bounds
+        if keep.any():
+            pieces.append(
+                pd.DataFrame(
+                    {
+                        "series_id": sid_arr[keep].astype(str),
+                        "variable": var,
+                        "ts": ts_utc[keep],
+                        "value": v[keep],
+                        "_row": row_arr[keep],
+                    }
+                )
+            )
+    if pieces:
+        obs = pd.concat(pieces, ignore_index=True)
+        obs["ts"] = pd.DatetimeIndex(obs["ts"]).tz_localize("UTC")
+    else:
+        obs = pd.DataFrame(
+            {
+                "series_id": pd.Series([], dtype=str),
+                "variable": pd.Series([], dtype=str),
+                "ts": pd.DatetimeIndex([], tz="UTC"),
+                "value": pd.Series([], dtype=float),
+                "_row": pd.Series([], dtype=int),
+            }
+        )
+
+    # Same key twice in one batch: identical values collapse, different ones are
+    # a conflict nobody can resolve automatically, so every copy is set aside.
+    duplicates_dropped = 0
+    keys = ["series_id", "variable", "ts"]
+    dup_mask = obs.duplicated(keys, keep=False)
+    if dup_mask.any():
+        dups = obs[dup_mask]
+        n_distinct = dups.groupby(keys)["value"].transform("nunique")
+        conflict_idx = dups.index[n_distinct.to_numpy() > 1]
+        for i in conflict_idx:
+            r = obs.loc[i]
+            quarantine.append(
+                {
+                    "source": source,
+                    "row_number": int(r["_row"]),
+                    "series_id": str(r["series_id"]),
+                    "variable": str(r["variable"]),
+                    "ts_raw": r["ts"].isoformat(),
+                    "value_raw": repr(float(r["value"])),
+                    "reason": CONFLICTING_DUPLICATE,
+                    "detail": "same series, variable and time with different values in one input",
+                }
+            )
+        obs = obs.drop(index=conflict_idx)
+        before = len(obs)
+        obs = obs.drop_duplicates(keys, keep="first")
+        duplicates_dropped = before - len(obs)
+    obs = obs.drop(columns="_row").sort_values(keys).reset_index(drop=True)
+    return ParsedBatch(
+        observations=obs,
+        quarantine=quarantine,
+        rows_read=len(frame),
+        variables=list(parsed),
+        ignored_columns=ignored,
+        duplicates_dropped=duplicates_dropped,
+    )

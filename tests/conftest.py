@@ -1,0 +1,86 @@
+"""Shared fixtures: settings pointed at tmp_path, a SQLite store, and PostgreSQL
+when it is reachable (required in CI via STREAMCAST_REQUIRE_SERVICES=1)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+from pipeline.config import Settings, services_required
+from pipeline.store import Store
+
+PG_ADMIN_URL = os.environ.get("STREAMCAST_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+def _postgres_database() -> Iterator[str]:
+    """Create a throwaway database on the local server and drop it afterwards."""
+    import sqlalchemy as sa
+
+    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+    except Exception as exc:  # noqa: BLE001
+        admin.dispose()
+        msg = f"PostgreSQL not reachable at {PG_ADMIN_URL}: {type(exc).__name__}"
+        if services_required():
+            pytest.fail(msg + " (STREAMCAST_REQUIRE_SERVICES=1)")
+        pytest.skip(msg)
+    name = f"streamcast_test_{uuid.uuid4().hex[:12]}"
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    url = sa.engine.make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    try:
+        yield url
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    d = tmp_path / "data"
+    d.mkdir()
+    monkeypatch.setenv("STREAMCAST_DATA_DIR", str(d))
+    monkeypatch.delenv("STREAMCAST_DB_URL", raising=False)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{d / 'mlflow.db'}")
+    return d
+
+
+@pytest.fixture
+def settings(data_dir: Path) -> Settings:
+    return Settings(data_dir=data_dir)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_store(request: pytest.FixtureRequest, data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Store]:
+    """The store on SQLite and on PostgreSQL: every store test runs against both."""
+    if request.param == "sqlite":
+        store = Store(f"sqlite:///{data_dir / 'streamcast.db'}")
+        yield store
+        store.dispose()
+        return
+    gen = _postgres_database()
+    url = next(gen)
+    monkeypatch.setenv("STREAMCAST_DB_URL", url)
+    store = Store(url)
+    try:
+        yield store
+    finally:
+        store.dispose()
+        gen.close()
+
+
+@pytest.fixture
+def store(data_dir: Path) -> Iterator[Store]:
+    s = Store(f"sqlite:///{data_dir / 'streamcast.db'}")
+    yield s
+    s.dispose()

@@ -1,0 +1,154 @@
+"""Ingestion through the CLI, as a user runs it: bundled data, files, landing folder."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from pipeline.cli import app
+from pipeline.store import Store
+
+runner = CliRunner()
+
+
+def _invoke(*args: str):
+    return runner.invoke(app, list(args))
+
+
+def _status_json() -> dict:
+    res = _invoke("status", "--json")
+    assert res.exit_code == 0, res.output
+    return json.loads(res.output)
+
+
+@pytest.mark.slow
+def test_nyc_weather_twice_is_idempotent_and_a_change_is_one_revision(any_store: Store, data_dir: Path) -> None:
+    first = _invoke("ingest", "--source", "nyc-weather", "--json")
+    assert first.exit_code == 0, first.output
+    s1 = json.loads(first.output)[0]
+    assert s1["new"] > 200_000 and s1["updated"] == 0
+    assert s1["quarantined"] == {"out_of_bounds": 1}  # the famous 1048 mph wind at EWR
+    status1 = _status_json()
+    assert {r["series_id"] for r in status1["series"]} == {"EWR", "JFK", "LGA"}
+
+    second = json.loads(_invoke("ingest", "--source", "nyc-weather", "--json").output)[0]
+    assert (second["new"], second["updated"], second["unchanged"]) == (0, 0, s1["new"])
+    status2 = _status_json()
+    assert status2["series"] == status1["series"]
+    assert status2["quarantine"] == status1["quarantine"]
+    assert status2["tables"]["observations"] == status1["tables"]["observations"]
+
+    # A corrected value for one existing key comes back as exactly one revision.
+    csv = data_dir / "fix.csv"
+    csv.write_text("origin,time_hour,temp\nEWR,2013-01-01T06:00:00Z,99.5\n")
+    fix = json.loads(
+        _invoke("ingest", "--source", "csv", "--path", str(csv), "--series-col", "origin", "--json").output
+    )[0]
+    assert (fix["new"], fix["updated"], fix["unchanged"]) == (0, 1, 0)
+    obs = any_store.load_observations(series_ids=["EWR"], variables=["temp"], end=pd.Timestamp("2013-01-01T06:00Z"))
+    assert obs["value"].tolist() == [99.5]
+    revised = {(r["series_id"], r["variable"]): r["revised"] for r in _status_json()["series"]}
+    assert revised[("EWR", "temp")] == 1 and sum(revised.values()) == 1
+
+
+def test_csv_without_time_column_exits_2_and_writes_nothing(store: Store, data_dir: Path) -> None:
+    good = data_dir / "good.csv"
+    good.write_text("ts,temp\n2024-01-01T00:00Z,1\n")
+    assert _invoke("ingest", "--source", "csv", "--path", str(good)).exit_code == 0
+    before = store.table_counts()
+
+    bad = data_dir / "bad.csv"
+    bad.write_text("when,temp\n2024-01-01T00:00Z,1\n2024-01-01T01:00Z,2\n")
+    res = _invoke("ingest", "--source", "csv", "--path", str(bad))
+    assert res.exit_code == 2
+    lines = [line for line in res.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "bad.csv" in lines[0] and "no time column" in lines[0]
+    assert store.table_counts() == before
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [(b"", "empty"), (b"\xff\xfe\x00garbage\x00", "unreadable"), (b"ts,temp\n", "no data rows")],
+)
+def test_unusable_files_exit_2_with_one_line(store: Store, data_dir: Path, content: bytes, problem: str) -> None:
+    path = data_dir / "x.csv"
+    path.write_bytes(content)
+    res = _invoke("ingest", "--source", "csv", "--path", str(path))
+    assert res.exit_code == 2, res.output
+    assert problem in res.output and "x.csv" in res.output
+    assert len(res.output.strip().splitlines()) == 1
+    assert store.table_counts()["ingest_batches"] == 0
+
+
+def test_missing_file_and_bad_timezone(data_dir: Path) -> None:
+    res = _invoke("ingest", "--source", "csv", "--path", str(data_dir / "nope.csv"))
+    assert res.exit_code == 2 and "file not found" in res.output
+    f = data_dir / "a.csv"
+    f.write_text("ts,temp\n2024-01-01 00:00,1\n")
+    res = _invoke("ingest", "--source", "csv", "--path", str(f), "--tz", "Mars/Olympus")
+    assert res.exit_code == 2 and "unknown time zone" in res.output
+
+
+def test_csv_with_bad_rows_keeps_good_ones(store: Store, data_dir: Path) -> None:
+    path = data_dir / "mixed.csv"
+    path.write_text(
+        "site,timestamp,temp,humid\n"
+        "A,2024-01-01T00:00Z,10,50\n"
+        "A,yesterday,11,51\n"
+        "B,2024-01-01T00:00Z,12,n/a\n"
+        "B,2024-01-01T01:00Z,warm,52\n"
+        "B,2024-01-01T02:00Z,13,140\n"
+    )
+    res = _invoke("ingest", "--source", "csv", "--path", str(path), "--series-col", "site", "--json")
+    assert res.exit_code == 0, res.output
+    s = json.loads(res.output)[0]
+    assert s["quarantined"] == {"bad_timestamp": 1, "non_numeric": 1, "out_of_bounds": 1}
+    assert s["new"] == 5  # A: temp+humid; B: temp@00, humid@01, temp@02
+    q = store.quarantine_rows()
+    assert set(q["reason"]) == {"bad_timestamp", "non_numeric", "out_of_bounds"}
+    assert q.loc[q.reason == "non_numeric", "value_raw"].item() == "warm"
+    human = _invoke("ingest", "--source", "csv", "--path", str(path), "--series-col", "site")
+    assert "quarantined: bad_timestamp" in human.output and "rows/s" in human.output
+
+
+def test_parquet_with_naive_times_and_tz(store: Store, data_dir: Path) -> None:
+    path = data_dir / "obs.parquet"
+    pd.DataFrame({"ds": pd.date_range("2024-01-01", periods=3, freq="h"), "temp": [1.0, 2.0, 3.0]}).to_parquet(path)
+    res = _invoke("ingest", "--source", "parquet", "--path", str(path), "--series-id", "home", "--tz", "Europe/Paris")
+    assert res.exit_code == 0, res.output
+    obs = store.load_observations()
+    assert obs["series_id"].unique().tolist() == ["home"]
+    assert obs["ts"].iloc[0] == pd.Timestamp("2023-12-31T23:00Z")
+
+
+def test_landing_folder_ingests_each_file_once(store: Store, data_dir: Path) -> None:
+    landing = data_dir / "landing"
+    landing.mkdir()
+    (landing / "a.csv").write_text("ts,temp\n2024-01-01T00:00Z,1\n2024-01-01T01:00Z,2\n")
+    (landing / "broken.csv").write_text("when,temp\n2024-01-01T00:00Z,1\n")
+    res = _invoke("ingest", "--source", "landing")
+    assert res.exit_code == 0, res.output
+    assert (landing / "done" / "a.csv").exists() and not (landing / "a.csv").exists()
+    assert (landing / "failed" / "broken.csv").exists()
+    assert "no time column" in (landing / "failed" / "broken.csv.error.txt").read_text()
+    assert store.table_counts()["observations"] == 2
+
+    # The same content dropped again (any name) is recognised by its hash and skipped.
+    (landing / "a-copy.csv").write_text("ts,temp\n2024-01-01T00:00Z,1\n2024-01-01T01:00Z,2\n")
+    res = _invoke("ingest", "--source", "landing")
+    assert "already ingested" in res.output
+    assert store.table_counts()["ingest_batches"] == 1
+    assert (landing / "done" / "a-copy.csv").exists()
+    assert "no new files" in _invoke("ingest", "--source", "landing").output
+
+
+def test_light_commands_do_not_import_tensorflow() -> None:
+    code = "import sys, pipeline.cli, pipeline.store, pipeline.ingest; print('tensorflow' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -1,0 +1,88 @@
+"""The store on SQLite and PostgreSQL: idempotent upserts, revisions, batches."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from pipeline.config import Settings
+from pipeline.ingest import ingest_frame
+from pipeline.store import Store
+
+
+def _long(
+    values: list[float], start: str = "2024-03-01T00:00Z", series: str = "A", variable: str = "temp"
+) -> pd.DataFrame:
+    ts = pd.date_range(start, periods=len(values), freq="h")
+    return pd.DataFrame({"series_id": series, "variable": variable, "ts": ts, "value": values})
+
+
+def _write(store: Store, obs: pd.DataFrame):
+    with store.transaction() as conn:
+        batch = store.start_batch(conn, "test", None, None)
+        return store.upsert_observations(conn, obs, batch)
+
+
+def test_upsert_is_idempotent_and_counts_revisions(any_store: Store) -> None:
+    first = _write(any_store, _long([1.0, 2.0, 3.0]))
+    assert (first.new, first.updated, first.unchanged) == (3, 0, 0)
+    again = _write(any_store, _long([1.0, 2.0, 3.0]))
+    assert (again.new, again.updated, again.unchanged) == (0, 0, 3)
+    revised = _write(any_store, _long([1.0, 2.5, 3.0, 4.0]))
+    assert (revised.new, revised.updated, revised.unchanged) == (1, 1, 2)
+
+    stored = any_store.load_observations()
+    assert stored["value"].tolist() == [1.0, 2.5, 3.0, 4.0]
+    assert str(stored["ts"].dt.tz) == "UTC"
+    summary = any_store.series_summary()
+    assert summary.loc[0, "count"] == 4
+    assert summary.loc[0, "revised"] == 1
+
+
+def test_timestamps_round_trip_in_utc(any_store: Store) -> None:
+    obs = _long([5.0], start="2024-06-01T12:30:00+02:00")
+    _write(any_store, obs)
+    got = any_store.load_observations()
+    assert got["ts"].iloc[0] == pd.Timestamp("2024-06-01T10:30:00Z")
+    # Range queries compare instants, not wall-clock text.
+    assert len(any_store.load_observations(start=pd.Timestamp("2024-06-01T10:30Z"))) == 1
+    assert len(any_store.load_observations(start=pd.Timestamp("2024-06-01T10:31Z"))) == 0
+
+
+def test_ingest_batch_recorded_with_counts_and_watermark(any_store: Store, settings: Settings) -> None:
+    frame = pd.DataFrame(
+        {
+            "ts": ["2024-01-01T00:00Z", "2024-01-01T01:00Z", "2024-01-01T02:00Z"],
+            "temp": ["10", "11", "500"],
+            "humid": ["50", "x", "52"],
+        }
+    )
+    summary = ingest_frame(any_store, frame, source="csv", source_ref="mem.csv", settings=settings)
+    assert summary.new == 4  # 2 temps + 2 humids
+    assert summary.quarantined == {"non_numeric": 1, "out_of_bounds": 1}
+    batch = any_store.last_batch()
+    assert batch is not None
+    assert (batch["new"], batch["quarantined"], batch["observations_read"]) == (4, 2, 4)
+    assert pd.Timestamp(batch["watermark"]).tz_localize(None) == pd.Timestamp("2024-01-01T02:00")
+    q = any_store.quarantine_rows()
+    assert sorted(q["reason"]) == ["non_numeric", "out_of_bounds"]
+    assert set(q["value_raw"]) == {"x", "500"}
+
+    # The same bad input again is not quarantined twice.
+    ingest_frame(any_store, frame, source="csv", source_ref="mem.csv", settings=settings)
+    assert len(any_store.quarantine_rows()) == 2
+
+
+def test_load_wide_pivots_variables(any_store: Store) -> None:
+    _write(any_store, pd.concat([_long([1.0, 2.0]), _long([7.0, 8.0], variable="dewp"), _long([3.0], series="B")]))
+    wide = any_store.load_wide()
+    assert list(wide.columns) == ["dewp", "temp"]
+    assert wide.loc[("A", pd.Timestamp("2024-03-01T01:00Z"))].tolist() == [8.0, 2.0]
+    assert any_store.series_ids() == ["A", "B"]
+
+
+@pytest.mark.parametrize("n", [0])
+def test_empty_upsert_writes_nothing(any_store: Store, n: int) -> None:
+    counts = _write(any_store, _long([1.0] * n))
+    assert (counts.new, counts.updated, counts.unchanged) == (0, 0, 0)
+    assert any_store.table_counts()["observations"] == 0
