@@ -215,6 +215,111 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print as JSON."))
     console.print(f"forecasts: {counts['forecasts']:,} points; scores: {counts['scores']:,}")
 
 
+def print_comparison(table: Any, title: str = "comparison (rolling-origin backtest)") -> None:
+    """The model comparison, best first."""
+    t = Table(title=title, title_justify="left")
+    for col, label in (
+        ("candidate", "candidate"),
+        ("mase", "MASE"),
+        ("mae", "MAE"),
+        ("rmse", "RMSE"),
+        ("smape", "sMAPE %"),
+        ("coverage", "90% coverage"),
+        ("fit_seconds", "fit s"),
+    ):
+        t.add_column(label, justify="left" if col == "candidate" else "right")
+    for i, r in enumerate(table.to_dict("records")):
+        style = "bold green" if i == 0 else None
+        t.add_row(
+            str(r["candidate"]),
+            f"{r['mase']:.3f}",
+            f"{r['mae']:.3f}",
+            f"{r['rmse']:.3f}",
+            f"{r['smape']:.2f}",
+            f"{r['coverage']:.1%}",
+            f"{r['fit_seconds']:.1f}",
+            style=style,
+        )
+    console.print(t)
+
+
+@app.command()
+def train(
+    target: str = typer.Option("temp", "--target", help="Variable to forecast."),
+    models: str = typer.Option(
+        "naive,seasonal_naive,esn,rnn,lstm,cnn,cnn_lstm", "--models", help="Comma-separated candidates to compare."
+    ),
+    horizon: int = typer.Option(24, "--horizon", min=1, help="Steps forecast at once (H)."),
+    folds: int = typer.Option(30, "--folds", min=1, help="Backtest origins (F), 24 steps apart."),
+    epochs: int | None = typer.Option(None, "--epochs", min=1, help="Max epochs for Keras candidates."),
+    seed: int = typer.Option(42, "--seed", help="Random seed (same seed, same metrics)."),
+) -> None:
+    """Backtest the candidates, log to MLflow, register the winner (champion/challenger gate)."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from pipeline import training
+
+    settings = get_settings()
+    names = [m.strip() for m in models.split(",") if m.strip()]
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console) as progress:
+        tasks: dict[str, Any] = {}
+
+        def on_progress(name: str, stage: str) -> None:
+            if name not in tasks:
+                tasks[name] = progress.add_task(f"{name}: {stage}", total=1)
+            elif stage == "done":
+                progress.update(tasks[name], description=f"{name}: done", completed=1)
+                return
+            progress.update(tasks[name], description=f"{name}: {stage}")
+
+        try:
+            outcome = training.train(
+                settings,
+                target=target,
+                models=names,
+                horizon=horizon,
+                folds=folds,
+                epochs=epochs,
+                seed=seed,
+                on_progress=on_progress,
+            )
+        except ValueError as exc:
+            from pipeline.errors import InputError
+
+            _fail(InputError(str(exc)))
+            return
+        for task in tasks.values():
+            progress.update(task, completed=1)
+    res = outcome.result
+    console.print(
+        f"backtest: {len(res.origins)} origins from {res.origins[0]:%Y-%m-%d %H:%M} to "
+        f"{res.origins[-1]:%Y-%m-%d %H:%M} UTC, H={horizon}; trained on data up to the first origin, "
+        f"validation from {res.val_start:%Y-%m-%d %H:%M}",
+        highlight=False,
+    )
+    print_comparison(outcome.comparison)
+    reg = outcome.registry
+    best = outcome.comparison.iloc[0]
+    console.print(
+        f"winner: [bold]{best['candidate']}[/] (MASE {best['mase']:.3f}); 90% interval coverage "
+        f"over the backtest: {best['coverage']:.1%}"
+    )
+    if reg.alias == "champion":
+        prev = (
+            f" (beat version {reg.previous_champion}: MASE {reg.previous_champion_mase:.3f} on the same window)"
+            if reg.previous_champion
+            else " (first champion)"
+        )
+        console.print(f"registered {reg.name} version {reg.version} as [bold green]@champion[/]{prev}")
+    else:
+        console.print(
+            f"registered {reg.name} version {reg.version} as [bold yellow]@challenger[/]: champion version "
+            f"{reg.previous_champion} keeps its alias (MASE {reg.previous_champion_mase:.3f} vs {reg.new_mase:.3f} "
+            "on the same window)"
+        )
+    console.print(f"MLflow: {settings.tracking_uri}  run {outcome.runs.parent_run_id}", highlight=False)
+
+
 def _fmt_ts(value: Any) -> str:
     import pandas as pd
 

@@ -3,8 +3,11 @@ for the forecasters build on it."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
+from pydantic import BaseModel
 
 GAP_COLUMN = "long_gap"
 
@@ -48,9 +51,9 @@ def regularise(
     ``frame`` is indexed by UTC timestamps with one column per variable. Values
     are resampled to ``freq`` (inferred when None; several values in one slot are
     averaged), gaps of at most ``max_gap`` steps are filled by time interpolation,
-    and longer gaps stay missing. The column ``long_gap`` marks slots whose
-    variables still have missing values after filling, so no training window
-    spans them.
+    and longer gaps stay missing (a variable's own NaN is what keeps training
+    windows off it). The column ``long_gap`` marks slots where the series
+    reported nothing at all and nothing could be filled: the station was silent.
     """
     if frame.empty:
         out = frame.copy()
@@ -69,6 +72,151 @@ def regularise(
         interp = resampled[col].interpolate(method="time", limit_area="inside")
         short = missing & (runs <= max_gap)
         filled[col] = resampled[col].where(~short, interp)
-    filled[GAP_COLUMN] = filled.drop(columns=[], errors="ignore").isna().any(axis=1)
+    filled[GAP_COLUMN] = filled.isna().all(axis=1)
     filled.index.freq = step  # type: ignore[misc]
     return filled
+
+
+# --- model inputs --------------------------------------------------------------
+
+CALENDAR_FEATURES = ["hour_sin", "hour_cos", "doy_sin", "doy_cos"]
+# Directions are angles: 359° and 1° are neighbours, so they enter as sin/cos.
+CIRCULAR_VARIABLES = {"wind_dir"}
+
+
+def calendar_features(index: pd.DatetimeIndex) -> np.ndarray:
+    """Hour of day and day of year as sin/cos pairs, shape (T, 4)."""
+    hour = index.hour.to_numpy() + index.minute.to_numpy() / 60.0
+    doy = index.dayofyear.to_numpy() - 1 + hour / 24.0
+    h = 2 * np.pi * hour / 24.0
+    d = 2 * np.pi * doy / 365.25
+    return np.column_stack([np.sin(h), np.cos(h), np.sin(d), np.cos(d)]).astype(np.float32)
+
+
+def expand_circular(frame: pd.DataFrame) -> pd.DataFrame:
+    """Replace circular variables (degrees) by their sin/cos components."""
+    out = frame.copy()
+    for col in CIRCULAR_VARIABLES & set(frame.columns):
+        rad = np.deg2rad(out.pop(col))
+        out[f"{col}_sin"] = np.sin(rad)
+        out[f"{col}_cos"] = np.cos(rad)
+    return out
+
+
+def prepare_panel(
+    wide: pd.DataFrame, freq: str | pd.Timedelta | None = None, max_gap: int = 3
+) -> dict[str, pd.DataFrame]:
+    """Split a (series_id, ts)-indexed wide frame into regularised per-series frames."""
+    panel: dict[str, pd.DataFrame] = {}
+    for sid, frame in wide.groupby(level="series_id", sort=True):
+        f = frame.droplevel("series_id")
+        f = expand_circular(f)
+        panel[str(sid)] = regularise(f, freq=freq, max_gap=max_gap)
+    return panel
+
+
+def select_covariates(
+    panel: dict[str, pd.DataFrame], target: str, end: pd.Timestamp, max_missing: float = 0.3
+) -> list[str]:
+    """Variables other than the target that are present often enough before ``end``.
+
+    Sparse variables (wind gusts are reported only when gusty) would mostly feed
+    the model fill-in values, so they are left out.
+    """
+    cols: set[str] | None = None
+    for frame in panel.values():
+        train = frame.loc[:end].drop(columns=[GAP_COLUMN, target], errors="ignore")
+        ok = {c for c in train.columns if len(train) and train[c].isna().mean() <= max_missing}
+        cols = ok if cols is None else cols & ok
+    return sorted(cols or [])
+
+
+class Scaler(BaseModel):
+    """Per-series mean and standard deviation of each column, fitted on training data only."""
+
+    mean: dict[str, dict[str, float]]
+    std: dict[str, dict[str, float]]
+
+    @classmethod
+    def fit(cls, panel: dict[str, pd.DataFrame], columns: list[str], end: pd.Timestamp) -> Scaler:
+        mean: dict[str, dict[str, float]] = {}
+        std: dict[str, dict[str, float]] = {}
+        for sid, frame in panel.items():
+            train = frame.loc[:end]
+            mean[sid], std[sid] = {}, {}
+            for c in columns:
+                vals = train[c].dropna() if c in train else pd.Series(dtype=float)
+                mean[sid][c] = float(vals.mean()) if len(vals) else 0.0
+                s = float(vals.std()) if len(vals) > 1 else 1.0
+                std[sid][c] = s if np.isfinite(s) and s > 1e-8 else 1.0
+        return cls(mean=mean, std=std)
+
+    def stats(self, sid: str, column: str) -> tuple[float, float]:
+        if sid in self.mean:
+            return self.mean[sid][column], self.std[sid][column]
+        # A series unseen in training borrows the average statistics of the others.
+        m = float(np.mean([v[column] for v in self.mean.values()]))
+        s = float(np.mean([v[column] for v in self.std.values()]))
+        return m, s
+
+
+@dataclass
+class Design:
+    """One series on its regular grid, ready for a model.
+
+    ``X`` holds the scaled target, covariates and calendar features with gaps
+    filled (forward, then the training mean) so any position can be an input;
+    ``y`` is the scaled target with NaN where it was not observed, so no
+    training target is ever invented.
+    """
+
+    series_id: str
+    index: pd.DatetimeIndex
+    X: np.ndarray  # (T, F) float32
+    y: np.ndarray  # (T,) float64, NaN where missing
+    target_mean: float
+    target_std: float
+
+    def unscale(self, values: np.ndarray) -> np.ndarray:
+        return values * self.target_std + self.target_mean
+
+
+def build_design(
+    sid: str, frame: pd.DataFrame, target: str, covariates: list[str], scaler: Scaler, fill_limit: int = 24
+) -> Design:
+    cols = [target, *covariates]
+    scaled = np.empty((len(frame), len(cols)), dtype=np.float64)
+    for j, c in enumerate(cols):
+        m, s = scaler.stats(sid, c)
+        vals = frame[c].to_numpy(dtype=float) if c in frame else np.full(len(frame), np.nan)
+        scaled[:, j] = (vals - m) / s
+    y = scaled[:, 0].copy()
+    filled = pd.DataFrame(scaled).ffill(limit=fill_limit).fillna(0.0).to_numpy()
+    X = np.hstack([filled, calendar_features(pd.DatetimeIndex(frame.index))]).astype(np.float32)
+    m, s = scaler.stats(sid, target)
+    return Design(series_id=sid, index=pd.DatetimeIndex(frame.index), X=X, y=y, target_mean=m, target_std=s)
+
+
+def window_ends(y: np.ndarray, lookback: int, horizon: int, start: int = 0, stop: int | None = None) -> np.ndarray:
+    """Positions t where the target is observed over [t-lookback+1, t+horizon].
+
+    A window never spans a long gap: every input and every training target in it
+    was observed (or filled across a short gap during regularisation).
+    """
+    n = len(y)
+    stop = n - horizon if stop is None else min(stop, n - horizon)
+    bad = np.concatenate([[0], np.cumsum(np.isnan(y))])
+    t = np.arange(max(start, lookback - 1), max(stop, 0))
+    if len(t) == 0:
+        return t
+    n_bad = bad[t + horizon + 1] - bad[t - lookback + 1]
+    return t[n_bad == 0]
+
+
+def make_windows(design: Design, ends: np.ndarray, lookback: int, horizon: int) -> tuple[np.ndarray, np.ndarray]:
+    """Inputs (N, lookback, F) and future targets (N, horizon) for window end positions."""
+    offsets = np.arange(-lookback + 1, 1)
+    X = design.X[ends[:, None] + offsets[None, :]]
+    future = np.arange(1, horizon + 1)
+    Y = design.y[np.clip(ends[:, None] + future[None, :], 0, len(design.y) - 1)]
+    return X, Y

@@ -1,0 +1,188 @@
+"""Rolling-origin backtest: fit once before the first origin, then forecast at F
+origins from only the data available at each, and score every candidate the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel
+
+from pipeline.metrics import aggregate, score_points, seasonal_naive_scale
+from pipeline.models.base import Forecaster
+
+log = logging.getLogger(__name__)
+
+
+class BacktestConfig(BaseModel):
+    target: str = "temp"
+    horizon: int = 24
+    folds: int = 30
+    step: int = 24  # steps between origins
+    val_steps: int = 24 * 30  # validation slice at the end of the training period
+    season: int = 24
+    level: float = 0.9  # prediction interval coverage
+
+
+@dataclass
+class Calibration:
+    """Split-conformal interval half-widths per step, from validation residuals."""
+
+    level: float
+    half_width: np.ndarray  # (H,)
+    n: int
+
+    @classmethod
+    def from_residuals(cls, residuals: pd.DataFrame, horizon: int, level: float) -> Calibration:
+        widths = np.full(horizon, np.nan)
+        n = 0
+        for h, grp in residuals.groupby("step"):
+            r = np.sort(np.abs(grp["residual"].to_numpy()))
+            n = len(r)
+            # Finite-sample conformal quantile: the ceil((n+1)*level)-th smallest residual.
+            k = min(int(np.ceil((n + 1) * level)), n)
+            widths[int(h) - 1] = r[k - 1]
+        # A step without residuals borrows its neighbour's width.
+        widths = pd.Series(widths).ffill().bfill().fillna(0.0).to_numpy()
+        return cls(level=level, half_width=widths, n=n)
+
+    def apply(self, forecast: pd.DataFrame) -> pd.DataFrame:
+        out = forecast.copy()
+        w = self.half_width[out["step"].to_numpy() - 1]
+        out["lo"] = out["yhat"] - w
+        out["hi"] = out["yhat"] + w
+        return out
+
+
+@dataclass
+class CandidateResult:
+    name: str
+    model: Forecaster
+    forecasts: pd.DataFrame  # series_id, origin_ts, step, ts, yhat, lo, hi, actual
+    calibration: Calibration
+    fit_seconds: float
+    predict_seconds: float
+
+
+@dataclass
+class BacktestResult:
+    config: BacktestConfig
+    origins: list[pd.Timestamp]
+    train_end: pd.Timestamp
+    val_start: pd.Timestamp
+    scales: dict[str, float]
+    candidates: dict[str, CandidateResult] = field(default_factory=dict)
+
+    def scored(self) -> pd.DataFrame:
+        frames = []
+        for name, c in self.candidates.items():
+            s = score_points(c.forecasts, self.scales)
+            s.insert(0, "candidate", name)
+            frames.append(s)
+        return pd.concat(frames, ignore_index=True)
+
+    def metrics_by_step(self) -> pd.DataFrame:
+        """MAE, RMSE, sMAPE, MASE per candidate, series and step."""
+        return aggregate(self.scored(), ["candidate", "series_id", "step"])
+
+    def comparison(self) -> pd.DataFrame:
+        """One row per candidate, best first: mean MASE over series, pooled MAE/RMSE/sMAPE."""
+        scored = self.scored()
+        per_series = aggregate(scored, ["candidate", "series_id"])
+        overall = aggregate(scored, ["candidate"]).set_index("candidate")
+        table = pd.DataFrame(
+            {
+                "mase": per_series.groupby("candidate")["mase"].mean(),
+                "mae": overall["mae"],
+                "rmse": overall["rmse"],
+                "smape": overall["smape"],
+                "coverage": scored.assign(inside=(scored.actual >= scored.lo) & (scored.actual <= scored.hi))
+                .groupby("candidate")["inside"]
+                .mean(),
+                "fit_seconds": pd.Series({n: c.fit_seconds for n, c in self.candidates.items()}),
+            }
+        )
+        return table.sort_values("mase").reset_index(names="candidate")
+
+    @property
+    def winner(self) -> str:
+        return str(self.comparison().iloc[0]["candidate"])
+
+
+def plan_origins(panel: dict[str, pd.DataFrame], cfg: BacktestConfig) -> list[pd.Timestamp]:
+    """F origins, ``step`` apart, the last leaving exactly H steps of data after it."""
+    end = min(f.index[-1] for f in panel.values())
+    freq = _freq(panel)
+    last = end - cfg.horizon * freq
+    origins = [last - (cfg.folds - 1 - k) * cfg.step * freq for k in range(cfg.folds)]
+    start = max(f.index[0] for f in panel.values())
+    if origins[0] - cfg.val_steps * freq <= start + cfg.horizon * freq:
+        raise ValueError(
+            f"not enough history for {cfg.folds} origins {cfg.step} steps apart plus a {cfg.val_steps}-step "
+            f"validation slice (data from {start} to {end})"
+        )
+    return origins
+
+
+def _freq(panel: dict[str, pd.DataFrame]) -> pd.Timedelta:
+    f = next(iter(panel.values()))
+    return pd.Timedelta(f.index.freq) if f.index.freq is not None else f.index[1] - f.index[0]
+
+
+def actuals(panel: dict[str, pd.DataFrame], target: str) -> pd.Series:
+    s = pd.concat({sid: f[target] for sid, f in panel.items()})
+    s.index.names = ["series_id", "ts"]
+    return s.rename("actual")
+
+
+def validation_residuals(
+    model: Forecaster, panel: dict[str, pd.DataFrame], val_start: pd.Timestamp, train_end: pd.Timestamp, target: str
+) -> pd.DataFrame:
+    """Residuals of forecasts issued inside the validation slice whose targets are all
+    at or before ``train_end``: calibration never sees the points it is scored on."""
+    freq = _freq(panel)
+    H = model.config.horizon
+    origins = list(pd.date_range(val_start, train_end - H * freq, freq=freq))
+    cut = {sid: f.loc[:train_end] for sid, f in panel.items()}
+    fc = model.predict(cut, origins).join(actuals(cut, target), on=["series_id", "ts"])
+    fc["residual"] = fc["actual"] - fc["yhat"]
+    return fc.dropna(subset=["residual"])
+
+
+def run_backtest(
+    panel: dict[str, pd.DataFrame],
+    models: dict[str, Forecaster],
+    cfg: BacktestConfig,
+    on_progress: Callable[[str, str], None] | None = None,
+) -> BacktestResult:
+    """Fit each candidate once before the first origin and forecast at every origin."""
+    origins = plan_origins(panel, cfg)
+    freq = _freq(panel)
+    train_end = origins[0]
+    val_start = train_end - (cfg.val_steps - 1) * freq
+    scales = {sid: seasonal_naive_scale(f[cfg.target].loc[:train_end], cfg.season) for sid, f in panel.items()}
+    result = BacktestResult(config=cfg, origins=origins, train_end=train_end, val_start=val_start, scales=scales)
+    truth = actuals(panel, cfg.target)
+    for name, model in models.items():
+        if on_progress:
+            on_progress(name, "fit")
+        model.fit(panel, train_end=train_end, val_start=val_start)
+        if on_progress:
+            on_progress(name, "predict")
+        t0 = time.perf_counter()
+        fc = model.predict(panel, origins)
+        predict_seconds = time.perf_counter() - t0
+        calib = Calibration.from_residuals(
+            validation_residuals(model, panel, val_start, train_end, cfg.target), cfg.horizon, cfg.level
+        )
+        fc = calib.apply(fc).join(truth, on=["series_id", "ts"])
+        result.candidates[name] = CandidateResult(name, model, fc, calib, model.fit_seconds, predict_seconds)
+        log.info("%s: fit %.1fs", name, model.fit_seconds)
+        if on_progress:
+            on_progress(name, "done")
+    return result

@@ -1,0 +1,49 @@
+"""Baselines people would otherwise use: last value, and value one season ago."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pipeline.features import Design
+from pipeline.models.base import Forecaster
+
+
+def _last_observed(y: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """The most recent non-missing value at or before each position."""
+    idx = np.where(~np.isnan(y), np.arange(len(y)), -1)
+    last = np.maximum.accumulate(idx)[positions]
+    return np.where(last >= 0, y[np.maximum(last, 0)], 0.0)
+
+
+class NaiveForecaster(Forecaster):
+    """Repeats the last observed value for every step."""
+
+    kind = "naive"
+
+    def _fit(self, designs: dict[str, Design], val_pos: dict[str, int]) -> None:
+        self.fit_info = {"series": len(designs)}
+
+    def _predict(self, design: Design, positions: np.ndarray) -> np.ndarray:
+        last = _last_observed(design.y, positions)
+        return np.repeat(last[:, None], self.config.horizon, axis=1)
+
+
+class SeasonalNaiveForecaster(Forecaster):
+    """Step h repeats the value one season before it (``season`` steps, 24 for hourly data)."""
+
+    kind = "seasonal_naive"
+
+    def _fit(self, designs: dict[str, Design], val_pos: dict[str, int]) -> None:
+        self.fit_info = {"series": len(designs)}
+
+    def _predict(self, design: Design, positions: np.ndarray) -> np.ndarray:
+        H, m = self.config.horizon, self.config.season
+        h = np.arange(1, H + 1)
+        # Step h looks back ceil(h/m) seasons, so for h > m the last observed season repeats.
+        src = positions[:, None] + h[None, :] - m * ((h[None, :] - 1) // m + 1)
+        src = np.clip(src, 0, len(design.y) - 1)
+        filled = design.y.copy()
+        # A missing seasonal value falls back to the last observation before it.
+        if np.isnan(filled).any():
+            filled = _last_observed(filled, np.arange(len(filled)))
+        return filled[src]

@@ -1,0 +1,219 @@
+"""Keras candidates: one wrapper, differing only in how the network is built.
+
+Every network reads a lookback window (target, covariates, calendar) and emits
+all H steps at once. It learns the change from the last observed value rather
+than the level, so an untrained network starts from the naive forecast and
+training spends its capacity on the weather's dynamics.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.features import Design, make_windows, window_ends
+from pipeline.models.base import Forecaster, ModelConfig
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _keras() -> Any:
+    import keras
+
+    return keras
+
+
+class KerasConfig(ModelConfig):
+    lookback: int = 72
+    units: int = 64
+    dropout: float = 0.1
+    epochs: int = 60
+    batch_size: int = 128
+    learning_rate: float = 2e-3
+    patience: int = 6
+    max_train_windows: int | None = None
+    verbose: int = 0
+
+
+def seed_everything(seed: int) -> None:
+    """Same seed, same weights and same shuffles: reproducible metrics on one machine."""
+    keras = _keras()
+    keras.utils.set_random_seed(seed)
+    try:
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
+    except Exception:  # noqa: BLE001 - determinism is best effort on exotic backends
+        pass
+
+
+def cnn_feature_extractor(inputs: Any, dropout: float) -> Any:
+    """The CNN feature extractor shared by ``cnn`` and ``cnn_lstm`` (SPEC §4):
+    Conv1D(32, 5) -> max pooling -> Conv1D(64, 5) -> max pooling -> dropout."""
+    layers = _keras().layers
+    x = layers.Conv1D(32, 5, padding="same", activation="relu", name="conv1")(inputs)
+    x = layers.MaxPooling1D(2, name="pool1")(x)
+    x = layers.Conv1D(64, 5, padding="same", activation="relu", name="conv2")(x)
+    x = layers.MaxPooling1D(2, name="pool2")(x)
+    return layers.Dropout(dropout, name="extractor_dropout")(x)
+
+
+class KerasForecaster(Forecaster):
+    """Shared training loop: pooled windows, Adam, early stopping, learning-rate schedule."""
+
+    config_cls = KerasConfig
+    config: KerasConfig
+
+    def __init__(self, config: ModelConfig | None = None, **overrides: Any) -> None:
+        super().__init__(config, **overrides)
+        self.network: Any = None
+
+    def build_body(self, inputs: Any) -> Any:
+        raise NotImplementedError
+
+    def build_network(self, n_features: int) -> Any:
+        keras = _keras()
+        cfg = self.config
+        inputs = keras.Input(shape=(cfg.lookback, n_features), name="window")
+        body = self.build_body(inputs)
+        outputs = keras.layers.Dense(cfg.horizon, name="delta")(body)
+        model = keras.Model(inputs, outputs, name=self.kind)
+        model.compile(
+            optimizer=keras.optimizers.Adam(learning_rate=cfg.learning_rate, clipnorm=1.0),
+            loss=keras.losses.Huber(delta=1.0),
+        )
+        return model
+
+    def _windows(self, designs: dict[str, Design], val_pos: dict[str, int], part: str) -> tuple[np.ndarray, np.ndarray]:
+        cfg = self.config
+        xs, ys = [], []
+        for sid, d in designs.items():
+            if part == "train":
+                # Targets must end before the validation slice starts.
+                ends = window_ends(d.y, cfg.lookback, cfg.horizon, stop=val_pos[sid] - cfg.horizon)
+            else:
+                ends = window_ends(d.y, cfg.lookback, cfg.horizon, start=val_pos[sid])
+            if len(ends):
+                X, Y = make_windows(d, ends, cfg.lookback, cfg.horizon)
+                xs.append(X)
+                ys.append(Y - X[:, -1, :1])  # change from the last observed (scaled) target
+        if not xs:
+            return np.empty((0, cfg.lookback, 0), np.float32), np.empty((0, cfg.horizon), np.float32)
+        return np.concatenate(xs).astype(np.float32), np.concatenate(ys).astype(np.float32)
+
+    def _fit(self, designs: dict[str, Design], val_pos: dict[str, int]) -> None:
+        keras = _keras()
+        cfg = self.config
+        seed_everything(cfg.seed)
+        X, Y = self._windows(designs, val_pos, "train")
+        Xv, Yv = self._windows(designs, val_pos, "val")
+        if len(X) == 0:
+            raise ValueError(
+                f"{self.kind}: no complete training windows (lookback {cfg.lookback}, horizon {cfg.horizon})"
+            )
+        if cfg.max_train_windows and len(X) > cfg.max_train_windows:
+            keep = np.random.default_rng(cfg.seed).choice(len(X), cfg.max_train_windows, replace=False)
+            X, Y = X[np.sort(keep)], Y[np.sort(keep)]
+        self.network = self.build_network(X.shape[-1])
+        has_val = len(Xv) > 0
+        monitor = "val_loss" if has_val else "loss"
+        callbacks = [
+            keras.callbacks.EarlyStopping(monitor=monitor, patience=cfg.patience, restore_best_weights=True),
+            keras.callbacks.ReduceLROnPlateau(
+                monitor=monitor, factor=0.5, patience=max(1, cfg.patience // 3), min_lr=1e-5
+            ),
+        ]
+        history = self.network.fit(
+            X,
+            Y,
+            validation_data=(Xv, Yv) if has_val else None,
+            epochs=cfg.epochs,
+            batch_size=cfg.batch_size,
+            shuffle=True,
+            callbacks=callbacks,
+            verbose=cfg.verbose,
+        )
+        losses = history.history.get(monitor, [])
+        self.fit_info = {
+            "train_windows": len(X),
+            "val_windows": len(Xv),
+            "epochs_run": len(losses),
+            "best_epoch": int(np.argmin(losses)) + 1 if losses else 0,
+            "best_" + monitor: float(np.min(losses)) if losses else float("nan"),
+        }
+
+    def _predict(self, design: Design, positions: np.ndarray) -> np.ndarray:
+        cfg = self.config
+        # Windows at the very start of a series are padded with its first row.
+        safe = np.maximum(positions, cfg.lookback - 1)
+        padded = design
+        if (positions < cfg.lookback - 1).any():
+            pad = cfg.lookback - 1
+            padded = Design(
+                design.series_id,
+                design.index,
+                np.vstack([np.repeat(design.X[:1], pad, 0), design.X]),
+                np.concatenate([np.repeat(design.y[:1], pad), design.y]),
+                design.target_mean,
+                design.target_std,
+            )
+            safe = positions + pad
+        offsets = np.arange(-cfg.lookback + 1, 1)
+        X = padded.X[safe[:, None] + offsets[None, :]]
+        # Calling the network directly avoids Keras' per-call predict() tracing overhead.
+        delta = np.concatenate(
+            [
+                np.asarray(self.network(X[i : i + 2048], training=False), dtype=np.float64)
+                for i in range(0, len(X), 2048)
+            ]
+        )
+        return delta + X[:, -1, :1].astype(np.float64)
+
+    def _save(self, path: Path) -> None:
+        self.network.save(path / "network.keras")
+
+    def _load(self, path: Path) -> None:
+        self.network = _keras().models.load_model(path / "network.keras", compile=False)
+
+
+class _RecurrentForecaster(KerasForecaster):
+    """LSTM and SimpleRNN are one network choosing its recurrent layer by name."""
+
+    def build_body(self, inputs: Any) -> Any:
+        layers = _keras().layers
+        cell = {"lstm": layers.LSTM, "rnn": layers.SimpleRNN}[self.kind]
+        x = cell(self.config.units, name=self.kind)(inputs)
+        return layers.Dropout(self.config.dropout)(x)
+
+
+class LSTMForecaster(_RecurrentForecaster):
+    kind = "lstm"
+
+
+class SimpleRNNForecaster(_RecurrentForecaster):
+    kind = "rnn"
+
+
+class CNNForecaster(KerasForecaster):
+    """The CNN feature extractor with a dense forecasting head."""
+
+    kind = "cnn"
+
+    def build_body(self, inputs: Any) -> Any:
+        layers = _keras().layers
+        x = layers.Flatten()(cnn_feature_extractor(inputs, self.config.dropout))
+        return layers.Dense(self.config.units, activation="relu", name="head")(x)
+
+
+class CNNLSTMForecaster(KerasForecaster):
+    """The same CNN feature extractor feeding an LSTM."""
+
+    kind = "cnn_lstm"
+
+    def build_body(self, inputs: Any) -> Any:
+        layers = _keras().layers
+        x = layers.LSTM(self.config.units, name="lstm")(cnn_feature_extractor(inputs, self.config.dropout))
+        return layers.Dropout(self.config.dropout)(x)

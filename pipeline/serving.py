@@ -1,0 +1,91 @@
+"""The registered model: an MLflow pyfunc wrapping any streamcast forecaster.
+
+``mlflow.pyfunc.load_model("models:/streamcast-temp@champion").predict(history)``
+takes recent history in wide form (series_id, ts, one column per variable) and
+returns the forecast frame: series_id, origin_ts, step, ts, yhat, lo, hi.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipeline.backtest import Calibration
+from pipeline.features import prepare_panel
+from pipeline.models.base import Forecaster
+
+FORECAST_COLUMNS = ["series_id", "origin_ts", "step", "ts", "yhat", "lo", "hi"]
+
+
+def save_bundle(path: Path, model: Forecaster, calibration: Calibration, max_gap: int, extra: dict[str, Any]) -> Path:
+    """Write a forecaster with its interval calibration: the pyfunc's one artifact."""
+    model.save(path / "forecaster")
+    meta = {
+        "level": calibration.level,
+        "half_width": calibration.half_width.tolist(),
+        "n_calibration": calibration.n,
+        "max_gap": max_gap,
+        **extra,
+    }
+    (path / "bundle.json").write_text(json.dumps(meta, indent=2, default=str))
+    return path
+
+
+class ForecastBundle:
+    """A loaded forecaster plus calibration: forecasts with intervals from a history frame."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.model = Forecaster.load(path / "forecaster")
+        self.meta = json.loads((path / "bundle.json").read_text())
+        self.calibration = Calibration(
+            level=self.meta["level"], half_width=np.asarray(self.meta["half_width"]), n=self.meta["n_calibration"]
+        )
+
+    def forecast_panel(self, panel: dict[str, pd.DataFrame], origins: list[pd.Timestamp] | None = None) -> pd.DataFrame:
+        fc = self.model.predict(panel, origins)
+        return self.calibration.apply(fc)[FORECAST_COLUMNS]
+
+    def forecast_history(self, history: pd.DataFrame) -> pd.DataFrame:
+        return self.forecast_panel(history_to_panel(history, self.meta["max_gap"]))
+
+
+def history_to_panel(history: pd.DataFrame, max_gap: int = 3) -> dict[str, pd.DataFrame]:
+    """Accept wide history (series_id, ts, variables...) or long (series_id, variable, ts, value)."""
+    frame = history.copy()
+    if "series_id" not in frame.columns:
+        frame["series_id"] = "default"
+    if "ts" not in frame.columns:
+        raise ValueError("history needs a 'ts' column")
+    frame["ts"] = pd.to_datetime(frame["ts"], utc=True)
+    if {"variable", "value"} <= set(frame.columns):
+        frame = frame.pivot_table(index=["series_id", "ts"], columns="variable", values="value", aggfunc="last")
+        frame.columns.name = None
+    else:
+        frame = frame.set_index(["series_id", "ts"]).sort_index()
+    frame = frame.apply(pd.to_numeric, errors="coerce")
+    return prepare_panel(frame, max_gap=max_gap)
+
+
+def _pyfunc_base() -> type:
+    import mlflow.pyfunc
+
+    return mlflow.pyfunc.PythonModel
+
+
+class StreamcastPyfunc(_pyfunc_base()):  # type: ignore[misc]
+    """MLflow pyfunc flavour of a forecast bundle."""
+
+    def load_context(self, context: Any) -> None:
+        self.bundle = ForecastBundle(Path(context.artifacts["bundle"]))
+
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        out = self.bundle.forecast_history(pd.DataFrame(model_input))
+        # JSON-friendly timestamps for /invocations; the frame keeps its order.
+        for col in ("origin_ts", "ts"):
+            out[col] = out[col].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+        return out.reset_index(drop=True)

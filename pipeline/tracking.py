@@ -1,0 +1,325 @@
+"""MLflow: the only module that talks to the tracking server and the registry.
+
+A training is a parent run with one nested run per candidate. The winner is
+logged as a pyfunc and registered as ``streamcast-<target>``; the ``champion``
+alias moves only when the winner beats the current champion re-scored on the
+same backtest window, otherwise the new version becomes ``challenger``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipeline.backtest import BacktestResult, CandidateResult
+from pipeline.config import Settings
+from pipeline.metrics import aggregate, score_points
+
+log = logging.getLogger(__name__)
+
+EXPERIMENT = "streamcast"
+CHAMPION, CHALLENGER = "champion", "challenger"
+
+
+def registered_name(target: str) -> str:
+    return f"streamcast-{target}"
+
+
+def configure(settings: Settings) -> str:
+    """Point MLflow at the project's tracking store and make sure the experiment exists.
+
+    Called explicitly by whoever is about to log, never at import.
+    """
+    import os
+    import warnings
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    import mlflow
+
+    # MLflow's chatter (schema hints, cloudpickle notice) is not news to our users.
+    logging.getLogger("mlflow").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", module=r"mlflow\..*")
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    if settings.tracking_uri.startswith("sqlite:"):
+        db = settings.tracking_uri.removeprefix("sqlite:///")
+        Path(db).parent.mkdir(parents=True, exist_ok=True)
+    client = mlflow.MlflowClient()
+    exp = client.get_experiment_by_name(EXPERIMENT)
+    if exp is None:
+        artifact_location = None
+        if not settings.tracking_uri.startswith(("http://", "https://", "databricks")):
+            settings.artifact_root.mkdir(parents=True, exist_ok=True)
+            artifact_location = settings.artifact_root.as_uri()
+        client.create_experiment(EXPERIMENT, artifact_location=artifact_location)
+    mlflow.set_experiment(EXPERIMENT)
+    return settings.tracking_uri
+
+
+def _flatten(params: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    out: dict[str, str] = {}
+    for k, v in params.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = json.dumps(v) if isinstance(v, list | tuple) else str(v)
+    return out
+
+
+def plot_forecasts(cand: CandidateResult, history: dict[str, pd.DataFrame], target: str, path: Path) -> Path:
+    """Forecast vs actual over the backtest window, one panel per series, with intervals."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series = sorted(cand.forecasts["series_id"].unique())
+    fig, axes = plt.subplots(len(series), 1, figsize=(12, 2.8 * len(series)), sharex=True, squeeze=False)
+    for ax, sid in zip(axes[:, 0], series, strict=True):
+        fc = cand.forecasts[cand.forecasts.series_id == sid].sort_values("ts")
+        start = fc["ts"].min() - pd.Timedelta(days=2)
+        actual = history[sid][target].loc[start : fc["ts"].max()]
+        ax.plot(actual.index, actual.to_numpy(), color="black", lw=1, label="actual")
+        for i, (_, one) in enumerate(fc.groupby("origin_ts")):
+            ax.fill_between(
+                one["ts"],
+                one["lo"],
+                one["hi"],
+                color="tab:blue",
+                alpha=0.15,
+                lw=0,
+                label="90% interval" if i == 0 else None,
+            )
+            ax.plot(one["ts"], one["yhat"], color="tab:blue", lw=1, label="forecast" if i == 0 else None)
+        ax.set_title(f"{cand.name} — {sid}", loc="left", fontsize=10)
+        ax.set_ylabel(target)
+        ax.grid(alpha=0.3)
+    axes[0, 0].legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+@dataclass
+class TrainingRuns:
+    parent_run_id: str
+    candidate_run_ids: dict[str, str]
+    experiment_id: str
+
+
+def log_backtest(
+    result: BacktestResult, panel: dict[str, pd.DataFrame], tags: dict[str, str], run_name: str | None = None
+) -> TrainingRuns:
+    """Log a parent run with one nested run per candidate: params, metrics, per-step MAE, plot, table."""
+    import mlflow
+
+    cfg = result.config
+    table = result.comparison()
+    scored = result.scored()
+    run_ids: dict[str, str] = {}
+    with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_name=run_name or f"train-{cfg.target}") as parent:
+        tmpdir = Path(tmp)
+        mlflow.set_tags({**tags, "streamcast.role": "training", "streamcast.target": cfg.target})
+        mlflow.log_params({f"backtest.{k}": v for k, v in cfg.model_dump().items()})
+        mlflow.log_params(
+            {
+                "backtest.train_end": result.train_end.isoformat(),
+                "backtest.val_start": result.val_start.isoformat(),
+                "backtest.first_origin": result.origins[0].isoformat(),
+                "backtest.last_origin": result.origins[-1].isoformat(),
+            }
+        )
+        (tmpdir / "comparison.csv").write_text(table.to_csv(index=False))
+        (tmpdir / "comparison.md").write_text(_markdown(table))
+        mlflow.log_artifact(str(tmpdir / "comparison.csv"))
+        mlflow.log_artifact(str(tmpdir / "comparison.md"))
+        best = table.iloc[0]
+        mlflow.log_metrics({"best_mase": float(best["mase"]), "best_coverage": float(best["coverage"])})
+        mlflow.set_tag("streamcast.winner", str(best["candidate"]))
+        for name, cand in result.candidates.items():
+            row = table.set_index("candidate").loc[name]
+            with mlflow.start_run(run_name=name, nested=True) as child:
+                run_ids[name] = child.info.run_id
+                mlflow.set_tags({**tags, "streamcast.role": "candidate", "streamcast.kind": name})
+                mlflow.log_params(_flatten(cand.model.config.model_dump()))
+                mlflow.log_params({"covariates": json.dumps(cand.model.covariates)})
+                mlflow.log_metrics(
+                    {
+                        "mase": float(row["mase"]),
+                        "mae": float(row["mae"]),
+                        "rmse": float(row["rmse"]),
+                        "smape": float(row["smape"]),
+                        "coverage": float(row["coverage"]),
+                        "fit_seconds": float(cand.fit_seconds),
+                        "predict_seconds": float(cand.predict_seconds),
+                    }
+                )
+                mine = scored[scored.candidate == name]
+                per_step = aggregate(mine, ["step"])
+                for r in per_step.itertuples(index=False):
+                    mlflow.log_metric("mae_step", float(r.mae), step=int(r.step))
+                    mlflow.log_metric("mase_step", float(r.mase), step=int(r.step))
+                for r in aggregate(mine, ["series_id"]).itertuples(index=False):
+                    mlflow.log_metric(f"mase_{r.series_id}", float(r.mase))
+                for k, v in cand.model.fit_info.items():
+                    if isinstance(v, int | float) and np.isfinite(v):
+                        mlflow.log_metric(f"fit_{k}", float(v))
+                plot = plot_forecasts(cand, panel, cfg.target, tmpdir / f"forecast_vs_actual_{name}.png")
+                mlflow.log_artifact(str(plot))
+                mlflow.log_artifact(str(tmpdir / "comparison.md"))
+        return TrainingRuns(parent.info.run_id, run_ids, parent.info.experiment_id)
+
+
+def _markdown(table: pd.DataFrame) -> str:
+    cols = list(table.columns)
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    for r in table.itertuples(index=False):
+        lines.append("| " + " | ".join(f"{v:.4f}" if isinstance(v, float) else str(v) for v in r) + " |")
+    return "\n".join(lines) + "\n"
+
+
+# --- registry ------------------------------------------------------------------
+
+
+@dataclass
+class RegistryOutcome:
+    name: str
+    version: str
+    alias: str  # "champion" or "challenger"
+    new_mase: float
+    previous_champion: str | None  # version
+    previous_champion_mase: float | None
+    run_id: str
+    model_uri: str
+
+
+def current_champion(target: str) -> Any | None:
+    """The ModelVersion behind ``@champion``, or None."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    client = mlflow.MlflowClient()
+    try:
+        return client.get_model_version_by_alias(registered_name(target), CHAMPION)
+    except MlflowException:
+        return None
+
+
+def download_bundle(target: str, alias: str = CHAMPION, dst: Path | None = None) -> tuple[Path, Any]:
+    """Fetch the bundle (forecaster + calibration) of ``streamcast-<target>@alias``."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    mv = client.get_model_version_by_alias(registered_name(target), alias)
+    dst = dst or Path(tempfile.mkdtemp(prefix="streamcast-model-"))
+    local = mlflow.artifacts.download_artifacts(
+        artifact_uri=f"models:/{registered_name(target)}/{mv.version}", dst_path=str(dst)
+    )
+    return Path(local) / "artifacts" / "bundle", mv
+
+
+def rescore_champion(target: str, result: BacktestResult, panel: dict[str, pd.DataFrame]) -> tuple[Any, float] | None:
+    """The current champion's mean MASE on this training's backtest origins."""
+    from pipeline.serving import ForecastBundle
+
+    mv = current_champion(target)
+    if mv is None:
+        return None
+    bundle_path, _ = download_bundle(target, CHAMPION)
+    bundle = ForecastBundle(bundle_path)
+    fc = bundle.forecast_panel(panel, result.origins)
+    truth = pd.concat({s: f[result.config.target] for s, f in panel.items()}).rename("actual")
+    truth.index.names = ["series_id", "ts"]
+    scored = score_points(fc.join(truth, on=["series_id", "ts"]), result.scales)
+    mase = float(aggregate(scored, ["series_id"])["mase"].mean())
+    return mv, mase
+
+
+def register_winner(
+    result: BacktestResult,
+    runs: TrainingRuns,
+    panel: dict[str, pd.DataFrame],
+    max_gap: int,
+    history_example: pd.DataFrame,
+) -> RegistryOutcome:
+    """Log the winner as a pyfunc in its nested run, register it, and move the aliases."""
+    import mlflow
+    from mlflow.models import ModelSignature, infer_signature
+    from mlflow.types.schema import ColSpec, Schema
+
+    from pipeline.serving import ForecastBundle, StreamcastPyfunc, save_bundle
+
+    cfg = result.config
+    table = result.comparison().set_index("candidate")
+    winner = result.winner
+    cand = result.candidates[winner]
+    new_mase = float(table.loc[winner, "mase"])
+    name = registered_name(cfg.target)
+    rescored = rescore_champion(cfg.target, result, panel)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        bundle = save_bundle(
+            Path(tmp) / "bundle",
+            cand.model,
+            cand.calibration,
+            max_gap,
+            {"target": cfg.target, "kind": winner, "mase": new_mase},
+        )
+        probe = StreamcastPyfunc()
+        probe.bundle = ForecastBundle(bundle)
+        inferred = infer_signature(history_example, probe.predict(None, history_example))
+        # Only series_id and ts are required: history may carry any subset of variables.
+        assert inferred.inputs is not None
+        inputs = Schema(
+            [ColSpec(type=c.type, name=c.name, required=c.name in ("series_id", "ts")) for c in inferred.inputs.inputs]
+        )
+        signature = ModelSignature(inputs=inputs, outputs=inferred.outputs)
+        with mlflow.start_run(run_id=runs.candidate_run_ids[winner]):
+            info = mlflow.pyfunc.log_model(
+                name="model",
+                python_model=StreamcastPyfunc(),
+                artifacts={"bundle": str(bundle)},
+                signature=signature,
+                input_example=history_example,
+                registered_model_name=name,
+            )
+    client = mlflow.MlflowClient()
+    version = str(info.registered_model_version)
+    tags = {
+        "kind": winner,
+        "target": cfg.target,
+        "mase": f"{new_mase:.4f}",
+        "mae": f"{table.loc[winner, 'mae']:.4f}",
+        "coverage": f"{table.loc[winner, 'coverage']:.4f}",
+        "training_run_id": runs.parent_run_id,
+    }
+    for k, v in tags.items():
+        client.set_model_version_tag(name, version, k, v)
+    if rescored is None or new_mase < rescored[1]:
+        alias = CHAMPION
+        client.set_registered_model_alias(name, CHAMPION, version)
+    else:
+        alias = CHALLENGER
+        client.set_registered_model_alias(name, CHALLENGER, version)
+    if rescored is not None:
+        client.set_model_version_tag(name, version, "champion_mase_same_window", f"{rescored[1]:.4f}")
+    with mlflow.start_run(run_id=runs.parent_run_id):
+        mlflow.set_tags({"streamcast.registered_version": version, "streamcast.alias": alias})
+    return RegistryOutcome(
+        name=name,
+        version=version,
+        alias=alias,
+        new_mase=new_mase,
+        previous_champion=str(rescored[0].version) if rescored else None,
+        previous_champion_mase=rescored[1] if rescored else None,
+        run_id=runs.candidate_run_ids[winner],
+        model_uri=f"models:/{name}@{alias}",
+    )

@@ -1,0 +1,114 @@
+"""Train and compare: backtest the candidates, log everything to MLflow, register the winner."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from pipeline import tracking
+from pipeline.backtest import BacktestConfig, BacktestResult, run_backtest
+from pipeline.config import Settings
+from pipeline.features import prepare_panel
+from pipeline.models import CANDIDATES, create_model
+from pipeline.store import Store
+
+DEFAULT_MODELS = ["naive", "seasonal_naive", "esn", "rnn", "lstm", "cnn", "cnn_lstm"]
+KERAS_MODELS = {"lstm", "rnn", "cnn", "cnn_lstm"}
+
+
+@dataclass
+class TrainOutcome:
+    result: BacktestResult
+    comparison: pd.DataFrame
+    runs: tracking.TrainingRuns
+    registry: tracking.RegistryOutcome
+
+    @property
+    def winner(self) -> str:
+        return self.result.winner
+
+
+def load_panel(store: Store, target: str, max_gap: int, series: list[str] | None = None) -> dict[str, pd.DataFrame]:
+    wide = store.load_wide(series_ids=series)
+    if wide.empty:
+        raise ValueError("the store has no observations: run `streamcast ingest` first")
+    if target not in wide.columns:
+        raise ValueError(f"no variable {target!r} in the store (have: {', '.join(map(str, wide.columns))})")
+    return prepare_panel(wide, max_gap=max_gap)
+
+
+def history_example(panel: dict[str, pd.DataFrame], hours: int = 96) -> pd.DataFrame:
+    """A small wide history frame, as users pass to the pyfunc (ts as ISO text)."""
+    sid = sorted(panel)[0]
+    frame = panel[sid].drop(columns=["long_gap"]).iloc[-hours:]
+    # The pyfunc takes raw variables: fold wind direction components back into degrees.
+    if {"wind_dir_sin", "wind_dir_cos"} <= set(frame.columns):
+        import numpy as np
+
+        deg = np.rad2deg(np.arctan2(frame.pop("wind_dir_sin"), frame.pop("wind_dir_cos"))) % 360
+        frame["wind_dir"] = deg
+    out = frame.reset_index(names="ts")
+    out.insert(0, "series_id", sid)
+    out["ts"] = out["ts"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return out
+
+
+def build_candidates(models: list[str], horizon: int, seed: int, epochs: int | None) -> dict[str, Any]:
+    unknown = [m for m in models if m not in CANDIDATES]
+    if unknown:
+        raise ValueError(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(CANDIDATES)}")
+    out = {}
+    for name in models:
+        kw: dict[str, Any] = {"horizon": horizon, "seed": seed}
+        if epochs is not None and name in KERAS_MODELS:
+            kw["epochs"] = epochs
+        out[name] = create_model(name, **kw)
+    return out
+
+
+def train(
+    settings: Settings,
+    target: str = "temp",
+    models: list[str] | None = None,
+    horizon: int = 24,
+    folds: int = 30,
+    epochs: int | None = None,
+    seed: int = 42,
+    on_progress: Callable[[str, str], None] | None = None,
+    model_overrides: dict[str, dict[str, Any]] | None = None,
+) -> TrainOutcome:
+    """Backtest the candidates on the store's data, log to MLflow, register the winner."""
+    store = Store(settings.database_url)
+    try:
+        panel = load_panel(store, target, settings.max_gap_steps)
+    finally:
+        store.dispose()
+    cfg = BacktestConfig(target=target, horizon=horizon, folds=folds, season=24)
+    candidates = build_candidates(models or DEFAULT_MODELS, horizon, seed, epochs)
+    for name, extra in (model_overrides or {}).items():
+        if name in candidates:
+            candidates[name] = create_model(name, **{**candidates[name].config.model_dump(), **extra})
+    for m in candidates.values():
+        m.config = m.config.model_copy(update={"target": target})
+    result = run_backtest(panel, candidates, cfg, on_progress=on_progress)
+    tracking.configure(settings)
+    n_rows = sum(int(f[target].notna().sum()) for f in panel.values())
+    first = min(f.index[0] for f in panel.values())
+    last = max(f.index[-1] for f in panel.values())
+    tags = {
+        "data.series": ",".join(sorted(panel)),
+        "data.start": first.isoformat(),
+        "data.end": last.isoformat(),
+        "data.target_rows": str(n_rows),
+        "data.store": settings.database_url.split("://")[0],
+    }
+    if on_progress:
+        on_progress("mlflow", "log")
+    runs = tracking.log_backtest(result, panel, tags)
+    if on_progress:
+        on_progress("registry", "register")
+    registry = tracking.register_winner(result, runs, panel, settings.max_gap_steps, history_example(panel))
+    return TrainOutcome(result=result, comparison=result.comparison(), runs=runs, registry=registry)

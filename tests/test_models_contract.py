@@ -1,0 +1,162 @@
+"""Contract every candidate must honour, on a small synthetic seasonal panel.
+
+One table lists every candidate with its tiny test config and the error bound it
+must beat; a test fails when a registered candidate is missing from the table.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.features import build_design, prepare_panel
+from pipeline.metrics import seasonal_naive_scale
+from pipeline.models import CANDIDATES, NotFittedError, create_model
+from pipeline.models.base import Forecaster
+
+H = 12
+KERAS_TINY = {"units": 16, "epochs": 25, "lookback": 24, "batch_size": 64, "patience": 4, "learning_rate": 5e-3}
+
+# candidate -> (tiny config, max MASE on the synthetic backtest window)
+CONTRACT: dict[str, tuple[dict, float]] = {
+    "naive": ({}, 2.2),
+    "seasonal_naive": ({}, 1.3),
+    "lstm": (KERAS_TINY, 0.8),
+    "rnn": (KERAS_TINY, 0.8),
+    "cnn": (KERAS_TINY, 0.8),
+    "cnn_lstm": (KERAS_TINY, 0.8),
+    "esn": ({"units": 60, "lookback": 12, "warmup": 24}, 0.7),
+}
+
+
+def synthetic_panel(n: int = 24 * 30, seed: int = 0) -> dict[str, pd.DataFrame]:
+    """Three 'stations': daily cycle + slow drift + AR noise; dewpoint leads temperature."""
+    rng = np.random.default_rng(seed)
+    idx = pd.date_range("2024-01-01", periods=n, freq="h", tz="UTC")
+    rows = []
+    for k, sid in enumerate(["A", "B", "C"]):
+        noise = np.zeros(n)
+        for t in range(1, n):
+            noise[t] = 0.8 * noise[t - 1] + rng.normal(0, 0.6)
+        daily = 6 * np.sin(2 * np.pi * (idx.hour.to_numpy() - 9) / 24)
+        drift = 3 * np.sin(2 * np.pi * np.arange(n) / (24 * 11) + k)
+        temp = 40 + 3 * k + daily + drift + noise
+        dewp = temp - 8 + np.roll(noise, -2) + rng.normal(0, 0.3, n)
+        f = pd.DataFrame(
+            {"series_id": sid, "ts": idx, "temp": temp, "dewp": dewp, "wind_dir": (np.arange(n) * 7) % 360}
+        )
+        rows.append(f)
+    wide = pd.concat(rows).set_index(["series_id", "ts"])
+    wide.iloc[100:102, 0] = np.nan  # a short gap, interpolated
+    return prepare_panel(wide)
+
+
+PANEL = synthetic_panel()
+INDEX = PANEL["A"].index
+ORIGINS = list(INDEX[-H - 1 - 24 * 4 : -H : 24])  # 5 daily origins at the end
+TRAIN_END = ORIGINS[0]
+VAL_START = TRAIN_END - pd.Timedelta(hours=24 * 5)
+
+
+def _fit(name: str, seed: int = 7) -> Forecaster:
+    config, _ = CONTRACT[name]
+    return create_model(name, horizon=H, seed=seed, **config).fit(PANEL, TRAIN_END, VAL_START)
+
+
+@pytest.fixture(scope="module")
+def fitted() -> dict[str, Forecaster]:
+    return {name: _fit(name) for name in CONTRACT}
+
+
+def test_every_candidate_is_in_the_contract_table() -> None:
+    assert set(CONTRACT) == set(CANDIDATES)
+
+
+@pytest.mark.parametrize("name", list(CONTRACT))
+def test_shape_finite_and_error_bound(fitted: dict[str, Forecaster], name: str) -> None:
+    model = fitted[name]
+    fc = model.predict(PANEL, ORIGINS)
+    assert len(fc) == 3 * len(ORIGINS) * H
+    assert fc.groupby(["series_id", "origin_ts"]).size().eq(H).all()
+    assert np.isfinite(fc["yhat"]).all()
+    first = fc[(fc.series_id == "A") & (fc.origin_ts == ORIGINS[0])]
+    assert first["ts"].tolist() == list(pd.date_range(ORIGINS[0] + pd.Timedelta(hours=1), periods=H, freq="h"))
+    truth = pd.concat({s: f["temp"] for s, f in PANEL.items()}).rename("actual")
+    truth.index.names = ["series_id", "ts"]
+    scored = fc.join(truth, on=["series_id", "ts"])
+    mase = np.mean(
+        [
+            (g.yhat - g.actual).abs().mean() / seasonal_naive_scale(PANEL[s]["temp"].loc[:TRAIN_END], 24)
+            for s, g in scored.groupby("series_id")
+        ]
+    )
+    assert mase < CONTRACT[name][1], f"{name}: MASE {mase:.3f}"
+
+
+@pytest.mark.parametrize("name", list(CONTRACT))
+def test_save_load_gives_identical_forecasts(fitted: dict[str, Forecaster], name: str, tmp_path: Path) -> None:
+    model = fitted[name]
+    model.save(tmp_path / name)
+    loaded = Forecaster.load(tmp_path / name)
+    assert loaded.config == model.config
+    a, b = model.predict(PANEL, ORIGINS), loaded.predict(PANEL, ORIGINS)
+    np.testing.assert_array_equal(a["yhat"].to_numpy(), b["yhat"].to_numpy())
+
+
+@pytest.mark.parametrize("name", list(CONTRACT))
+def test_predict_before_fit_is_refused(name: str, tmp_path: Path) -> None:
+    model = create_model(name, horizon=H)
+    with pytest.raises(NotFittedError):
+        model.predict(PANEL)
+    with pytest.raises(NotFittedError):
+        model.save(tmp_path)
+
+
+@pytest.mark.parametrize("name", list(CONTRACT))
+def test_forecasts_use_only_data_up_to_the_origin(fitted: dict[str, Forecaster], name: str) -> None:
+    model = fitted[name]
+    origin = ORIGINS[2]
+    tampered = {s: f.copy() for s, f in PANEL.items()}
+    for f in tampered.values():
+        f.loc[f.index > origin, ["temp", "dewp"]] += 50.0
+    a = model.predict(PANEL, [origin])
+    b = model.predict(tampered, [origin])
+    np.testing.assert_array_equal(a["yhat"].to_numpy(), b["yhat"].to_numpy())
+
+
+@pytest.mark.parametrize("name", ["esn", "rnn", "cnn"])
+def test_fixed_seed_reproduces_forecasts(fitted: dict[str, Forecaster], name: str) -> None:
+    again = _fit(name)
+    np.testing.assert_allclose(
+        again.predict(PANEL, ORIGINS)["yhat"].to_numpy(),
+        fitted[name].predict(PANEL, ORIGINS)["yhat"].to_numpy(),
+        rtol=0,
+        atol=1e-6,
+    )
+
+
+def test_esn_streamed_state_equals_batch_run(fitted: dict[str, Forecaster]) -> None:
+    esn = fitted["esn"]
+    frame = PANEL["B"]
+    start = len(frame) - 60
+    design_full = build_design("B", frame, "temp", esn.covariates, esn.scaler)
+    stream = esn.stream(build_design("B", frame.iloc[: start + 1], "temp", esn.covariates, esn.scaler))
+    for t in range(start + 1, start + 25):
+        stream.advance(design_full.X[t])
+    origin = frame.index[start + 24]
+    batch = esn.predict({"B": frame}, [origin])["yhat"].to_numpy()
+    np.testing.assert_allclose(stream.forecast_values(), batch, rtol=0, atol=1e-9)
+
+
+def test_baselines_are_exact() -> None:
+    naive, snaive = _fit("naive"), _fit("seasonal_naive")
+    origin = ORIGINS[1]
+    y = PANEL["A"]["temp"]
+    pos = y.index.get_loc(origin)
+    fc_n = naive.predict({"A": PANEL["A"]}, [origin])["yhat"].to_numpy()
+    fc_s = snaive.predict({"A": PANEL["A"]}, [origin])["yhat"].to_numpy()
+    np.testing.assert_allclose(fc_n, np.full(H, y.iloc[pos]))
+    np.testing.assert_allclose(fc_s, y.iloc[pos + 1 - 24 : pos + 1 - 24 + H].to_numpy())

