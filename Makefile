@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 
-.PHONY: install run test lint format bench clean
+.PHONY: install run test lint format bench clean browser
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -24,7 +24,13 @@ run: $(STAMP)
 	$(VENV)/bin/streamcast ingest --source nyc-weather
 	$(VENV)/bin/streamcast status
 
-test: $(STAMP)
+# The dashboard test drives Debian's headless Chromium.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+		echo "installing Debian's chromium for the dashboard test"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+test: $(STAMP) browser
 	$(PY) -m pytest
 
 lint: $(STAMP)

@@ -320,6 +320,102 @@ def train(
     console.print(f"MLflow: {settings.tracking_uri}  run {outcome.runs.parent_run_id}", highlight=False)
 
 
+@app.command()
+def forecast(
+    target: str = typer.Option("temp", "--target", help="Variable to forecast."),
+    series: list[str] | None = typer.Option(None, "--series", help="Series to forecast (repeatable; default: all)."),
+) -> None:
+    """Forecast every series from its latest observations with the champion; store the points."""
+    from pipeline.errors import InputError
+    from pipeline.forecasting import issue_forecast
+
+    settings = get_settings()
+    try:
+        fc = issue_forecast(settings, target=target, series=series or None)
+    except (LookupError, ValueError) as exc:
+        _fail(InputError(str(exc).strip("'\"")))
+        return
+    first = fc.iloc[0]
+    console.print(
+        f"issued {fc['forecast_id'].nunique()} forecast(s) of {target} with {first['model_name']} "
+        f"(streamcast-{target} version {first['model_version']}), {len(fc):,} points",
+        highlight=False,
+    )
+    _print_latest(fc)
+
+
+predictions_app = typer.Typer(help="Query stored forecasts.", no_args_is_help=True)
+app.add_typer(predictions_app, name="predictions")
+
+
+def _print_latest(points: Any) -> None:
+    from pipeline.queries import latest_payload
+
+    for fc in latest_payload(points):
+        t = Table(
+            title=f"{fc['series_id']} {fc['target']}: issued {fc['issued_at'][:19]}Z "
+            f"from origin {fc['origin_ts'][:16]}Z by {fc['model']['name']} v{fc['model']['version']}",
+            title_justify="left",
+        )
+        for col in ("step", "ts (UTC)", "yhat", "lo", "hi"):
+            t.add_column(col, justify="left" if col == "ts (UTC)" else "right")
+        for p in fc["points"]:
+            t.add_row(
+                str(p["step"]),
+                p["ts"][:16].replace("T", " "),
+                f"{p['yhat']:.1f}",
+                "-" if p["lo"] is None else f"{p['lo']:.1f}",
+                "-" if p["hi"] is None else f"{p['hi']:.1f}",
+            )
+        console.print(t)
+
+
+@predictions_app.command("latest")
+def predictions_latest(
+    series: str | None = typer.Option(None, "--series", help="One series id (default: every series)."),
+    target: str = typer.Option("temp", "--target", help="Forecast variable."),
+    fmt: OutputFormat = typer.Option(OutputFormat.table, "--format", help="table, json or csv."),
+) -> None:
+    """The most recent forecast per series."""
+    from pipeline.errors import InputError
+
+    settings = get_settings()
+    store = _store(settings)
+    try:
+        if series is not None and series not in store.series_ids():
+            _fail(InputError(f"unknown series {series!r}"))
+        points = store.latest_forecasts(series_id=series, target=target)
+    finally:
+        store.dispose()
+    if points.empty:
+        _fail(InputError(f"no forecasts of {target!r} yet: run `streamcast forecast --target {target}`"))
+    if fmt == OutputFormat.json:
+        from pipeline.queries import latest_payload
+
+        print(json.dumps(latest_payload(points), indent=2))
+    elif fmt == OutputFormat.csv:
+        out = points.copy()
+        for c in ("issued_at", "origin_ts", "ts"):
+            out[c] = out[c].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+        sys.stdout.write(out.to_csv(index=False))
+    else:
+        _print_latest(points)
+
+
+@app.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", "--host"),
+    port: int = typer.Option(8000, "--port"),
+) -> None:
+    """Serve the HTTP API and dashboard (reads the store only; loads no model)."""
+    import uvicorn
+
+    from pipeline.api import create_app
+
+    console.print(f"streamcast API on http://{host}:{port}/  (docs: /docs)", highlight=False)
+    uvicorn.run(create_app(get_settings()), host=host, port=port, log_level="warning")
+
+
 def _fmt_ts(value: Any) -> str:
     import pandas as pd
 

@@ -101,12 +101,46 @@ scores = sa.Table(
     sa.Column("yhat", sa.Float, nullable=False),
     sa.Column("actual", sa.Float, nullable=False),
     sa.Column("abs_error", sa.Float, nullable=False),
+    sa.Column("scaled_error", sa.Float, nullable=True),  # abs_error / the series' MASE scale
     sa.Column("model_name", sa.String(128), nullable=False),
     sa.Column("model_version", sa.String(32), nullable=True),
     sa.Column("scored_at", sa.DateTime(timezone=True), nullable=False),
 )
 
+comparisons = sa.Table(
+    "model_comparisons",
+    metadata,
+    sa.Column("training_run_id", sa.String(64), primary_key=True),
+    sa.Column("candidate", sa.String(64), primary_key=True),
+    sa.Column("target", sa.String(128), nullable=False, index=True),
+    sa.Column("rank", sa.Integer, nullable=False),
+    sa.Column("mase", sa.Float),
+    sa.Column("mae", sa.Float),
+    sa.Column("rmse", sa.Float),
+    sa.Column("smape", sa.Float),
+    sa.Column("coverage", sa.Float),
+    sa.Column("fit_seconds", sa.Float),
+    sa.Column("registered_version", sa.String(32)),
+    sa.Column("alias", sa.String(32)),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+
 OBS_COLUMNS = ["series_id", "variable", "ts", "value"]
+FORECAST_COLUMNS = [
+    "forecast_id",
+    "series_id",
+    "target",
+    "issued_at",
+    "origin_ts",
+    "ts",
+    "step",
+    "yhat",
+    "lo",
+    "hi",
+    "model_name",
+    "model_version",
+    "run_id",
+]
 
 
 def utcnow() -> datetime:
@@ -389,6 +423,130 @@ class Store:
         wide = long.pivot_table(index=["series_id", "ts"], columns="variable", values="value", aggfunc="last")
         wide.columns.name = None
         return wide.sort_index()
+
+    # --- forecasts ----------------------------------------------------------
+
+    def write_forecasts(self, frame: pd.DataFrame) -> int:
+        """Insert forecast points (one row per forecast_id and step)."""
+        self.ensure_schema()
+        if frame.empty:
+            return 0
+        records = frame[FORECAST_COLUMNS].to_dict("records")
+        for r in records:
+            for k in ("issued_at", "origin_ts", "ts"):
+                r[k] = pd.Timestamp(r[k]).to_pydatetime()
+            for k in ("yhat", "lo", "hi"):
+                r[k] = None if r[k] is None or pd.isna(r[k]) else float(r[k])
+            r["step"] = int(r["step"])
+        with self.engine.begin() as conn:
+            conn.execute(forecasts.insert(), records)
+        return len(records)
+
+    def latest_forecast_ids(self, series_id: str | None = None, target: str | None = None) -> list[str]:
+        """The most recently issued forecast per (series, target)."""
+        self.ensure_schema()
+        f = forecasts
+        ranked = sa.select(
+            f.c.forecast_id,
+            sa.func.row_number()
+            .over(partition_by=(f.c.series_id, f.c.target), order_by=(f.c.issued_at.desc(), f.c.origin_ts.desc()))
+            .label("rn"),
+        ).where(f.c.step == 1)
+        if series_id is not None:
+            ranked = ranked.where(f.c.series_id == series_id)
+        if target is not None:
+            ranked = ranked.where(f.c.target == target)
+        sub = ranked.subquery()
+        with self.engine.connect() as conn:
+            return [r[0] for r in conn.execute(sa.select(sub.c.forecast_id).where(sub.c.rn == 1))]
+
+    def forecast_points(self, forecast_ids: Sequence[str]) -> pd.DataFrame:
+        self.ensure_schema()
+        q = sa.select(*[forecasts.c[c] for c in FORECAST_COLUMNS]).where(
+            forecasts.c.forecast_id.in_(list(forecast_ids))
+        )
+        with self.engine.connect() as conn:
+            df = pd.DataFrame(
+                conn.execute(q.order_by(forecasts.c.series_id, forecasts.c.step)).all(), columns=FORECAST_COLUMNS
+            )
+        for c in ("issued_at", "origin_ts", "ts"):
+            df[c] = _to_utc_index(df[c]) if not df.empty else pd.DatetimeIndex([], tz="UTC")
+        return df
+
+    def latest_forecasts(self, series_id: str | None = None, target: str | None = None) -> pd.DataFrame:
+        return self.forecast_points(self.latest_forecast_ids(series_id, target))
+
+    def forecasts_between(self, start: datetime | pd.Timestamp, end: datetime | pd.Timestamp) -> pd.DataFrame:
+        """Forecast points whose target time falls in [start, end]."""
+        self.ensure_schema()
+        q = sa.select(*[forecasts.c[c] for c in FORECAST_COLUMNS]).where(
+            forecasts.c.ts >= pd.Timestamp(start).to_pydatetime(), forecasts.c.ts <= pd.Timestamp(end).to_pydatetime()
+        )
+        with self.engine.connect() as conn:
+            df = pd.DataFrame(conn.execute(q).all(), columns=FORECAST_COLUMNS)
+        for c in ("issued_at", "origin_ts", "ts"):
+            df[c] = _to_utc_index(df[c]) if not df.empty else pd.DatetimeIndex([], tz="UTC")
+        return df
+
+    def live_scores(self, target: str) -> pd.DataFrame:
+        """Live MAE and MASE of matured forecast points by model, version and step."""
+        self.ensure_schema()
+        s = scores
+        q = (
+            sa.select(
+                s.c.model_name,
+                s.c.model_version,
+                s.c.step,
+                sa.func.count().label("n"),
+                sa.func.avg(s.c.abs_error).label("mae"),
+                sa.func.avg(s.c.scaled_error).label("mase"),
+            )
+            .where(s.c.target == target)
+            .group_by(s.c.model_name, s.c.model_version, s.c.step)
+            .order_by(s.c.model_name, s.c.model_version, s.c.step)
+        )
+        with self.engine.connect() as conn:
+            df = pd.DataFrame(
+                conn.execute(q).all(), columns=["model_name", "model_version", "step", "n", "mae", "mase"]
+            )
+        df["mase"] = df["mase"].astype(float).where(df["mase"].notna(), None)
+        return df
+
+    # --- comparisons ----------------------------------------------------------
+
+    def write_comparison(
+        self, training_run_id: str, target: str, table: pd.DataFrame, version: str, alias: str
+    ) -> None:
+        self.ensure_schema()
+        now = utcnow()
+        rows = [
+            {
+                "training_run_id": training_run_id,
+                "candidate": r["candidate"],
+                "target": target,
+                "rank": i + 1,
+                **{k: float(r[k]) for k in ("mase", "mae", "rmse", "smape", "coverage", "fit_seconds")},
+                "registered_version": version if i == 0 else None,
+                "alias": alias if i == 0 else None,
+                "created_at": now,
+            }
+            for i, r in enumerate(table.to_dict("records"))
+        ]
+        with self.engine.begin() as conn:
+            conn.execute(comparisons.insert(), rows)
+
+    def latest_comparison(self, target: str) -> pd.DataFrame:
+        """The comparison table of the most recent training for ``target``."""
+        self.ensure_schema()
+        c = comparisons
+        with self.engine.connect() as conn:
+            last = conn.execute(
+                sa.select(c.c.training_run_id).where(c.c.target == target).order_by(c.c.created_at.desc()).limit(1)
+            ).scalar()
+            if last is None:
+                return pd.DataFrame()
+            res = conn.execute(sa.select(c).where(c.c.training_run_id == last).order_by(c.c.rank))
+            return pd.DataFrame(res.all(), columns=list(res.keys()))
 
     def table_counts(self) -> dict[str, int]:
         self.ensure_schema()

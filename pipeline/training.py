@@ -111,4 +111,10 @@ def train(
     if on_progress:
         on_progress("registry", "register")
     registry = tracking.register_winner(result, runs, panel, settings.max_gap_steps, history_example(panel))
+    # The dashboard reads the comparison from the store, never from MLflow.
+    store = Store(settings.database_url)
+    try:
+        store.write_comparison(runs.parent_run_id, target, result.comparison(), registry.version, registry.alias)
+    finally:
+        store.dispose()
     return TrainOutcome(result=result, comparison=result.comparison(), runs=runs, registry=registry)

