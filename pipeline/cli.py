@@ -416,6 +416,141 @@ def serve(
     uvicorn.run(create_app(get_settings()), host=host, port=port, log_level="warning")
 
 
+class StreamSource(StrEnum):
+    replay = "replay"
+    redis = "redis"
+
+
+@app.command()
+def stream(
+    source: StreamSource = typer.Option(StreamSource.replay, "--source", help="replay (bundled dataset) or redis."),
+    dataset: str = typer.Option("nyc-weather", "--dataset", help="Dataset to replay."),
+    speed: float = typer.Option(3600.0, "--speed", min=0, help="Simulated seconds per real second (0: no waiting)."),
+    start: str | None = typer.Option(None, "--from", help="Replay from this time (ISO 8601, UTC)."),
+    until: str | None = typer.Option(None, "--until", help="Replay until this time (ISO 8601, UTC)."),
+    stream_name: str = typer.Option("streamcast:observations", "--stream", help="Redis stream name."),
+    group: str = typer.Option("streamcast", "--group", help="Redis consumer group."),
+    consumer: str = typer.Option("streamcast-1", "--consumer", help="Consumer name within the group."),
+    redis_url: str = typer.Option("redis://127.0.0.1:6379/0", "--redis-url"),
+    batch_size: int = typer.Option(64, "--batch-size", min=1, help="Redis entries per batch."),
+    stop_after_idle: float | None = typer.Option(None, "--stop-after-idle", help="Stop after N idle seconds (redis)."),
+    target: str = typer.Option("temp", "--target"),
+    retrain_models: str = typer.Option(
+        "naive,seasonal_naive,esn",
+        "--retrain-models",
+        help="Candidates compared when drift or the interval triggers a retrain.",
+    ),
+) -> None:
+    """Process observations as they arrive: store, advance the champion, forecast, score, retrain."""
+    import pandas as pd
+
+    from pipeline.errors import InputError
+    from pipeline.streaming import StreamProcessor
+
+    settings = get_settings()
+
+    def retrain(tgt: str) -> None:
+        from pipeline.training import train as run_training
+
+        run_training(settings, target=tgt, models=[m for m in retrain_models.split(",") if m])
+
+    try:
+        t0 = pd.Timestamp(start) if start else None
+        t1 = pd.Timestamp(until) if until else None
+    except ValueError as exc:
+        _fail(InputError(f"bad --from/--until: {exc}"))
+        return
+    if source == StreamSource.replay:
+        from pipeline.sources.replay import replay_batches, replay_frame
+
+        frame = replay_frame(dataset, t0, t1)
+        if frame.empty:
+            _fail(InputError(f"nothing to replay from {dataset} between {start or 'start'} and {until or 'end'}"))
+        batches = replay_batches(frame, speed)
+        console.print(
+            f"replaying {dataset}: {frame['ts'].nunique():,} timestamps, {len(frame):,} rows "
+            f"from {frame['ts'].min():%Y-%m-%d %H:%M} to {frame['ts'].max():%Y-%m-%d %H:%M} UTC "
+            f"at speed {speed:g}",
+            highlight=False,
+        )
+    else:
+        from pipeline.sources.redis_stream import RedisStreamSource
+
+        src = RedisStreamSource(
+            redis_url, stream_name, group, consumer, batch_size=batch_size, stop_after_idle_s=stop_after_idle
+        )
+        batches = src.batches()
+        console.print(f"consuming {stream_name} as {group}/{consumer} on {redis_url}", highlight=False)
+    processor = StreamProcessor(settings, target=target, retrain=retrain)
+
+    def report(stats: Any) -> None:
+        if stats.batches % 100 == 0:
+            s = stats.summary()
+            console.print(
+                f"{s['batches']:,} batches, {s['observations']:,} observations ({s['new']:,} new), "
+                f"{s['forecasts']:,} forecasts, {s['scored_points']:,} points scored, "
+                f"latency p50 {s['latency_p50_ms']:.1f} ms p99 {s['latency_p99_ms']:.1f} ms",
+                highlight=False,
+            )
+
+    try:
+        stats = processor.run(batches, on_batch=report)
+    except LookupError as exc:
+        _fail(InputError(str(exc).strip("'\"")))
+        return
+    except KeyboardInterrupt:
+        stats = processor.stats
+    finally:
+        processor.close()
+    s = stats.summary()
+    console.print(
+        f"done: {s['batches']:,} batches, {s['observations']:,} observations ({s['new']:,} new, "
+        f"{s['unchanged']:,} unchanged, {s['quarantined']:,} quarantined), {s['forecasts']:,} forecasts, "
+        f"{s['scored_points']:,} points scored, {len(s['retrains'])} retrain(s); observation-to-forecast "
+        f"latency p50 {s['latency_p50_ms']:.1f} ms, p99 {s['latency_p99_ms']:.1f} ms",
+        highlight=False,
+    )
+
+
+@app.command()
+def scores(target: str = typer.Option("temp", "--target"), as_json: bool = typer.Option(False, "--json")) -> None:
+    """Live error of matured forecast points by model and step."""
+    settings = get_settings()
+    store = _store(settings)
+    try:
+        table = store.live_scores(target)
+        triggers = store.retrain_triggers()
+    finally:
+        store.dispose()
+    if as_json:
+        print(
+            json.dumps(
+                {"scores": table.to_dict("records"), "retrains": triggers.astype(str).to_dict("records")},
+                default=str,
+                indent=2,
+            )
+        )
+        return
+    if table.empty:
+        console.print("no scored forecasts yet: scores appear once forecast times have passed (streamcast stream)")
+    else:
+        t = Table(title=f"live error of {target} forecasts by model and step", title_justify="left")
+        for col in ("model", "version", "step", "n", "MAE", "MASE"):
+            t.add_column(col, justify="left" if col == "model" else "right")
+        for r in table.to_dict("records"):
+            t.add_row(
+                r["model_name"],
+                str(r["model_version"]),
+                str(r["step"]),
+                f"{r['n']:,}",
+                f"{r['mae']:.3f}",
+                "-" if r["mase"] is None else f"{r['mase']:.3f}",
+            )
+        console.print(t)
+    for r in triggers.to_dict("records"):
+        console.print(f"retrain {r['triggered_at']}: {r['reason']} ({r['detail']}) -> {r['outcome']}", highlight=False)
+
+
 def _fmt_ts(value: Any) -> str:
     import pandas as pd
 

@@ -47,6 +47,10 @@ class Settings(BaseSettings):
     max_gap_steps: int = 3
     batch_size: int = 20_000
     seed: int = 42
+    retrain_hours: float = 24.0  # retrain when the last training is older than this
+    drift_factor: float = 1.5  # ... or when live MASE exceeds backtest MASE by this factor
+    drift_window: int = 72  # matured step-1..H points per series in the live MASE window
+    mlflow_ui_url: str = "http://127.0.0.1:5000"
 
     @property
     def database_url(self) -> str:

@@ -125,6 +125,17 @@ comparisons = sa.Table(
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
 )
 
+retrain_triggers = sa.Table(
+    "retrain_triggers",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("target", sa.String(128), nullable=False),
+    sa.Column("reason", sa.String(32), nullable=False),
+    sa.Column("detail", sa.String(512)),
+    sa.Column("outcome", sa.String(256)),
+    sa.Column("triggered_at", sa.DateTime(timezone=True), nullable=False),
+)
+
 OBS_COLUMNS = ["series_id", "variable", "ts", "value"]
 FORECAST_COLUMNS = [
     "forecast_id",
@@ -439,8 +450,49 @@ class Store:
                 r[k] = None if r[k] is None or pd.isna(r[k]) else float(r[k])
             r["step"] = int(r["step"])
         with self.engine.begin() as conn:
-            conn.execute(forecasts.insert(), records)
+            # Re-issuing the same forecast (a redelivered stream entry) changes nothing.
+            conn.execute(
+                self._insert(forecasts).on_conflict_do_nothing(index_elements=["forecast_id", "step"]), records
+            )
         return len(records)
+
+    def write_scores(self, rows: list[dict[str, Any]]) -> int:
+        """Record matured forecast points against their actuals (idempotent per point)."""
+        self.ensure_schema()
+        if not rows:
+            return 0
+        with self.engine.begin() as conn:
+            conn.execute(self._insert(scores).on_conflict_do_nothing(index_elements=["forecast_id", "step"]), rows)
+        return len(rows)
+
+    def forecasts_for_times(self, target: str, series_id: str, times: Sequence[pd.Timestamp]) -> pd.DataFrame:
+        """Forecast points of ``series_id`` whose target time is one of ``times``."""
+        self.ensure_schema()
+        q = sa.select(*[forecasts.c[c] for c in FORECAST_COLUMNS]).where(
+            forecasts.c.target == target,
+            forecasts.c.series_id == series_id,
+            forecasts.c.ts.in_([pd.Timestamp(t).to_pydatetime() for t in times]),
+        )
+        with self.engine.connect() as conn:
+            df = pd.DataFrame(conn.execute(q).all(), columns=FORECAST_COLUMNS)
+        for c in ("issued_at", "origin_ts", "ts"):
+            df[c] = _to_utc_index(df[c]) if not df.empty else pd.DatetimeIndex([], tz="UTC")
+        return df
+
+    def record_retrain(self, target: str, reason: str, detail: str, outcome: str | None = None) -> None:
+        self.ensure_schema()
+        with self.engine.begin() as conn:
+            conn.execute(
+                retrain_triggers.insert().values(
+                    target=target, reason=reason, detail=detail, outcome=outcome, triggered_at=utcnow()
+                )
+            )
+
+    def retrain_triggers(self) -> pd.DataFrame:
+        self.ensure_schema()
+        with self.engine.connect() as conn:
+            res = conn.execute(sa.select(retrain_triggers).order_by(retrain_triggers.c.id))
+            return pd.DataFrame(res.all(), columns=list(res.keys()))
 
     def latest_forecast_ids(self, series_id: str | None = None, target: str | None = None) -> list[str]:
         """The most recently issued forecast per (series, target)."""
@@ -511,6 +563,30 @@ class Store:
             )
         df["mase"] = df["mase"].astype(float).where(df["mase"].notna(), None)
         return df
+
+    def recent_live_mase(self, target: str, since: datetime | pd.Timestamp, window: int) -> float | None:
+        """Mean scaled error of the latest ``window`` matured points per series, scored after ``since``."""
+        self.ensure_schema()
+        s = scores
+        ranked = (
+            sa.select(
+                s.c.scaled_error,
+                sa.func.row_number().over(partition_by=s.c.series_id, order_by=s.c.ts.desc()).label("rn"),
+            )
+            .where(
+                s.c.target == target,
+                s.c.scored_at >= pd.Timestamp(since).to_pydatetime(),
+                s.c.scaled_error.is_not(None),
+            )
+            .subquery()
+        )
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(sa.func.avg(ranked.c.scaled_error), sa.func.count()).where(ranked.c.rn <= window)
+            ).one()
+        if not row[1]:
+            return None
+        return float(row[0])
 
     # --- comparisons ----------------------------------------------------------
 

@@ -4,6 +4,7 @@ when it is reachable (required in CI via STREAMCAST_REQUIRE_SERVICES=1)."""
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +13,10 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+# Prefect reads its home at import: keep its database and logs out of ~/.prefect.
+os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="streamcast-prefect-")
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+os.environ.pop("PREFECT_API_URL", None)
 
 from pipeline.config import Settings, services_required
 from pipeline.store import Store

@@ -1,0 +1,206 @@
+"""Streaming: replay and Redis Streams through the champion, live scoring, drift retraining."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline import training
+from pipeline.config import Settings, services_required
+from pipeline.ingest import ingest_file
+from pipeline.sources.replay import replay_batches, replay_frame
+from pipeline.store import Store
+from pipeline.streaming import StreamProcessor
+from tests.conftest import weather_csv
+
+pytestmark = pytest.mark.slow
+REDIS_URL = os.environ.get("STREAMCAST_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+STREAM_START = pd.Timestamp("2013-12-20T00:00Z")
+
+
+def _history_and_champion(settings: Settings, data_dir: Path, models: list[str], **overrides) -> None:
+    """Store nyc-weather from late October up to STREAM_START, register a champion on it."""
+    store = Store(settings.database_url)
+    ingest_file(store, weather_csv(data_dir / "h.csv", end="2013-12-20"), settings, series_col="origin")
+    store.dispose()
+    training.train(settings, models=models, folds=2, model_overrides=overrides)
+
+
+def _redis():
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL, decode_responses=True)
+    try:
+        client.ping()
+    except redis.ConnectionError as exc:
+        if services_required():
+            pytest.fail(f"Redis not reachable at {REDIS_URL}: {exc} (STREAMCAST_REQUIRE_SERVICES=1)")
+        pytest.skip(f"Redis not reachable at {REDIS_URL}")
+    return client
+
+
+def test_replay_forecasts_every_timestamp_and_scores_matured_points(settings: Settings, data_dir: Path) -> None:
+    _history_and_champion(settings, data_dir, ["naive"])
+    frame = replay_frame("nyc-weather", STREAM_START, STREAM_START + pd.Timedelta(hours=35))
+    proc = StreamProcessor(settings)
+    stats = proc.run(replay_batches(frame, speed=0))
+    proc.close()
+    assert stats.batches == 36 and stats.new == stats.observations > 0
+    store = Store(settings.database_url)
+    fc = store.forecasts_between(STREAM_START, STREAM_START + pd.Timedelta(days=3))
+    origins = fc.groupby("series_id")["origin_ts"].nunique()
+    assert origins.to_dict() == {"EWR": 36, "JFK": 36, "LGA": 36}
+    live = store.live_scores("temp")
+    # Points of step h mature h hours after their origin: 35 - h + 1 per series.
+    assert live.set_index("step")["n"].loc[1] == 3 * 35 and live.set_index("step")["n"].loc[24] == 3 * 12
+    assert (live["mase"] > 0).all()
+    # Replaying the same hours again doubles nothing.
+    again = StreamProcessor(settings)
+    again.run(replay_batches(frame, speed=0))
+    again.close()
+    assert store.forecasts_between(STREAM_START, STREAM_START + pd.Timedelta(days=3)).shape[0] == fc.shape[0]
+    store.dispose()
+
+
+def test_esn_stream_state_matches_a_batch_run(settings: Settings, data_dir: Path) -> None:
+    _history_and_champion(settings, data_dir, ["esn"], esn={"units": 60})
+    frame = replay_frame("nyc-weather", STREAM_START, STREAM_START + pd.Timedelta(hours=11))
+    proc = StreamProcessor(settings)
+    proc.run(replay_batches(frame, speed=0))
+    state = proc.states["JFK"]
+    model = proc.handle.bundle.model
+    assert model.kind == "esn" and state.esn is not None
+    # The same history run through the reservoir in one go.
+    panel = proc._panel(state)
+    batch = model.predict(panel, [panel["JFK"].index[-1]])["yhat"].to_numpy()
+    np.testing.assert_allclose(state.esn.forecast_values(), batch, rtol=0, atol=1e-6)
+    store = Store(settings.database_url)
+    stored = store.latest_forecasts(series_id="JFK")
+    store.dispose()
+    np.testing.assert_allclose(stored.sort_values("step")["yhat"].to_numpy(), batch, rtol=0, atol=1e-6)
+    proc.close()
+
+
+def test_level_shift_triggers_a_drift_retrain(settings: Settings, data_dir: Path) -> None:
+    _history_and_champion(settings, data_dir, ["naive"])
+    frame = replay_frame("nyc-weather", STREAM_START, STREAM_START + pd.Timedelta(hours=47))
+    shifted = frame.copy()
+    late = shifted["ts"] >= STREAM_START + pd.Timedelta(hours=12)
+    # A sensor fault: temperatures jump by 40 °F and keep drifting upward.
+    shifted.loc[late, "temp"] += 40 + np.arange(late.sum()) * 0.3
+    cfg = settings.model_copy(update={"drift_factor": 1.5, "drift_window": 24, "retrain_hours": 1e6})
+    calls: list[str] = []
+
+    def retrain(target: str) -> None:
+        calls.append(target)
+        training.train(cfg, models=["naive"], folds=2)
+
+    proc = StreamProcessor(cfg, retrain=retrain, check_every=4)
+    stats = proc.run(replay_batches(shifted, speed=0))
+    proc.close()
+    reasons = [r["reason"] for r in stats.retrains]
+    assert "drift" in reasons and calls
+    store = Store(settings.database_url)
+    triggers = store.retrain_triggers()
+    store.dispose()
+    assert "drift" in set(triggers["reason"]) and "live MASE" in triggers["detail"].iloc[0]
+    assert triggers["outcome"].iloc[0] == "retrained"
+
+
+def test_redis_consumer_killed_mid_stream_loses_and_doubles_nothing(settings: Settings, data_dir: Path) -> None:
+    from pipeline.sources.redis_stream import publish_rows
+
+    client = _redis()
+    _history_and_champion(settings, data_dir, ["naive"])
+    stream = f"streamcast-test-{uuid.uuid4().hex[:8]}"
+    frame = replay_frame("nyc-weather", STREAM_START, STREAM_START + pd.Timedelta(hours=59))
+    publish_rows(REDIS_URL, stream, frame)
+    expected_obs = int(frame.drop(columns=["series_id", "ts"]).notna().sum().sum()) - int(
+        (frame["wind_speed"] > 200).sum()
+    )
+    exe = str(Path(sys.executable).with_name("streamcast"))
+    env = {**os.environ, "STREAMCAST_DATA_DIR": str(data_dir), "MLFLOW_TRACKING_URI": settings.tracking_uri}
+
+    def consumer(name: str, idle: float) -> subprocess.Popen:
+        return subprocess.Popen(
+            [
+                exe,
+                "stream",
+                "--source",
+                "redis",
+                "--stream",
+                stream,
+                "--group",
+                "g",
+                "--consumer",
+                name,
+                "--redis-url",
+                REDIS_URL,
+                "--batch-size",
+                "6",
+                "--stop-after-idle",
+                str(idle),
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+
+    store = Store(settings.database_url)
+    try:
+        first = consumer("c1", 30)
+        deadline = time.time() + 120
+        while time.time() < deadline and store.table_counts()["forecasts"] < 24 * 3 * 10:
+            assert first.poll() is None, first.stderr.read().decode() if first.stderr else ""
+            time.sleep(0.05)
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+        done_before = store.table_counts()["forecasts"] // 24
+        assert 0 < done_before < 180, "kill must land mid-stream"
+        time.sleep(1.5)
+        # A second consumer claims what c1 left pending, then reads the rest.
+        second = subprocess.run(
+            [
+                exe,
+                "stream",
+                "--source",
+                "redis",
+                "--stream",
+                stream,
+                "--group",
+                "g",
+                "--consumer",
+                "c1",
+                "--redis-url",
+                REDIS_URL,
+                "--batch-size",
+                "6",
+                "--stop-after-idle",
+                "2",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert second.returncode == 0, second.stderr[-2000:]
+        obs = store.load_observations(start=STREAM_START)
+        assert len(obs) == expected_obs
+        assert not obs.duplicated(["series_id", "variable", "ts"]).any()
+        fc = store.forecasts_between(STREAM_START, STREAM_START + pd.Timedelta(days=5))
+        per_series = fc.groupby("series_id")["origin_ts"].nunique().to_dict()
+        assert per_series == {"EWR": 60, "JFK": 60, "LGA": 60}
+        assert fc.groupby("forecast_id").size().eq(24).all()
+        assert client.xpending(stream, "g")["pending"] == 0
+    finally:
+        store.dispose()
+        client.delete(stream)
