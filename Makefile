@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 
-.PHONY: install run test lint format bench clean browser
+.PHONY: install run test lint format bench clean browser stack stop mlflow-ui
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -20,9 +20,21 @@ $(STAMP): pyproject.toml | $(PY)
 
 install: $(STAMP)
 
+# The pipeline flow once, end to end, on the bundled data (Prefect's local mode).
 run: $(STAMP)
-	$(VENV)/bin/streamcast ingest --source nyc-weather
-	$(VENV)/bin/streamcast status
+	PREFECT_HOME=$${PREFECT_HOME:-$(CURDIR)/data/prefect} PREFECT_LOGGING_LEVEL=$${PREFECT_LOGGING_LEVEL:-WARNING} \
+		$(PY) -m flows.pipeline_flow --source nyc-weather $(RUN_ARGS)
+
+# Prefect server, MLflow UI and a process worker on 127.0.0.1 (scripts/stack.sh).
+stack: $(STAMP)
+	scripts/stack.sh start
+
+stop:
+	scripts/stack.sh stop
+
+mlflow-ui: $(STAMP)
+	$(VENV)/bin/mlflow ui --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/data/mlflow.db} \
+		--host 127.0.0.1 --port $${MLFLOW_PORT:-5000}
 
 # The dashboard test drives Debian's headless Chromium.
 browser:

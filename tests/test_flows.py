@@ -64,7 +64,7 @@ def test_ingest_train_forecast_flows_write_rows_and_artifacts(
 
 
 def test_pipeline_flow_trains_only_when_due(harness: None, settings: Settings, data_dir: Path) -> None:
-    from flows.pipeline import pipeline_flow
+    from flows.pipeline_flow import pipeline_flow
 
     path = weather_csv(data_dir / "w.csv", end="2013-12-30")
     first = pipeline_flow(source="csv", path=str(path), series_col="origin", models=["naive"], folds=2)

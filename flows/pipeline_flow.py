@@ -1,5 +1,8 @@
 """Pipeline flow: ingest -> (train and register when due or drifting) -> forecast.
 
+Named pipeline_flow.py, not pipeline.py: Prefect puts this folder on sys.path when it
+loads a flow, and a flows/pipeline.py would shadow the `pipeline` package.
+
 `make run` runs it once on the bundled data and prints the comparison, the
 champion and the latest forecast per series.
 """

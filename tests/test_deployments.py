@@ -1,0 +1,112 @@
+"""A real Prefect server on 127.0.0.1: work pool, `prefect deploy --all`, schedules, a worker run."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from pipeline import training
+from pipeline.config import Settings
+from pipeline.ingest import ingest_file
+from pipeline.store import Store
+from tests.conftest import weather_csv
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[1]
+EXPECTED = {
+    "ingest-hourly": "5 * * * *",
+    "forecast-hourly": "10 * * * *",
+    "retrain-daily": "0 3 * * *",
+    "stream-replay": None,
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_deploy_all_schedules_and_worker_runs_forecast(settings: Settings, data_dir: Path, tmp_path: Path) -> None:
+    store = Store(settings.database_url)
+    ingest_file(
+        store, weather_csv(data_dir / "w.csv", start="2013-11-01", end="2013-12-30"), settings, series_col="origin"
+    )
+    training.train(settings, models=["naive"], folds=2)
+    before = store.table_counts()["forecasts"]
+
+    bindir = Path(sys.executable).parent
+    port = _free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    env = {
+        **os.environ,
+        "PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}",
+        "PREFECT_HOME": str(tmp_path / "prefect-home"),
+        "PREFECT_API_URL": api,
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "STREAMCAST_DATA_DIR": str(data_dir),
+        "MLFLOW_TRACKING_URI": settings.tracking_uri,
+        "PWD": str(ROOT),
+    }
+    prefect = str(bindir / "prefect")
+    server = subprocess.Popen(
+        [prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=tmp_path,
+    )
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                if httpx.get(f"{api}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert server.poll() is None, "prefect server exited"
+            time.sleep(0.5)
+
+        def run(*args: str, timeout: int = 180) -> subprocess.CompletedProcess:
+            res = subprocess.run([prefect, *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+            assert res.returncode == 0, f"prefect {' '.join(args)}:\n{res.stdout[-2000:]}\n{res.stderr[-2000:]}"
+            return res
+
+        run("work-pool", "create", "streamcast-process", "--type", "process")
+        run("--no-prompt", "deploy", "--all")
+        deployments = httpx.post(f"{api}/deployments/filter", json={}, timeout=10).json()
+        by_name = {d["name"]: d for d in deployments}
+        assert set(by_name) == set(EXPECTED)
+        for name, cron in EXPECTED.items():
+            crons = [s["schedule"].get("cron") for s in by_name[name].get("schedules", [])]
+            assert crons == ([cron] if cron else []), (name, crons)
+            assert by_name[name]["work_pool_name"] == "streamcast-process"
+
+        run("deployment", "run", "forecast/forecast-hourly")
+        worker = subprocess.run(
+            [prefect, "worker", "start", "--pool", "streamcast-process", "--run-once"],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert worker.returncode == 0, worker.stderr[-3000:]
+        runs = httpx.post(f"{api}/flow_runs/filter", json={}, timeout=10).json()
+        states = {r["name"]: r["state_type"] for r in runs}
+        assert "COMPLETED" in states.values(), (states, worker.stdout[-2000:], worker.stderr[-2000:])
+        assert store.table_counts()["forecasts"] == before + 72
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        store.dispose()
