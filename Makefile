@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-export TF_CPP_MIN_LOG_LEVEL ?= 2
+export TF_CPP_MIN_LOG_LEVEL ?= 3
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 
 .PHONY: install run test lint format bench clean browser stack stop mlflow-ui
@@ -22,7 +22,7 @@ install: $(STAMP)
 
 # The pipeline flow once, end to end, on the bundled data (Prefect's local mode).
 run: $(STAMP)
-	PREFECT_HOME=$${PREFECT_HOME:-$(CURDIR)/data/prefect} PREFECT_LOGGING_LEVEL=$${PREFECT_LOGGING_LEVEL:-WARNING} \
+	PREFECT_HOME=$${PREFECT_HOME:-$(CURDIR)/data/prefect} PREFECT_LOGGING_LEVEL=$${PREFECT_LOGGING_LEVEL:-INFO} \
 		$(PY) -m flows.pipeline_flow --source nyc-weather $(RUN_ARGS)
 
 # Prefect server, MLflow UI and a process worker on 127.0.0.1 (scripts/stack.sh).

@@ -76,7 +76,10 @@ def main() -> None:
         epochs=args.epochs,
         retrain=args.retrain,
     )
-    console = Console()
+    import sys
+
+    # A wide table even when make's output is piped or logged.
+    console = Console(width=None if sys.stdout.isatty() else 120)
     tr = out["training"]
     if tr:
         t = Table(title="model comparison (rolling-origin backtest, best first)", title_justify="left")

@@ -168,7 +168,12 @@ def run_backtest(
     scales = {sid: seasonal_naive_scale(f[cfg.target].loc[:train_end], cfg.season) for sid, f in panel.items()}
     result = BacktestResult(config=cfg, origins=origins, train_end=train_end, val_start=val_start, scales=scales)
     truth = actuals(panel, cfg.target)
-    for name, model in models.items():
+    # The ensemble goes last so it can reuse its members, already fitted on the same data.
+    order = sorted(models, key=lambda n: n == "ensemble")
+    for name in order:
+        model = models[name]
+        if name == "ensemble":
+            model.attach({n: c.model for n, c in result.candidates.items()})  # type: ignore[attr-defined]
         if on_progress:
             on_progress(name, "fit")
         model.fit(panel, train_end=train_end, val_start=val_start)

@@ -253,6 +253,9 @@ def train(
     folds: int = typer.Option(30, "--folds", min=1, help="Backtest origins (F), 24 steps apart."),
     epochs: int | None = typer.Option(None, "--epochs", min=1, help="Max epochs for Keras candidates."),
     seed: int = typer.Option(42, "--seed", help="Random seed (same seed, same metrics)."),
+    tune_minutes: float = typer.Option(
+        0.0, "--tune-minutes", min=0, help="Optuna budget (minutes, all candidates) on the validation slice."
+    ),
 ) -> None:
     """Backtest the candidates, log to MLflow, register the winner (champion/challenger gate)."""
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -297,6 +300,12 @@ def train(
         f"validation from {res.val_start:%Y-%m-%d %H:%M}",
         highlight=False,
     )
+    if outcome.tuning is not None:
+        tu = outcome.tuning
+        console.print(f"tuning: {len(tu.trials)} trials in {tu.seconds:.0f} s (budget {tune_minutes * 60:.0f} s)")
+        for name, params in tu.best.items():
+            shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
+            console.print(f"  {name}: {shown} (validation error {tu.best_value[name]:.4f})", highlight=False)
     print_comparison(outcome.comparison)
     reg = outcome.registry
     best = outcome.comparison.iloc[0]

@@ -116,7 +116,11 @@ class TrainingRuns:
 
 
 def log_backtest(
-    result: BacktestResult, panel: dict[str, pd.DataFrame], tags: dict[str, str], run_name: str | None = None
+    result: BacktestResult,
+    panel: dict[str, pd.DataFrame],
+    tags: dict[str, str],
+    run_name: str | None = None,
+    tuning: Any = None,
 ) -> TrainingRuns:
     """Log a parent run with one nested run per candidate: params, metrics, per-step MAE, plot, table."""
     import mlflow
@@ -143,6 +147,13 @@ def log_backtest(
         mlflow.log_artifact(str(tmpdir / "comparison.md"))
         best = table.iloc[0]
         mlflow.log_metrics({"best_mase": float(best["mase"]), "best_coverage": float(best["coverage"])})
+        if tuning is not None:
+            mlflow.log_metric("tuning_seconds", float(tuning.seconds))
+            for rec in tuning.trials:
+                with mlflow.start_run(run_name=f"tune-{rec.candidate}-{rec.number}", nested=True):
+                    mlflow.set_tags({"streamcast.role": "tuning-trial", "streamcast.kind": rec.candidate})
+                    mlflow.log_params({k: str(v) for k, v in rec.params.items()})
+                    mlflow.log_metrics({"val_scaled_mae": rec.value, "trial_seconds": rec.seconds})
         mlflow.set_tag("streamcast.winner", str(best["candidate"]))
         for name, cand in result.candidates.items():
             row = table.set_index("candidate").loc[name]

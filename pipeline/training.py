@@ -25,6 +25,7 @@ class TrainOutcome:
     comparison: pd.DataFrame
     runs: tracking.TrainingRuns
     registry: tracking.RegistryOutcome
+    tuning: Any = None
 
     @property
     def winner(self) -> str:
@@ -79,6 +80,8 @@ def train(
     seed: int = 42,
     on_progress: Callable[[str, str], None] | None = None,
     model_overrides: dict[str, dict[str, Any]] | None = None,
+    tune_minutes: float = 0.0,
+    tune_max_trials: int | None = None,
 ) -> TrainOutcome:
     """Backtest the candidates on the store's data, log to MLflow, register the winner."""
     store = Store(settings.database_url)
@@ -88,6 +91,38 @@ def train(
         store.dispose()
     cfg = BacktestConfig(target=target, horizon=horizon, folds=folds, season=24)
     candidates = build_candidates(models or DEFAULT_MODELS, horizon, seed, epochs)
+    tuning = None
+    if tune_minutes > 0:
+        from pipeline.backtest import plan_origins
+        from pipeline.tuning import tune
+
+        origins = plan_origins(panel, cfg)
+        freq = origins[1] - origins[0] if len(origins) > 1 else pd.Timedelta(hours=1) * cfg.step
+        step = freq / cfg.step
+        val_start = origins[0] - (cfg.val_steps - 1) * step
+        base = {n: {"epochs": epochs} for n in KERAS_MODELS if epochs is not None}
+        base = {n: {**base.get(n, {}), **(model_overrides or {}).get(n, {})} for n in candidates}
+
+        def trial_progress(rec: Any) -> None:
+            if on_progress:
+                on_progress(f"tune {rec.candidate}", f"trial {rec.number}: {rec.value:.4f} ({rec.seconds:.0f}s)")
+
+        tuning = tune(
+            panel,
+            list(candidates),
+            origins[0],
+            val_start,
+            tune_minutes * 60,
+            seed=seed,
+            base_config=base,
+            max_trials=tune_max_trials,
+            on_trial=trial_progress,
+            target=target,
+            horizon=horizon,
+        )
+        model_overrides = {n: {**(model_overrides or {}).get(n, {}), **p} for n, p in tuning.best.items()} | {
+            n: v for n, v in (model_overrides or {}).items() if n not in tuning.best
+        }
     for name, extra in (model_overrides or {}).items():
         if name in candidates:
             candidates[name] = create_model(name, **{**candidates[name].config.model_dump(), **extra})
@@ -107,7 +142,7 @@ def train(
     }
     if on_progress:
         on_progress("mlflow", "log")
-    runs = tracking.log_backtest(result, panel, tags)
+    runs = tracking.log_backtest(result, panel, tags, tuning=tuning)
     if on_progress:
         on_progress("registry", "register")
     registry = tracking.register_winner(result, runs, panel, settings.max_gap_steps, history_example(panel))
@@ -117,4 +152,4 @@ def train(
         store.write_comparison(runs.parent_run_id, target, result.comparison(), registry.version, registry.alias)
     finally:
         store.dispose()
-    return TrainOutcome(result=result, comparison=result.comparison(), runs=runs, registry=registry)
+    return TrainOutcome(result=result, comparison=result.comparison(), runs=runs, registry=registry, tuning=tuning)

@@ -16,7 +16,7 @@ export PREFECT_API_URL="http://127.0.0.1:$PREFECT_PORT/api"
 export PREFECT_SERVER_ANALYTICS_ENABLED=false
 export MLFLOW_TRACKING_URI="${MLFLOW_TRACKING_URI:-sqlite:///$DATA/mlflow.db}"
 export STREAMCAST_DATA_DIR="$DATA"
-export TF_CPP_MIN_LOG_LEVEL=2
+export TF_CPP_MIN_LOG_LEVEL=3
 mkdir -p "$RUN" "$DATA/mlartifacts"
 
 start_bg() {  # name, command...

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 # Prefect reads its home at import: keep its database and logs out of ~/.prefect.
 os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="streamcast-prefect-")

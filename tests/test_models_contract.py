@@ -29,6 +29,17 @@ CONTRACT: dict[str, tuple[dict, float]] = {
     "cnn": (KERAS_TINY, 0.8),
     "cnn_lstm": (KERAS_TINY, 0.8),
     "esn": ({"units": 60, "lookback": 12, "warmup": 24}, 0.7),
+    "hopfield": ({"lookback_grid": [12, 24], "beta_grid": [5.0, 20.0]}, 1.0),
+    "ensemble": (
+        {
+            "members": ["naive", "seasonal_naive", "esn", "hopfield"],
+            "member_overrides": {
+                "esn": {"units": 60, "lookback": 12, "warmup": 24},
+                "hopfield": {"lookback_grid": [12]},
+            },
+        },
+        0.7,
+    ),
 }
 
 
@@ -127,7 +138,18 @@ def test_forecasts_use_only_data_up_to_the_origin(fitted: dict[str, Forecaster],
     np.testing.assert_array_equal(a["yhat"].to_numpy(), b["yhat"].to_numpy())
 
 
-@pytest.mark.parametrize("name", ["esn", "rnn", "cnn"])
+def test_ensemble_weights_ignore_the_backtest_actuals(fitted: dict[str, Forecaster]) -> None:
+    weights = fitted["ensemble"].weights  # type: ignore[attr-defined]
+    assert weights and abs(sum(weights.values()) - 1) < 1e-9
+    tampered = {s: f.copy() for s, f in PANEL.items()}
+    for f in tampered.values():
+        f.loc[f.index > TRAIN_END, "temp"] = f.loc[f.index > TRAIN_END, "temp"][::-1].to_numpy() + 30.0
+    config, _ = CONTRACT["ensemble"]
+    again = create_model("ensemble", horizon=H, seed=7, **config).fit(tampered, TRAIN_END, VAL_START)
+    assert again.weights == weights  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("name", ["esn", "rnn", "cnn", "hopfield", "ensemble"])
 def test_fixed_seed_reproduces_forecasts(fitted: dict[str, Forecaster], name: str) -> None:
     again = _fit(name)
     np.testing.assert_allclose(

@@ -15,6 +15,8 @@ REGISTRY: dict[str, str] = {
     "cnn": "pipeline.models.keras:CNNForecaster",
     "cnn_lstm": "pipeline.models.keras:CNNLSTMForecaster",
     "esn": "pipeline.models.esn:ESNForecaster",
+    "hopfield": "pipeline.models.hopfield:HopfieldForecaster",
+    "ensemble": "pipeline.models.ensemble:EnsembleForecaster",
 }
 CANDIDATES = list(REGISTRY)
 

@@ -62,7 +62,11 @@ class Forecaster(ABC):
 
     @property
     def fitted(self) -> bool:
-        return self.scaler is not None
+        return self.scaler is not None and self._ready()
+
+    def _ready(self) -> bool:
+        """Subclasses holding weights say whether they have them."""
+        return True
 
     def fit(self, panel: dict[str, pd.DataFrame], train_end: pd.Timestamp, val_start: pd.Timestamp) -> Self:
         """Fit on data up to ``train_end``; ``[val_start, train_end]`` is the validation slice

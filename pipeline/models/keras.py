@@ -17,7 +17,7 @@ import numpy as np
 from pipeline.features import Design, make_windows, window_ends
 from pipeline.models.base import Forecaster, ModelConfig
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
 def _keras() -> Any:
@@ -35,6 +35,7 @@ class KerasConfig(ModelConfig):
     learning_rate: float = 2e-3
     patience: int = 6
     max_train_windows: int | None = None
+    max_fit_seconds: float | None = None  # stop training at this wall-clock budget (tuning)
     verbose: int = 0
 
 
@@ -59,6 +60,23 @@ def cnn_feature_extractor(inputs: Any, dropout: float) -> Any:
     x = layers.Conv1D(64, 5, padding="same", activation="relu", name="conv2")(x)
     x = layers.MaxPooling1D(2, name="pool2")(x)
     return layers.Dropout(dropout, name="extractor_dropout")(x)
+
+
+def _time_limit(seconds: float) -> Any:
+    """A callback that ends training once ``seconds`` have passed (checked every batch)."""
+    import time
+
+    keras = _keras()
+
+    class TimeLimit(keras.callbacks.Callback):  # type: ignore[misc, name-defined]
+        def on_train_begin(self, logs: Any = None) -> None:
+            self.deadline = time.perf_counter() + seconds
+
+        def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+            if time.perf_counter() > self.deadline:
+                self.model.stop_training = True
+
+    return TimeLimit()
 
 
 class KerasForecaster(Forecaster):
@@ -122,6 +140,7 @@ class KerasForecaster(Forecaster):
         monitor = "val_loss" if has_val else "loss"
         callbacks = [
             keras.callbacks.EarlyStopping(monitor=monitor, patience=cfg.patience, restore_best_weights=True),
+            *([_time_limit(cfg.max_fit_seconds)] if cfg.max_fit_seconds else []),
             keras.callbacks.ReduceLROnPlateau(
                 monitor=monitor, factor=0.5, patience=max(1, cfg.patience // 3), min_lr=1e-5
             ),
