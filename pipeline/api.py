@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import html
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pandas as pd
@@ -68,11 +70,17 @@ class Health(BaseModel):
 
 
 class TTLCache:
-    """Tiny time-based cache: the hot query path answers from memory for ``ttl`` seconds."""
+    """Time-based cache for the hot query path, stale-while-revalidate.
+
+    An entry older than ``ttl`` is still answered at once while one background
+    thread recomputes it, so a request never waits on the database once the key
+    is warm: the event loop stays free and tail latency flat.
+    """
 
     def __init__(self, ttl: float) -> None:
         self.ttl = ttl
         self._data: dict[Any, tuple[float, Any]] = {}
+        self._refreshing: set[Any] = set()
         self._lock = threading.Lock()
 
     def get(self, key: Any, compute: Callable[[], Any]) -> Any:
@@ -81,10 +89,25 @@ class TTLCache:
             hit = self._data.get(key)
             if hit is not None and now - hit[0] < self.ttl:
                 return hit[1]
+            stale = hit is not None and self.ttl > 0
+            if stale and key not in self._refreshing:
+                self._refreshing.add(key)
+                threading.Thread(target=self._refresh, args=(key, compute), daemon=True).start()
+        if stale:
+            return hit[1]  # type: ignore[index]
         value = compute()
         with self._lock:
-            self._data[key] = (now, value)
+            self._data[key] = (time.monotonic(), value)
         return value
+
+    def _refresh(self, key: Any, compute: Callable[[], Any]) -> None:
+        try:
+            value = compute()
+            with self._lock:
+                self._data[key] = (time.monotonic(), value)
+        finally:
+            with self._lock:
+                self._refreshing.discard(key)
 
 
 def create_app(settings: Settings | None = None, cache_seconds: float = 1.0) -> FastAPI:
@@ -93,7 +116,17 @@ def create_app(settings: Settings | None = None, cache_seconds: float = 1.0) -> 
     store = Store(settings.database_url)
     store.ensure_schema()
     cache = TTLCache(cache_seconds)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        # Objects alive after start-up never become garbage: keep the collector off them.
+        gc.collect()
+        gc.freeze()
+        yield
+        store.dispose()
+
     app = FastAPI(
+        lifespan=lifespan,
         title="streamcast",
         description="Latest forecasts, live scores and the model comparison, read from the streamcast store.",
         version="0.1.0",

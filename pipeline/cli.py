@@ -35,6 +35,7 @@ class Source(StrEnum):
     csv = "csv"
     parquet = "parquet"
     landing = "landing"
+    open_meteo = "open-meteo"
 
 
 class OutputFormat(StrEnum):
@@ -92,6 +93,11 @@ def ingest(
     series_col: str | None = typer.Option(None, "--series-col", help="Column holding the series id."),
     series_id: str = typer.Option("default", "--series-id", help="Series id when there is no --series-col."),
     tz: str = typer.Option("UTC", "--tz", help="Time zone of naive timestamps."),
+    latitude: float | None = typer.Option(None, "--latitude", min=-90, max=90, help="open-meteo: latitude."),
+    longitude: float | None = typer.Option(None, "--longitude", min=-180, max=180, help="open-meteo: longitude."),
+    variables: str | None = typer.Option(None, "--variables", help="open-meteo: comma-separated hourly variables."),
+    start: str | None = typer.Option(None, "--start", help="open-meteo: archive start date (YYYY-MM-DD)."),
+    end: str | None = typer.Option(None, "--end", help="open-meteo: archive end date (YYYY-MM-DD)."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Ingest observations into the store (idempotent; bad rows are quarantined)."""
@@ -102,6 +108,8 @@ def ingest(
     try:
         if source == Source.nyc_weather:
             summaries = [ing.ingest_dataset(store, "nyc-weather", settings)]
+        elif source == Source.open_meteo:
+            summaries = [_ingest_open_meteo(store, settings, latitude, longitude, variables, series_id, start, end)]
         elif source in (Source.csv, Source.parquet):
             if path is None:
                 raise typer.BadParameter("--path is required for csv and parquet", param_hint="--path")
@@ -140,6 +148,43 @@ def ingest(
     else:
         for s in summaries:
             _print_ingest_summary(s)
+
+
+def _ingest_open_meteo(
+    store: Any,
+    settings: Settings,
+    latitude: float | None,
+    longitude: float | None,
+    variables: str | None,
+    series_id: str,
+    start: str | None,
+    end: str | None,
+) -> Any:
+    from pipeline.errors import InputError
+    from pipeline.ingest import ingest_frame
+    from pipeline.sources.open_meteo import DEFAULT_VARIABLES, OpenMeteoClient, observations_frame
+
+    if latitude is None or longitude is None:
+        raise InputError("--source open-meteo needs --latitude and --longitude")
+    names = [v.strip() for v in variables.split(",") if v.strip()] if variables else DEFAULT_VARIABLES
+    client = OpenMeteoClient(settings.open_meteo_url, settings.open_meteo_archive_url)
+    try:
+        hourly = client.hourly(latitude, longitude, names, start=start, end=end)
+    finally:
+        client.close()
+    sid = series_id if series_id != "default" else f"{latitude:.2f},{longitude:.2f}"
+    frame = observations_frame(hourly, sid)
+    if frame.empty:
+        raise InputError("open-meteo returned no hourly values up to now")
+    return ingest_frame(
+        store,
+        frame,
+        source="open-meteo",
+        source_ref=f"{latitude},{longitude}",
+        settings=settings,
+        time_col="ts",
+        series_col="series_id",
+    )
 
 
 def _check_tz(tz: str) -> None:
@@ -247,7 +292,9 @@ def print_comparison(table: Any, title: str = "comparison (rolling-origin backte
 def train(
     target: str = typer.Option("temp", "--target", help="Variable to forecast."),
     models: str = typer.Option(
-        "naive,seasonal_naive,esn,rnn,lstm,cnn,cnn_lstm", "--models", help="Comma-separated candidates to compare."
+        "naive,seasonal_naive,esn,hopfield,rnn,lstm,cnn,cnn_lstm,ensemble",
+        "--models",
+        help="Comma-separated candidates.",
     ),
     horizon: int = typer.Option(24, "--horizon", min=1, help="Steps forecast at once (H)."),
     folds: int = typer.Option(30, "--folds", min=1, help="Backtest origins (F), 24 steps apart."),
@@ -415,19 +462,24 @@ def predictions_latest(
 def serve(
     host: str = typer.Option("127.0.0.1", "--host"),
     port: int = typer.Option(8000, "--port"),
+    workers: int = typer.Option(1, "--workers", min=1, help="Worker processes (each reads the store)."),
 ) -> None:
     """Serve the HTTP API and dashboard (reads the store only; loads no model)."""
     import uvicorn
 
-    from pipeline.api import create_app
-
     console.print(f"streamcast API on http://{host}:{port}/  (docs: /docs)", highlight=False)
-    uvicorn.run(create_app(get_settings()), host=host, port=port, log_level="warning")
+    if workers > 1:
+        uvicorn.run("pipeline.api:create_app", factory=True, host=host, port=port, workers=workers, log_level="warning")
+    else:
+        from pipeline.api import create_app
+
+        uvicorn.run(create_app(get_settings()), host=host, port=port, log_level="warning")
 
 
 class StreamSource(StrEnum):
     replay = "replay"
     redis = "redis"
+    open_meteo = "open-meteo"
 
 
 @app.command()
@@ -443,6 +495,12 @@ def stream(
     redis_url: str = typer.Option("redis://127.0.0.1:6379/0", "--redis-url"),
     batch_size: int = typer.Option(64, "--batch-size", min=1, help="Redis entries per batch."),
     stop_after_idle: float | None = typer.Option(None, "--stop-after-idle", help="Stop after N idle seconds (redis)."),
+    latitude: float | None = typer.Option(None, "--latitude", min=-90, max=90, help="open-meteo: latitude."),
+    longitude: float | None = typer.Option(None, "--longitude", min=-180, max=180, help="open-meteo: longitude."),
+    variables: str | None = typer.Option(None, "--variables", help="open-meteo: hourly variables."),
+    poll_seconds: float = typer.Option(900.0, "--poll-seconds", min=0, help="open-meteo: seconds between polls."),
+    max_polls: int | None = typer.Option(None, "--max-polls", min=1, help="open-meteo: stop after N polls."),
+    series_id: str | None = typer.Option(None, "--series-id", help="open-meteo: series id (default lat,lon)."),
     target: str = typer.Option("temp", "--target"),
     retrain_models: str = typer.Option(
         "naive,seasonal_naive,esn",
@@ -482,6 +540,17 @@ def stream(
             f"at speed {speed:g}",
             highlight=False,
         )
+    elif source == StreamSource.open_meteo:
+        from pipeline.sources.open_meteo import DEFAULT_VARIABLES, OpenMeteoClient, poll_batches
+
+        if latitude is None or longitude is None:
+            _fail(InputError("--source open-meteo needs --latitude and --longitude"))
+            return
+        names = [v.strip() for v in variables.split(",") if v.strip()] if variables else DEFAULT_VARIABLES
+        client = OpenMeteoClient(settings.open_meteo_url, settings.open_meteo_archive_url)
+        sid = series_id or f"{latitude:.2f},{longitude:.2f}"
+        batches = poll_batches(client, latitude, longitude, names, sid, poll_seconds, max_polls)
+        console.print(f"polling open-meteo every {poll_seconds:g}s for {sid}: {', '.join(names)}", highlight=False)
     else:
         from pipeline.sources.redis_stream import RedisStreamSource
 

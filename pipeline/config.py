@@ -32,6 +32,14 @@ DEFAULT_BOUNDS: dict[str, Bounds] = {
     "precip": Bounds(low=0, high=15),
     "pressure": Bounds(low=850, high=1090),
     "visib": Bounds(low=0, high=100),
+    # Open-Meteo variables (°C, %, hPa, km/h, degrees, mm).
+    "temperature_2m": Bounds(low=-90, high=60),
+    "dew_point_2m": Bounds(low=-100, high=40),
+    "relative_humidity_2m": Bounds(low=0, high=100),
+    "pressure_msl": Bounds(low=850, high=1090),
+    "wind_speed_10m": Bounds(low=0, high=400),
+    "wind_direction_10m": Bounds(low=0, high=360),
+    "precipitation": Bounds(low=0, high=400),
 }
 
 
@@ -51,6 +59,8 @@ class Settings(BaseSettings):
     drift_factor: float = 1.5  # ... or when live MASE exceeds backtest MASE by this factor
     drift_window: int = 72  # matured step-1..H points per series in the live MASE window
     mlflow_ui_url: str = "http://127.0.0.1:5000"
+    open_meteo_url: str = "https://api.open-meteo.com"
+    open_meteo_archive_url: str = "https://archive-api.open-meteo.com"
 
     @property
     def database_url(self) -> str:

@@ -81,7 +81,7 @@ def regularise(
 
 CALENDAR_FEATURES = ["hour_sin", "hour_cos", "doy_sin", "doy_cos"]
 # Directions are angles: 359° and 1° are neighbours, so they enter as sin/cos.
-CIRCULAR_VARIABLES = {"wind_dir"}
+CIRCULAR_VARIABLES = {"wind_dir", "wind_direction_10m"}
 
 
 def calendar_features(index: pd.DatetimeIndex) -> np.ndarray:

@@ -88,6 +88,7 @@ forecasts = sa.Table(
     sa.Column("model_version", sa.String(32), nullable=True),
     sa.Column("run_id", sa.String(64), nullable=True),
     sa.Index("ix_forecasts_latest", "series_id", "target", "issued_at"),
+    sa.Index("ix_forecasts_target_time", "series_id", "ts"),
 )
 
 scores = sa.Table(
@@ -224,9 +225,27 @@ class Store:
         raise NotImplementedError(f"unsupported database dialect: {self.dialect}")
 
     def _existing_values(self, conn: Connection, obs: pd.DataFrame) -> pd.DataFrame:
-        """Stored values for the keys of ``obs`` (one range query per series and variable)."""
-        frames = []
+        """Stored values for the keys of ``obs``.
+
+        Large batches query one time range per series and variable; small ones (a
+        stream's few rows) one range for the whole batch, which is one round trip.
+        """
         t = observations
+        empty = pd.DataFrame({"series_id": [], "variable": [], "ts": pd.DatetimeIndex([], tz="UTC"), "old": []})
+        if len(obs) <= 5_000:
+            q = sa.select(t.c.series_id, t.c.variable, t.c.ts, t.c.value).where(
+                t.c.series_id.in_(obs["series_id"].unique().tolist()),
+                t.c.variable.in_(obs["variable"].unique().tolist()),
+                t.c.ts >= obs["ts"].min().to_pydatetime(),
+                t.c.ts <= obs["ts"].max().to_pydatetime(),
+            )
+            rows = conn.execute(q).all()
+            if not rows:
+                return empty
+            f = pd.DataFrame(rows, columns=["series_id", "variable", "ts", "old"])
+            f["ts"] = _to_utc_index(f["ts"])
+            return f
+        frames = []
         for (sid, var), grp in obs.groupby(["series_id", "variable"], sort=False):
             lo, hi = grp["ts"].min(), grp["ts"].max()
             rows = conn.execute(
@@ -244,7 +263,7 @@ class Store:
                 f["variable"] = var
                 frames.append(f)
         if not frames:
-            return pd.DataFrame({"series_id": [], "variable": [], "ts": pd.DatetimeIndex([], tz="UTC"), "old": []})
+            return empty
         return pd.concat(frames, ignore_index=True)
 
     def upsert_observations(
@@ -465,12 +484,14 @@ class Store:
             conn.execute(self._insert(scores).on_conflict_do_nothing(index_elements=["forecast_id", "step"]), rows)
         return len(rows)
 
-    def forecasts_for_times(self, target: str, series_id: str, times: Sequence[pd.Timestamp]) -> pd.DataFrame:
-        """Forecast points of ``series_id`` whose target time is one of ``times``."""
+    def forecasts_for_times(
+        self, target: str, series_ids: Sequence[str], times: Sequence[pd.Timestamp]
+    ) -> pd.DataFrame:
+        """Forecast points of ``series_ids`` whose target time is one of ``times``."""
         self.ensure_schema()
         q = sa.select(*[forecasts.c[c] for c in FORECAST_COLUMNS]).where(
             forecasts.c.target == target,
-            forecasts.c.series_id == series_id,
+            forecasts.c.series_id.in_(list(series_ids)),
             forecasts.c.ts.in_([pd.Timestamp(t).to_pydatetime() for t in times]),
         )
         with self.engine.connect() as conn:

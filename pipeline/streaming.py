@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.config import Settings
-from pipeline.features import build_design, prepare_panel
+from pipeline.features import CIRCULAR_VARIABLES, build_design, calendar_features, prepare_panel
 from pipeline.forecasting import HISTORY_DAYS, ChampionHandle, load_champion
 from pipeline.ingest import write_batch
 from pipeline.metrics import seasonal_naive_scale
@@ -30,6 +30,7 @@ from pipeline.store import Store, utcnow
 from pipeline.validation import parse_wide
 
 log = logging.getLogger(__name__)
+FILL_LIMIT = 24  # same as build_design's forward-fill limit
 
 
 def stream_forecast_id(series_id: str, target: str, origin: pd.Timestamp, version: str) -> str:
@@ -69,15 +70,31 @@ class StreamStats:
 class _SeriesState:
     """One series' recent raw history and, for an ESN champion, its reservoir state."""
 
-    def __init__(self, series_id: str, recent: pd.DataFrame, scale: float) -> None:
+    def __init__(self, series_id: str, recent: pd.DataFrame, scale: float, keep_rows: int = HISTORY_DAYS * 24) -> None:
         self.series_id = series_id
-        self.recent = recent  # raw wide rows indexed by ts (UTC), bounded length
+        self._recent = recent  # raw wide rows indexed by ts (UTC), bounded length
+        self._pending: list[tuple[pd.Timestamp, dict[str, float]]] = []
+        self.keep_rows = keep_rows
         self.scale = scale
         self.esn: Any = None
+        self.last_x: np.ndarray | None = None  # last scaled input row (ESN)
+        self.fill_run: np.ndarray | None = None  # consecutive forward-filled steps per input column
+        self.last_ts: pd.Timestamp | None = recent.index.max() if len(recent) else None
+
+    def append(self, ts: pd.Timestamp, values: dict[str, float]) -> None:
+        # Rows are buffered: a DataFrame is only built when a window model needs it.
+        self._pending.append((ts, values))
+        self.last_ts = ts
 
     @property
-    def last_ts(self) -> pd.Timestamp | None:
-        return self.recent.index.max() if len(self.recent) else None
+    def recent(self) -> pd.DataFrame:
+        if self._pending:
+            new = pd.DataFrame(
+                [v for _, v in self._pending], index=pd.DatetimeIndex([t for t, _ in self._pending], name="ts")
+            )
+            self._recent = pd.concat([self._recent, new]).iloc[-self.keep_rows :]
+            self._pending = []
+        return self._recent
 
 
 class StreamProcessor:
@@ -116,12 +133,13 @@ class StreamProcessor:
         for sid, frame in wide.groupby(level="series_id"):
             recent = frame.droplevel("series_id")
             scale = seasonal_naive_scale(recent[self.target], 24) if self.target in recent else float("nan")
-            state = _SeriesState(str(sid), recent, scale)
+            state = _SeriesState(str(sid), recent, scale, self.keep_rows)
             self._init_esn(state)
             self.states[str(sid)] = state
 
-    def _panel(self, state: _SeriesState) -> dict[str, pd.DataFrame]:
-        wide = state.recent.assign(series_id=state.series_id).set_index("series_id", append=True)
+    def _panel(self, state: _SeriesState, tail: int | None = None) -> dict[str, pd.DataFrame]:
+        recent = state.recent if tail is None else state.recent.iloc[-tail:]
+        wide = recent.assign(series_id=state.series_id).set_index("series_id", append=True)
         wide = wide.reorder_levels(["series_id", "ts"]) if wide.index.names == ["ts", "series_id"] else wide
         wide.index = wide.index.set_names(["series_id", "ts"])
         assert self.handle is not None
@@ -136,6 +154,8 @@ class StreamProcessor:
         frame = self._panel(state)[state.series_id]
         design = build_design(state.series_id, frame, self.target, model.covariates, model.scaler)  # type: ignore[arg-type]
         state.esn = model.stream(design)  # type: ignore[attr-defined]
+        state.last_x = design.X[-1].copy()
+        state.fill_run = np.zeros(design.X.shape[1], dtype=int)
 
     # --- per batch --------------------------------------------------------------
 
@@ -156,29 +176,30 @@ class StreamProcessor:
         self.stats.quarantined += summary.quarantined_total
         obs = parsed.observations
         forecast_rows: list[pd.DataFrame] = []
-        score_rows: list[dict[str, Any]] = []
-        for sid, grp in obs.groupby("series_id"):
-            wide = grp.pivot_table(index="ts", columns="variable", values="value", aggfunc="last").sort_index()
-            wide.columns.name = None
-            state = self.states.get(str(sid))
+        arrived: list[tuple[_SeriesState, pd.Timestamp, float]] = []
+        # Plain dicts, not pivot tables: a stream batch holds a handful of values.
+        rows_by_series: dict[str, dict[pd.Timestamp, dict[str, float]]] = {}
+        for sid, var, t, v in zip(obs["series_id"], obs["variable"], obs["ts"], obs["value"], strict=True):
+            rows_by_series.setdefault(str(sid), {}).setdefault(pd.Timestamp(t), {})[str(var)] = float(v)
+        for sid, rows in sorted(rows_by_series.items()):
+            state = self.states.get(sid)
             if state is None:
-                state = _SeriesState(str(sid), wide.iloc[:0], float("nan"))
-                self.states[str(sid)] = state
-            for ts, row in wide.iterrows():
-                ts = pd.Timestamp(ts)
+                state = _SeriesState(sid, pd.DataFrame(index=pd.DatetimeIndex([], tz="UTC", name="ts")), float("nan"))
+                self.states[sid] = state
+            for ts, row in sorted(rows.items()):
                 if state.last_ts is not None and ts <= state.last_ts:
                     # A late or redelivered observation: stored (above), not replayed through the model.
                     continue
                 fc = self._advance(state, ts, row)
                 if fc is not None:
                     forecast_rows.append(fc)
-                if self.target in row and pd.notna(row[self.target]):
-                    score_rows.extend(self._score(state, ts, float(row[self.target])))
+                if self.target in row:
+                    arrived.append((state, ts, row[self.target]))
         if forecast_rows:
             all_fc = pd.concat(forecast_rows, ignore_index=True)
             self.store.write_forecasts(all_fc)
             self.stats.forecasts += all_fc["forecast_id"].nunique()
-        self.stats.scored_points += self.store.write_scores(score_rows)
+        self.stats.scored_points += self.store.write_scores(self._score(arrived))
         if batch.ack:
             batch.ack()
         self.stats.latencies_ms.append((time.perf_counter() - batch.received_at) * 1000)
@@ -187,26 +208,48 @@ class StreamProcessor:
             self._since_check = 0
             self._maybe_retrain(obs["ts"].max() if not obs.empty else None)
 
-    def _advance(self, state: _SeriesState, ts: pd.Timestamp, row: pd.Series) -> pd.DataFrame | None:
+    def _esn_input(self, state: _SeriesState, ts: pd.Timestamp, values: dict[str, float]) -> np.ndarray:
+        """The scaled input row for one step, computed like :func:`build_design` does for a
+        whole frame (per-series scaling, forward fill up to a day then the mean, calendar)."""
+        assert self.handle is not None and state.last_x is not None and state.fill_run is not None
+        model = self.handle.bundle.model
+        assert model.scaler is not None
+        vals = dict(values)
+        for var in CIRCULAR_VARIABLES & set(vals):
+            rad = np.deg2rad(vals.pop(var))
+            vals[f"{var}_sin"], vals[f"{var}_cos"] = float(np.sin(rad)), float(np.cos(rad))
+        cols = [self.target, *model.covariates]
+        scaled = np.empty(len(cols))
+        for j, c in enumerate(cols):
+            v = vals.get(c, np.nan)
+            if np.isfinite(v):
+                m, sd = model.scaler.stats(state.series_id, c)
+                scaled[j] = (v - m) / sd
+                state.fill_run[j] = 0
+            elif state.fill_run[j] < FILL_LIMIT:
+                scaled[j] = state.last_x[j]
+                state.fill_run[j] += 1
+            else:
+                scaled[j] = 0.0
+        x = np.concatenate([scaled, calendar_features(pd.DatetimeIndex([ts]))[0]]).astype(np.float32)
+        state.last_x = x
+        return x
+
+    def _advance(self, state: _SeriesState, ts: pd.Timestamp, row: dict[str, float]) -> pd.DataFrame | None:
         assert self.handle is not None
-        new = row.to_frame().T
-        new.index = pd.DatetimeIndex([ts], name="ts")
         previous = state.last_ts
-        state.recent = pd.concat([state.recent, new]).iloc[-self.keep_rows :]
-        if self.target not in state.recent:
-            return None
+        state.append(ts, row)
         model = self.handle.bundle.model
         calib = self.handle.bundle.calibration
+        freq = model.freq or pd.Timedelta(hours=1)
         if state.esn is not None and previous is not None:
-            # One reservoir step per regular time step since the last observation.
-            frame = self._panel(state)[state.series_id]
-            design = build_design(state.series_id, frame.iloc[-48:], self.target, model.covariates, model.scaler)  # type: ignore[arg-type]
-            steps = round((ts - previous) / (model.freq or pd.Timedelta(hours=1)))
-            for x in design.X[-max(steps, 1) :]:
-                state.esn.advance(x)
+            # One reservoir step per regular time step since the last observation;
+            # hours that never arrived are forward filled.
+            steps = max(round((ts - previous) / freq), 1)
+            for k in range(steps - 1, -1, -1):
+                state.esn.advance(self._esn_input(state, ts - k * freq, row if k == 0 else {}))
             yhat = state.esn.forecast_values()
             H = len(yhat)
-            freq = model.freq or pd.Timedelta(hours=1)
             fc = pd.DataFrame(
                 {
                     "series_id": state.series_id,
@@ -218,9 +261,14 @@ class StreamProcessor:
             )
             fc = calib.apply(fc)
         else:
+            if self.target not in state.recent:
+                return None
             if state.esn is None and model.kind == "esn":
                 self._init_esn(state)
             fc = self.handle.bundle.forecast_panel(self._panel(state))
+            if fc.empty:
+                return None
+            fc = fc[fc["origin_ts"] == ts]
             if fc.empty:
                 return None
         fc["forecast_id"] = stream_forecast_id(state.series_id, self.target, ts, self.handle.version)
@@ -231,27 +279,40 @@ class StreamProcessor:
         fc["run_id"] = self.handle.run_id
         return fc
 
-    def _score(self, state: _SeriesState, ts: pd.Timestamp, actual: float) -> list[dict[str, Any]]:
-        matured = self.store.forecasts_for_times(self.target, state.series_id, [ts])
+    def _score(self, arrived: list[tuple[_SeriesState, pd.Timestamp, float]]) -> list[dict[str, Any]]:
+        """Score every stored forecast point whose time has just been observed (one query per batch)."""
+        if not arrived:
+            return []
+        by_key = {(st.series_id, ts): (st, actual) for st, ts, actual in arrived}
+        matured = self.store.forecasts_for_times(
+            self.target, sorted({k[0] for k in by_key}), sorted({k[1] for k in by_key})
+        )
         now = utcnow()
-        scale = state.scale if np.isfinite(state.scale) and state.scale > 0 else None
-        return [
-            {
-                "forecast_id": r.forecast_id,
-                "step": int(r.step),
-                "series_id": state.series_id,
-                "target": self.target,
-                "ts": ts.to_pydatetime(),
-                "yhat": float(r.yhat),
-                "actual": actual,
-                "abs_error": abs(actual - r.yhat),
-                "scaled_error": abs(actual - r.yhat) / scale if scale else None,
-                "model_name": r.model_name,
-                "model_version": r.model_version,
-                "scored_at": now,
-            }
-            for r in matured.itertuples(index=False)
-        ]
+        rows = []
+        for r in matured.itertuples(index=False):
+            hit = by_key.get((r.series_id, r.ts))
+            if hit is None:
+                continue
+            state, actual = hit
+            scale = state.scale if np.isfinite(state.scale) and state.scale > 0 else None
+            err = abs(actual - r.yhat)
+            rows.append(
+                {
+                    "forecast_id": r.forecast_id,
+                    "step": int(r.step),
+                    "series_id": r.series_id,
+                    "target": self.target,
+                    "ts": r.ts.to_pydatetime(),
+                    "yhat": float(r.yhat),
+                    "actual": actual,
+                    "abs_error": err,
+                    "scaled_error": err / scale if scale else None,
+                    "model_name": r.model_name,
+                    "model_version": r.model_version,
+                    "scored_at": now,
+                }
+            )
+        return rows
 
     def _maybe_retrain(self, at: pd.Timestamp | None) -> None:
         decision = retrain_decision(self.store, self.settings, self.target)

@@ -15,7 +15,7 @@ from pipeline.features import prepare_panel
 from pipeline.models import CANDIDATES, create_model
 from pipeline.store import Store
 
-DEFAULT_MODELS = ["naive", "seasonal_naive", "esn", "rnn", "lstm", "cnn", "cnn_lstm"]
+DEFAULT_MODELS = ["naive", "seasonal_naive", "esn", "hopfield", "rnn", "lstm", "cnn", "cnn_lstm", "ensemble"]
 KERAS_MODELS = {"lstm", "rnn", "cnn", "cnn_lstm"}
 
 
