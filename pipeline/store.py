@@ -239,10 +239,10 @@ class Store:
                 t.c.ts >= obs["ts"].min().to_pydatetime(),
                 t.c.ts <= obs["ts"].max().to_pydatetime(),
             )
-            rows = conn.execute(q).all()
-            if not rows:
+            found = conn.execute(q).all()
+            if not found:
                 return empty
-            f = pd.DataFrame(rows, columns=["series_id", "variable", "ts", "old"])
+            f = pd.DataFrame(found, columns=["series_id", "variable", "ts", "old"])
             f["ts"] = _to_utc_index(f["ts"])
             return f
         frames = []
