@@ -495,6 +495,9 @@ def stream(
     redis_url: str = typer.Option("redis://127.0.0.1:6379/0", "--redis-url"),
     batch_size: int = typer.Option(64, "--batch-size", min=1, help="Redis entries per batch."),
     stop_after_idle: float | None = typer.Option(None, "--stop-after-idle", help="Stop after N idle seconds (redis)."),
+    claim_idle_ms: int = typer.Option(
+        10_000, "--claim-idle-ms", min=0, help="Claim entries another consumer left pending this long (redis)."
+    ),
     latitude: float | None = typer.Option(None, "--latitude", min=-90, max=90, help="open-meteo: latitude."),
     longitude: float | None = typer.Option(None, "--longitude", min=-180, max=180, help="open-meteo: longitude."),
     variables: str | None = typer.Option(None, "--variables", help="open-meteo: hourly variables."),
@@ -555,7 +558,13 @@ def stream(
         from pipeline.sources.redis_stream import RedisStreamSource
 
         src = RedisStreamSource(
-            redis_url, stream_name, group, consumer, batch_size=batch_size, stop_after_idle_s=stop_after_idle
+            redis_url,
+            stream_name,
+            group,
+            consumer,
+            batch_size=batch_size,
+            claim_idle_ms=claim_idle_ms,
+            stop_after_idle_s=stop_after_idle,
         )
         batches = src.batches()
         console.print(f"consuming {stream_name} as {group}/{consumer} on {redis_url}", highlight=False)

@@ -130,34 +130,31 @@ def test_redis_consumer_killed_mid_stream_loses_and_doubles_nothing(settings: Se
     exe = str(Path(sys.executable).with_name("streamcast"))
     env = {**os.environ, "STREAMCAST_DATA_DIR": str(data_dir), "MLFLOW_TRACKING_URI": settings.tracking_uri}
 
-    def consumer(name: str, idle: float) -> subprocess.Popen:
-        return subprocess.Popen(
-            [
-                exe,
-                "stream",
-                "--source",
-                "redis",
-                "--stream",
-                stream,
-                "--group",
-                "g",
-                "--consumer",
-                name,
-                "--redis-url",
-                REDIS_URL,
-                "--batch-size",
-                "6",
-                "--stop-after-idle",
-                str(idle),
-            ],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
+    def command(name: str, idle: float) -> list[str]:
+        return [
+            exe,
+            "stream",
+            "--source",
+            "redis",
+            "--stream",
+            stream,
+            "--group",
+            "g",
+            "--consumer",
+            name,
+            "--redis-url",
+            REDIS_URL,
+            "--batch-size",
+            "6",
+            "--stop-after-idle",
+            str(idle),
+            "--claim-idle-ms",
+            "1000",
+        ]
 
     store = Store(settings.database_url)
     try:
-        first = consumer("c1", 30)
+        first = subprocess.Popen(command("c1", 30), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.time() + 120
         while time.time() < deadline and store.table_counts()["forecasts"] < 24 * 3 * 10:
             assert first.poll() is None, first.stderr.read().decode() if first.stderr else ""
@@ -167,31 +164,8 @@ def test_redis_consumer_killed_mid_stream_loses_and_doubles_nothing(settings: Se
         done_before = store.table_counts()["forecasts"] // 24
         assert 0 < done_before < 180, "kill must land mid-stream"
         time.sleep(1.5)
-        # A second consumer claims what c1 left pending, then reads the rest.
-        second = subprocess.run(
-            [
-                exe,
-                "stream",
-                "--source",
-                "redis",
-                "--stream",
-                stream,
-                "--group",
-                "g",
-                "--consumer",
-                "c1",
-                "--redis-url",
-                REDIS_URL,
-                "--batch-size",
-                "6",
-                "--stop-after-idle",
-                "2",
-            ],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        # A replacement consumer claims what c1 left pending, then reads the rest.
+        second = subprocess.run(command("c2", 2), env=env, capture_output=True, text=True, timeout=300)
         assert second.returncode == 0, second.stderr[-2000:]
         obs = store.load_observations(start=STREAM_START)
         assert len(obs) == expected_obs
