@@ -143,3 +143,21 @@ def test_mlflow_models_serve_answers_invocations(weather_store: Settings, data_d
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+def test_tuning_trials_are_nested_mlflow_runs(weather_store: Settings) -> None:
+    import mlflow
+
+    outcome = training.train(weather_store, models=["naive", "esn"], folds=2, tune_minutes=2, tune_max_trials=2)
+    assert outcome.tuning is not None and len(outcome.tuning.trials) == 2
+    best = outcome.tuning.best["esn"]
+    esn = outcome.result.candidates["esn"].model
+    assert esn.config.units == best["units"] and esn.config.leak_rate == best["leak_rate"]
+    client = mlflow.MlflowClient()
+    parent = outcome.runs.parent_run_id
+    trials = client.search_runs(
+        [outcome.runs.experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{parent}' and tags.`streamcast.role` = 'tuning-trial'",
+    )
+    assert len(trials) == 2 and all("val_scaled_mae" in t.data.metrics for t in trials)
+    assert {t.data.params["units"] for t in trials} == {str(r.params["units"]) for r in outcome.tuning.trials}
