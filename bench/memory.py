@@ -43,6 +43,7 @@ def main() -> None:
             "PREFECT_HOME": f"{tmp}/prefect",
             "PREFECT_LOGGING_LEVEL": "WARNING",
             "TF_CPP_MIN_LOG_LEVEL": "3",
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         }
         cmd = [sys.executable, "-m", "flows.pipeline_flow", "--source", "nyc-weather", "--retrain", "always"]
         if args.models:

@@ -5,11 +5,13 @@ from __future__ import annotations
 import logging
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from sqlalchemy.engine import Connection
 
 from pipeline.config import Settings
 from pipeline.errors import InputError
@@ -61,9 +63,17 @@ class IngestSummary:
 
 
 def write_batch(
-    store: Store, parsed: ParsedBatch, source: str, source_ref: str | None, digest: str | None = None
+    store: Store,
+    parsed: ParsedBatch,
+    source: str,
+    source_ref: str | None,
+    digest: str | None = None,
+    also: Callable[[Connection], None] | None = None,
 ) -> IngestSummary:
-    """Write validated observations and quarantine records atomically and record the batch."""
+    """Write validated observations and quarantine records atomically and record the batch.
+
+    ``also`` writes more in the same transaction (the stream's forecasts and scores).
+    """
     started = time.perf_counter()
     obs = parsed.observations
     summary = IngestSummary(
@@ -96,6 +106,8 @@ def write_batch(
             finished_at=utcnow(),
             elapsed_seconds=summary.elapsed_seconds,
         )
+        if also is not None:
+            also(conn)
     return summary
 
 

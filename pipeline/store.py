@@ -456,8 +456,9 @@ class Store:
 
     # --- forecasts ----------------------------------------------------------
 
-    def write_forecasts(self, frame: pd.DataFrame) -> int:
-        """Insert forecast points (one row per forecast_id and step)."""
+    def write_forecasts(self, frame: pd.DataFrame, conn: Connection | None = None) -> int:
+        """Insert forecast points (one row per forecast_id and step); re-issuing the same
+        forecast (a redelivered stream entry) changes nothing."""
         self.ensure_schema()
         if frame.empty:
             return 0
@@ -468,21 +469,23 @@ class Store:
             for k in ("yhat", "lo", "hi"):
                 r[k] = None if r[k] is None or pd.isna(r[k]) else float(r[k])
             r["step"] = int(r["step"])
-        with self.engine.begin() as conn:
-            # Re-issuing the same forecast (a redelivered stream entry) changes nothing.
-            conn.execute(
-                self._insert(forecasts).on_conflict_do_nothing(index_elements=["forecast_id", "step"]), records
-            )
+        stmt = self._insert(forecasts).on_conflict_do_nothing(index_elements=["forecast_id", "step"])
+        self._write(stmt, records, conn)
         return len(records)
 
-    def write_scores(self, rows: list[dict[str, Any]]) -> int:
+    def write_scores(self, rows: list[dict[str, Any]], conn: Connection | None = None) -> int:
         """Record matured forecast points against their actuals (idempotent per point)."""
         self.ensure_schema()
-        if not rows:
-            return 0
-        with self.engine.begin() as conn:
-            conn.execute(self._insert(scores).on_conflict_do_nothing(index_elements=["forecast_id", "step"]), rows)
+        if rows:
+            self._write(self._insert(scores).on_conflict_do_nothing(index_elements=["forecast_id", "step"]), rows, conn)
         return len(rows)
+
+    def _write(self, stmt: Any, rows: list[dict[str, Any]], conn: Connection | None) -> None:
+        if conn is not None:
+            conn.execute(stmt, rows)
+            return
+        with self.engine.begin() as own:
+            own.execute(stmt, rows)
 
     def forecasts_for_times(
         self, target: str, series_ids: Sequence[str], times: Sequence[pd.Timestamp]

@@ -168,12 +168,6 @@ class StreamProcessor:
         parsed = parse_wide(frame, "stream", time_col="ts", series_col="series_id", bounds=self.settings.bounds)
         if self.handle is None and not parsed.observations.empty:
             self._load(parsed.observations["ts"].min())
-        summary = write_batch(self.store, parsed, "stream", "stream")
-        self.stats.batches += 1
-        self.stats.observations += summary.observations_read
-        self.stats.new += summary.new
-        self.stats.unchanged += summary.unchanged
-        self.stats.quarantined += summary.quarantined_total
         obs = parsed.observations
         forecast_rows: list[pd.DataFrame] = []
         arrived: list[tuple[_SeriesState, pd.Timestamp, float]] = []
@@ -188,18 +182,32 @@ class StreamProcessor:
                 self.states[sid] = state
             for ts, row in sorted(rows.items()):
                 if state.last_ts is not None and ts <= state.last_ts:
-                    # A late or redelivered observation: stored (above), not replayed through the model.
+                    # A late or redelivered observation: stored, not replayed through the model.
                     continue
                 fc = self._advance(state, ts, row)
                 if fc is not None:
                     forecast_rows.append(fc)
                 if self.target in row:
                     arrived.append((state, ts, row[self.target]))
-        if forecast_rows:
-            all_fc = pd.concat(forecast_rows, ignore_index=True)
-            self.store.write_forecasts(all_fc)
+        all_fc = pd.concat(forecast_rows, ignore_index=True) if forecast_rows else pd.DataFrame()
+        score_rows = self._score(arrived, all_fc)
+
+        def write_derived(conn: Any) -> None:
+            if not all_fc.empty:
+                self.store.write_forecasts(all_fc, conn)
+            self.store.write_scores(score_rows, conn)
+
+        # Observations, forecasts and scores commit together: one commit per batch, and
+        # a crash leaves either all of them or none (the entries are then redelivered).
+        summary = write_batch(self.store, parsed, "stream", "stream", also=write_derived)
+        self.stats.batches += 1
+        self.stats.observations += summary.observations_read
+        self.stats.new += summary.new
+        self.stats.unchanged += summary.unchanged
+        self.stats.quarantined += summary.quarantined_total
+        if not all_fc.empty:
             self.stats.forecasts += all_fc["forecast_id"].nunique()
-        self.stats.scored_points += self.store.write_scores(self._score(arrived))
+        self.stats.scored_points += len(score_rows)
         if batch.ack:
             batch.ack()
         self.stats.latencies_ms.append((time.perf_counter() - batch.received_at) * 1000)
@@ -279,14 +287,23 @@ class StreamProcessor:
         fc["run_id"] = self.handle.run_id
         return fc
 
-    def _score(self, arrived: list[tuple[_SeriesState, pd.Timestamp, float]]) -> list[dict[str, Any]]:
-        """Score every stored forecast point whose time has just been observed (one query per batch)."""
+    def _score(
+        self, arrived: list[tuple[_SeriesState, pd.Timestamp, float]], pending: pd.DataFrame
+    ) -> list[dict[str, Any]]:
+        """Score every forecast point whose time has just been observed: those stored
+        before (one query per batch) and those issued earlier in this same batch."""
         if not arrived:
             return []
         by_key = {(st.series_id, ts): (st, actual) for st, ts, actual in arrived}
         matured = self.store.forecasts_for_times(
             self.target, sorted({k[0] for k in by_key}), sorted({k[1] for k in by_key})
         )
+        if not pending.empty:
+            same_batch = pending[
+                [(sid, t) in by_key for sid, t in zip(pending["series_id"], pending["ts"], strict=True)]
+            ]
+            if not same_batch.empty:
+                matured = pd.concat([matured, same_batch[matured.columns]], ignore_index=True)
         now = utcnow()
         rows = []
         for r in matured.itertuples(index=False):

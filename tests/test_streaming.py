@@ -178,3 +178,20 @@ def test_redis_consumer_killed_mid_stream_loses_and_doubles_nothing(settings: Se
     finally:
         store.dispose()
         client.delete(stream)
+
+
+def test_redis_fields_are_typed_but_bad_values_still_reach_quarantine() -> None:
+    from pipeline.sources.redis_stream import _typed
+    from pipeline.validation import parse_wide
+
+    rows = [
+        {"series_id": "A", "ts": "2024-01-01T00:00:00+00:00", "temp": "12.5", "dewp": ""},
+        {"series_id": "A", "ts": "2024-01-01T01:00:00+00:00", "temp": "warm", "dewp": "3"},
+    ]
+    parsed = parse_wide(_typed(pd.DataFrame(rows)), "redis", time_col="ts", series_col="series_id")
+    assert parsed.quarantine_by_reason == {"non_numeric": 1}
+    assert sorted(parsed.observations["value"]) == [3.0, 12.5]
+    bad_time = _typed(pd.DataFrame([{"series_id": "A", "ts": "yesterday", "temp": "1"}]))
+    assert parse_wide(bad_time, "redis", time_col="ts", series_col="series_id").quarantine_by_reason == {
+        "bad_timestamp": 1
+    }
