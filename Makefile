@@ -55,9 +55,11 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format pipeline flows tests bench
 	$(VENV)/bin/ruff check --fix pipeline flows tests bench
 
+# The quick benches (a few minutes each); `$(PY) bench/accuracy.py` takes about 40 minutes.
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[dev,bench]'
-	$(PY) bench/ingest.py
+	@command -v wrk >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
+	cd bench && ../$(PY) ingest.py && ../$(PY) serve.py && ../$(PY) stream.py && ../$(PY) memory.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
