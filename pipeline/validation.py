@@ -84,22 +84,32 @@ def parse_timestamps(raw: pd.Series, tz: str) -> tuple[pd.Series, pd.Series]:
     text = raw.astype("string").str.strip()
     if n == 0:
         return out, reason
+    # Fill a plain UTC datetime64 array and build the Series once: masked assignment
+    # into a tz-aware Series trips over pandas' casting on odd inputs.
+    values = np.full(n, np.datetime64("NaT"), dtype="datetime64[ns]")
+    reasons = np.full(n, None, dtype=object)
     aware_mask = text.str.contains(_TZ_SUFFIX, na=False).to_numpy(dtype=bool)
     if aware_mask.any():
-        aware = pd.to_datetime(text[aware_mask], errors="coerce", format="ISO8601", utc=True)
-        out[aware_mask] = aware
+        aware = pd.DatetimeIndex(
+            pd.to_datetime(text[aware_mask].to_numpy(), errors="coerce", format="ISO8601", utc=True)
+        )
+        values[aware_mask] = aware.tz_convert(None).to_numpy().astype("datetime64[ns]")
     naive_mask = ~aware_mask & text.notna().to_numpy(dtype=bool)
     if naive_mask.any():
-        naive = pd.to_datetime(text[naive_mask], errors="coerce", format="ISO8601")
-        naive_idx = pd.DatetimeIndex(naive)
+        naive_idx = pd.DatetimeIndex(pd.to_datetime(text[naive_mask].to_numpy(), errors="coerce", format="ISO8601"))
         if naive_idx.tz is not None:  # pragma: no cover - defensive, pandas keeps naive here
             naive_idx = naive_idx.tz_convert(None)
-        local = naive_idx.tz_localize(tz, ambiguous="NaT", nonexistent="NaT")
+        try:
+            local = naive_idx.tz_localize(tz, ambiguous="NaT", nonexistent="NaT")
+        except (OverflowError, ValueError):  # times at the edge of the representable range
+            local = pd.DatetimeIndex([pd.NaT] * len(naive_idx), tz=tz)
         amb = np.asarray(local.isna() & ~naive_idx.isna())
-        sub_reason = reason[naive_mask].copy()
-        sub_reason[amb] = AMBIGUOUS_LOCAL_TIME
-        reason[naive_mask] = sub_reason
-        out[naive_mask] = local.tz_convert("UTC")
+        sub = reasons[naive_mask]
+        sub[amb] = AMBIGUOUS_LOCAL_TIME
+        reasons[naive_mask] = sub
+        values[naive_mask] = local.tz_convert("UTC").tz_localize(None).to_numpy().astype("datetime64[ns]")
+    out = pd.Series(pd.DatetimeIndex(values).tz_localize("UTC"), index=raw.index)
+    reason = pd.Series(reasons, index=raw.index, dtype=object)
     reason[out.isna() & reason.isna()] = BAD_TIMESTAMP
     return out, reason
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import string
 from pathlib import Path
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from pipeline.config import Settings
@@ -41,8 +41,14 @@ def csv_text(draw: st.DrawFn) -> str:
     return text
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=int(__import__("os").environ.get("STREAMCAST_HYPOTHESIS_EXAMPLES", "120")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 @given(text=csv_text(), series_col=st.sampled_from([None, "site"]))
+@example(text="ts,ts,ts,ts,ts\n,,,,,,\n,,0000,0", series_col=None)  # found in CI: empty and year-0 times
+@example(text="ts,temp\n2024-01-01T00:00Z,1\n2024-01-01 01:00,2\nnot a time,3", series_col=None)
 def test_malformed_csv_never_crashes_and_never_half_writes(tmp_path: Path, text: str, series_col: str | None) -> None:
     data = tmp_path / "prop"
     data.mkdir(exist_ok=True)
