@@ -63,6 +63,15 @@ def resolve_time_column(columns: list[str], time_col: str | None, source: str) -
     )
 
 
+def _in_ns_range(idx: pd.DatetimeIndex) -> np.ndarray:
+    """As datetime64[ns], with times outside 1800-2200 (or nanosecond range) as NaT."""
+    ok = np.asarray((idx.year >= 1800) & (idx.year <= 2200)) & ~np.asarray(idx.isna())
+    out = np.full(len(idx), np.datetime64("NaT"), dtype="datetime64[ns]")
+    if ok.any():
+        out[ok] = idx[ok].as_unit("ns").to_numpy()
+    return out
+
+
 def parse_timestamps(raw: pd.Series, tz: str) -> tuple[pd.Series, pd.Series]:
     """Parse ISO 8601 timestamps to UTC; naive ones are local to ``tz``.
 
@@ -78,7 +87,7 @@ def parse_timestamps(raw: pd.Series, tz: str) -> tuple[pd.Series, pd.Series]:
             amb = local.isna() & ~dt.isna()
             reason[amb] = AMBIGUOUS_LOCAL_TIME
             dt = local
-        out[:] = dt.tz_convert("UTC")
+        out[:] = dt.tz_convert("UTC").floor("us")
         reason[out.isna() & reason.isna()] = BAD_TIMESTAMP
         return out, reason
     text = raw.astype("string").str.strip()
@@ -107,8 +116,12 @@ def parse_timestamps(raw: pd.Series, tz: str) -> tuple[pd.Series, pd.Series]:
         sub = reasons[naive_mask]
         sub[amb] = AMBIGUOUS_LOCAL_TIME
         reasons[naive_mask] = sub
-        values[naive_mask] = local.tz_convert("UTC").tz_localize(None).to_numpy().astype("datetime64[ns]")
-    out = pd.Series(pd.DatetimeIndex(values).tz_localize("UTC"), index=raw.index)
+        values[naive_mask] = _in_ns_range(local.tz_convert("UTC").tz_localize(None))
+    idx = pd.DatetimeIndex(values)
+    # The store keeps microseconds, and times outside 1800-2200 are typos or
+    # overflows (year 0 wraps around in nanoseconds): both would break idempotence.
+    idx = idx.floor("us").where((idx.year >= 1800) & (idx.year <= 2200))
+    out = pd.Series(idx.tz_localize("UTC"), index=raw.index)
     reason = pd.Series(reasons, index=raw.index, dtype=object)
     reason[out.isna() & reason.isna()] = BAD_TIMESTAMP
     return out, reason
