@@ -24,3 +24,29 @@ def nyc_weather_panel() -> dict[str, pd.DataFrame]:
         wide = store.load_wide()
         store.dispose()
     return prepare_panel(wide)
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_healthy(base: str, timeout: float = 30.0) -> None:
+    """Wait until `streamcast serve` at ``base`` answers /health."""
+    import time
+
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(base + "/health", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"API at {base} did not become healthy in {timeout:.0f} s")

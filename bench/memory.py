@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import os
 import resource
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,12 +20,7 @@ from pathlib import Path
 
 import httpx
 from _results import markdown_table, write_section
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from common import free_port, wait_healthy
 
 
 def main() -> None:
@@ -55,18 +49,13 @@ def main() -> None:
         rows.append(["pipeline flow (make run)", args.models or "all candidates", f"{peak_mb:,.0f}", f"{secs:.0f}"])
         print(f"pipeline: peak RSS {peak_mb:,.0f} MB in {secs:.0f} s", flush=True)
 
-        port = _free_port()
+        port = free_port()
         proc = subprocess.Popen(
             [str(bindir / "streamcast"), "serve", "--port", str(port)], env=env, stdout=subprocess.DEVNULL
         )
         try:
             base = f"http://127.0.0.1:{port}"
-            for _ in range(100):
-                try:
-                    if httpx.get(base + "/health", timeout=1).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    time.sleep(0.1)
+            wait_healthy(base)
             for path in ("/", "/series", "/forecasts/latest", "/forecasts/latest?series_id=EWR", "/scores", "/docs"):
                 httpx.get(base + path, timeout=10).raise_for_status()
             status = Path(f"/proc/{proc.pid}/status").read_text()

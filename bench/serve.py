@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,18 +22,13 @@ from pathlib import Path
 import httpx
 import numpy as np
 from _results import markdown_table, write_section
+from common import free_port, wait_healthy
 
 from pipeline.config import Settings
 from pipeline.forecasting import issue_forecast
 from pipeline.ingest import ingest_dataset
 from pipeline.store import Store
 from pipeline.training import train
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def rss_mb(pid: int) -> float:
@@ -108,19 +102,14 @@ def main() -> None:
         store.dispose()
         train(settings, models=["naive", "seasonal_naive"], folds=5)
         issue_forecast(settings)
-        port = _free_port()
+        port = free_port()
         exe = Path(sys.executable).with_name("streamcast")
         proc = subprocess.Popen(
             [str(exe), "serve", "--port", str(port), "--workers", str(args.workers)], env=env, stdout=subprocess.DEVNULL
         )
         try:
             base = f"http://127.0.0.1:{port}"
-            for _ in range(100):
-                try:
-                    if httpx.get(base + "/health", timeout=1).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    time.sleep(0.1)
+            wait_healthy(base)
             import shutil
 
             url = base + "/forecasts/latest"
