@@ -11,7 +11,7 @@ import hashlib
 from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -187,6 +187,24 @@ class UpsertCounts:
     unchanged: int
 
 
+def as_utc(value: datetime) -> datetime:
+    """A datetime read back from the store as UTC-aware (SQLite returns naive ones; all writes are UTC)."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def _micros(value: datetime) -> int:
+    """Microseconds since the epoch of an aware datetime (the store's resolution)."""
+    return (value - _EPOCH) // _MICROSECOND
+
+
+def _micros_array(ts: pd.Series) -> np.ndarray:
+    return ts.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy().astype("datetime64[us]").astype(np.int64)
+
+
 def _to_utc_index(values: Iterable[Any]) -> pd.DatetimeIndex:
     idx = pd.DatetimeIndex(pd.to_datetime(list(values) if not isinstance(values, pd.Series) else values))
     if idx.tz is None:
@@ -224,14 +242,14 @@ class Store:
             return sqlite.insert(table)
         raise NotImplementedError(f"unsupported database dialect: {self.dialect}")
 
-    def _existing_values(self, conn: Connection, obs: pd.DataFrame) -> pd.DataFrame:
-        """Stored values for the keys of ``obs``.
+    def _stored_values(self, conn: Connection, obs: pd.DataFrame) -> np.ndarray:
+        """The stored value of each row's key in ``obs`` (NaN where the key is new).
 
-        Large batches query one time range per series and variable; small ones (a
-        stream's few rows) one range for the whole batch, which is one round trip.
+        Small batches (a stream's few rows) query one range for the whole batch, one
+        round trip, and match in a dict; large ones query one time range per series and
+        variable and match with a join.
         """
         t = observations
-        empty = pd.DataFrame({"series_id": [], "variable": [], "ts": pd.DatetimeIndex([], tz="UTC"), "old": []})
         if len(obs) <= 5_000:
             q = sa.select(t.c.series_id, t.c.variable, t.c.ts, t.c.value).where(
                 t.c.series_id.in_(obs["series_id"].unique().tolist()),
@@ -239,12 +257,13 @@ class Store:
                 t.c.ts >= obs["ts"].min().to_pydatetime(),
                 t.c.ts <= obs["ts"].max().to_pydatetime(),
             )
-            found = conn.execute(q).all()
+            found = {(sid, var, _micros(as_utc(ts))): value for sid, var, ts, value in conn.execute(q)}
             if not found:
-                return empty
-            f = pd.DataFrame(found, columns=["series_id", "variable", "ts", "old"])
-            f["ts"] = _to_utc_index(f["ts"])
-            return f
+                return np.full(len(obs), np.nan)
+            keys = zip(
+                obs["series_id"].tolist(), obs["variable"].tolist(), _micros_array(obs["ts"]).tolist(), strict=True
+            )
+            return np.array([found.get(k, np.nan) for k in keys], dtype=float)
         frames = []
         for (sid, var), grp in obs.groupby(["series_id", "variable"], sort=False):
             lo, hi = grp["ts"].min(), grp["ts"].max()
@@ -263,8 +282,10 @@ class Store:
                 f["variable"] = var
                 frames.append(f)
         if not frames:
-            return empty
-        return pd.concat(frames, ignore_index=True)
+            return np.full(len(obs), np.nan)
+        existing = pd.concat(frames, ignore_index=True)
+        merged = obs[OBS_COLUMNS].merge(existing, on=["series_id", "variable", "ts"], how="left")
+        return merged["old"].to_numpy(dtype=float, na_value=np.nan)
 
     def upsert_observations(
         self, conn: Connection, obs: pd.DataFrame, batch_id: int | None, chunk_size: int = 20_000
@@ -275,13 +296,10 @@ class Store:
         """
         if obs.empty:
             return UpsertCounts(0, 0, 0)
-        existing = self._existing_values(conn, obs)
-        merged = obs.merge(existing, on=["series_id", "variable", "ts"], how="left")
-        is_new = merged["old"].isna().to_numpy()
-        changed = ~is_new & ~np.isclose(
-            merged["value"].to_numpy(), merged["old"].fillna(0).to_numpy(), rtol=0, atol=1e-9
-        )
-        to_write = merged.loc[is_new | changed, OBS_COLUMNS]
+        old = self._stored_values(conn, obs)
+        is_new = np.isnan(old)
+        changed = ~is_new & ~np.isclose(obs["value"].to_numpy(dtype=float), np.nan_to_num(old), rtol=0, atol=1e-9)
+        to_write = obs.loc[is_new | changed, OBS_COLUMNS]
         if not to_write.empty:
             self._bulk_upsert(conn, to_write, batch_id, chunk_size)
         return UpsertCounts(
@@ -459,8 +477,8 @@ class Store:
     def write_forecasts(self, frame: pd.DataFrame, conn: Connection | None = None) -> int:
         """Insert forecast points (one row per forecast_id and step); re-issuing the same
         forecast (a redelivered stream entry) changes nothing."""
-        self.ensure_schema()
         if frame.empty:
+            self.ensure_schema()
             return 0
         records = frame[FORECAST_COLUMNS].to_dict("records")
         for r in records:
@@ -469,8 +487,15 @@ class Store:
             for k in ("yhat", "lo", "hi"):
                 r[k] = None if r[k] is None or pd.isna(r[k]) else float(r[k])
             r["step"] = int(r["step"])
-        stmt = self._insert(forecasts).on_conflict_do_nothing(index_elements=["forecast_id", "step"])
-        self._write(stmt, records, conn)
+        return self.write_forecast_records(records, conn)
+
+    def write_forecast_records(self, records: list[dict[str, Any]], conn: Connection | None = None) -> int:
+        """:meth:`write_forecasts` for rows already in driver types (the stream's path:
+        a few points per observation, where building a DataFrame costs more than the insert)."""
+        self.ensure_schema()
+        if records:
+            stmt = self._insert(forecasts).on_conflict_do_nothing(index_elements=["forecast_id", "step"])
+            self._write(stmt, records, conn)
         return len(records)
 
     def write_scores(self, rows: list[dict[str, Any]], conn: Connection | None = None) -> int:
@@ -488,9 +513,10 @@ class Store:
             own.execute(stmt, rows)
 
     def forecasts_for_times(
-        self, target: str, series_ids: Sequence[str], times: Sequence[pd.Timestamp]
-    ) -> pd.DataFrame:
-        """Forecast points of ``series_ids`` whose target time is one of ``times``."""
+        self, target: str, series_ids: Sequence[str], times: Sequence[datetime]
+    ) -> list[dict[str, Any]]:
+        """Forecast points of ``series_ids`` whose target time is one of ``times``, as
+        records with UTC-aware datetimes (the stream scores a few of them per observation)."""
         self.ensure_schema()
         q = sa.select(*[forecasts.c[c] for c in FORECAST_COLUMNS]).where(
             forecasts.c.target == target,
@@ -498,10 +524,11 @@ class Store:
             forecasts.c.ts.in_([pd.Timestamp(t).to_pydatetime() for t in times]),
         )
         with self.engine.connect() as conn:
-            df = pd.DataFrame(conn.execute(q).all(), columns=FORECAST_COLUMNS)
-        for c in ("issued_at", "origin_ts", "ts"):
-            df[c] = _to_utc_index(df[c]) if not df.empty else pd.DatetimeIndex([], tz="UTC")
-        return df
+            rows = [dict(r) for r in conn.execute(q).mappings()]
+        for r in rows:
+            for c in ("issued_at", "origin_ts", "ts"):
+                r[c] = as_utc(r[c])
+        return rows
 
     def record_retrain(self, target: str, reason: str, detail: str, outcome: str | None = None) -> None:
         self.ensure_schema()

@@ -33,6 +33,10 @@ log = logging.getLogger(__name__)
 FILL_LIMIT = 24  # same as build_design's forward-fill limit
 
 
+def _opt(value: Any) -> float | None:
+    return None if value is None or pd.isna(value) else float(value)
+
+
 def stream_forecast_id(series_id: str, target: str, origin: pd.Timestamp, version: str) -> str:
     """Deterministic: a redelivered observation re-issues the same forecast, not a new one."""
     key = f"{series_id}|{target}|{pd.Timestamp(origin).isoformat()}|{version}"
@@ -169,7 +173,7 @@ class StreamProcessor:
         if self.handle is None and not parsed.observations.empty:
             self._load(parsed.observations["ts"].min())
         obs = parsed.observations
-        forecast_rows: list[pd.DataFrame] = []
+        forecast_rows: list[dict[str, Any]] = []
         arrived: list[tuple[_SeriesState, pd.Timestamp, float]] = []
         # Plain dicts, not pivot tables: a stream batch holds a handful of values.
         rows_by_series: dict[str, dict[pd.Timestamp, dict[str, float]]] = {}
@@ -184,17 +188,13 @@ class StreamProcessor:
                 if state.last_ts is not None and ts <= state.last_ts:
                     # A late or redelivered observation: stored, not replayed through the model.
                     continue
-                fc = self._advance(state, ts, row)
-                if fc is not None:
-                    forecast_rows.append(fc)
+                forecast_rows.extend(self._advance(state, ts, row))
                 if self.target in row:
                     arrived.append((state, ts, row[self.target]))
-        all_fc = pd.concat(forecast_rows, ignore_index=True) if forecast_rows else pd.DataFrame()
-        score_rows = self._score(arrived, all_fc)
+        score_rows = self._score(arrived, forecast_rows)
 
         def write_derived(conn: Any) -> None:
-            if not all_fc.empty:
-                self.store.write_forecasts(all_fc, conn)
+            self.store.write_forecast_records(forecast_rows, conn)
             self.store.write_scores(score_rows, conn)
 
         # Observations, forecasts and scores commit together: one commit per batch, and
@@ -205,8 +205,7 @@ class StreamProcessor:
         self.stats.new += summary.new
         self.stats.unchanged += summary.unchanged
         self.stats.quarantined += summary.quarantined_total
-        if not all_fc.empty:
-            self.stats.forecasts += all_fc["forecast_id"].nunique()
+        self.stats.forecasts += len({r["forecast_id"] for r in forecast_rows})
         self.stats.scored_points += len(score_rows)
         if batch.ack:
             batch.ack()
@@ -243,12 +242,13 @@ class StreamProcessor:
         state.last_x = x
         return x
 
-    def _advance(self, state: _SeriesState, ts: pd.Timestamp, row: dict[str, float]) -> pd.DataFrame | None:
+    def _advance(self, state: _SeriesState, ts: pd.Timestamp, row: dict[str, float]) -> list[dict[str, Any]]:
+        """Move ``state`` to the observation at ``ts`` and return the fresh forecast's points
+        as store records (empty when the champion cannot forecast this series yet)."""
         assert self.handle is not None
         previous = state.last_ts
         state.append(ts, row)
         model = self.handle.bundle.model
-        calib = self.handle.bundle.calibration
         freq = model.freq or pd.Timedelta(hours=1)
         if state.esn is not None and previous is not None:
             # One reservoir step per regular time step since the last observation;
@@ -256,76 +256,74 @@ class StreamProcessor:
             steps = max(round((ts - previous) / freq), 1)
             for k in range(steps - 1, -1, -1):
                 state.esn.advance(self._esn_input(state, ts - k * freq, row if k == 0 else {}))
-            yhat = state.esn.forecast_values()
-            H = len(yhat)
-            fc = pd.DataFrame(
-                {
-                    "series_id": state.series_id,
-                    "origin_ts": ts,
-                    "step": np.arange(1, H + 1),
-                    "ts": [ts + h * freq for h in range(1, H + 1)],
-                    "yhat": yhat,
-                }
-            )
-            fc = calib.apply(fc)
+            yhat = np.asarray(state.esn.forecast_values(), dtype=float)
+            width = self.handle.bundle.calibration.half_width[: len(yhat)]
+            origin = ts.to_pydatetime()
+            step_dt = freq.to_pytimedelta()
+            points: list[tuple[int, Any, float, float | None, float | None]] = [
+                (h + 1, origin + (h + 1) * step_dt, float(y), float(y - w), float(y + w))
+                for h, (y, w) in enumerate(zip(yhat, width, strict=True))
+            ]
         else:
             if self.target not in state.recent:
-                return None
+                return []
             if state.esn is None and model.kind == "esn":
                 self._init_esn(state)
             fc = self.handle.bundle.forecast_panel(self._panel(state))
             if fc.empty:
-                return None
+                return []
             fc = fc[fc["origin_ts"] == ts]
-            if fc.empty:
-                return None
-        fc["forecast_id"] = stream_forecast_id(state.series_id, self.target, ts, self.handle.version)
-        fc["target"] = self.target
-        fc["issued_at"] = pd.Timestamp(utcnow())
-        fc["model_name"] = self.handle.kind
-        fc["model_version"] = self.handle.version
-        fc["run_id"] = self.handle.run_id
-        return fc
+            origin = ts.to_pydatetime()
+            points = [
+                (int(h), pd.Timestamp(t).to_pydatetime(), float(y), _opt(lo), _opt(hi))
+                for h, t, y, lo, hi in zip(fc["step"], fc["ts"], fc["yhat"], fc["lo"], fc["hi"], strict=True)
+            ]
+        common = {
+            "forecast_id": stream_forecast_id(state.series_id, self.target, ts, self.handle.version),
+            "series_id": state.series_id,
+            "target": self.target,
+            "issued_at": utcnow(),
+            "origin_ts": origin,
+            "model_name": self.handle.kind,
+            "model_version": self.handle.version,
+            "run_id": self.handle.run_id,
+        }
+        return [{**common, "step": h, "ts": t, "yhat": y, "lo": lo, "hi": hi} for h, t, y, lo, hi in points]
 
     def _score(
-        self, arrived: list[tuple[_SeriesState, pd.Timestamp, float]], pending: pd.DataFrame
+        self, arrived: list[tuple[_SeriesState, pd.Timestamp, float]], pending: list[dict[str, Any]]
     ) -> list[dict[str, Any]]:
         """Score every forecast point whose time has just been observed: those stored
         before (one query per batch) and those issued earlier in this same batch."""
         if not arrived:
             return []
-        by_key = {(st.series_id, ts): (st, actual) for st, ts, actual in arrived}
+        by_key = {(st.series_id, ts.to_pydatetime()): (st, actual) for st, ts, actual in arrived}
         matured = self.store.forecasts_for_times(
             self.target, sorted({k[0] for k in by_key}), sorted({k[1] for k in by_key})
         )
-        if not pending.empty:
-            same_batch = pending[
-                [(sid, t) in by_key for sid, t in zip(pending["series_id"], pending["ts"], strict=True)]
-            ]
-            if not same_batch.empty:
-                matured = pd.concat([matured, same_batch[matured.columns]], ignore_index=True)
+        matured += [r for r in pending if (r["series_id"], r["ts"]) in by_key]
         now = utcnow()
         rows = []
-        for r in matured.itertuples(index=False):
-            hit = by_key.get((r.series_id, r.ts))
+        for r in matured:
+            hit = by_key.get((r["series_id"], r["ts"]))
             if hit is None:
                 continue
             state, actual = hit
             scale = state.scale if np.isfinite(state.scale) and state.scale > 0 else None
-            err = abs(actual - r.yhat)
+            err = abs(actual - r["yhat"])
             rows.append(
                 {
-                    "forecast_id": r.forecast_id,
-                    "step": int(r.step),
-                    "series_id": r.series_id,
+                    "forecast_id": r["forecast_id"],
+                    "step": int(r["step"]),
+                    "series_id": r["series_id"],
                     "target": self.target,
-                    "ts": r.ts.to_pydatetime(),
-                    "yhat": float(r.yhat),
+                    "ts": r["ts"],
+                    "yhat": float(r["yhat"]),
                     "actual": actual,
                     "abs_error": err,
                     "scaled_error": err / scale if scale else None,
-                    "model_name": r.model_name,
-                    "model_version": r.model_version,
+                    "model_name": r["model_name"],
+                    "model_version": r["model_version"],
                     "scored_at": now,
                 }
             )

@@ -127,17 +127,16 @@ def parse_timestamps(raw: pd.Series, tz: str) -> tuple[pd.Series, pd.Series]:
     return out, reason
 
 
-def _numeric(raw: pd.Series) -> tuple[pd.Series, pd.Series]:
-    """(values, present): values NaN where missing or unparseable; present marks non-missing input."""
-    if pd.api.types.is_bool_dtype(raw):
-        return raw.astype(float), raw.notna()
-    if pd.api.types.is_numeric_dtype(raw):
-        vals = pd.to_numeric(raw, errors="coerce").astype(float)
-        return vals, raw.notna()
+def _numeric(raw: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """(values, present) as arrays: values NaN where missing or unparseable; present marks non-missing input."""
+    if pd.api.types.is_bool_dtype(raw) or pd.api.types.is_numeric_dtype(raw):
+        # Plain and nullable numeric columns (a stream's typed fields, Parquet): no text to parse.
+        present = ~np.asarray(pd.isna(raw), dtype=bool)
+        return raw.to_numpy(dtype=float, na_value=np.nan), present
     text = raw.astype("string").str.strip()
     present = text.notna() & (text != "") & ~text.str.lower().isin(["na", "nan", "null", "none", "n/a", "-"])
     vals = pd.to_numeric(text.where(present), errors="coerce").astype(float)
-    return vals, present.fillna(False).astype(bool)
+    return vals.to_numpy(dtype=float, na_value=np.nan), present.fillna(False).to_numpy(dtype=bool)
 
 
 def _as_text(value: Any, limit: int = 120) -> str | None:
@@ -168,18 +167,19 @@ def parse_wide(
         raise InputError(f"{source}: series column {series_col!r} not found (columns: {', '.join(columns)})")
     bounds = bounds or {}
     frame = frame.reset_index(drop=True)
-    row_number = pd.Series(np.arange(1, len(frame) + 1), index=frame.index)
+    n_rows = len(frame)
+    row_number = np.arange(1, n_rows + 1)
 
     candidates = variables if variables is not None else [c for c in columns if c not in (tcol, series_col)]
     missing_vars = [v for v in candidates if v not in columns]
     if missing_vars:
         raise InputError(f"{source}: variable columns not found: {', '.join(missing_vars)}")
-    parsed: dict[str, tuple[pd.Series, pd.Series]] = {}
+    parsed: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     ignored: list[str] = []
     for col in candidates:
         vals, present = _numeric(frame[col])
         n_present = int(present.sum())
-        n_ok = int(vals.notna().sum())
+        n_ok = int(np.count_nonzero(~np.isnan(vals)))
         # A column counts as a variable when most of its values are numbers; a
         # text column (notes, station names) is ignored rather than quarantined.
         if variables is None and (n_ok == 0 or n_ok < 0.5 * n_present):
@@ -193,34 +193,39 @@ def parse_wide(
     ts, ts_reason = parse_timestamps(frame[tcol], tz)
     if series_col is not None:
         sid = frame[series_col].astype("string").str.strip()
-        sid_bad = sid.isna() | (sid == "")
+        sid_arr = sid.to_numpy(dtype=object, na_value=None)
+        sid_bad = np.asarray(sid.isna() | (sid == ""), dtype=bool)
     else:
-        sid = pd.Series(series_id, index=frame.index, dtype="string")
-        sid_bad = pd.Series(False, index=frame.index)
+        sid_arr = np.full(n_rows, series_id, dtype=object)
+        sid_bad = np.zeros(n_rows, dtype=bool)
+    reason_arr = ts_reason.to_numpy(dtype=object)
+    time_raw = frame[tcol].to_numpy(dtype=object)
 
-    row_bad = ts_reason.notna() | sid_bad
-    for i in np.flatnonzero(row_bad.to_numpy()):
+    row_bad = np.asarray(ts_reason.notna(), dtype=bool) | sid_bad
+    for i in np.flatnonzero(row_bad):
         quarantine.append(
             {
                 "source": source,
-                "row_number": int(row_number.iat[i]),
-                "series_id": _as_text(sid.iat[i]),
+                "row_number": int(row_number[i]),
+                "series_id": _as_text(sid_arr[i]),
                 "variable": None,
-                "ts_raw": _as_text(frame[tcol].iat[i]),
+                "ts_raw": _as_text(time_raw[i]),
                 "value_raw": None,
-                "reason": str(ts_reason.iat[i]) if pd.notna(ts_reason.iat[i]) else MISSING_SERIES,
+                "reason": str(reason_arr[i]) if reason_arr[i] is not None else MISSING_SERIES,
                 "detail": None,
             }
         )
 
-    good_rows = ~row_bad.to_numpy()
+    good_rows = ~row_bad
     ts_utc = pd.DatetimeIndex(ts).tz_convert(None).to_numpy()  # datetime64, not objects: fast masking
-    sid_arr = sid.to_numpy(dtype=object)
-    row_arr = row_number.to_numpy()
-    pieces = []
-    for var, (vals, present) in parsed.items():
-        v = vals.to_numpy()
-        p = present.to_numpy()
+    # Observations are gathered as arrays per variable and become one frame at the end:
+    # a stream batch holds a few rows, where per-variable frames cost more than the work.
+    sids: list[np.ndarray] = []
+    var_names: list[np.ndarray] = []
+    times: list[np.ndarray] = []
+    values: list[np.ndarray] = []
+    rows: list[np.ndarray] = []
+    for var, (v, p) in parsed.items():
         non_numeric = p & np.isnan(v)
         non_finite = p & np.isinf(v)
         out_of_bounds = np.zeros(len(v), dtype=bool)
@@ -235,31 +240,36 @@ def parse_wide(
                 quarantine.append(
                     {
                         "source": source,
-                        "row_number": int(row_number.iat[i]),
-                        "series_id": _as_text(sid.iat[i]),
+                        "row_number": int(row_number[i]),
+                        "series_id": _as_text(sid_arr[i]),
                         "variable": var,
-                        "ts_raw": _as_text(frame[tcol].iat[i]),
+                        "ts_raw": _as_text(time_raw[i]),
                         "value_raw": _as_text(frame[var].iat[i]),
                         "reason": reason,
                         "detail": detail,
                     }
                 )
-        keep = good_rows & np.isfinite(v) & ~out_of_bounds
-        if keep.any():
-            pieces.append(
-                pd.DataFrame(
-                    {
-                        "series_id": sid_arr[keep].astype(str),
-                        "variable": var,
-                        "ts": ts_utc[keep],
-                        "value": v[keep],
-                        "_row": row_arr[keep],
-                    }
-                )
-            )
-    if pieces:
-        obs = pd.concat(pieces, ignore_index=True)
-        obs["ts"] = pd.DatetimeIndex(obs["ts"]).tz_localize("UTC")
+        keep = np.flatnonzero(good_rows & np.isfinite(v) & ~out_of_bounds)
+        if len(keep):
+            sids.append(sid_arr[keep])
+            var_names.append(np.full(len(keep), var, dtype=object))
+            times.append(ts_utc[keep])
+            values.append(v[keep])
+            rows.append(row_number[keep])
+    if values:
+        sid_col = np.concatenate(sids).astype(str)
+        var_col = np.concatenate(var_names).astype(str)
+        ts_col = np.concatenate(times)
+        order = np.lexsort((ts_col, var_col, sid_col))  # sorted by series, variable, time
+        obs = pd.DataFrame(
+            {
+                "series_id": sid_col[order],
+                "variable": var_col[order],
+                "ts": pd.DatetimeIndex(ts_col[order]).tz_localize("UTC"),
+                "value": np.concatenate(values)[order],
+                "_row": np.concatenate(rows)[order],
+            }
+        )
     else:
         obs = pd.DataFrame(
             {
@@ -275,7 +285,13 @@ def parse_wide(
     # a conflict nobody can resolve automatically, so every copy is set aside.
     duplicates_dropped = 0
     keys = ["series_id", "variable", "ts"]
-    dup_mask = obs.duplicated(keys, keep=False)
+    # Keys can only repeat when a (series, time) pair does: checked on the rows first,
+    # which is far cheaper than a duplicate search over all observations.
+    good_idx = np.flatnonzero(good_rows)
+    row_pairs_unique = len(set(zip(sid_arr[good_idx].tolist(), ts_utc[good_idx].tolist(), strict=True))) == len(
+        good_idx
+    )
+    dup_mask = pd.Series(False, index=obs.index) if row_pairs_unique else obs.duplicated(keys, keep=False)
     if dup_mask.any():
         dups = obs[dup_mask]
         n_distinct = dups.groupby(keys)["value"].transform("nunique")
@@ -298,7 +314,7 @@ def parse_wide(
         before = len(obs)
         obs = obs.drop_duplicates(keys, keep="first")
         duplicates_dropped = before - len(obs)
-    obs = obs.drop(columns="_row").sort_values(keys).reset_index(drop=True)
+    obs = obs.drop(columns="_row").reset_index(drop=True)
     return ParsedBatch(
         observations=obs,
         quarantine=quarantine,
