@@ -103,7 +103,9 @@ def tune(
     if not names or budget_seconds <= 0:
         return result
     if KERAS & set(names):
-        import keras  # noqa: F401 - a one-time import, not part of any trial's cost
+        from pipeline.models.keras import load_keras
+
+        load_keras()  # a one-time import, not part of any trial's cost
 
     started = time.perf_counter()
     share = budget_seconds / len(names)
