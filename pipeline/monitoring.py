@@ -32,7 +32,9 @@ def retrain_decision(store: Store, settings: Settings, target: str, now: pd.Time
         return RetrainDecision(
             True,
             "drift",
-            f"live MASE {live:.3f} > {settings.drift_factor:g} x backtest MASE {float(best['mase']):.3f}",
+            f"live MASE {live:.3f} over the last {settings.drift_window} points per series > "
+            f"{settings.drift_factor:g} x backtest MASE {float(best['mase']):.3f} "
+            f"= {settings.drift_factor * float(best['mase']):.3f}",
         )
     if age_h >= settings.retrain_hours:
         return RetrainDecision(

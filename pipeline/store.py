@@ -616,7 +616,11 @@ class Store:
         return df
 
     def recent_live_mase(self, target: str, since: datetime | pd.Timestamp, window: int) -> float | None:
-        """Mean scaled error of the latest ``window`` matured points per series, scored after ``since``."""
+        """Mean scaled error of the latest ``window`` matured points per series, scored after ``since``.
+
+        ``None`` until at least ``window`` points have been scored: a handful of early
+        points is noise, not drift.
+        """
         self.ensure_schema()
         s = scores
         ranked = (
@@ -635,7 +639,7 @@ class Store:
             row = conn.execute(
                 sa.select(sa.func.avg(ranked.c.scaled_error), sa.func.count()).where(ranked.c.rn <= window)
             ).one()
-        if not row[1]:
+        if row[1] < max(window, 1):
             return None
         return float(row[0])
 

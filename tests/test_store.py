@@ -86,3 +86,35 @@ def test_empty_upsert_writes_nothing(any_store: Store, n: int) -> None:
     counts = _write(any_store, _long([1.0] * n))
     assert (counts.new, counts.updated, counts.unchanged) == (0, 0, 0)
     assert any_store.table_counts()["observations"] == 0
+
+
+def _scores(series: str, errors: list[float], start: str = "2024-03-02T00:00Z") -> list[dict]:
+    now = pd.Timestamp.now(tz="UTC").to_pydatetime()
+    ts = pd.date_range(start, periods=len(errors), freq="h", tz="UTC")
+    return [
+        {
+            "forecast_id": f"{series}-{i}",
+            "step": 1,
+            "series_id": series,
+            "target": "temp",
+            "ts": t.to_pydatetime(),
+            "yhat": 0.0,
+            "actual": e,
+            "abs_error": e,
+            "scaled_error": e,
+            "model_name": "naive",
+            "model_version": "1",
+            "scored_at": now,
+        }
+        for i, (t, e) in enumerate(zip(ts, errors, strict=True))
+    ]
+
+
+def test_live_mase_uses_the_latest_window_per_series_and_waits_for_a_full_one(any_store: Store) -> None:
+    since = pd.Timestamp("2000-01-01", tz="UTC")
+    any_store.write_scores(_scores("A", [5.0, 5.0, 1.0, 1.0]))  # old errors fall out of a window of 2
+    assert any_store.recent_live_mase("temp", since, window=8) is None  # 4 points: not a full window yet
+    any_store.write_scores(_scores("B", [3.0, 3.0, 3.0, 3.0]))
+    assert any_store.recent_live_mase("temp", since, window=2) == pytest.approx((1 + 1 + 3 + 3) / 4)
+    assert any_store.recent_live_mase("temp", since, window=8) == pytest.approx((5 + 5 + 1 + 1 + 12) / 8)
+    assert any_store.recent_live_mase("other", since, window=2) is None
