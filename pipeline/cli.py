@@ -594,7 +594,8 @@ def stream(
         f"done: {s['batches']:,} batches, {s['observations']:,} observations ({s['new']:,} new, "
         f"{s['unchanged']:,} unchanged, {s['quarantined']:,} quarantined), {s['forecasts']:,} forecasts, "
         f"{s['scored_points']:,} points scored, {len(s['retrains'])} retrain(s); observation-to-forecast "
-        f"latency p50 {s['latency_p50_ms']:.1f} ms, p99 {s['latency_p99_ms']:.1f} ms",
+        f"latency p50 {s['latency_p50_ms']:.1f} ms, p99 {s['latency_p99_ms']:.1f} ms (first batch "
+        f"{s['first_batch_ms']:.0f} ms, loading the champion)",
         highlight=False,
     )
 

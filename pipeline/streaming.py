@@ -56,7 +56,10 @@ class StreamStats:
     latencies_ms: list[float] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
-        lat = np.asarray(self.latencies_ms) if self.latencies_ms else np.asarray([np.nan])
+        """Counts and latency percentiles. The first batch also loads the champion and warms
+        its state, so it is reported on its own and left out of the percentiles."""
+        steady = self.latencies_ms[1:] if len(self.latencies_ms) > 1 else self.latencies_ms
+        lat = np.asarray(steady) if steady else np.asarray([np.nan])
         return {
             "batches": self.batches,
             "observations": self.observations,
@@ -68,6 +71,7 @@ class StreamStats:
             "retrains": self.retrains,
             "latency_p50_ms": float(np.nanpercentile(lat, 50)),
             "latency_p99_ms": float(np.nanpercentile(lat, 99)),
+            "first_batch_ms": float(self.latencies_ms[0]) if self.latencies_ms else float("nan"),
         }
 
 

@@ -19,7 +19,7 @@ from pipeline.config import Settings, services_required
 from pipeline.ingest import ingest_file
 from pipeline.sources.replay import replay_batches, replay_frame
 from pipeline.store import Store
-from pipeline.streaming import StreamProcessor
+from pipeline.streaming import StreamProcessor, StreamStats
 from tests.conftest import weather_csv
 
 pytestmark = pytest.mark.slow
@@ -195,3 +195,13 @@ def test_redis_fields_are_typed_but_bad_values_still_reach_quarantine() -> None:
     assert parse_wide(bad_time, "redis", time_col="ts", series_col="series_id").quarantine_by_reason == {
         "bad_timestamp": 1
     }
+
+
+def test_latency_summary_reports_the_warm_up_batch_on_its_own() -> None:
+    stats = StreamStats(latencies_ms=[900.0, 10.0, 12.0, 11.0])
+    s = stats.summary()
+    assert s["first_batch_ms"] == 900.0
+    assert s["latency_p50_ms"] == 11.0 and s["latency_p99_ms"] < 12.0
+    one = StreamStats(latencies_ms=[40.0]).summary()
+    assert one["latency_p50_ms"] == one["first_batch_ms"] == 40.0
+    assert np.isnan(StreamStats().summary()["first_batch_ms"])
