@@ -653,9 +653,11 @@ def _redact(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
-def main() -> None:  # pragma: no cover - console entry point
+def main() -> None:
+    """The ``streamcast`` console script: any :class:`StreamcastError` a command does not
+    handle itself (a store that cannot be upgraded, say) is one line and an exit code."""
     try:
         app()
     except StreamcastError as exc:
-        err_console.print(f"error: {exc}")
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)

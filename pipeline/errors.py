@@ -11,3 +11,7 @@ class InputError(StreamcastError):
     """A whole input (file, request) is unusable; nothing was written."""
 
     exit_code = 2
+
+
+class SchemaError(StreamcastError):
+    """The store's tables cannot be brought up to this version automatically."""

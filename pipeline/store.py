@@ -21,6 +21,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
+from pipeline.errors import SchemaError
+
 metadata = sa.MetaData()
 
 observations = sa.Table(
@@ -226,9 +228,31 @@ class Store:
         return self.engine.dialect.name
 
     def ensure_schema(self) -> None:
-        if not self._schema_ready:
-            metadata.create_all(self.engine)
-            self._schema_ready = True
+        """Create missing tables and add columns a store from an older streamcast lacks.
+
+        Only additive changes are automatic: a missing nullable column is added; a
+        missing required one stops with a message saying what is missing.
+        """
+        if self._schema_ready:
+            return
+        metadata.create_all(self.engine)
+        inspector = sa.inspect(self.engine)
+        with self.engine.begin() as conn:
+            for table in metadata.sorted_tables:
+                present = {c["name"] for c in inspector.get_columns(table.name)}
+                for column in table.columns:
+                    if column.name in present:
+                        continue
+                    if not column.nullable:
+                        raise SchemaError(
+                            f"{table.name}.{column.name} is missing from the store at {self.engine.url!r} and "
+                            "cannot be added to existing rows; point STREAMCAST_DB_URL at a new database"
+                        )
+                    col_type = column.type.compile(dialect=self.engine.dialect)
+                    # Another process may be upgrading the same store: PostgreSQL can say so.
+                    guard = "IF NOT EXISTS " if self.dialect == "postgresql" else ""
+                    conn.exec_driver_sql(f'ALTER TABLE {table.name} ADD COLUMN {guard}"{column.name}" {col_type}')
+        self._schema_ready = True
 
     def dispose(self) -> None:
         self.engine.dispose()

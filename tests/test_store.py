@@ -118,3 +118,33 @@ def test_live_mase_uses_the_latest_window_per_series_and_waits_for_a_full_one(an
     assert any_store.recent_live_mase("temp", since, window=2) == pytest.approx((1 + 1 + 3 + 3) / 4)
     assert any_store.recent_live_mase("temp", since, window=8) == pytest.approx((5 + 5 + 1 + 1 + 12) / 8)
     assert any_store.recent_live_mase("other", since, window=2) is None
+
+
+def test_a_store_from_an_older_version_gets_its_new_nullable_columns(any_store: Store) -> None:
+    import sqlalchemy as sa
+
+    any_store.ensure_schema()
+    with any_store.engine.begin() as conn:  # a store written before scores.scaled_error existed
+        conn.exec_driver_sql("ALTER TABLE scores DROP COLUMN scaled_error")
+    upgraded = Store(any_store.url)
+    try:
+        upgraded.write_scores(_scores("A", [2.0, 4.0]))
+        assert upgraded.recent_live_mase("temp", pd.Timestamp("2000-01-01", tz="UTC"), window=2) == 3.0
+        cols = {c["name"] for c in sa.inspect(upgraded.engine).get_columns("scores")}
+        assert "scaled_error" in cols
+    finally:
+        upgraded.dispose()
+
+
+def test_a_missing_required_column_stops_with_a_clear_error(any_store: Store) -> None:
+    from pipeline.errors import SchemaError
+
+    any_store.ensure_schema()
+    with any_store.engine.begin() as conn:
+        conn.exec_driver_sql("ALTER TABLE scores DROP COLUMN model_name")
+    other = Store(any_store.url)
+    try:
+        with pytest.raises(SchemaError, match=r"scores\.model_name is missing .* new database"):
+            other.ensure_schema()
+    finally:
+        other.dispose()
