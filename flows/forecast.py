@@ -1,15 +1,50 @@
-"""Forecast flow: forecast every series from the champion and publish the latest table."""
+"""Forecast flow: forecast every series from the champion and publish the latest table.
+
+With ``task_runner="dask"`` the series are forecast in chunks, one task per chunk, on
+a Dask cluster (each worker loads the champion once per chunk).
+"""
 
 from __future__ import annotations
 
+from typing import Literal
+
 from prefect import flow
 
-from flows.tasks import forecast_task, latest_forecasts_task, publish_forecast_artifact
+from flows.runners import check_task_runner, dask_task_runner
+from flows.tasks import forecast_task, latest_forecasts_task, publish_forecast_artifact, series_ids_task
+
+
+@flow(name="forecast-fan-out", log_prints=True)
+def forecast_fan_out_flow(target: str = "temp", series: list[str] | None = None, chunk_size: int = 50) -> list[str]:
+    """One forecast task per chunk of ``chunk_size`` series on this flow's task runner."""
+    if chunk_size < 1:
+        raise ValueError("chunk_size must be at least 1")
+    ids = series or series_ids_task()
+    futures = [forecast_task.submit(target, ids[i : i + chunk_size]) for i in range(0, len(ids), chunk_size)]
+    print(f"forecasting {len(ids)} series in {len(futures)} task(s)")
+    return sorted(fid for f in futures for fid in f.result())
+
+
+def issue_forecasts(
+    target: str, series: list[str] | None, task_runner: str, dask_address: str | None, chunk_size: int
+) -> list[str]:
+    """Forecast in this flow's process or fanned out over Dask (call inside a flow)."""
+    check_task_runner(task_runner)
+    if task_runner == "dask":
+        fan_out = forecast_fan_out_flow.with_options(task_runner=dask_task_runner(dask_address))
+        return fan_out(target, series, chunk_size)
+    return forecast_task(target, series)
 
 
 @flow(name="forecast", log_prints=True)
-def forecast_flow(target: str = "temp", series: list[str] | None = None) -> list[str]:
-    ids = forecast_task(target, series)
+def forecast_flow(
+    target: str = "temp",
+    series: list[str] | None = None,
+    task_runner: Literal["default", "dask"] = "default",
+    dask_address: str | None = None,
+    chunk_size: int = 50,
+) -> list[str]:
+    ids = issue_forecasts(target, series, task_runner, dask_address, chunk_size)
     publish_forecast_artifact(latest_forecasts_task(target), target)
     print(f"issued {len(ids)} forecast(s) of {target}")
     return ids

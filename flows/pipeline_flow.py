@@ -10,20 +10,21 @@ champion and the latest forecast per series.
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import Any, Literal
 
 from prefect import flow
 
+from flows.forecast import issue_forecasts
+from flows.runners import check_task_runner
 from flows.tasks import (
-    forecast_task,
     ingest_task,
     latest_forecasts_task,
     publish_forecast_artifact,
     publish_ingest_artifact,
     publish_training_artifacts,
     retrain_decision_task,
-    train_task,
 )
+from flows.train import run_training
 
 
 @flow(name="pipeline", log_prints=True)
@@ -38,18 +39,24 @@ def pipeline_flow(
     epochs: int | None = None,
     seed: int = 42,
     retrain: str = "auto",  # auto: when due or drifting; always; never
+    task_runner: Literal["default", "dask"] = "default",
+    dask_address: str | None = None,
 ) -> dict[str, Any]:
+    """``task_runner="dask"`` fans training (one task per candidate) and forecasting (one
+    task per chunk of series) out over the Dask cluster at ``dask_address``, else a
+    local one."""
+    check_task_runner(task_runner)
     summaries = ingest_task(source, path, series_col)
     publish_ingest_artifact(summaries)
     decision = retrain_decision_task(target)
     training = None
     if retrain == "always" or (retrain == "auto" and decision["retrain"]):
         print(f"training: {decision['reason'] or 'requested'} ({decision['detail']})")
-        training = train_task(target, models, horizon, folds, epochs, seed)
+        training = run_training(target, models, horizon, folds, epochs, seed, task_runner, dask_address)
         publish_training_artifacts(training, target)
     else:
         print(f"no retraining: {decision['detail']}")
-    ids = forecast_task(target)
+    ids = issue_forecasts(target, None, task_runner, dask_address, chunk_size=50)
     latest = latest_forecasts_task(target)
     publish_forecast_artifact(latest, target)
     return {"ingest": summaries, "training": training, "forecast_ids": ids, "latest": latest, "decision": decision}
@@ -67,6 +74,13 @@ def main() -> None:
     ap.add_argument("--folds", type=int, default=30)
     ap.add_argument("--epochs", type=int, default=None)
     ap.add_argument("--retrain", default="auto", choices=["auto", "always", "never"])
+    ap.add_argument(
+        "--task-runner",
+        default="default",
+        choices=["default", "dask"],
+        help="dask: one task per candidate and per chunk of series on a Dask cluster",
+    )
+    ap.add_argument("--dask-address", default=None, help="Dask scheduler, e.g. tcp://10.0.0.5:8786 (else local)")
     args = ap.parse_args()
     out = pipeline_flow(
         source=args.source,
@@ -75,6 +89,8 @@ def main() -> None:
         folds=args.folds,
         epochs=args.epochs,
         retrain=args.retrain,
+        task_runner=args.task_runner,
+        dask_address=args.dask_address,
     )
     import sys
 

@@ -75,6 +75,50 @@ def train_task(
     outcome = train(
         get_settings(), target=target, models=models, horizon=horizon, folds=folds, epochs=epochs, seed=seed
     )
+    return _training_summary(outcome)
+
+
+@task(name="plan-candidates", cache_policy=NO_CACHE)
+def plan_candidates_task(
+    target: str, models: list[str] | None, horizon: int, epochs: int | None, seed: int
+) -> dict[str, dict[str, Any]]:
+    """Each candidate's full config as plain data, for workers that rebuild it."""
+    from pipeline.training import DEFAULT_MODELS, build_candidates
+
+    candidates = build_candidates(models or DEFAULT_MODELS, horizon, seed, epochs)
+    return {n: m.config.model_copy(update={"target": target}).model_dump() for n, m in candidates.items()}
+
+
+@task(name="backtest-candidate", cache_policy=NO_CACHE)
+def backtest_candidate_task(
+    target: str,
+    horizon: int,
+    folds: int,
+    name: str,
+    config: dict[str, Any],
+    out_dir: str,
+    members: dict[str, str] | None = None,
+) -> str:
+    """One candidate's fit and backtest, wherever the task runner puts it; returns the
+    folder holding its result. Not retried: a retry would repeat a long fit."""
+    from pathlib import Path
+
+    from pipeline.training import backtest_candidate_to
+
+    path = backtest_candidate_to(get_settings(), target, horizon, folds, name, config, Path(out_dir), members)
+    return str(path)
+
+
+@task(name="log-and-register", cache_policy=NO_CACHE)
+def finish_training_task(target: str, horizon: int, folds: int, results: dict[str, str]) -> dict[str, Any]:
+    """Log the candidates' backtests to MLflow and register the winner (not retried: a
+    retry after a partial log would leave a second parent run)."""
+    from pipeline.training import finish_training_from
+
+    return _training_summary(finish_training_from(get_settings(), target, horizon, folds, results))
+
+
+def _training_summary(outcome: Any) -> dict[str, Any]:
     reg = outcome.registry
     return {
         "winner": outcome.winner,
@@ -163,3 +207,14 @@ def publish_ingest_artifact(summaries: list[dict[str, Any]]) -> None:
     if not summaries:
         lines.append("| (nothing new) | | | | | | |")
     create_markdown_artifact(key="ingest-summary", markdown="\n".join(lines), description="What the ingest wrote")
+
+
+@task(name="list-series", **IO_RETRIES)
+def series_ids_task() -> list[str]:
+    from pipeline.store import Store
+
+    store = Store(get_settings().database_url)
+    try:
+        return store.series_ids()
+    finally:
+        store.dispose()

@@ -4,10 +4,12 @@ origins from only the data available at each, and score every candidate the same
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -154,6 +156,45 @@ def validation_residuals(
     return fc.dropna(subset=["residual"])
 
 
+def plan_backtest(panel: dict[str, pd.DataFrame], cfg: BacktestConfig) -> BacktestResult:
+    """Origins, training cut-off, validation slice and MASE scales, before any candidate runs."""
+    origins = plan_origins(panel, cfg)
+    freq = _freq(panel)
+    train_end = origins[0]
+    val_start = train_end - (cfg.val_steps - 1) * freq
+    scales = {sid: seasonal_naive_scale(f[cfg.target].loc[:train_end], cfg.season) for sid, f in panel.items()}
+    return BacktestResult(config=cfg, origins=origins, train_end=train_end, val_start=val_start, scales=scales)
+
+
+def backtest_candidate(
+    panel: dict[str, pd.DataFrame],
+    plan: BacktestResult,
+    name: str,
+    model: Forecaster,
+    on_progress: Callable[[str, str], None] | None = None,
+) -> CandidateResult:
+    """Fit one candidate before the first origin, forecast at every origin and calibrate
+    its intervals on the validation slice. Candidates are independent of each other (an
+    ensemble gets its fitted members attached first), so they can run anywhere."""
+    cfg = plan.config
+    if on_progress:
+        on_progress(name, "fit")
+    model.fit(panel, train_end=plan.train_end, val_start=plan.val_start)
+    if on_progress:
+        on_progress(name, "predict")
+    t0 = time.perf_counter()
+    fc = model.predict(panel, plan.origins)
+    predict_seconds = time.perf_counter() - t0
+    calib = Calibration.from_residuals(
+        validation_residuals(model, panel, plan.val_start, plan.train_end, cfg.target), cfg.horizon, cfg.level
+    )
+    fc = calib.apply(fc).join(actuals(panel, cfg.target), on=["series_id", "ts"])
+    log.info("%s: fit %.1fs", name, model.fit_seconds)
+    if on_progress:
+        on_progress(name, "done")
+    return CandidateResult(name, model, fc, calib, model.fit_seconds, predict_seconds)
+
+
 def run_backtest(
     panel: dict[str, pd.DataFrame],
     models: dict[str, Forecaster],
@@ -161,33 +202,42 @@ def run_backtest(
     on_progress: Callable[[str, str], None] | None = None,
 ) -> BacktestResult:
     """Fit each candidate once before the first origin and forecast at every origin."""
-    origins = plan_origins(panel, cfg)
-    freq = _freq(panel)
-    train_end = origins[0]
-    val_start = train_end - (cfg.val_steps - 1) * freq
-    scales = {sid: seasonal_naive_scale(f[cfg.target].loc[:train_end], cfg.season) for sid, f in panel.items()}
-    result = BacktestResult(config=cfg, origins=origins, train_end=train_end, val_start=val_start, scales=scales)
-    truth = actuals(panel, cfg.target)
+    result = plan_backtest(panel, cfg)
     # The ensemble goes last so it can reuse its members, already fitted on the same data.
-    order = sorted(models, key=lambda n: n == "ensemble")
-    for name in order:
+    for name in sorted(models, key=lambda n: n == "ensemble"):
         model = models[name]
         if name == "ensemble":
             model.attach({n: c.model for n, c in result.candidates.items()})  # type: ignore[attr-defined]
-        if on_progress:
-            on_progress(name, "fit")
-        model.fit(panel, train_end=train_end, val_start=val_start)
-        if on_progress:
-            on_progress(name, "predict")
-        t0 = time.perf_counter()
-        fc = model.predict(panel, origins)
-        predict_seconds = time.perf_counter() - t0
-        calib = Calibration.from_residuals(
-            validation_residuals(model, panel, val_start, train_end, cfg.target), cfg.horizon, cfg.level
-        )
-        fc = calib.apply(fc).join(truth, on=["series_id", "ts"])
-        result.candidates[name] = CandidateResult(name, model, fc, calib, model.fit_seconds, predict_seconds)
-        log.info("%s: fit %.1fs", name, model.fit_seconds)
-        if on_progress:
-            on_progress(name, "done")
+        result.candidates[name] = backtest_candidate(panel, result, name, model, on_progress)
     return result
+
+
+def save_candidate(result: CandidateResult, path: Path) -> Path:
+    """Write a candidate's backtest (model, forecasts, calibration, timings) to ``path``:
+    how a candidate backtested on another worker hands its result back."""
+    path.mkdir(parents=True, exist_ok=True)
+    result.model.save(path / "model")
+    result.forecasts.to_parquet(path / "forecasts.parquet")
+    meta = {
+        "name": result.name,
+        "level": result.calibration.level,
+        "half_width": result.calibration.half_width.tolist(),
+        "n_calibration": result.calibration.n,
+        "fit_seconds": result.fit_seconds,
+        "predict_seconds": result.predict_seconds,
+    }
+    (path / "candidate.json").write_text(json.dumps(meta, indent=2))
+    return path
+
+
+def load_candidate(path: Path) -> CandidateResult:
+    meta = json.loads((path / "candidate.json").read_text())
+    calib = Calibration(level=meta["level"], half_width=np.asarray(meta["half_width"]), n=meta["n_calibration"])
+    return CandidateResult(
+        name=meta["name"],
+        model=Forecaster.load(path / "model"),
+        forecasts=pd.read_parquet(path / "forecasts.parquet"),
+        calibration=calib,
+        fit_seconds=meta["fit_seconds"],
+        predict_seconds=meta["predict_seconds"],
+    )

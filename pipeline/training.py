@@ -4,12 +4,21 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from pipeline import tracking
-from pipeline.backtest import BacktestConfig, BacktestResult, run_backtest
+from pipeline.backtest import (
+    BacktestConfig,
+    BacktestResult,
+    backtest_candidate,
+    load_candidate,
+    plan_backtest,
+    run_backtest,
+    save_candidate,
+)
 from pipeline.config import Settings
 from pipeline.features import prepare_panel
 from pipeline.models import CANDIDATES, create_model
@@ -70,7 +79,22 @@ def build_candidates(models: list[str], horizon: int, seed: int, epochs: int | N
     return out
 
 
-def train(
+@dataclass
+class TrainingPlan:
+    """What a training run backtests: the panel, the backtest settings and the
+    candidates with their final (possibly tuned) configs."""
+
+    panel: dict[str, pd.DataFrame]
+    config: BacktestConfig
+    candidates: dict[str, Any]
+    tuning: Any = None
+
+    def candidate_configs(self) -> dict[str, dict[str, Any]]:
+        """Each candidate's full config as plain data: what a remote worker needs to rebuild it."""
+        return {name: m.config.model_dump() for name, m in self.candidates.items()}
+
+
+def plan_training(
     settings: Settings,
     target: str = "temp",
     models: list[str] | None = None,
@@ -82,8 +106,8 @@ def train(
     model_overrides: dict[str, dict[str, Any]] | None = None,
     tune_minutes: float = 0.0,
     tune_max_trials: int | None = None,
-) -> TrainOutcome:
-    """Backtest the candidates on the store's data, log to MLflow, register the winner."""
+) -> TrainingPlan:
+    """Load the panel, build the candidates and, with a tuning budget, tune them."""
     store = Store(settings.database_url)
     try:
         panel = load_panel(store, target, settings.max_gap_steps)
@@ -128,7 +152,19 @@ def train(
             candidates[name] = create_model(name, **{**candidates[name].config.model_dump(), **extra})
     for m in candidates.values():
         m.config = m.config.model_copy(update={"target": target})
-    result = run_backtest(panel, candidates, cfg, on_progress=on_progress)
+    return TrainingPlan(panel=panel, config=cfg, candidates=candidates, tuning=tuning)
+
+
+def finish_training(
+    settings: Settings,
+    panel: dict[str, pd.DataFrame],
+    result: BacktestResult,
+    tuning: Any = None,
+    on_progress: Callable[[str, str], None] | None = None,
+) -> TrainOutcome:
+    """Log the backtest to MLflow, register the winner behind the champion gate and
+    record the comparison in the store."""
+    target = result.config.target
     tracking.configure(settings)
     n_rows = sum(int(f[target].notna().sum()) for f in panel.values())
     first = min(f.index[0] for f in panel.values())
@@ -153,3 +189,81 @@ def train(
     finally:
         store.dispose()
     return TrainOutcome(result=result, comparison=result.comparison(), runs=runs, registry=registry, tuning=tuning)
+
+
+def train(
+    settings: Settings,
+    target: str = "temp",
+    models: list[str] | None = None,
+    horizon: int = 24,
+    folds: int = 30,
+    epochs: int | None = None,
+    seed: int = 42,
+    on_progress: Callable[[str, str], None] | None = None,
+    model_overrides: dict[str, dict[str, Any]] | None = None,
+    tune_minutes: float = 0.0,
+    tune_max_trials: int | None = None,
+) -> TrainOutcome:
+    """Backtest the candidates on the store's data, log to MLflow, register the winner."""
+    plan = plan_training(
+        settings,
+        target,
+        models,
+        horizon,
+        folds,
+        epochs,
+        seed,
+        on_progress,
+        model_overrides,
+        tune_minutes,
+        tune_max_trials,
+    )
+    result = run_backtest(plan.panel, plan.candidates, plan.config, on_progress=on_progress)
+    return finish_training(settings, plan.panel, result, plan.tuning, on_progress)
+
+
+# --- fan-out: one candidate per worker -------------------------------------------------
+
+
+def backtest_candidate_to(
+    settings: Settings,
+    target: str,
+    horizon: int,
+    folds: int,
+    name: str,
+    config: dict[str, Any],
+    out_dir: Path,
+    members: dict[str, str] | None = None,
+) -> Path:
+    """Backtest one candidate from its config on the store's data and save the result
+    under ``out_dir/name`` (an ensemble loads its members' saved results first).
+
+    This is the unit a task runner spreads over workers: it takes and returns plain
+    values and paths, and reads the data from the store itself.
+    """
+    store = Store(settings.database_url)
+    try:
+        panel = load_panel(store, target, settings.max_gap_steps)
+    finally:
+        store.dispose()
+    plan = plan_backtest(panel, BacktestConfig(target=target, horizon=horizon, folds=folds, season=24))
+    model = create_model(name, **config)
+    if members:
+        model.attach({n: load_candidate(Path(p)).model for n, p in members.items()})  # type: ignore[attr-defined]
+    return save_candidate(backtest_candidate(panel, plan, name, model), out_dir / name)
+
+
+def finish_training_from(
+    settings: Settings, target: str, horizon: int, folds: int, results: dict[str, str]
+) -> TrainOutcome:
+    """:func:`finish_training` for candidates backtested elsewhere and saved with
+    :func:`backtest_candidate_to`."""
+    store = Store(settings.database_url)
+    try:
+        panel = load_panel(store, target, settings.max_gap_steps)
+    finally:
+        store.dispose()
+    result = plan_backtest(panel, BacktestConfig(target=target, horizon=horizon, folds=folds, season=24))
+    for name, path in results.items():
+        result.candidates[name] = load_candidate(Path(path))
+    return finish_training(settings, panel, result)

@@ -73,3 +73,56 @@ def test_pipeline_flow_trains_only_when_due(harness: None, settings: Settings, d
     again = pipeline_flow(source="csv", path=str(path), series_col="origin", models=["naive"], folds=2)
     assert again["training"] is None and again["ingest"][0]["new"] == 0
     assert len(again["latest"]) == 3
+
+
+def test_train_flow_on_dask_fans_candidates_out_with_the_same_results(
+    harness: None, settings: Settings, data_dir: Path
+) -> None:
+    """--task-runner dask: each candidate is its own task on a local Dask cluster of worker
+    processes; the comparison equals the in-process run's, and the runs report to the
+    flow's Prefect API."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, TaskRunFilter, TaskRunFilterName
+
+    from flows.forecast import forecast_flow
+    from flows.ingest import ingest_flow
+    from flows.train import train_flow
+
+    path = weather_csv(data_dir / "w.csv", end="2013-12-30")
+    ingest_flow(source="csv", path=str(path), series_col="origin")
+    models = ["naive", "seasonal_naive", "esn"]
+    local = train_flow(models=models, folds=2)
+    fanned = train_flow(models=models, folds=2, task_runner="dask")
+    mase = {r["candidate"]: r["mase"] for r in local["comparison"]}
+    assert {r["candidate"]: r["mase"] for r in fanned["comparison"]} == pytest.approx(mase, rel=1e-9)
+    assert fanned["winner"] == local["winner"] and fanned["version"] == "2"
+    assert not any((data_dir / "backtests").glob("*/*"))  # hand-over folders are cleaned up
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(task_run_filter=TaskRunFilter(name=TaskRunFilterName(like_="backtest-candidate")))
+        flows = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=list({r.flow_run_id for r in runs})))
+        )
+    assert len(runs) == 3 and all(r.state is not None and r.state.is_completed() for r in runs)
+    assert len(flows) == 1  # all three belong to the one fan-out run
+
+    # Forecasting fans out too: three series in chunks of two are two tasks.
+    def forecast_tasks() -> int:
+        with get_client(sync_client=True) as client:
+            runs = client.read_task_runs(task_run_filter=TaskRunFilter(name=TaskRunFilterName(like_="issue-forecast")))
+        return sum(1 for r in runs if r.state is not None and r.state.is_completed())
+
+    before = forecast_tasks()
+    ids = forecast_flow(task_runner="dask", chunk_size=2)
+    assert len(ids) == 3
+    store = Store(settings.database_url)
+    latest = store.latest_forecasts()
+    store.dispose()
+    assert set(latest["forecast_id"]) == set(ids) and set(latest["series_id"]) == {"EWR", "JFK", "LGA"}
+    assert forecast_tasks() - before == 2
+
+
+def test_train_flow_refuses_an_unknown_task_runner(harness: None) -> None:
+    from flows.train import train_flow
+
+    with pytest.raises(Exception, match="task_runner"):
+        train_flow(models=["naive"], folds=2, task_runner="ray")  # type: ignore[arg-type]

@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 from pipeline import training
 from pipeline.cli import app
 from pipeline.config import Settings
+from pipeline.models import create_model
 
 pytestmark = pytest.mark.slow
 
@@ -161,3 +162,27 @@ def test_tuning_trials_are_nested_mlflow_runs(weather_store: Settings) -> None:
     )
     assert len(trials) == 2 and all("val_scaled_mae" in t.data.metrics for t in trials)
     assert {t.data.params["units"] for t in trials} == {str(r.params["units"]) for r in outcome.tuning.trials}
+
+
+def test_candidates_backtested_apart_give_the_same_training(weather_store: Settings, tmp_path: Path) -> None:
+    """The fan-out path (one candidate per worker, results handed over as folders, the
+    ensemble attaching its members' saved models) compares and registers like train()."""
+    members = {"naive": {}, "seasonal_naive": {}}
+    ensemble = {"members": ["naive", "seasonal_naive"], "rounds": 10}
+    together = training.train(
+        weather_store, models=[*members, "ensemble"], folds=3, model_overrides={"ensemble": ensemble}
+    )
+    configs = {n: create_model(n, horizon=24, **extra).config.model_dump() for n, extra in members.items()}
+    paths = {
+        n: str(training.backtest_candidate_to(weather_store, "temp", 24, 3, n, cfg, tmp_path))
+        for n, cfg in configs.items()
+    }
+    ens_cfg = create_model("ensemble", horizon=24, **ensemble).config.model_dump()
+    paths["ensemble"] = str(
+        training.backtest_candidate_to(weather_store, "temp", 24, 3, "ensemble", ens_cfg, tmp_path, paths)
+    )
+    apart = training.finish_training_from(weather_store, "temp", 24, 3, paths)
+    a = together.comparison.set_index("candidate")["mase"]
+    b = apart.comparison.set_index("candidate")["mase"]
+    pd.testing.assert_series_equal(a.sort_index(), b.sort_index(), rtol=1e-12)
+    assert apart.registry.version == "2" and apart.winner == together.winner

@@ -1,0 +1,37 @@
+"""Task runners the flows can fan out on: Prefect's default (threads in the flow's
+process) or a Dask cluster through prefect-dask."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+TASK_RUNNERS = ("default", "dask")
+
+
+def dask_task_runner(address: str | None = None, n_workers: int | None = None) -> Any:
+    """A ``DaskTaskRunner`` on the cluster at ``address``, else on a local cluster of
+    single-threaded worker processes (a model fit is not thread-safe and uses the cores
+    it has)."""
+    # Dask's own INFO lines (nanny and worker start/stop) would drown the flow's logs.
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
+    from prefect.client.orchestration import get_client
+    from prefect_dask import DaskTaskRunner
+
+    if address:
+        return DaskTaskRunner(address=address)
+    kwargs: dict[str, Any] = {"processes": True, "threads_per_worker": 1}
+    with get_client(sync_client=True) as client:
+        api_url = str(client.api_url) if client.api_url else None
+    if api_url:
+        # Workers report task runs to this flow's API, even Prefect's temporary local
+        # server, instead of each starting a server of its own.
+        kwargs["env"] = {"PREFECT_API_URL": str(api_url)}
+    if n_workers is not None:
+        kwargs["n_workers"] = n_workers
+    return DaskTaskRunner(cluster_kwargs=kwargs)
+
+
+def check_task_runner(name: str) -> None:
+    if name not in TASK_RUNNERS:
+        raise ValueError(f"unknown task runner {name!r}; choose from {', '.join(TASK_RUNNERS)}")
