@@ -7,16 +7,19 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy.engine import make_url
 
 from pipeline import training
 from pipeline.config import Settings
 from pipeline.ingest import ingest_file
 from pipeline.store import Store
-from tests.conftest import weather_csv
+from tests.conftest import _postgres_database, weather_csv
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,7 +37,25 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_deploy_all_schedules_and_worker_runs_forecast(settings: Settings, data_dir: Path, tmp_path: Path) -> None:
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request: pytest.FixtureRequest, data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict]:
+    """Everything on SQLite (one machine), or the store, MLflow and the Prefect server
+    each on its own PostgreSQL database (what several machines share)."""
+    if request.param == "sqlite":
+        yield {"settings": Settings(data_dir=data_dir), "prefect_db": None}
+        return
+    with ExitStack() as stack:
+        store_url, mlflow_url, prefect_url = (
+            stack.enter_context(contextmanager(_postgres_database)()) for _ in range(3)
+        )
+        monkeypatch.setenv("STREAMCAST_DB_URL", store_url)
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_url)
+        prefect_db = make_url(prefect_url).set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
+        yield {"settings": Settings(data_dir=data_dir), "prefect_db": prefect_db}
+
+
+def test_deploy_all_schedules_and_worker_runs_forecast(backend: dict, data_dir: Path, tmp_path: Path) -> None:
+    settings: Settings = backend["settings"]
     store = Store(settings.database_url)
     ingest_file(
         store, weather_csv(data_dir / "w.csv", start="2013-11-01", end="2013-12-30"), settings, series_col="origin"
@@ -55,6 +76,8 @@ def test_deploy_all_schedules_and_worker_runs_forecast(settings: Settings, data_
         "MLFLOW_TRACKING_URI": settings.tracking_uri,
         "PWD": str(ROOT),
     }
+    if backend["prefect_db"]:
+        env["PREFECT_API_DATABASE_CONNECTION_URL"] = backend["prefect_db"]
     prefect = str(bindir / "prefect")
     server = subprocess.Popen(
         [prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
@@ -103,6 +126,13 @@ def test_deploy_all_schedules_and_worker_runs_forecast(settings: Settings, data_
         states = {r["name"]: r["state_type"] for r in runs}
         assert "COMPLETED" in states.values(), (states, worker.stdout[-2000:], worker.stderr[-2000:])
         assert store.table_counts()["forecasts"] == before + 72
+        if backend["prefect_db"]:  # the server really kept its runs in PostgreSQL
+            import sqlalchemy as sa
+
+            pg = sa.create_engine(make_url(backend["prefect_db"]).set(drivername="postgresql+psycopg"))
+            with pg.connect() as conn:
+                assert conn.execute(sa.text("SELECT count(*) FROM flow_run")).scalar_one() >= 1
+            pg.dispose()
     finally:
         server.terminate()
         try:

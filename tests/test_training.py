@@ -186,3 +186,37 @@ def test_candidates_backtested_apart_give_the_same_training(weather_store: Setti
     b = apart.comparison.set_index("candidate")["mase"]
     pd.testing.assert_series_equal(a.sort_index(), b.sort_index(), rtol=1e-12)
     assert apart.registry.version == "2" and apart.winner == together.winner
+
+
+def test_store_and_mlflow_both_on_postgresql(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Multi-machine set-up: the store and MLflow's tracking store and registry on
+    PostgreSQL (artifacts in the data folder); train, register, forecast."""
+    import mlflow
+
+    from pipeline.forecasting import issue_forecast
+    from pipeline.ingest import ingest_file
+    from pipeline.store import Store
+    from tests.conftest import _postgres_database, weather_csv
+
+    store_db, mlflow_db = _postgres_database(), _postgres_database()
+    try:
+        store_url, mlflow_url = next(store_db), next(mlflow_db)
+        monkeypatch.setenv("STREAMCAST_DB_URL", store_url)
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_url)
+        settings = Settings(data_dir=data_dir)
+        assert settings.database_url == store_url and settings.tracking_uri == mlflow_url
+        store = Store(store_url)
+        ingest_file(store, weather_csv(data_dir / "weather.csv", start="2013-11-01"), settings, series_col="origin")
+        outcome = training.train(settings, models=["naive", "seasonal_naive"], folds=3)
+        assert (outcome.registry.version, outcome.registry.alias) == ("1", "champion")
+        version = mlflow.MlflowClient().get_model_version_by_alias("streamcast-temp", "champion")
+        assert str(version.version) == "1" and mlflow.get_tracking_uri() == mlflow_url
+        assert (data_dir / "mlartifacts").is_dir()
+        fc = issue_forecast(settings)
+        assert set(fc["series_id"]) == {"EWR", "JFK", "LGA"}
+        latest = store.latest_forecasts()
+        assert len(latest) == 72 and (latest["model_version"] == "1").all()
+        store.dispose()
+    finally:
+        store_db.close()
+        mlflow_db.close()
