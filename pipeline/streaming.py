@@ -59,7 +59,7 @@ class StreamStats:
         """Counts and latency percentiles. The first batch also loads the champion and warms
         its state, so it is reported on its own and left out of the percentiles."""
         steady = self.latencies_ms[1:] if len(self.latencies_ms) > 1 else self.latencies_ms
-        lat = np.asarray(steady) if steady else np.asarray([np.nan])
+        p50, p99 = (float(v) for v in np.percentile(steady, [50, 99])) if steady else (float("nan"), float("nan"))
         return {
             "batches": self.batches,
             "observations": self.observations,
@@ -69,8 +69,8 @@ class StreamStats:
             "forecasts": self.forecasts,
             "scored_points": self.scored_points,
             "retrains": self.retrains,
-            "latency_p50_ms": float(np.nanpercentile(lat, 50)),
-            "latency_p99_ms": float(np.nanpercentile(lat, 99)),
+            "latency_p50_ms": p50,
+            "latency_p99_ms": p99,
             "first_batch_ms": float(self.latencies_ms[0]) if self.latencies_ms else float("nan"),
         }
 
