@@ -111,6 +111,7 @@ class KerasForecaster(Forecaster):
     def __init__(self, config: ModelConfig | None = None, **overrides: Any) -> None:
         super().__init__(config, **overrides)
         self.network: Any = None
+        self._forward_fn: Any = None
 
     def build_body(self, inputs: Any) -> Any:
         raise NotImplementedError
@@ -159,6 +160,7 @@ class KerasForecaster(Forecaster):
             keep = np.random.default_rng(cfg.seed).choice(len(X), cfg.max_train_windows, replace=False)
             X, Y = X[np.sort(keep)], Y[np.sort(keep)]
         self.network = self.build_network(X.shape[-1])
+        self._forward_fn = None
         has_val = len(Xv) > 0
         monitor = "val_loss" if has_val else "loss"
         callbacks = [
@@ -205,22 +207,28 @@ class KerasForecaster(Forecaster):
             safe = positions + pad
         offsets = np.arange(-cfg.lookback + 1, 1)
         X = padded.X[safe[:, None] + offsets[None, :]]
-        # predict_on_batch runs Keras' compiled predict function (traced once, then reused):
-        # an eager call steps a recurrent layer through Python and costs ~30 ms for one
-        # window, predict() sets up a data pipeline per call.
-        delta = np.concatenate(
-            [
-                np.asarray(self.network.predict_on_batch(X[i : i + 2048]), dtype=np.float64)
-                for i in range(0, len(X), 2048)
-            ]
-        )
+        forward = self._forward()
+        delta = np.concatenate([np.asarray(forward(X[i : i + 2048]), dtype=np.float64) for i in range(0, len(X), 2048)])
         return delta + X[:, -1, :1].astype(np.float64)
+
+    def _forward(self) -> Any:
+        """The network's forward pass as one compiled function. An eager call steps a
+        recurrent layer through Python (~30 ms for one window); predict() builds a data
+        pipeline per call; predict_on_batch retraces for every new batch size. With
+        ``reduce_retracing`` the batch dimension is generalised after the second size."""
+        if self._forward_fn is None:
+            import tensorflow as tf
+
+            network = self.network
+            self._forward_fn = tf.function(lambda x: network(x, training=False), reduce_retracing=True)
+        return self._forward_fn
 
     def _save(self, path: Path) -> None:
         self.network.save(path / "network.keras")
 
     def _load(self, path: Path) -> None:
         self.network = load_keras().models.load_model(path / "network.keras", compile=False)
+        self._forward_fn = None
 
 
 class _RecurrentForecaster(KerasForecaster):
