@@ -12,6 +12,7 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -212,15 +213,16 @@ class KerasForecaster(Forecaster):
         return delta + X[:, -1, :1].astype(np.float64)
 
     def _forward(self) -> Any:
-        """The network's forward pass as one compiled function. An eager call steps a
-        recurrent layer through Python (~30 ms for one window); predict() builds a data
-        pipeline per call; predict_on_batch retraces for every new batch size. With
-        ``reduce_retracing`` the batch dimension is generalised after the second size."""
+        """The network's forward pass, compiled once for any batch size. An eager call steps
+        a recurrent layer through Python (~30 ms for one window); predict() builds a data
+        pipeline per call; predict_on_batch retraces for every new batch size (and TensorFlow
+        warns about it). A partial, not a lambda, so TensorFlow's retracing statistics are
+        kept per network rather than pooled over every model built in the process."""
         if self._forward_fn is None:
             import tensorflow as tf
 
-            network = self.network
-            self._forward_fn = tf.function(lambda x: network(x, training=False), reduce_retracing=True)
+            spec = tf.TensorSpec((None, *self.network.input_shape[1:]), tf.float32)
+            self._forward_fn = tf.function(partial(self.network, training=False), input_signature=[spec])
         return self._forward_fn
 
     def _save(self, path: Path) -> None:
