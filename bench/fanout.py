@@ -83,8 +83,8 @@ def main() -> None:
     body += (
         f"\n{args.folds} origins; wall time of the whole train flow process (Prefect's local server, cluster "
         "start-up, backtests, MLflow logging, registration). On 2 cores the workers' Keras fits compete for the "
-        "same cores, so the fan-out does not pay here; Dask runs workers with one OpenMP thread, and their Keras "
-        "metrics differ from the in-process run and from one Dask run to the next.\n"
+        "same cores, so the fan-out does not pay here; Keras fits in Dask worker processes give "
+        "metrics that differ from the in-process run and between Dask runs.\n"
     )
     write_section("Training fan-out: one process against Dask workers", body)
 
