@@ -83,10 +83,9 @@ def plan_candidates_task(
     target: str, models: list[str] | None, horizon: int, epochs: int | None, seed: int
 ) -> dict[str, dict[str, Any]]:
     """Each candidate's full config as plain data, for workers that rebuild it."""
-    from pipeline.training import DEFAULT_MODELS, build_candidates
+    from pipeline.training import candidate_configs
 
-    candidates = build_candidates(models or DEFAULT_MODELS, horizon, seed, epochs)
-    return {n: m.config.model_copy(update={"target": target}).model_dump() for n, m in candidates.items()}
+    return candidate_configs(target, models, horizon, seed, epochs)
 
 
 @task(name="backtest-candidate", cache_policy=NO_CACHE)

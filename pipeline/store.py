@@ -189,6 +189,11 @@ class UpsertCounts:
     unchanged: int
 
 
+def optional_float(value: Any) -> float | None:
+    """A value for a nullable float column: NaN and NA become NULL."""
+    return None if value is None or pd.isna(value) else float(value)
+
+
 def as_utc(value: datetime) -> datetime:
     """A datetime read back from the store as UTC-aware (SQLite returns naive ones; all writes are UTC)."""
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
@@ -509,7 +514,7 @@ class Store:
             for k in ("issued_at", "origin_ts", "ts"):
                 r[k] = pd.Timestamp(r[k]).to_pydatetime()
             for k in ("yhat", "lo", "hi"):
-                r[k] = None if r[k] is None or pd.isna(r[k]) else float(r[k])
+                r[k] = optional_float(r[k])
             r["step"] = int(r["step"])
         return self.write_forecast_records(records, conn)
 

@@ -26,15 +26,11 @@ from pipeline.ingest import write_batch
 from pipeline.metrics import seasonal_naive_scale
 from pipeline.monitoring import retrain_decision
 from pipeline.sources.stream import StreamBatch
-from pipeline.store import Store, utcnow
+from pipeline.store import Store, optional_float, utcnow
 from pipeline.validation import parse_wide
 
 log = logging.getLogger(__name__)
 FILL_LIMIT = 24  # same as build_design's forward-fill limit
-
-
-def _opt(value: Any) -> float | None:
-    return None if value is None or pd.isna(value) else float(value)
 
 
 def stream_forecast_id(series_id: str, target: str, origin: pd.Timestamp, version: str) -> str:
@@ -279,7 +275,7 @@ class StreamProcessor:
             fc = fc[fc["origin_ts"] == ts]
             origin = ts.to_pydatetime()
             points = [
-                (int(h), pd.Timestamp(t).to_pydatetime(), float(y), _opt(lo), _opt(hi))
+                (int(h), pd.Timestamp(t).to_pydatetime(), float(y), optional_float(lo), optional_float(hi))
                 for h, t, y, lo, hi in zip(fc["step"], fc["ts"], fc["yhat"], fc["lo"], fc["hi"], strict=True)
             ]
         common = {

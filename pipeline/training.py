@@ -50,6 +50,19 @@ def load_panel(store: Store, target: str, max_gap: int, series: list[str] | None
     return prepare_panel(wide, max_gap=max_gap)
 
 
+def store_panel(settings: Settings, target: str) -> dict[str, pd.DataFrame]:
+    """The regularised panel of everything in the store (each fan-out worker loads its own)."""
+    store = Store(settings.database_url)
+    try:
+        return load_panel(store, target, settings.max_gap_steps)
+    finally:
+        store.dispose()
+
+
+def backtest_config(target: str, horizon: int, folds: int) -> BacktestConfig:
+    return BacktestConfig(target=target, horizon=horizon, folds=folds, season=24)
+
+
 def history_example(panel: dict[str, pd.DataFrame], hours: int = 96) -> pd.DataFrame:
     """A small wide history frame, as users pass to the pyfunc (ts as ISO text)."""
     sid = sorted(panel)[0]
@@ -79,6 +92,14 @@ def build_candidates(models: list[str], horizon: int, seed: int, epochs: int | N
     return out
 
 
+def candidate_configs(
+    target: str, models: list[str] | None, horizon: int, seed: int, epochs: int | None
+) -> dict[str, dict[str, Any]]:
+    """Each candidate's full config as plain data: what a worker needs to rebuild it."""
+    candidates = build_candidates(models or DEFAULT_MODELS, horizon, seed, epochs)
+    return {n: m.config.model_copy(update={"target": target}).model_dump() for n, m in candidates.items()}
+
+
 @dataclass
 class TrainingPlan:
     """What a training run backtests: the panel, the backtest settings and the
@@ -88,10 +109,6 @@ class TrainingPlan:
     config: BacktestConfig
     candidates: dict[str, Any]
     tuning: Any = None
-
-    def candidate_configs(self) -> dict[str, dict[str, Any]]:
-        """Each candidate's full config as plain data: what a remote worker needs to rebuild it."""
-        return {name: m.config.model_dump() for name, m in self.candidates.items()}
 
 
 def plan_training(
@@ -108,12 +125,8 @@ def plan_training(
     tune_max_trials: int | None = None,
 ) -> TrainingPlan:
     """Load the panel, build the candidates and, with a tuning budget, tune them."""
-    store = Store(settings.database_url)
-    try:
-        panel = load_panel(store, target, settings.max_gap_steps)
-    finally:
-        store.dispose()
-    cfg = BacktestConfig(target=target, horizon=horizon, folds=folds, season=24)
+    panel = store_panel(settings, target)
+    cfg = backtest_config(target, horizon, folds)
     candidates = build_candidates(models or DEFAULT_MODELS, horizon, seed, epochs)
     tuning = None
     if tune_minutes > 0:
@@ -241,12 +254,8 @@ def backtest_candidate_to(
     This is the unit a task runner spreads over workers: it takes and returns plain
     values and paths, and reads the data from the store itself.
     """
-    store = Store(settings.database_url)
-    try:
-        panel = load_panel(store, target, settings.max_gap_steps)
-    finally:
-        store.dispose()
-    plan = plan_backtest(panel, BacktestConfig(target=target, horizon=horizon, folds=folds, season=24))
+    panel = store_panel(settings, target)
+    plan = plan_backtest(panel, backtest_config(target, horizon, folds))
     model = create_model(name, **config)
     if members:
         model.attach({n: load_candidate(Path(p)).model for n, p in members.items()})  # type: ignore[attr-defined]
@@ -258,12 +267,8 @@ def finish_training_from(
 ) -> TrainOutcome:
     """:func:`finish_training` for candidates backtested elsewhere and saved with
     :func:`backtest_candidate_to`."""
-    store = Store(settings.database_url)
-    try:
-        panel = load_panel(store, target, settings.max_gap_steps)
-    finally:
-        store.dispose()
-    result = plan_backtest(panel, BacktestConfig(target=target, horizon=horizon, folds=folds, season=24))
+    panel = store_panel(settings, target)
+    result = plan_backtest(panel, backtest_config(target, horizon, folds))
     for name, path in results.items():
         result.candidates[name] = load_candidate(Path(path))
     return finish_training(settings, panel, result)
