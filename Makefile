@@ -45,10 +45,13 @@ browser:
 test: $(STAMP) browser
 	$(PY) -m pytest
 
+# mypy names modules after their folders: a link lets it check pipeline/ as the package
+# `streamcast` it is installed as (its editable install is an import hook mypy cannot follow).
 lint: $(STAMP)
 	$(VENV)/bin/ruff check pipeline flows tests bench
 	$(VENV)/bin/ruff format --check pipeline flows tests bench
-	$(VENV)/bin/mypy pipeline
+	@mkdir -p $(VENV)/typecheck && ln -sfn $(CURDIR)/pipeline $(VENV)/typecheck/streamcast
+	MYPYPATH=$(VENV)/typecheck $(VENV)/bin/mypy -p streamcast
 	$(VENV)/bin/lint-imports
 
 format: $(STAMP)

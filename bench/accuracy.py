@@ -18,9 +18,9 @@ import pandas as pd
 from _results import markdown_table, write_section
 from common import nyc_weather_panel
 
-from pipeline.backtest import BacktestConfig, actuals, run_backtest
-from pipeline.metrics import aggregate, score_points
-from pipeline.models import CANDIDATES, create_model
+from streamcast.backtest import BacktestConfig, actuals, run_backtest
+from streamcast.metrics import aggregate, score_points
+from streamcast.models import CANDIDATES, create_model
 
 
 def statsforecast_rows(
@@ -95,7 +95,7 @@ def main() -> None:
     rows = table.to_dict("records")
     tuned_note = ""
     if args.tune_minutes > 0:
-        from pipeline.tuning import tune
+        from streamcast.tuning import tune
 
         names = args.tune_models.split(",")
         tuning = tune(panel, names, result.train_end, result.val_start, args.tune_minutes * 60, seed=args.seed)

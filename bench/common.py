@@ -10,10 +10,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import pandas as pd
 
-from pipeline.config import Settings
-from pipeline.features import prepare_panel
-from pipeline.ingest import ingest_dataset
-from pipeline.store import Store
+from streamcast.config import Settings
+from streamcast.features import prepare_panel
+from streamcast.ingestion import ingest_dataset
+from streamcast.store import Store
 
 
 def nyc_weather_panel() -> dict[str, pd.DataFrame]:

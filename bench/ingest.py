@@ -19,10 +19,10 @@ import pandas as pd
 import sqlalchemy as sa
 from _results import markdown_table, write_section
 
-from pipeline.config import Settings
-from pipeline.ingest import ingest_frame
-from pipeline.sources.bundled import load_dataset
-from pipeline.store import Store
+from streamcast.config import Settings
+from streamcast.ingestion import ingest_frame
+from streamcast.sources.bundled import load_dataset
+from streamcast.store import Store
 
 
 def run(store: Store, settings: Settings, frame: pd.DataFrame, options: dict) -> list[tuple[str, int, float]]:

@@ -24,11 +24,11 @@ import numpy as np
 from _results import markdown_table, write_section
 from common import free_port, wait_healthy
 
-from pipeline.config import Settings
-from pipeline.forecasting import issue_forecast
-from pipeline.ingest import ingest_dataset
-from pipeline.store import Store
-from pipeline.training import train
+from streamcast.config import Settings
+from streamcast.forecasting import issue_forecast
+from streamcast.ingestion import ingest_dataset
+from streamcast.store import Store
+from streamcast.training import train
 
 
 def rss_mb(pid: int) -> float:

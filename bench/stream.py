@@ -27,14 +27,14 @@ import pandas as pd
 import sqlalchemy as sa
 from _results import markdown_table, write_section
 
-from pipeline.config import Settings
-from pipeline.ingest import ingest_frame
-from pipeline.sources.bundled import load_dataset
-from pipeline.sources.redis_stream import RedisStreamSource, publish_rows
-from pipeline.sources.replay import replay_batches, replay_frame
-from pipeline.store import Store
-from pipeline.streaming import StreamProcessor
-from pipeline.training import train
+from streamcast.config import Settings
+from streamcast.ingestion import ingest_frame
+from streamcast.sources.bundled import load_dataset
+from streamcast.sources.redis_stream import RedisStreamSource, publish_rows
+from streamcast.sources.replay import replay_batches, replay_frame
+from streamcast.store import Store
+from streamcast.streaming import StreamProcessor
+from streamcast.training import train
 
 START = pd.Timestamp("2013-12-01T00:00Z")
 

@@ -12,10 +12,13 @@ from prefect import flow
 
 from flows.runners import check_task_runner, dask_task_runner
 from flows.tasks import forecast_task, latest_forecasts_task, publish_forecast_artifact, series_ids_task
+from streamcast.config import DEFAULT_TARGET
 
 
 @flow(name="forecast-fan-out", log_prints=True)
-def forecast_fan_out_flow(target: str = "temp", series: list[str] | None = None, chunk_size: int = 50) -> list[str]:
+def forecast_fan_out_flow(
+    target: str = DEFAULT_TARGET, series: list[str] | None = None, chunk_size: int = 50
+) -> list[str]:
     """One forecast task per chunk of ``chunk_size`` series on this flow's task runner."""
     if chunk_size < 1:
         raise ValueError("chunk_size must be at least 1")
@@ -38,7 +41,7 @@ def issue_forecasts(
 
 @flow(name="forecast", log_prints=True)
 def forecast_flow(
-    target: str = "temp",
+    target: str = DEFAULT_TARGET,
     series: list[str] | None = None,
     task_runner: Literal["default", "dask"] = "default",
     dask_address: str | None = None,

@@ -1,4 +1,4 @@
-"""Ingest flow: bundled data, a file, or the landing folder."""
+"""Ingest flow: bundled data, a file, the landing folder or Open-Meteo."""
 
 from __future__ import annotations
 
@@ -7,20 +7,15 @@ from typing import Any
 from prefect import flow
 
 from flows.tasks import ingest_task, publish_ingest_artifact
+from streamcast.specs import IngestSpec
 
 
 @flow(name="ingest", log_prints=True)
-def ingest_flow(
-    source: str = "landing",
-    path: str | None = None,
-    series_col: str | None = None,
-    time_col: str | None = None,
-    tz: str = "UTC",
-) -> list[dict[str, Any]]:
-    summaries = ingest_task(source, path, series_col, time_col, tz)
+def ingest_flow(spec: IngestSpec = IngestSpec(source="landing")) -> list[dict[str, Any]]:
+    summaries = ingest_task(spec)
     publish_ingest_artifact(summaries)
     return summaries
 
 
 if __name__ == "__main__":
-    ingest_flow(source="nyc-weather")
+    ingest_flow(IngestSpec(source="nyc-weather"))

@@ -1,10 +1,15 @@
-"""Task runners the flows can fan out on: Prefect's default (threads in the flow's
-process) or a Dask cluster through prefect-dask."""
+"""Task runners the flows can fan out on (Prefect's default: threads in the flow's
+process; or a Dask cluster through prefect-dask), and the command-line options the
+flows share when run as scripts (`python -m flows.train`, `make run`)."""
 
 from __future__ import annotations
 
+import argparse
 import os
 from typing import Any
+
+from streamcast.errors import InputError
+from streamcast.specs import TrainSpec
 
 TASK_RUNNERS = ("default", "dask")
 
@@ -35,3 +40,25 @@ def dask_task_runner(address: str | None = None, n_workers: int | None = None) -
 def check_task_runner(name: str) -> None:
     if name not in TASK_RUNNERS:
         raise ValueError(f"unknown task runner {name!r}; choose from {', '.join(TASK_RUNNERS)}")
+
+
+def parse_training_args(description: str, *extra: tuple[str, dict[str, Any]]) -> argparse.Namespace:
+    """Parse a flow script's options: the training spec's (unset ones keep its defaults),
+    the task runner, and ``extra`` ones; ``train_spec`` holds the built spec."""
+    ap = argparse.ArgumentParser(description=description)
+    for flag, kw in extra:
+        ap.add_argument(flag, **kw)
+    ap.add_argument("--target")
+    ap.add_argument("--models", help="comma-separated candidates")
+    ap.add_argument("--folds", type=int)
+    ap.add_argument("--epochs", type=int)
+    ap.add_argument("--tune-minutes", type=float)
+    ap.add_argument("--task-runner", default="default", choices=TASK_RUNNERS, help="dask: one task per candidate")
+    ap.add_argument("--dask-address", help="Dask scheduler, e.g. tcp://10.0.0.5:8786 (else a local cluster)")
+    args = ap.parse_args()
+    options = {k: getattr(args, k) for k in ("target", "models", "folds", "epochs", "tune_minutes")}
+    try:
+        args.train_spec = TrainSpec.of(**options)
+    except InputError as exc:
+        ap.error(str(exc))
+    return args

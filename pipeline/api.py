@@ -16,9 +16,9 @@ from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel
 
-from pipeline.config import Settings, get_settings
-from pipeline.queries import latest_payload
-from pipeline.store import Store
+from streamcast import queries
+from streamcast.config import DEFAULT_TARGET, Settings, get_settings
+from streamcast.store import Store
 
 
 class ModelRef(BaseModel):
@@ -110,11 +110,14 @@ class TTLCache:
                 self._refreshing.discard(key)
 
 
+def _not_found(message: str) -> tuple[int, bytes]:
+    return 404, json.dumps({"error": message, "status": 404}).encode()
+
+
 def create_app(settings: Settings | None = None, cache_seconds: float = 1.0) -> FastAPI:
     """Build the app on one store; responses on the hot path are cached ``cache_seconds``."""
     settings = settings or get_settings()
     store = Store(settings.database_url)
-    store.ensure_schema()
     cache = TTLCache(cache_seconds)
 
     @contextlib.asynccontextmanager
@@ -169,33 +172,31 @@ def create_app(settings: Settings | None = None, cache_seconds: float = 1.0) -> 
     )
     async def forecasts_latest(
         series_id: str | None = Query(None, min_length=1, max_length=128, description="Series (default: all)"),
-        target: str = Query("temp", min_length=1, max_length=128),
+        target: str = Query(DEFAULT_TARGET, min_length=1, max_length=128),
     ) -> Response:
         """The most recent forecast of ``target`` for one series (or a list for all series)."""
 
         def compute() -> tuple[int, bytes]:
             if series_id is not None and series_id not in known_series():
-                return 404, json.dumps({"error": f"unknown series {series_id!r}", "status": 404}).encode()
-            data = latest_payload(store.latest_forecasts(series_id=series_id, target=target))
-            if series_id is not None:
-                if not data:
-                    return 404, json.dumps(
-                        {"error": f"no forecast of {target!r} for series {series_id!r} yet", "status": 404}
-                    ).encode()
-                return 200, json.dumps(data[0]).encode()
-            return 200, json.dumps(data).encode()
+                return _not_found(f"unknown series {series_id!r}")
+            data = queries.latest_payload(store.latest_forecasts(series_id=series_id, target=target))
+            if series_id is None:
+                return 200, json.dumps(data).encode()
+            if not data:
+                return _not_found(f"no forecast of {target!r} for series {series_id!r} yet")
+            return 200, json.dumps(data[0]).encode()
 
         status, body = cache.get(("latest", series_id, target), compute)
         return Response(content=body, status_code=status, media_type="application/json")
 
     @app.get("/scores", response_model=list[ScoreRow])
-    def scores(target: str = Query("temp", min_length=1)) -> list[ScoreRow]:
+    def scores(target: str = Query(DEFAULT_TARGET, min_length=1)) -> list[ScoreRow]:
         """Live error of matured forecast points, by model and step."""
         table = store.live_scores(target)
         return [ScoreRow(**r) for r in table.to_dict("records")]
 
     @app.get("/", response_class=HTMLResponse)
-    def dashboard(target: str = Query("temp", min_length=1), days: int = Query(3, ge=1, le=60)) -> HTMLResponse:
+    def dashboard(target: str = Query(DEFAULT_TARGET, min_length=1), days: int = Query(3, ge=1, le=60)) -> HTMLResponse:
         return HTMLResponse(render_dashboard(store, target, days))
 
     app.state.store = store

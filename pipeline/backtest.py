@@ -13,22 +13,27 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
-from pipeline.metrics import aggregate, score_points, seasonal_naive_scale
-from pipeline.models.base import Forecaster
+from streamcast.config import DEFAULT_TARGET
+from streamcast.errors import InputError
+from streamcast.features import panel_freq
+from streamcast.metrics import aggregate, score_points, seasonal_naive_scale, with_actuals
+from streamcast.models.base import Forecaster
 
 log = logging.getLogger(__name__)
 
 
 class BacktestConfig(BaseModel):
-    target: str = "temp"
-    horizon: int = 24
-    folds: int = 30
-    step: int = 24  # steps between origins
-    val_steps: int = 24 * 30  # validation slice at the end of the training period
-    season: int = 24
-    level: float = 0.9  # prediction interval coverage
+    """Where and how candidates are compared (the defaults of ``streamcast train``)."""
+
+    target: str = DEFAULT_TARGET
+    horizon: int = Field(24, ge=1, description="steps forecast at once (H)")
+    folds: int = Field(30, ge=1, description="backtest origins (F)")
+    step: int = Field(24, ge=1, description="steps between origins")
+    val_steps: int = Field(24 * 30, ge=1, description="validation slice at the end of the training period")
+    season: int = Field(24, ge=1, description="season of the MASE scale")
+    level: float = Field(0.9, gt=0, lt=1, description="prediction interval coverage")
 
 
 @dataclass
@@ -119,27 +124,16 @@ class BacktestResult:
 def plan_origins(panel: dict[str, pd.DataFrame], cfg: BacktestConfig) -> list[pd.Timestamp]:
     """F origins, ``step`` apart, the last leaving exactly H steps of data after it."""
     end = min(f.index[-1] for f in panel.values())
-    freq = _freq(panel)
+    freq = panel_freq(panel)
     last = end - cfg.horizon * freq
     origins = [last - (cfg.folds - 1 - k) * cfg.step * freq for k in range(cfg.folds)]
     start = max(f.index[0] for f in panel.values())
     if origins[0] - cfg.val_steps * freq <= start + cfg.horizon * freq:
-        raise ValueError(
+        raise InputError(
             f"not enough history for {cfg.folds} origins {cfg.step} steps apart plus a {cfg.val_steps}-step "
             f"validation slice (data from {start} to {end})"
         )
     return origins
-
-
-def _freq(panel: dict[str, pd.DataFrame]) -> pd.Timedelta:
-    f = next(iter(panel.values()))
-    return pd.Timedelta(f.index.freq) if f.index.freq is not None else f.index[1] - f.index[0]
-
-
-def actuals(panel: dict[str, pd.DataFrame], target: str) -> pd.Series:
-    s = pd.concat({sid: f[target] for sid, f in panel.items()})
-    s.index.names = ["series_id", "ts"]
-    return s.rename("actual")
 
 
 def validation_residuals(
@@ -147,11 +141,7 @@ def validation_residuals(
 ) -> pd.DataFrame:
     """Residuals of forecasts issued inside the validation slice whose targets are all
     at or before ``train_end``: calibration never sees the points it is scored on."""
-    freq = _freq(panel)
-    H = model.config.horizon
-    origins = list(pd.date_range(val_start, train_end - H * freq, freq=freq))
-    cut = {sid: f.loc[:train_end] for sid, f in panel.items()}
-    fc = model.predict(cut, origins).join(actuals(cut, target), on=["series_id", "ts"])
+    fc = with_actuals(model.validation_forecasts(panel, val_start, train_end), panel, target)
     fc["residual"] = fc["actual"] - fc["yhat"]
     return fc.dropna(subset=["residual"])
 
@@ -159,7 +149,7 @@ def validation_residuals(
 def plan_backtest(panel: dict[str, pd.DataFrame], cfg: BacktestConfig) -> BacktestResult:
     """Origins, training cut-off, validation slice and MASE scales, before any candidate runs."""
     origins = plan_origins(panel, cfg)
-    freq = _freq(panel)
+    freq = panel_freq(panel)
     train_end = origins[0]
     val_start = train_end - (cfg.val_steps - 1) * freq
     scales = {sid: seasonal_naive_scale(f[cfg.target].loc[:train_end], cfg.season) for sid, f in panel.items()}
@@ -188,7 +178,7 @@ def backtest_candidate(
     calib = Calibration.from_residuals(
         validation_residuals(model, panel, plan.val_start, plan.train_end, cfg.target), cfg.horizon, cfg.level
     )
-    fc = calib.apply(fc).join(actuals(panel, cfg.target), on=["series_id", "ts"])
+    fc = with_actuals(calib.apply(fc), panel, cfg.target)
     log.info("%s: fit %.1fs", name, model.fit_seconds)
     if on_progress:
         on_progress(name, "done")
@@ -203,11 +193,10 @@ def run_backtest(
 ) -> BacktestResult:
     """Fit each candidate once before the first origin and forecast at every origin."""
     result = plan_backtest(panel, cfg)
-    # The ensemble goes last so it can reuse its members, already fitted on the same data.
-    for name in sorted(models, key=lambda n: n == "ensemble"):
-        model = models[name]
-        if name == "ensemble":
-            model.attach({n: c.model for n, c in result.candidates.items()})  # type: ignore[attr-defined]
+    # Candidates built from others (the ensemble) go last and reuse their members,
+    # already fitted on the same data.
+    for name in sorted(models, key=lambda n: bool(models[n].member_names)):
+        model = models[name].attach({n: c.model for n, c in result.candidates.items()})
         result.candidates[name] = backtest_candidate(panel, result, name, model, on_progress)
     return result
 

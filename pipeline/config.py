@@ -12,6 +12,9 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# What is forecast when nobody says: the bundled data's temperature (°F).
+DEFAULT_TARGET = "temp"
+
 
 class Bounds(BaseModel):
     """Physically plausible range of one variable; values outside are quarantined."""
@@ -53,7 +56,6 @@ class Settings(BaseSettings):
     mlflow_tracking_uri: str | None = Field(default=None, validation_alias="MLFLOW_TRACKING_URI")
     bounds: dict[str, Bounds] = Field(default_factory=lambda: dict(DEFAULT_BOUNDS))
     max_gap_steps: int = 3
-    batch_size: int = 20_000
     seed: int = 42
     retrain_hours: float = 24.0  # retrain when the last training is older than this
     drift_factor: float = 1.5  # ... or when live MASE exceeds backtest MASE by this factor

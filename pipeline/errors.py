@@ -1,4 +1,9 @@
-"""Exceptions that users see as one-line messages."""
+"""Exceptions that users see as one-line messages.
+
+The library raises these, never bare ValueError/LookupError for a user's mistake: the
+CLI prints the message on one line with the class' exit code, the HTTP API maps
+:class:`NotFoundError` to 404, and flows fail with the same message.
+"""
 
 
 class StreamcastError(Exception):
@@ -8,9 +13,13 @@ class StreamcastError(Exception):
 
 
 class InputError(StreamcastError):
-    """A whole input (file, request) is unusable; nothing was written."""
+    """A whole input (file, request, option) is unusable; nothing was written."""
 
     exit_code = 2
+
+
+class NotFoundError(InputError):
+    """What was asked for does not exist (yet): a series, a champion, a forecast."""
 
 
 class SchemaError(StreamcastError):

@@ -3,6 +3,7 @@ for the forecasters build on it."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -10,6 +11,12 @@ import pandas as pd
 from pydantic import BaseModel
 
 GAP_COLUMN = "long_gap"
+
+
+def panel_freq(panel: dict[str, pd.DataFrame]) -> pd.Timedelta:
+    """The time step of a regularised panel (every series shares it)."""
+    f = next(iter(panel.values()))
+    return pd.Timedelta(f.index.freq) if f.index.freq is not None else f.index[1] - f.index[0]
 
 
 def infer_freq(index: pd.DatetimeIndex) -> pd.Timedelta:
@@ -87,7 +94,11 @@ CIRCULAR_VARIABLES = {"wind_dir", "wind_direction_10m"}
 def calendar_features(index: pd.DatetimeIndex) -> np.ndarray:
     """Hour of day and day of year as sin/cos pairs, shape (T, 4)."""
     hour = index.hour.to_numpy() + index.minute.to_numpy() / 60.0
-    doy = index.dayofyear.to_numpy() - 1 + hour / 24.0
+    return _calendar(hour, index.dayofyear.to_numpy())
+
+
+def _calendar(hour: np.ndarray, dayofyear: np.ndarray) -> np.ndarray:
+    doy = dayofyear - 1 + hour / 24.0
     h = 2 * np.pi * hour / 24.0
     d = 2 * np.pi * doy / 365.25
     return np.column_stack([np.sin(h), np.cos(h), np.sin(d), np.cos(d)]).astype(np.float32)
@@ -100,6 +111,15 @@ def expand_circular(frame: pd.DataFrame) -> pd.DataFrame:
         rad = np.deg2rad(out.pop(col))
         out[f"{col}_sin"] = np.sin(rad)
         out[f"{col}_cos"] = np.cos(rad)
+    return out
+
+
+def expand_circular_values(values: Mapping[str, float]) -> dict[str, float]:
+    """:func:`expand_circular` for one observation's values."""
+    out = dict(values)
+    for col in CIRCULAR_VARIABLES & set(out):
+        rad = np.deg2rad(out.pop(col))
+        out[f"{col}_sin"], out[f"{col}_cos"] = float(np.sin(rad)), float(np.cos(rad))
     return out
 
 
@@ -171,7 +191,6 @@ class Design:
     """
 
     series_id: str
-    index: pd.DatetimeIndex
     X: np.ndarray  # (T, F) float32
     y: np.ndarray  # (T,) float64, NaN where missing
     target_mean: float
@@ -181,9 +200,11 @@ class Design:
         return values * self.target_std + self.target_mean
 
 
-def build_design(
-    sid: str, frame: pd.DataFrame, target: str, covariates: list[str], scaler: Scaler, fill_limit: int = 24
-) -> Design:
+# A missing input is carried forward this many steps, then replaced by the training mean.
+FILL_LIMIT = 24
+
+
+def build_design(sid: str, frame: pd.DataFrame, target: str, covariates: list[str], scaler: Scaler) -> Design:
     cols = [target, *covariates]
     scaled = np.empty((len(frame), len(cols)), dtype=np.float64)
     for j, c in enumerate(cols):
@@ -191,10 +212,56 @@ def build_design(
         vals = frame[c].to_numpy(dtype=float) if c in frame else np.full(len(frame), np.nan)
         scaled[:, j] = (vals - m) / s
     y = scaled[:, 0].copy()
-    filled = pd.DataFrame(scaled).ffill(limit=fill_limit).fillna(0.0).to_numpy()
+    filled = pd.DataFrame(scaled).ffill(limit=FILL_LIMIT).fillna(0.0).to_numpy()
     X = np.hstack([filled, calendar_features(pd.DatetimeIndex(frame.index))]).astype(np.float32)
     m, s = scaler.stats(sid, target)
-    return Design(series_id=sid, index=pd.DatetimeIndex(frame.index), X=X, y=y, target_mean=m, target_std=s)
+    return Design(series_id=sid, X=X, y=y, target_mean=m, target_std=s)
+
+
+class OnlineDesign:
+    """:func:`build_design` one observation at a time: the same scaling, the same forward
+    fill (at most ``FILL_LIMIT`` steps, then the training mean) and the same calendar,
+    without a DataFrame per row (a stream's latency is made of these)."""
+
+    def __init__(self, sid: str, target: str, covariates: list[str], scaler: Scaler) -> None:
+        self.columns = [target, *covariates]
+        stats = [scaler.stats(sid, c) for c in self.columns]
+        self.mean = np.array([m for m, _ in stats])
+        self.std = np.array([s for _, s in stats])
+        self.last = np.zeros(len(self.columns))  # the last row's scaled, filled values
+        self.fill_run = np.full(len(self.columns), FILL_LIMIT)  # steps filled since a value (capped)
+
+    @classmethod
+    def after(
+        cls, frame: pd.DataFrame, design: Design, target: str, covariates: list[str], scaler: Scaler
+    ) -> OnlineDesign:
+        """Continue where ``design`` (built from ``frame``) ends."""
+        online = cls(design.series_id, target, covariates, scaler)
+        if len(design.y):
+            online.last = design.X[-1, : len(online.columns)].astype(np.float64)
+            for j, c in enumerate(online.columns):
+                missing = frame[c].isna().to_numpy() if c in frame else np.ones(len(frame), dtype=bool)
+                present = np.flatnonzero(~missing)
+                online.fill_run[j] = min(len(missing) - 1 - present[-1], FILL_LIMIT) if len(present) else FILL_LIMIT
+        return online
+
+    def row(self, ts: pd.Timestamp, values: Mapping[str, float]) -> tuple[np.ndarray, float]:
+        """The design row at ``ts`` from one observation's raw values by variable (absent or
+        NaN: missing; directions in degrees): (X row, scaled target)."""
+        values = expand_circular_values(values)
+        raw = np.array([values.get(c, np.nan) for c in self.columns], dtype=np.float64)
+        scaled = (raw - self.mean) / self.std
+        seen = np.isfinite(scaled)
+        carry = ~seen & (self.fill_run < FILL_LIMIT)
+        filled = np.where(seen, scaled, np.where(carry, self.last, 0.0))
+        self.fill_run = np.where(seen, 0, self.fill_run + carry)
+        self.last = filled
+        hour = np.array([ts.hour + ts.minute / 60.0])
+        x = np.concatenate([filled, _calendar(hour, np.array([ts.dayofyear]))[0].astype(np.float64)])
+        return x.astype(np.float32), float(scaled[0])
+
+    def unscale(self, values: np.ndarray) -> np.ndarray:
+        return values * self.std[0] + self.mean[0]
 
 
 def window_ends(y: np.ndarray, lookback: int, horizon: int, start: int = 0, stop: int | None = None) -> np.ndarray:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import uuid
 from dataclasses import dataclass
@@ -9,11 +10,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline import tracking
-from pipeline.config import Settings
-from pipeline.features import prepare_panel
-from pipeline.serving import ForecastBundle
-from pipeline.store import Store, utcnow
+from streamcast import tracking
+from streamcast.bundle import ForecastBundle
+from streamcast.config import Settings
+from streamcast.errors import NotFoundError
+from streamcast.features import prepare_panel
+from streamcast.store import Store, utcnow
 
 # History loaded for a forecast: enough for any lookback and for a reservoir's
 # state to forget its zero start (fading memory), far less than the whole store.
@@ -22,11 +24,17 @@ HISTORY_DAYS = 30
 
 @dataclass
 class ChampionHandle:
+    """The registered champion, loaded: its bundle and where it came from."""
+
     bundle: ForecastBundle
     name: str
     version: str
     run_id: str
     kind: str
+
+    @property
+    def max_gap(self) -> int:
+        return int(self.bundle.meta["max_gap"])
 
 
 def load_champion(settings: Settings, target: str) -> ChampionHandle:
@@ -34,7 +42,7 @@ def load_champion(settings: Settings, target: str) -> ChampionHandle:
     tracking.configure(settings)
     mv = tracking.current_champion(target)
     if mv is None:
-        raise LookupError(f"no champion registered for {target!r}: run `streamcast train --target {target}` first")
+        raise NotFoundError(f"no champion registered for {target!r}: run `streamcast train --target {target}` first")
     cache = settings.data_dir / "models" / tracking.registered_name(target) / f"v{mv.version}"
     bundle_dir = cache / "bundle"
     if not (bundle_dir / "bundle.json").exists():
@@ -55,42 +63,43 @@ def load_champion(settings: Settings, target: str) -> ChampionHandle:
     )
 
 
+def forecast_id(series_id: str, target: str, origin: pd.Timestamp, version: str) -> str:
+    """Deterministic: a redelivered observation re-issues the same forecast, not a new one."""
+    key = f"{series_id}|{target}|{pd.Timestamp(origin).isoformat()}|{version}"
+    return hashlib.sha1(key.encode()).hexdigest()[:32]
+
+
 def forecast_frame(
     handle: ChampionHandle, panel: dict[str, pd.DataFrame], target: str, issued_at: pd.Timestamp | None = None
 ) -> pd.DataFrame:
     """Rows for the ``forecasts`` table: one forecast_id per series, H points each."""
     fc = handle.bundle.forecast_panel(panel)
-    issued = issued_at or pd.Timestamp(utcnow())
     ids = {sid: uuid.uuid4().hex for sid in fc["series_id"].unique()}
-    fc["forecast_id"] = fc["series_id"].map(ids)
-    fc["target"] = target
-    fc["issued_at"] = issued
-    fc["model_name"] = handle.kind
-    fc["model_version"] = handle.version
-    fc["run_id"] = handle.run_id
-    return fc
+    return fc.assign(
+        forecast_id=fc["series_id"].map(ids),
+        target=target,
+        issued_at=issued_at or pd.Timestamp(utcnow()),
+        model_name=handle.kind,
+        model_version=handle.version,
+        run_id=handle.run_id,
+    )
 
 
 def issue_forecast(
-    settings: Settings, target: str = "temp", series: list[str] | None = None, handle: ChampionHandle | None = None
+    settings: Settings, target: str, series: list[str] | None = None, handle: ChampionHandle | None = None
 ) -> pd.DataFrame:
     """Forecast every series (or ``series``) from its latest observations and store the points."""
     handle = handle or load_champion(settings, target)
-    store = Store(settings.database_url)
-    try:
+    with Store(settings.database_url) as store:
         known = store.series_ids()
         missing = sorted(set(series or []) - set(known))
         if missing:
-            raise ValueError(f"unknown series: {', '.join(missing)} (known: {', '.join(known)})")
+            raise NotFoundError(f"unknown series: {', '.join(missing)} (known: {', '.join(known)})")
         summary = store.series_summary()
         last = summary[summary.variable == target]["last_ts"].max()
         if pd.isna(last):
-            raise ValueError(f"no {target!r} observations in the store")
-        start = last - pd.Timedelta(days=HISTORY_DAYS)
-        wide = store.load_wide(series_ids=series, start=start)
-        panel = prepare_panel(wide, max_gap=int(handle.bundle.meta.get("max_gap", settings.max_gap_steps)))
-        fc = forecast_frame(handle, panel, target)
+            raise NotFoundError(f"no {target!r} observations in the store")
+        wide = store.load_wide(series_ids=series, start=last - pd.Timedelta(days=HISTORY_DAYS))
+        fc = forecast_frame(handle, prepare_panel(wide, max_gap=handle.max_gap), target)
         store.write_forecasts(fc)
-        return fc
-    finally:
-        store.dispose()
+    return fc

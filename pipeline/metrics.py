@@ -1,4 +1,4 @@
-"""Forecast accuracy metrics: MAE, RMSE, sMAPE and MASE."""
+"""Forecast accuracy: MAE, RMSE, sMAPE and MASE, and joining forecasts to what happened."""
 
 from __future__ import annotations
 
@@ -16,6 +16,20 @@ def seasonal_naive_scale(y: pd.Series | np.ndarray, season: int) -> float:
     return float(err.mean()) if len(err) else float("nan")
 
 
+def series_spread(panel: dict[str, pd.DataFrame], target: str, end: pd.Timestamp) -> dict[str, float]:
+    """Each series' standard deviation of ``target`` up to ``end``: the unit in which model
+    choices compare errors, so that no series dominates."""
+    return {sid: float(np.nanstd(f[target].loc[:end])) for sid, f in panel.items()}
+
+
+def with_actuals(forecasts: pd.DataFrame, panel: dict[str, pd.DataFrame], target: str) -> pd.DataFrame:
+    """``forecasts`` (series_id, ts, ...) with the column ``actual``: the observed target at
+    each point's time, NaN where it was not observed."""
+    truth = pd.concat({sid: f[target] for sid, f in panel.items()}).rename("actual")
+    truth.index.names = ["series_id", "ts"]
+    return forecasts.join(truth, on=["series_id", "ts"])
+
+
 def smape(actual: np.ndarray, forecast: np.ndarray) -> np.ndarray:
     """Symmetric MAPE per point, in percent (0 when both are 0)."""
     denom = np.abs(actual) + np.abs(forecast)
@@ -24,14 +38,22 @@ def smape(actual: np.ndarray, forecast: np.ndarray) -> np.ndarray:
     return out
 
 
+def point_errors(actual: np.ndarray, yhat: np.ndarray, scale: np.ndarray) -> dict[str, np.ndarray]:
+    """Per point: absolute, squared and symmetric-percentage error, and the absolute
+    error in units of the series' MASE scale (NaN where there is no usable scale)."""
+    abs_error = np.abs(yhat - actual)
+    usable = np.isfinite(scale) & (scale > 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        scaled = np.where(usable, abs_error / np.where(usable, scale, 1.0), np.nan)
+    return {"abs_error": abs_error, "sq_error": abs_error**2, "smape": smape(actual, yhat), "scaled_error": scaled}
+
+
 def score_points(points: pd.DataFrame, scales: dict[str, float]) -> pd.DataFrame:
     """Add error columns to a frame with series_id, yhat and actual (NaN actuals dropped)."""
     out = points.dropna(subset=["actual"]).copy()
-    err = out["yhat"].to_numpy() - out["actual"].to_numpy()
-    out["abs_error"] = np.abs(err)
-    out["sq_error"] = err**2
-    out["smape"] = smape(out["actual"].to_numpy(), out["yhat"].to_numpy())
-    out["scaled_error"] = out["abs_error"] / out["series_id"].map(scales).astype(float)
+    scale = out["series_id"].map(scales).to_numpy(dtype=float)
+    for name, values in point_errors(out["actual"].to_numpy(), out["yhat"].to_numpy(), scale).items():
+        out[name] = values
     return out
 
 

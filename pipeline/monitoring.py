@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from pipeline.config import Settings
-from pipeline.store import Store, utcnow
+from streamcast.config import Settings
+from streamcast.store import Store, utcnow
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,32 @@
-"""Read-side shapes shared by the CLI and the HTTP API."""
+"""The read side: what the CLI, the HTTP API and the flows show, read from the store only.
+
+Nothing here loads a model, MLflow or TensorFlow, so answering a query stays light.
+Each function takes an open :class:`Store` (the API keeps one) or opens one from the
+settings for the call.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
+
+from streamcast.config import DEFAULT_TARGET, Settings, get_settings
+from streamcast.errors import NotFoundError
+from streamcast.store import Store, redact_url
+
+
+@contextmanager
+def opened(store: Store | None, settings: Settings | None) -> Iterator[Store]:
+    """``store`` itself, or a store opened from the settings for the duration."""
+    if store is not None:
+        yield store
+        return
+    with Store((settings or get_settings()).database_url) as own:
+        yield own
 
 
 def latest_payload(points: pd.DataFrame) -> list[dict[str, Any]]:
@@ -34,3 +56,64 @@ def latest_payload(points: pd.DataFrame) -> list[dict[str, Any]]:
             }
         )
     return sorted(out, key=lambda d: d["series_id"])
+
+
+def latest_points(
+    target: str = DEFAULT_TARGET,
+    series_id: str | None = None,
+    *,
+    settings: Settings | None = None,
+    store: Store | None = None,
+) -> pd.DataFrame:
+    """The points of the most recent forecast of ``target`` per series (or for one series,
+    which must exist: :class:`NotFoundError` otherwise)."""
+    with opened(store, settings) as s:
+        if series_id is not None and series_id not in s.series_ids():
+            raise NotFoundError(f"unknown series {series_id!r}")
+        return s.latest_forecasts(series_id=series_id, target=target)
+
+
+def latest_forecasts(
+    target: str = DEFAULT_TARGET,
+    series_id: str | None = None,
+    *,
+    settings: Settings | None = None,
+    store: Store | None = None,
+) -> list[dict[str, Any]]:
+    """The most recent forecast of ``target`` per series, as the API's JSON shape
+    (series_id, target, issued_at, origin_ts, model, points); empty before any forecast."""
+    return latest_payload(latest_points(target, series_id, settings=settings, store=store))
+
+
+def series_ids(*, settings: Settings | None = None, store: Store | None = None) -> list[str]:
+    with opened(store, settings) as s:
+        return s.series_ids()
+
+
+@dataclass
+class StoreStatus:
+    """What ``streamcast status`` shows: where the store is and what it holds."""
+
+    store: str
+    series: pd.DataFrame  # per series and variable: count, first_ts, last_ts, revised
+    quarantine: dict[str, int]
+    tables: dict[str, int]
+    last_batch: dict[str, Any] | None
+
+
+def store_status(settings: Settings | None = None) -> StoreStatus:
+    settings = settings or get_settings()
+    with Store(settings.database_url) as s:
+        return StoreStatus(
+            store=redact_url(settings.database_url),
+            series=s.series_summary(),
+            quarantine=s.quarantine_counts(),
+            tables=s.table_counts(),
+            last_batch=s.last_batch(),
+        )
+
+
+def live_scores(target: str = DEFAULT_TARGET, *, settings: Settings | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Live error by model, version and step, and the retrain triggers recorded so far."""
+    with opened(None, settings) as s:
+        return s.live_scores(target), s.retrain_triggers()

@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline.backtest import BacktestResult, CandidateResult
-from pipeline.config import Settings
-from pipeline.metrics import aggregate, score_points
+from streamcast.backtest import BacktestResult, CandidateResult
+from streamcast.config import Settings
+from streamcast.metrics import aggregate, score_points, with_actuals
 
 log = logging.getLogger(__name__)
 
@@ -209,7 +209,6 @@ class RegistryOutcome:
     previous_champion: str | None  # version
     previous_champion_mase: float | None
     run_id: str
-    model_uri: str
 
 
 def current_champion(target: str) -> Any | None:
@@ -239,17 +238,15 @@ def download_bundle(target: str, alias: str = CHAMPION, dst: Path | None = None)
 
 def rescore_champion(target: str, result: BacktestResult, panel: dict[str, pd.DataFrame]) -> tuple[Any, float] | None:
     """The current champion's mean MASE on this training's backtest origins."""
-    from pipeline.serving import ForecastBundle
+    from streamcast.bundle import ForecastBundle
 
     mv = current_champion(target)
     if mv is None:
         return None
     bundle_path, _ = download_bundle(target, CHAMPION)
     bundle = ForecastBundle(bundle_path)
-    fc = bundle.forecast_panel(panel, result.origins)
-    truth = pd.concat({s: f[result.config.target] for s, f in panel.items()}).rename("actual")
-    truth.index.names = ["series_id", "ts"]
-    scored = score_points(fc.join(truth, on=["series_id", "ts"]), result.scales)
+    fc = with_actuals(bundle.forecast_panel(panel, result.origins), panel, result.config.target)
+    scored = score_points(fc, result.scales)
     mase = float(aggregate(scored, ["series_id"])["mase"].mean())
     return mv, mase
 
@@ -266,7 +263,7 @@ def register_winner(
     from mlflow.models import ModelSignature, infer_signature
     from mlflow.types.schema import ColSpec, Schema
 
-    from pipeline.serving import ForecastBundle, StreamcastPyfunc, save_bundle
+    from streamcast.bundle import ForecastBundle, StreamcastPyfunc, save_bundle
 
     cfg = result.config
     table = result.comparison().set_index("candidate")
@@ -332,5 +329,4 @@ def register_winner(
         previous_champion=str(rescored[0].version) if rescored else None,
         previous_champion_mase=rescored[1] if rescored else None,
         run_id=runs.candidate_run_ids[winner],
-        model_uri=f"models:/{name}@{alias}",
     )

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline.config import Bounds
-from pipeline.errors import InputError
+from streamcast.config import Bounds
+from streamcast.errors import InputError
 
 TIME_COLUMN_CANDIDATES = ("ts", "timestamp", "time", "time_hour", "date", "ds")
 
@@ -145,6 +145,46 @@ def _as_text(value: Any, limit: int = 120) -> str | None:
     return str(value)[:limit]
 
 
+def _record(
+    source: str,
+    row_number: int,
+    reason: str,
+    *,
+    series_id: Any = None,
+    variable: str | None = None,
+    ts_raw: Any = None,
+    value_raw: Any = None,
+    detail: str | None = None,
+) -> dict[str, Any]:
+    """One quarantine record: where the bad input was, what it said and why it was set aside."""
+    return {
+        "source": source,
+        "row_number": row_number,
+        "series_id": _as_text(series_id),
+        "variable": variable,
+        "ts_raw": _as_text(ts_raw),
+        "value_raw": _as_text(value_raw),
+        "reason": reason,
+        "detail": detail,
+    }
+
+
+@dataclass
+class _Rows:
+    """Per input row: its UTC time, series id and whether both are usable."""
+
+    ts: np.ndarray  # datetime64[ns], UTC without zone; NaT where bad
+    series_id: np.ndarray  # object
+    good: np.ndarray  # bool
+    time_raw: np.ndarray  # object: the text as given, for quarantine records
+    number: np.ndarray  # 1-based row numbers
+
+    def pairs_unique(self) -> bool:
+        """No (series, time) pair repeats among the good rows: then no key can repeat either."""
+        i = np.flatnonzero(self.good)
+        return len(set(zip(self.series_id[i].tolist(), self.ts[i].tolist(), strict=True))) == len(i)
+
+
 def parse_wide(
     frame: pd.DataFrame,
     source: str,
@@ -157,121 +197,140 @@ def parse_wide(
     variables: list[str] | None = None,
 ) -> ParsedBatch:
     """Validate a wide frame and return long observations plus quarantine records."""
+    frame, tcol = _checked_frame(frame, source, time_col, series_col)
+    values, ignored = _variable_columns(frame, source, [tcol, series_col], variables)
+    rows, quarantine = _row_keys(frame, source, tcol, series_col, series_id, tz)
+    obs, value_quarantine = _observations(frame, source, rows, values, bounds or {})
+    obs, conflicts, dropped = _resolve_duplicates(obs, source, check=not rows.pairs_unique())
+    return ParsedBatch(
+        observations=obs,
+        quarantine=quarantine + value_quarantine + conflicts,
+        rows_read=len(frame),
+        variables=list(values),
+        ignored_columns=ignored,
+        duplicates_dropped=dropped,
+    )
+
+
+def _checked_frame(
+    frame: pd.DataFrame, source: str, time_col: str | None, series_col: str | None
+) -> tuple[pd.DataFrame, str]:
+    """The frame with text column names and a fresh index, and its time column; refuses an unusable frame."""
     columns = [str(c) for c in frame.columns]
-    frame = frame.copy()
-    frame.columns = columns
     if frame.empty:
         raise InputError(f"{source}: no data rows")
     tcol = resolve_time_column(columns, time_col, source)
     if series_col is not None and series_col not in columns:
         raise InputError(f"{source}: series column {series_col!r} not found (columns: {', '.join(columns)})")
-    bounds = bounds or {}
-    frame = frame.reset_index(drop=True)
-    n_rows = len(frame)
-    row_number = np.arange(1, n_rows + 1)
+    out = frame.reset_index(drop=True)
+    out.columns = columns
+    return out, tcol
 
-    candidates = variables if variables is not None else [c for c in columns if c not in (tcol, series_col)]
-    missing_vars = [v for v in candidates if v not in columns]
-    if missing_vars:
-        raise InputError(f"{source}: variable columns not found: {', '.join(missing_vars)}")
+
+def _variable_columns(
+    frame: pd.DataFrame, source: str, keys: list[str | None], variables: list[str] | None
+) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], list[str]]:
+    """Each variable column as (values, present) arrays, and the columns ignored as text."""
+    columns = list(frame.columns)
+    candidates = variables if variables is not None else [c for c in columns if c not in keys]
+    missing = [v for v in candidates if v not in columns]
+    if missing:
+        raise InputError(f"{source}: variable columns not found: {', '.join(missing)}")
     parsed: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     ignored: list[str] = []
     for col in candidates:
         vals, present = _numeric(frame[col])
-        n_present = int(present.sum())
         n_ok = int(np.count_nonzero(~np.isnan(vals)))
         # A column counts as a variable when most of its values are numbers; a
         # text column (notes, station names) is ignored rather than quarantined.
-        if variables is None and (n_ok == 0 or n_ok < 0.5 * n_present):
+        if variables is None and (n_ok == 0 or n_ok < 0.5 * int(present.sum())):
             ignored.append(col)
-            continue
-        parsed[col] = (vals, present)
+        else:
+            parsed[col] = (vals, present)
     if not parsed:
         raise InputError(f"{source}: no numeric variable columns (columns: {', '.join(columns)})")
+    return parsed, ignored
 
-    quarantine: list[dict[str, Any]] = []
+
+def _row_keys(
+    frame: pd.DataFrame, source: str, tcol: str, series_col: str | None, series_id: str, tz: str
+) -> tuple[_Rows, list[dict[str, Any]]]:
+    """Parse each row's time and series id; rows without a usable one are quarantined whole."""
+    n = len(frame)
     ts, ts_reason = parse_timestamps(frame[tcol], tz)
     if series_col is not None:
         sid = frame[series_col].astype("string").str.strip()
-        sid_arr = sid.to_numpy(dtype=object, na_value=None)
+        sids = sid.to_numpy(dtype=object, na_value=None)
         sid_bad = np.asarray(sid.isna() | (sid == ""), dtype=bool)
     else:
-        sid_arr = np.full(n_rows, series_id, dtype=object)
-        sid_bad = np.zeros(n_rows, dtype=bool)
-    reason_arr = ts_reason.to_numpy(dtype=object)
-    time_raw = frame[tcol].to_numpy(dtype=object)
-
-    row_bad = np.asarray(ts_reason.notna(), dtype=bool) | sid_bad
-    for i in np.flatnonzero(row_bad):
-        quarantine.append(
-            {
-                "source": source,
-                "row_number": int(row_number[i]),
-                "series_id": _as_text(sid_arr[i]),
-                "variable": None,
-                "ts_raw": _as_text(time_raw[i]),
-                "value_raw": None,
-                "reason": str(reason_arr[i]) if reason_arr[i] is not None else MISSING_SERIES,
-                "detail": None,
-            }
+        sids, sid_bad = np.full(n, series_id, dtype=object), np.zeros(n, dtype=bool)
+    reasons = ts_reason.to_numpy(dtype=object)
+    rows = _Rows(
+        ts=pd.DatetimeIndex(ts).tz_convert(None).to_numpy(),  # datetime64, not objects: fast masking
+        series_id=sids,
+        good=~(np.asarray(ts_reason.notna(), dtype=bool) | sid_bad),
+        time_raw=frame[tcol].to_numpy(dtype=object),
+        number=np.arange(1, n + 1),
+    )
+    quarantine = [
+        _record(
+            source,
+            int(rows.number[i]),
+            str(reasons[i]) if reasons[i] is not None else MISSING_SERIES,
+            series_id=sids[i],
+            ts_raw=rows.time_raw[i],
         )
+        for i in np.flatnonzero(~rows.good)
+    ]
+    return rows, quarantine
 
-    good_rows = ~row_bad
-    ts_utc = pd.DatetimeIndex(ts).tz_convert(None).to_numpy()  # datetime64, not objects: fast masking
-    # Observations are gathered as arrays per variable and become one frame at the end:
-    # a stream batch holds a few rows, where per-variable frames cost more than the work.
-    sids: list[np.ndarray] = []
-    var_names: list[np.ndarray] = []
-    times: list[np.ndarray] = []
-    values: list[np.ndarray] = []
-    rows: list[np.ndarray] = []
-    for var, (v, p) in parsed.items():
-        non_numeric = p & np.isnan(v)
-        non_finite = p & np.isinf(v)
-        out_of_bounds = np.zeros(len(v), dtype=bool)
-        if var in bounds:
-            b = bounds[var]
-            with np.errstate(invalid="ignore"):
-                out_of_bounds = np.isfinite(v) & ((v < b.low) | (v > b.high))
-        for mask, reason in ((non_numeric, NON_NUMERIC), (non_finite, NON_FINITE), (out_of_bounds, OUT_OF_BOUNDS)):
-            idx = np.flatnonzero(mask & good_rows)
-            for i in idx:
-                detail = f"allowed [{bounds[var].low}, {bounds[var].high}]" if reason == OUT_OF_BOUNDS else None
-                quarantine.append(
-                    {
-                        "source": source,
-                        "row_number": int(row_number[i]),
-                        "series_id": _as_text(sid_arr[i]),
-                        "variable": var,
-                        "ts_raw": _as_text(time_raw[i]),
-                        "value_raw": _as_text(frame[var].iat[i]),
-                        "reason": reason,
-                        "detail": detail,
-                    }
+
+def _observations(
+    frame: pd.DataFrame,
+    source: str,
+    rows: _Rows,
+    values: dict[str, tuple[np.ndarray, np.ndarray]],
+    bounds: dict[str, Bounds],
+) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
+    """Long observations (series_id, variable, ts, value, _row) from good rows, sorted by
+    series, variable and time; bad values (non-numeric, infinite, out of bounds) quarantined."""
+    quarantine: list[dict[str, Any]] = []
+    # Gathered as arrays and made one frame at the end: a stream batch holds a few
+    # rows, where per-variable frames would cost more than the work.
+    keep_idx: dict[str, np.ndarray] = {}
+    for var, (v, present) in values.items():
+        b = bounds.get(var)
+        with np.errstate(invalid="ignore"):
+            out_of_bounds = np.isfinite(v) & ((v < b.low) | (v > b.high)) if b else np.zeros(len(v), dtype=bool)
+        checks = (
+            (present & np.isnan(v), NON_NUMERIC, None),
+            (present & np.isinf(v), NON_FINITE, None),
+            (out_of_bounds, OUT_OF_BOUNDS, f"allowed [{b.low}, {b.high}]" if b else None),
+        )
+        for mask, reason, detail in checks:
+            quarantine += [
+                _record(
+                    source,
+                    int(rows.number[i]),
+                    reason,
+                    series_id=rows.series_id[i],
+                    variable=var,
+                    ts_raw=rows.time_raw[i],
+                    value_raw=frame[var].iat[i],
+                    detail=detail,
                 )
-        keep = np.flatnonzero(good_rows & np.isfinite(v) & ~out_of_bounds)
-        if len(keep):
-            sids.append(sid_arr[keep])
-            var_names.append(np.full(len(keep), var, dtype=object))
-            times.append(ts_utc[keep])
-            values.append(v[keep])
-            rows.append(row_number[keep])
-    if values:
-        sid_col = np.concatenate(sids).astype(str)
-        var_col = np.concatenate(var_names).astype(str)
-        ts_col = np.concatenate(times)
-        order = np.lexsort((ts_col, var_col, sid_col))  # sorted by series, variable, time
-        obs = pd.DataFrame(
-            {
-                "series_id": sid_col[order],
-                "variable": var_col[order],
-                "ts": pd.DatetimeIndex(ts_col[order]).tz_localize("UTC"),
-                "value": np.concatenate(values)[order],
-                "_row": np.concatenate(rows)[order],
-            }
-        )
-    else:
-        obs = pd.DataFrame(
+                for i in np.flatnonzero(mask & rows.good)
+            ]
+        keep_idx[var] = np.flatnonzero(rows.good & np.isfinite(v) & ~out_of_bounds)
+    return _long_frame(rows, values, keep_idx), quarantine
+
+
+def _long_frame(
+    rows: _Rows, values: dict[str, tuple[np.ndarray, np.ndarray]], keep_idx: dict[str, np.ndarray]
+) -> pd.DataFrame:
+    kept = [(var, idx) for var, idx in keep_idx.items() if len(idx)]
+    if not kept:
+        return pd.DataFrame(
             {
                 "series_id": pd.Series([], dtype=str),
                 "variable": pd.Series([], dtype=str),
@@ -280,46 +339,49 @@ def parse_wide(
                 "_row": pd.Series([], dtype=int),
             }
         )
-
-    # Same key twice in one batch: identical values collapse, different ones are
-    # a conflict nobody can resolve automatically, so every copy is set aside.
-    duplicates_dropped = 0
-    keys = ["series_id", "variable", "ts"]
-    # Keys can only repeat when a (series, time) pair does: checked on the rows first,
-    # which is far cheaper than a duplicate search over all observations.
-    good_idx = np.flatnonzero(good_rows)
-    row_pairs_unique = len(set(zip(sid_arr[good_idx].tolist(), ts_utc[good_idx].tolist(), strict=True))) == len(
-        good_idx
+    sid = np.concatenate([rows.series_id[idx] for _, idx in kept]).astype(str)
+    var = np.concatenate([np.full(len(idx), name, dtype=object) for name, idx in kept]).astype(str)
+    ts = np.concatenate([rows.ts[idx] for _, idx in kept])
+    order = np.lexsort((ts, var, sid))  # sorted by series, variable, time
+    return pd.DataFrame(
+        {
+            "series_id": sid[order],
+            "variable": var[order],
+            "ts": pd.DatetimeIndex(ts[order]).tz_localize("UTC"),
+            "value": np.concatenate([values[name][0][idx] for name, idx in kept])[order],
+            "_row": np.concatenate([rows.number[idx] for _, idx in kept])[order],
+        }
     )
-    dup_mask = pd.Series(False, index=obs.index) if row_pairs_unique else obs.duplicated(keys, keep=False)
-    if dup_mask.any():
-        dups = obs[dup_mask]
+
+
+def _resolve_duplicates(obs: pd.DataFrame, source: str, check: bool) -> tuple[pd.DataFrame, list[dict[str, Any]], int]:
+    """Same key twice in one batch: identical values collapse, different ones are a
+    conflict nobody can resolve automatically, so every copy is set aside."""
+    keys = ["series_id", "variable", "ts"]
+    conflicts: list[dict[str, Any]] = []
+    dropped = 0
+    # Keys can only repeat when a (series, time) pair does (``check``): far cheaper
+    # than a duplicate search over all observations.
+    dup = obs.duplicated(keys, keep=False) if check else pd.Series(False, index=obs.index)
+    if dup.any():
+        dups = obs[dup]
         n_distinct = dups.groupby(keys)["value"].transform("nunique")
         conflict_idx = dups.index[n_distinct.to_numpy() > 1]
-        for i in conflict_idx:
-            r = obs.loc[i]
-            quarantine.append(
-                {
-                    "source": source,
-                    "row_number": int(r["_row"]),
-                    "series_id": str(r["series_id"]),
-                    "variable": str(r["variable"]),
-                    "ts_raw": r["ts"].isoformat(),
-                    "value_raw": repr(float(r["value"])),
-                    "reason": CONFLICTING_DUPLICATE,
-                    "detail": "same series, variable and time with different values in one input",
-                }
+        conflicts = [
+            _record(
+                source,
+                int(r["_row"]),
+                CONFLICTING_DUPLICATE,
+                series_id=r["series_id"],
+                variable=str(r["variable"]),
+                ts_raw=r["ts"].isoformat(),
+                value_raw=repr(float(r["value"])),
+                detail="same series, variable and time with different values in one input",
             )
+            for r in (obs.loc[i] for i in conflict_idx)
+        ]
         obs = obs.drop(index=conflict_idx)
         before = len(obs)
         obs = obs.drop_duplicates(keys, keep="first")
-        duplicates_dropped = before - len(obs)
-    obs = obs.drop(columns="_row").reset_index(drop=True)
-    return ParsedBatch(
-        observations=obs,
-        quarantine=quarantine,
-        rows_read=len(frame),
-        variables=list(parsed),
-        ignored_columns=ignored,
-        duplicates_dropped=duplicates_dropped,
-    )
+        dropped = before - len(obs)
+    return obs.drop(columns="_row").reset_index(drop=True), conflicts, dropped

@@ -18,8 +18,10 @@ os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="streamcast-prefect-")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.pop("PREFECT_API_URL", None)
 
-from pipeline.config import Settings, services_required
-from pipeline.store import Store
+from streamcast import services
+from streamcast.config import Settings, services_required
+from streamcast.specs import IngestSpec
+from streamcast.store import Store
 
 PG_ADMIN_URL = os.environ.get("STREAMCAST_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
@@ -114,12 +116,13 @@ def weather_csv(path: Path, start: str = "2013-10-20", end: str = "2014-01-01") 
     return path
 
 
+def ingest_weather(settings: Settings, path: Path, **window: str) -> None:
+    """Ingest a slice of nyc-weather through the service, as `streamcast ingest` does."""
+    services.ingest(IngestSpec(source="csv", path=weather_csv(path, **window), series_col="origin"), settings=settings)
+
+
 @pytest.fixture
 def weather_store(settings: Settings, data_dir: Path) -> Settings:
     """Settings whose store holds nyc-weather from late October to the end of 2013."""
-    from pipeline.ingest import ingest_file
-
-    store = Store(settings.database_url)
-    ingest_file(store, weather_csv(data_dir / "weather.csv"), settings, series_col="origin")
-    store.dispose()
+    ingest_weather(settings, data_dir / "weather.csv")
     return settings

@@ -6,8 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.backtest import BacktestConfig, Calibration, plan_origins, run_backtest
-from pipeline.models import create_model
+from streamcast.backtest import BacktestConfig, Calibration, plan_origins, run_backtest
+from streamcast.errors import InputError
+from streamcast.models import create_model
 from tests.test_models_contract import synthetic_panel
 
 CFG = BacktestConfig(horizon=12, folds=6, step=24, val_steps=24 * 5)
@@ -27,7 +28,7 @@ def test_origins_are_evenly_spaced_and_leave_a_full_horizon() -> None:
     assert len(origins) == 6
     assert set(np.diff(origins)) == {pd.Timedelta(hours=24)}
     assert origins[-1] + pd.Timedelta(hours=12) == panel["A"].index[-1]
-    with pytest.raises(ValueError, match="not enough history"):
+    with pytest.raises(InputError, match="not enough history"):
         plan_origins(panel, CFG.model_copy(update={"folds": 40}))
 
 
@@ -39,7 +40,10 @@ def test_metrics_per_candidate_series_and_step(result) -> None:
     assert (by_step["rmse"] >= by_step["mae"] - 1e-12).all()
     table = res.comparison()
     assert list(table["mase"]) == sorted(table["mase"])
-    assert res.winner == table.iloc[0]["candidate"] == "esn"
+    assert res.winner == table.iloc[0]["candidate"]
+    # On series with learnable dynamics, a fitted model beats both baselines.
+    mase = table.set_index("candidate")["mase"]
+    assert mase["esn"] < min(mase["naive"], mase["seasonal_naive"])
     # Every candidate was fit once before the first origin, scored on the same points.
     counts = res.scored().groupby("candidate").size()
     assert counts.nunique() == 1

@@ -15,11 +15,10 @@ import httpx
 import pytest
 from sqlalchemy.engine import make_url
 
-from pipeline import training
-from pipeline.config import Settings
-from pipeline.ingest import ingest_file
-from pipeline.store import Store
-from tests.conftest import _postgres_database, weather_csv
+from streamcast import services
+from streamcast.config import Settings
+from streamcast.store import Store
+from tests.conftest import _postgres_database, ingest_weather
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,11 +55,9 @@ def backend(request: pytest.FixtureRequest, data_dir: Path, monkeypatch: pytest.
 
 def test_deploy_all_schedules_and_worker_runs_forecast(backend: dict, data_dir: Path, tmp_path: Path) -> None:
     settings: Settings = backend["settings"]
+    ingest_weather(settings, data_dir / "w.csv", start="2013-11-01", end="2013-12-30")
+    services.train(settings=settings, models=["naive"], folds=2)
     store = Store(settings.database_url)
-    ingest_file(
-        store, weather_csv(data_dir / "w.csv", start="2013-11-01", end="2013-12-30"), settings, series_col="origin"
-    )
-    training.train(settings, models=["naive"], folds=2)
     before = store.table_counts()["forecasts"]
 
     bindir = Path(sys.executable).parent

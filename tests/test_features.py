@@ -6,7 +6,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.features import infer_freq, regularise
+from streamcast.features import (
+    FILL_LIMIT,
+    OnlineDesign,
+    Scaler,
+    build_design,
+    expand_circular,
+    infer_freq,
+    regularise,
+)
 
 
 def _frame(values: list[float], drop: list[int] | None = None) -> pd.DataFrame:
@@ -42,3 +50,43 @@ def test_infer_freq() -> None:
     assert infer_freq(idx) == pd.Timedelta("1h")
     with pytest.raises(ValueError):
         infer_freq(idx[:1])
+
+
+def _gappy_frame() -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    idx = pd.date_range("2024-12-30 20:00", periods=80, freq="h", tz="UTC")  # across a year end
+    frame = pd.DataFrame({"temp": rng.normal(10, 3, 80), "dewp": rng.normal(5, 2, 80)}, index=idx)
+    frame.iloc[5:8, 0] = np.nan  # a short gap in the target
+    frame.iloc[20:60, 1] = np.nan  # a covariate silent for longer than the fill limit
+    frame.iloc[:3, 1] = np.nan  # ... and missing before its first value
+    return frame
+
+
+@pytest.mark.parametrize("head", [0, 10, 30, 50])
+def test_online_design_rows_equal_build_design(head: int) -> None:
+    """The stream's one-row design equals build_design's rows exactly: scaling, forward
+    fill for at most FILL_LIMIT steps then the training mean, calendar; also when it
+    continues a design that ends inside a gap."""
+    frame = _gappy_frame()
+    scaler = Scaler.fit({"A": frame}, ["temp", "dewp"], frame.index[-1])
+    full = build_design("A", frame, "temp", ["dewp"], scaler)
+    assert FILL_LIMIT < 40  # the covariate's gap outlasts the fill
+    start = build_design("A", frame.iloc[:head], "temp", ["dewp"], scaler)
+    online = OnlineDesign.after(frame.iloc[:head], start, "temp", ["dewp"], scaler)
+    for t in range(head, len(frame)):
+        x, y = online.row(frame.index[t], frame.iloc[t].dropna().to_dict())
+        np.testing.assert_array_equal(x, full.X[t])
+        assert (np.isnan(y) and np.isnan(full.y[t])) or y == full.y[t]
+    np.testing.assert_allclose(online.unscale(np.array([0.0, 1.0])), full.unscale(np.array([0.0, 1.0])))
+
+
+def test_online_design_takes_directions_in_degrees() -> None:
+    idx = pd.date_range("2024-01-01", periods=6, freq="h", tz="UTC")
+    raw = pd.DataFrame({"temp": [1.0, 2, 3, 4, 5, 6], "wind_dir": [350.0, 10, 90, 180, 270, 0]}, index=idx)
+    frame = expand_circular(raw)
+    covariates = ["wind_dir_cos", "wind_dir_sin"]
+    scaler = Scaler.fit({"A": frame}, ["temp", *covariates], idx[-1])
+    full = build_design("A", frame, "temp", covariates, scaler)
+    online = OnlineDesign("A", "temp", covariates, scaler)
+    rows = np.array([online.row(t, raw.loc[t].to_dict())[0] for t in idx])
+    np.testing.assert_allclose(rows, full.X, rtol=0, atol=1e-6)

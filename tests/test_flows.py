@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import Settings
-from pipeline.store import Store
+from streamcast.config import Settings
+from streamcast.specs import IngestSpec, TrainSpec
+from streamcast.store import Store
 from tests.conftest import weather_csv
 
 pytestmark = pytest.mark.slow
@@ -40,12 +41,12 @@ def test_ingest_train_forecast_flows_write_rows_and_artifacts(
     landing = data_dir / "landing"
     landing.mkdir()
     weather_csv(landing / "weather.csv", end="2013-12-30")
-    summaries = ingest_flow(source="landing", series_col="origin")
+    summaries = ingest_flow(IngestSpec(source="landing", series_col="origin"))
     assert len(summaries) == 1 and summaries[0]["new"] > 10_000
     assert (landing / "done" / "weather.csv").exists()
     assert any("weather.csv" in a.data for a in _artifacts("ingest-summary"))
 
-    result = train_flow(models=["naive", "seasonal_naive"], folds=2)
+    result = train_flow(TrainSpec(models=["naive", "seasonal_naive"], folds=2))
     assert result["alias"] == "champion" and result["version"] == "1"
     table = _artifacts("comparison-temp")
     assert table and "seasonal_naive" in table[0].data
@@ -67,10 +68,11 @@ def test_pipeline_flow_trains_only_when_due(harness: None, settings: Settings, d
     from flows.pipeline_flow import pipeline_flow
 
     path = weather_csv(data_dir / "w.csv", end="2013-12-30")
-    first = pipeline_flow(source="csv", path=str(path), series_col="origin", models=["naive"], folds=2)
+    ingest, train = IngestSpec(source="csv", path=path, series_col="origin"), TrainSpec(models=["naive"], folds=2)
+    first = pipeline_flow(ingest, train)
     assert first["decision"]["reason"] == "no_champion" and first["training"]["alias"] == "champion"
     assert len(first["forecast_ids"]) == 3
-    again = pipeline_flow(source="csv", path=str(path), series_col="origin", models=["naive"], folds=2)
+    again = pipeline_flow(ingest, train)
     assert again["training"] is None and again["ingest"][0]["new"] == 0
     assert len(again["latest"]) == 3
 
@@ -89,10 +91,10 @@ def test_train_flow_on_dask_fans_candidates_out_with_the_same_results(
     from flows.train import train_flow
 
     path = weather_csv(data_dir / "w.csv", end="2013-12-30")
-    ingest_flow(source="csv", path=str(path), series_col="origin")
-    models = ["naive", "seasonal_naive", "esn"]
-    local = train_flow(models=models, folds=2)
-    fanned = train_flow(models=models, folds=2, task_runner="dask")
+    ingest_flow(IngestSpec(source="csv", path=path, series_col="origin"))
+    spec = TrainSpec(models=["naive", "seasonal_naive", "esn"], folds=2)
+    local = train_flow(spec)
+    fanned = train_flow(spec, task_runner="dask")
     mase = {r["candidate"]: r["mase"] for r in local["comparison"]}
     assert {r["candidate"]: r["mase"] for r in fanned["comparison"]} == pytest.approx(mase, rel=1e-9)
     assert fanned["winner"] == local["winner"] and fanned["version"] == "2"
@@ -125,4 +127,4 @@ def test_train_flow_refuses_an_unknown_task_runner(harness: None) -> None:
     from flows.train import train_flow
 
     with pytest.raises(Exception, match="task_runner"):
-        train_flow(models=["naive"], folds=2, task_runner="ray")  # type: ignore[arg-type]
+        train_flow(TrainSpec(models=["naive"], folds=2), task_runner="ray")  # type: ignore[arg-type]

@@ -14,13 +14,11 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from pipeline import training
-from pipeline.api import create_app
-from pipeline.cli import app
-from pipeline.config import Settings
-from pipeline.ingest import ingest_file
-from pipeline.store import Store
-from tests.conftest import weather_csv
+from streamcast import services
+from streamcast.api import create_app
+from streamcast.cli import app
+from streamcast.config import Settings
+from tests.conftest import ingest_weather
 
 runner = CliRunner()
 
@@ -28,10 +26,8 @@ runner = CliRunner()
 @pytest.fixture
 def champion(settings: Settings, data_dir: Path) -> Settings:
     """A store with nyc-weather up to 2013-12-29 and a registered (baseline) champion."""
-    store = Store(settings.database_url)
-    ingest_file(store, weather_csv(data_dir / "w.csv", end="2013-12-30"), settings, series_col="origin")
-    store.dispose()
-    training.train(settings, models=["naive", "seasonal_naive"], folds=2)
+    ingest_weather(settings, data_dir / "w.csv", end="2013-12-30")
+    services.train(settings=settings, models=["naive", "seasonal_naive"], folds=2)
     return settings
 
 
@@ -47,9 +43,7 @@ def test_forecast_then_latest_moves_with_new_data(champion: Settings, data_dir: 
         assert f["origin_ts"] == "2013-12-29T23:00:00+00:00"
 
     # New observations arrive; the next forecast starts from the new origin.
-    store = Store(champion.database_url)
-    ingest_file(store, weather_csv(data_dir / "new.csv", start="2013-12-30"), champion, series_col="origin")
-    store.dispose()
+    ingest_weather(champion, data_dir / "new.csv", start="2013-12-30")
     assert runner.invoke(app, ["forecast", "--series", "JFK"]).exit_code == 0
     jfk = json.loads(runner.invoke(app, ["predictions", "latest", "--series", "JFK", "--format", "json"]).output)
     assert jfk[0]["origin_ts"] == "2013-12-30T23:00:00+00:00"
@@ -101,7 +95,7 @@ def test_api_process_does_not_import_tensorflow(champion: Settings) -> None:
     import sys
 
     code = (
-        "import sys; from pipeline.api import create_app; from fastapi.testclient import TestClient; "
+        "import sys; from streamcast.api import create_app; from fastapi.testclient import TestClient; "
         "c = TestClient(create_app()); c.get('/'); c.get('/forecasts/latest'); "
         "print('tensorflow' in sys.modules, 'mlflow' in sys.modules)"
     )

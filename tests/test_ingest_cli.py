@@ -11,8 +11,9 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from pipeline.cli import app
-from pipeline.store import Store
+from streamcast.cli import app
+from streamcast.store import Store
+from tests.test_store import _drop_column
 
 runner = CliRunner()
 
@@ -149,19 +150,17 @@ def test_landing_folder_ingests_each_file_once(store: Store, data_dir: Path) -> 
 
 
 def test_light_commands_do_not_import_tensorflow() -> None:
-    code = "import sys, pipeline.cli, pipeline.store, pipeline.ingest; print('tensorflow' in sys.modules)"
+    code = "import sys, streamcast.cli, streamcast.store, streamcast.ingestion; print('tensorflow' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
 
 def test_a_store_that_cannot_be_upgraded_is_one_line_and_exit_1(data_dir: Path) -> None:
     """Through the console script, as users run it: no traceback."""
-    store = Store(f"sqlite:///{data_dir / 'streamcast.db'}")
-    store.ensure_schema()
-    with store.engine.begin() as conn:
-        conn.exec_driver_sql("ALTER TABLE scores DROP COLUMN model_name")
-    store.dispose()
-    code = "from pipeline.cli import main; main()"
+    url = f"sqlite:///{data_dir / 'streamcast.db'}"
+    Store(url).dispose()
+    _drop_column(url, "scores", "model_name")
+    code = "from streamcast.cli import main; main()"
     out = subprocess.run([sys.executable, "-c", code, "status"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 1
     lines = out.stderr.strip().splitlines()

@@ -8,10 +8,11 @@ from pathlib import Path
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from pipeline.config import Settings
-from pipeline.errors import InputError
-from pipeline.ingest import ingest_file
-from pipeline.store import Store
+from streamcast import services
+from streamcast.config import Settings
+from streamcast.errors import InputError
+from streamcast.specs import IngestSpec
+from streamcast.store import Store
 
 cell = st.one_of(
     st.text(alphabet=string.printable, max_size=12),
@@ -58,7 +59,8 @@ def test_malformed_csv_never_crashes_and_never_half_writes(tmp_path: Path, text:
     path.write_text(text, encoding="utf-8", errors="surrogateescape")
     before = store.table_counts()
     try:
-        summary = ingest_file(store, path, cfg, series_col=series_col)
+        spec = IngestSpec(source="csv", path=path, series_col=series_col)
+        (summary,) = services.ingest(spec, settings=cfg).summaries
     except InputError as exc:
         msg = str(exc)
         assert "\n" not in msg and "input.csv" in msg

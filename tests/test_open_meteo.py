@@ -13,10 +13,10 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from pipeline.cli import app
-from pipeline.errors import InputError
-from pipeline.sources.open_meteo import OpenMeteoClient, poll_batches
-from pipeline.store import Store
+from streamcast.cli import app
+from streamcast.errors import InputError
+from streamcast.sources.open_meteo import OpenMeteoClient, poll_batches
+from streamcast.store import Store
 
 
 class FakeOpenMeteo:

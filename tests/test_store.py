@@ -5,9 +5,9 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from pipeline.config import Settings
-from pipeline.ingest import ingest_frame
-from pipeline.store import Store
+from streamcast.config import Settings
+from streamcast.ingestion import ingest_frame
+from streamcast.store import Store
 
 
 def _long(
@@ -18,9 +18,19 @@ def _long(
 
 
 def _write(store: Store, obs: pd.DataFrame):
-    with store.transaction() as conn:
-        batch = store.start_batch(conn, "test", None, None)
-        return store.upsert_observations(conn, obs, batch)
+    with store.transaction() as tx:
+        return tx.upsert_observations(obs, tx.start_batch("test", None, None))
+
+
+def _drop_column(url: str, table: str, column: str) -> None:
+    """Make the database look like one an older streamcast wrote (with its own connection,
+    as that version would have)."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"ALTER TABLE {table} DROP COLUMN {column}")
+    engine.dispose()
 
 
 def test_upsert_is_idempotent_and_counts_revisions(any_store: Store) -> None:
@@ -121,30 +131,15 @@ def test_live_mase_uses_the_latest_window_per_series_and_waits_for_a_full_one(an
 
 
 def test_a_store_from_an_older_version_gets_its_new_nullable_columns(any_store: Store) -> None:
-    import sqlalchemy as sa
-
-    any_store.ensure_schema()
-    with any_store.engine.begin() as conn:  # a store written before scores.scaled_error existed
-        conn.exec_driver_sql("ALTER TABLE scores DROP COLUMN scaled_error")
-    upgraded = Store(any_store.url)
-    try:
+    _drop_column(any_store.url, "scores", "scaled_error")  # a store written before scores.scaled_error existed
+    with Store(any_store.url) as upgraded:
         upgraded.write_scores(_scores("A", [2.0, 4.0]))
         assert upgraded.recent_live_mase("temp", pd.Timestamp("2000-01-01", tz="UTC"), window=2) == 3.0
-        cols = {c["name"] for c in sa.inspect(upgraded.engine).get_columns("scores")}
-        assert "scaled_error" in cols
-    finally:
-        upgraded.dispose()
 
 
 def test_a_missing_required_column_stops_with_a_clear_error(any_store: Store) -> None:
-    from pipeline.errors import SchemaError
+    from streamcast.errors import SchemaError
 
-    any_store.ensure_schema()
-    with any_store.engine.begin() as conn:
-        conn.exec_driver_sql("ALTER TABLE scores DROP COLUMN model_name")
-    other = Store(any_store.url)
-    try:
-        with pytest.raises(SchemaError, match=r"scores\.model_name is missing .* new database"):
-            other.ensure_schema()
-    finally:
-        other.dispose()
+    _drop_column(any_store.url, "scores", "model_name")
+    with pytest.raises(SchemaError, match=r"scores\.model_name is missing .* new database"):
+        Store(any_store.url)

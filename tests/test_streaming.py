@@ -14,13 +14,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import training
-from pipeline.config import Settings, services_required
-from pipeline.ingest import ingest_file
-from pipeline.sources.replay import replay_batches, replay_frame
-from pipeline.store import Store
-from pipeline.streaming import StreamProcessor, StreamStats
-from tests.conftest import weather_csv
+from streamcast import services
+from streamcast.config import Settings, services_required
+from streamcast.features import prepare_panel
+from streamcast.sources.replay import replay_batches, replay_frame
+from streamcast.store import Store
+from streamcast.streaming import StreamProcessor, StreamStats
+from tests.conftest import ingest_weather
 
 pytestmark = pytest.mark.slow
 REDIS_URL = os.environ.get("STREAMCAST_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
@@ -29,10 +29,8 @@ STREAM_START = pd.Timestamp("2013-12-20T00:00Z")
 
 def _history_and_champion(settings: Settings, data_dir: Path, models: list[str], **overrides) -> None:
     """Store nyc-weather from late October up to STREAM_START, register a champion on it."""
-    store = Store(settings.database_url)
-    ingest_file(store, weather_csv(data_dir / "h.csv", end="2013-12-20"), settings, series_col="origin")
-    store.dispose()
-    training.train(settings, models=models, folds=2, model_overrides=overrides)
+    ingest_weather(settings, data_dir / "h.csv", end="2013-12-20")
+    services.train(settings=settings, models=models, folds=2, model_overrides=overrides)
 
 
 def _redis():
@@ -46,6 +44,17 @@ def _redis():
             pytest.fail(f"Redis not reachable at {REDIS_URL}: {exc} (STREAMCAST_REQUIRE_SERVICES=1)")
         pytest.skip(f"Redis not reachable at {REDIS_URL}")
     return client
+
+
+def _wait_until_idle(client, stream: str, group: str, min_idle_ms: int, timeout: float = 30) -> None:
+    """Until every pending entry of the group has been idle ``min_idle_ms`` (what XAUTOCLAIM waits for)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pending = client.xpending_range(stream, group, min="-", max="+", count=10_000)
+        if all(p["time_since_delivered"] >= min_idle_ms for p in pending):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"entries of {stream} still not idle for {min_idle_ms} ms after {timeout} s")
 
 
 def test_replay_forecasts_every_timestamp_and_scores_matured_points(settings: Settings, data_dir: Path) -> None:
@@ -76,18 +85,19 @@ def test_esn_stream_state_matches_a_batch_run(settings: Settings, data_dir: Path
     frame = replay_frame("nyc-weather", STREAM_START, STREAM_START + pd.Timedelta(hours=11))
     proc = StreamProcessor(settings)
     proc.run(replay_batches(frame, speed=0))
-    state = proc.states["JFK"]
+    proc.close()
+    assert proc.handle is not None
     model = proc.handle.bundle.model
-    assert model.kind == "esn" and state.esn is not None
-    # The same history run through the reservoir in one go.
-    panel = proc._panel(state)
-    batch = model.predict(panel, [panel["JFK"].index[-1]])["yhat"].to_numpy()
-    np.testing.assert_allclose(state.esn.forecast_values(), batch, rtol=0, atol=1e-6)
+    assert model.kind == "esn"
+    # The same history (what the stream warmed on, then what it was fed) through the reservoir in one go.
     store = Store(settings.database_url)
+    history = store.load_wide(series_ids=["JFK"], start=STREAM_START - pd.Timedelta(days=30))
+    panel = prepare_panel(history, freq=model.freq, max_gap=proc.handle.max_gap)
+    batch = model.predict(panel, [panel["JFK"].index[-1]])["yhat"].to_numpy()
+    np.testing.assert_allclose(proc.states["JFK"].stream.forecast(), batch, rtol=0, atol=1e-6)
     stored = store.latest_forecasts(series_id="JFK")
     store.dispose()
     np.testing.assert_allclose(stored.sort_values("step")["yhat"].to_numpy(), batch, rtol=0, atol=1e-6)
-    proc.close()
 
 
 def test_level_shift_triggers_a_drift_retrain(settings: Settings, data_dir: Path) -> None:
@@ -102,7 +112,7 @@ def test_level_shift_triggers_a_drift_retrain(settings: Settings, data_dir: Path
 
     def retrain(target: str) -> None:
         calls.append(target)
-        training.train(cfg, models=["naive"], folds=2)
+        services.train(settings=cfg, models=["naive"], folds=2)
 
     proc = StreamProcessor(cfg, retrain=retrain, check_every=4)
     stats = proc.run(replay_batches(shifted, speed=0))
@@ -117,7 +127,7 @@ def test_level_shift_triggers_a_drift_retrain(settings: Settings, data_dir: Path
 
 
 def test_redis_consumer_killed_mid_stream_loses_and_doubles_nothing(settings: Settings, data_dir: Path) -> None:
-    from pipeline.sources.redis_stream import publish_rows
+    from streamcast.sources.redis_stream import publish_rows
 
     client = _redis()
     _history_and_champion(settings, data_dir, ["naive"])
@@ -163,8 +173,8 @@ def test_redis_consumer_killed_mid_stream_loses_and_doubles_nothing(settings: Se
         first.wait()
         done_before = store.table_counts()["forecasts"] // 24
         assert 0 < done_before < 180, "kill must land mid-stream"
-        time.sleep(1.5)
-        # A replacement consumer claims what c1 left pending, then reads the rest.
+        # A replacement consumer claims what c1 left pending (once idle for --claim-idle-ms), then reads the rest.
+        _wait_until_idle(client, stream, "g", min_idle_ms=1000)
         second = subprocess.run(command("c2", 2), env=env, capture_output=True, text=True, timeout=300)
         assert second.returncode == 0, second.stderr[-2000:]
         obs = store.load_observations(start=STREAM_START)
@@ -181,8 +191,8 @@ def test_redis_consumer_killed_mid_stream_loses_and_doubles_nothing(settings: Se
 
 
 def test_redis_fields_are_typed_but_bad_values_still_reach_quarantine() -> None:
-    from pipeline.sources.redis_stream import _typed
-    from pipeline.validation import parse_wide
+    from streamcast.sources.redis_stream import _typed
+    from streamcast.validation import parse_wide
 
     rows = [
         {"series_id": "A", "ts": "2024-01-01T00:00:00+00:00", "temp": "12.5", "dewp": ""},

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from pipeline.config import DEFAULT_BOUNDS
-from pipeline.errors import InputError
-from pipeline.validation import parse_wide, resolve_time_column
+from streamcast.config import DEFAULT_BOUNDS
+from streamcast.errors import InputError
+from streamcast.validation import parse_wide, resolve_time_column
 
 
 def test_time_column_resolution_order() -> None:

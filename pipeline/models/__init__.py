@@ -1,29 +1,35 @@
-"""Forecasting candidates. Names are fixed: users pass them to ``--models``."""
+"""Forecasting candidates. Names are fixed: users pass them to ``--models``.
+
+A new candidate is a :class:`Forecaster` subclass (one file per family in this
+folder) plus one line in ``REGISTRY``; the contract tests in
+``tests/test_models_contract.py`` then fail until it is in their table.
+"""
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
-from pipeline.models.base import Forecaster, ModelConfig, NotFittedError
+from streamcast.models.base import Forecaster, ModelConfig, NotFittedError
 
 # name -> "module:Class"; imported lazily so that baselines never pull in TensorFlow.
 REGISTRY: dict[str, str] = {
-    "naive": "pipeline.models.baselines:NaiveForecaster",
-    "seasonal_naive": "pipeline.models.baselines:SeasonalNaiveForecaster",
-    "lstm": "pipeline.models.keras:LSTMForecaster",
-    "rnn": "pipeline.models.keras:SimpleRNNForecaster",
-    "cnn": "pipeline.models.keras:CNNForecaster",
-    "cnn_lstm": "pipeline.models.keras:CNNLSTMForecaster",
-    "esn": "pipeline.models.esn:ESNForecaster",
-    "hopfield": "pipeline.models.hopfield:HopfieldForecaster",
-    "ensemble": "pipeline.models.ensemble:EnsembleForecaster",
+    "naive": "streamcast.models.baselines:NaiveForecaster",
+    "seasonal_naive": "streamcast.models.baselines:SeasonalNaiveForecaster",
+    "lstm": "streamcast.models.keras:LSTMForecaster",
+    "rnn": "streamcast.models.keras:SimpleRNNForecaster",
+    "cnn": "streamcast.models.keras:CNNForecaster",
+    "cnn_lstm": "streamcast.models.keras:CNNLSTMForecaster",
+    "esn": "streamcast.models.esn:ESNForecaster",
+    "hopfield": "streamcast.models.hopfield:HopfieldForecaster",
+    "ensemble": "streamcast.models.ensemble:EnsembleForecaster",
 }
 CANDIDATES = list(REGISTRY)
+# What `streamcast train` races when no --models are given.
+DEFAULT_CANDIDATES = ["naive", "seasonal_naive", "esn", "hopfield", "rnn", "lstm", "cnn", "cnn_lstm", "ensemble"]
 
 
 def get_model_class(name: str) -> type[Forecaster]:
-    import importlib
-
     if name not in REGISTRY:
         raise ValueError(f"unknown model {name!r}; choose from {', '.join(REGISTRY)}")
     module, cls = REGISTRY[name].split(":")
@@ -32,8 +38,17 @@ def get_model_class(name: str) -> type[Forecaster]:
 
 
 def create_model(name: str, **config: Any) -> Forecaster:
-    """A fresh, unfitted candidate by name, with config overrides."""
+    """A fresh, unfitted candidate by name, with config overrides (unknown ones are refused)."""
     return get_model_class(name)(**config)
 
 
-__all__ = ["CANDIDATES", "REGISTRY", "Forecaster", "ModelConfig", "NotFittedError", "create_model", "get_model_class"]
+__all__ = [
+    "CANDIDATES",
+    "DEFAULT_CANDIDATES",
+    "REGISTRY",
+    "Forecaster",
+    "ModelConfig",
+    "NotFittedError",
+    "create_model",
+    "get_model_class",
+]

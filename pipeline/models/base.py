@@ -1,11 +1,14 @@
 """One interface for every forecaster (darts-style template method).
 
-The base class owns everything that must be the same for every candidate —
-cutting data at the training end, covariate choice, per-series scaling fitted on
-training data only, building designs, refusing to predict before ``fit``,
-saving the config beside the weights — and subclasses add only what differs:
-``_fit`` and ``_predict`` on scaled arrays, and ``_save``/``_load`` for weights.
-Models never import MLflow, Prefect or the store.
+The base class owns everything that must be the same for every candidate: cutting
+data at the training end, covariate choice, per-series scaling fitted on training
+data only, building designs, the train/validation split of windows, the
+change-from-last-value target and adding the last value back, refusing to predict
+before ``fit``, saving the config beside the weights, and following a series one
+observation at a time. Subclasses add only what differs: ``_fit`` and ``_predict`` on
+scaled arrays, ``_save``/``_load`` for weights, and optionally ``_stream`` (the ESN
+steps its reservoir) or members (the ensemble). Models never import MLflow, Prefect
+or the store.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import json
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
@@ -20,7 +24,10 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict
 
-from pipeline.features import Design, Scaler, build_design, select_covariates
+from streamcast.config import DEFAULT_TARGET
+from streamcast.features import Design, OnlineDesign, Scaler, build_design, panel_freq, select_covariates, window_ends
+from streamcast.models.search import SearchSpace
+from streamcast.models.streams import SeriesStream, WindowStream
 
 
 class NotFittedError(RuntimeError):
@@ -28,12 +35,14 @@ class NotFittedError(RuntimeError):
 
 
 class ModelConfig(BaseModel):
-    """A candidate's full configuration: logged as params, saved with the weights."""
+    """A candidate's full configuration: logged as params, saved with the weights, enough
+    to rebuild it. ``search_space`` names what tuning may change, and within what range."""
 
     model_config = ConfigDict(extra="forbid")
+    search_space: ClassVar[SearchSpace] = {}
 
     kind: str
-    target: str = "temp"
+    target: str = DEFAULT_TARGET
     horizon: int = 24
     lookback: int = 48
     season: int = 24
@@ -46,6 +55,9 @@ class Forecaster(ABC):
 
     kind: ClassVar[str]
     config_cls: ClassVar[type[ModelConfig]] = ModelConfig
+    # Networks learn the change from the last observed value, so an untrained one starts
+    # from the naive forecast; the base class subtracts it from targets and adds it back.
+    predicts_change: ClassVar[bool] = True
 
     def __init__(self, config: ModelConfig | None = None, **overrides: Any) -> None:
         base = config.model_dump() if config is not None else {}
@@ -68,6 +80,19 @@ class Forecaster(ABC):
         """Subclasses holding weights say whether they have them."""
         return True
 
+    @property
+    def member_names(self) -> list[str]:
+        """Candidates this one is built from (an ensemble's); they are fitted first."""
+        return []
+
+    def attach(self, fitted: Mapping[str, Forecaster]) -> Self:
+        """Reuse members already fitted on the same data (only a candidate with members cares)."""
+        return self
+
+    @classmethod  # noqa: B027 - most families have nothing to load
+    def prepare_runtime(cls) -> None:
+        """Load heavy libraries up front, so that their import is not billed to a fit."""
+
     def fit(self, panel: dict[str, pd.DataFrame], train_end: pd.Timestamp, val_start: pd.Timestamp) -> Self:
         """Fit on data up to ``train_end``; ``[val_start, train_end]`` is the validation slice
         (early stopping, model selection) and is never used for gradient steps."""
@@ -81,12 +106,11 @@ class Forecaster(ABC):
         for sid, f in train.items():
             if cfg.target not in f.columns:
                 raise ValueError(f"series {sid!r} has no {cfg.target!r} column")
-        first = next(iter(train.values()))
-        self.freq = pd.Timedelta(first.index.freq) if first.index.freq is not None else first.index[1] - first.index[0]
+        self.freq = panel_freq(train)
         self.covariates = select_covariates(train, cfg.target, train_end) if cfg.use_covariates else []
         self.scaler = Scaler.fit(train, [cfg.target, *self.covariates], train_end)
         designs = {sid: self._design(sid, f) for sid, f in train.items()}
-        val_pos = {sid: int(d.index.searchsorted(val_start)) for sid, d in designs.items()}
+        val_pos = {sid: int(f.index.searchsorted(val_start)) for sid, f in train.items()}
         self._fit(designs, val_pos)
         self.fit_seconds = time.perf_counter() - started
         return self
@@ -97,27 +121,22 @@ class Forecaster(ABC):
         Returns a long frame: series_id, origin_ts, step, ts, yhat. Without
         ``origins`` each series is forecast from its last timestamp.
         """
-        if not self.fitted:
-            raise NotFittedError(f"{self.kind}: call fit() before predict()")
-        frames = []
+        self._check_fitted("predict")
+        assert self.freq is not None
         H = self.config.horizon
+        steps = np.arange(1, H + 1)
+        frames = []
         for sid, frame in panel.items():
-            if origins is None:
-                wanted = pd.DatetimeIndex([frame.index[-1]])
-            else:
-                wanted = pd.DatetimeIndex(origins)
-                wanted = wanted[wanted.isin(frame.index)]
+            wanted = pd.DatetimeIndex([frame.index[-1]] if origins is None else origins)
+            wanted = wanted[wanted.isin(frame.index)]
             if len(wanted) == 0:
                 continue
             # Cutting at the last origin makes leaks impossible, whatever _predict does.
-            design = self._design(sid, frame.loc[: wanted.max()])
-            positions = design.index.get_indexer(wanted)
-            scaled = self._predict(design, positions)
-            if scaled.shape != (len(positions), H):
-                raise RuntimeError(f"{self.kind} returned shape {scaled.shape}, expected {(len(positions), H)}")
-            yhat = design.unscale(scaled)
-            steps = np.arange(1, H + 1)
-            assert self.freq is not None
+            cut = frame.loc[: wanted.max()]
+            design = self._design(sid, cut)
+            scaled = self.forecast_scaled(design, cut.index.get_indexer(wanted))
+            if scaled.shape != (len(wanted), H):
+                raise RuntimeError(f"{self.kind} returned shape {scaled.shape}, expected {(len(wanted), H)}")
             naive_origins = wanted.tz_convert("UTC").tz_localize(None).to_numpy()
             frames.append(
                 pd.DataFrame(
@@ -126,7 +145,7 @@ class Forecaster(ABC):
                         "origin_ts": np.repeat(naive_origins, H),
                         "step": np.tile(steps, len(wanted)),
                         "ts": (naive_origins[:, None] + steps[None, :] * self.freq.to_timedelta64()).ravel(),
-                        "yhat": yhat.ravel(),
+                        "yhat": design.unscale(scaled).ravel(),
                     }
                 )
             )
@@ -137,10 +156,27 @@ class Forecaster(ABC):
             out[col] = pd.DatetimeIndex(out[col]).tz_localize("UTC")
         return out
 
+    def validation_forecasts(
+        self, panel: dict[str, pd.DataFrame], val_start: pd.Timestamp, train_end: pd.Timestamp
+    ) -> pd.DataFrame:
+        """Forecasts at every origin in the validation slice whose H targets end by
+        ``train_end``: what calibration, tuning and ensemble weights may look at."""
+        freq = panel_freq(panel)
+        origins = list(pd.date_range(val_start, train_end - self.config.horizon * freq, freq=freq))
+        return self.predict({sid: f.loc[:train_end] for sid, f in panel.items()}, origins)
+
+    def stream(self, series_id: str, frame: pd.DataFrame) -> SeriesStream:
+        """Follow one series from the end of ``frame`` (its regularised recent history):
+        the returned stream takes one observation at a time and forecasts after each."""
+        self._check_fitted("stream")
+        assert self.scaler is not None
+        design = self._design(series_id, frame)
+        online = OnlineDesign.after(frame, design, self.config.target, self.covariates, self.scaler)
+        return self._stream(design, online)
+
     def save(self, path: Path) -> Path:
         """Write config, feature state and weights to the folder ``path``."""
-        if not self.fitted:
-            raise NotFittedError(f"{self.kind}: call fit() before save()")
+        self._check_fitted("save")
         assert self.scaler is not None and self.freq is not None
         path.mkdir(parents=True, exist_ok=True)
         meta = {
@@ -158,7 +194,7 @@ class Forecaster(ABC):
     @classmethod
     def load(cls, path: Path) -> Forecaster:
         """Rebuild any saved forecaster (the kind is read from its config)."""
-        from pipeline.models import get_model_class
+        from streamcast.models import get_model_class
 
         meta = json.loads((path / "forecaster.json").read_text())
         klass = get_model_class(meta["config"]["kind"])
@@ -171,11 +207,36 @@ class Forecaster(ABC):
         model._load(path)
         return model
 
-    # --- hooks --------------------------------------------------------------
+    # --- what subclasses build on --------------------------------------------
+
+    def split_ends(self, design: Design, val_pos: int, lookback: int, start: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """Window end positions for training (all targets before the validation slice)
+        and for validation (origins inside it)."""
+        H = self.config.horizon
+        train = window_ends(design.y, lookback, H, start=start, stop=val_pos - H)
+        val = window_ends(design.y, lookback, H, start=max(start, val_pos))
+        return train, val
+
+    def targets(self, design: Design, ends: np.ndarray) -> np.ndarray:
+        """What ``_predict`` learns for each window end: the next H scaled target values,
+        as change from the last value when the model predicts change."""
+        future = design.y[ends[:, None] + np.arange(1, self.config.horizon + 1)[None, :]]
+        return future - _anchor(design, ends) if self.predicts_change else future
+
+    def forecast_scaled(self, design: Design, positions: np.ndarray) -> np.ndarray:
+        """Scaled forecasts at ``positions`` of ``design`` (what streams call between observations)."""
+        out = self._predict(design, positions)
+        return out + _anchor(design, positions) if self.predicts_change else out
 
     def _design(self, sid: str, frame: pd.DataFrame) -> Design:
         assert self.scaler is not None
         return build_design(sid, frame, self.config.target, self.covariates, self.scaler)
+
+    def _check_fitted(self, action: str) -> None:
+        if not self.fitted:
+            raise NotFittedError(f"{self.kind}: call fit() before {action}()")
+
+    # --- hooks --------------------------------------------------------------
 
     @abstractmethod
     def _fit(self, designs: dict[str, Design], val_pos: dict[str, int]) -> None:
@@ -183,10 +244,21 @@ class Forecaster(ABC):
 
     @abstractmethod
     def _predict(self, design: Design, positions: np.ndarray) -> np.ndarray:
-        """Scaled forecasts, shape (len(positions), horizon), using data up to each position."""
+        """Scaled forecasts (as change from the last value if ``predicts_change``), shape
+        (len(positions), horizon), using data up to each position."""
+
+    def _stream(self, design: Design, online: OnlineDesign) -> SeriesStream:
+        """Default: keep a window of recent rows and re-predict from its end."""
+        context = max(self.config.lookback, self.config.season) + 7 * self.config.season
+        return WindowStream(self, design, online, context)
 
     def _save(self, path: Path) -> None:  # noqa: B027 - stateless models have no weights
         pass
 
     def _load(self, path: Path) -> None:  # noqa: B027
         pass
+
+
+def _anchor(design: Design, positions: np.ndarray) -> np.ndarray:
+    """The last (scaled, forward-filled) target value at each position, as a column."""
+    return design.X[positions, :1].astype(np.float64)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.features import Design
-from pipeline.models.base import Forecaster
+from streamcast.features import Design
+from streamcast.models.base import Forecaster
 
 
 def _last_observed(y: np.ndarray, positions: np.ndarray) -> np.ndarray:
@@ -15,26 +15,29 @@ def _last_observed(y: np.ndarray, positions: np.ndarray) -> np.ndarray:
     return np.where(last >= 0, y[np.maximum(last, 0)], 0.0)
 
 
-class NaiveForecaster(Forecaster):
-    """Repeats the last observed value for every step."""
+class _Baseline(Forecaster):
+    """Nothing to learn: forecasts are levels read off the observed target."""
 
-    kind = "naive"
+    predicts_change = False
 
     def _fit(self, designs: dict[str, Design], val_pos: dict[str, int]) -> None:
         self.fit_info = {"series": len(designs)}
+
+
+class NaiveForecaster(_Baseline):
+    """Repeats the last observed value for every step."""
+
+    kind = "naive"
 
     def _predict(self, design: Design, positions: np.ndarray) -> np.ndarray:
         last = _last_observed(design.y, positions)
         return np.repeat(last[:, None], self.config.horizon, axis=1)
 
 
-class SeasonalNaiveForecaster(Forecaster):
+class SeasonalNaiveForecaster(_Baseline):
     """Step h repeats the value one season before it (``season`` steps, 24 for hourly data)."""
 
     kind = "seasonal_naive"
-
-    def _fit(self, designs: dict[str, Design], val_pos: dict[str, int]) -> None:
-        self.fit_info = {"series": len(designs)}
 
     def _predict(self, design: Design, positions: np.ndarray) -> np.ndarray:
         H, m = self.config.horizon, self.config.season

@@ -9,31 +9,23 @@ that all lie before the training end: the backtest origins never influence them.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Self
 
 import numpy as np
 import pandas as pd
 
-from pipeline.features import Design
-from pipeline.models.base import Forecaster, ModelConfig
+from streamcast.features import Design
+from streamcast.metrics import series_spread, with_actuals
+from streamcast.models.base import Forecaster, ModelConfig
+from streamcast.models.streams import SeriesStream
 
 
 class EnsembleConfig(ModelConfig):
     members: list[str] = ["esn", "hopfield", "rnn", "lstm", "cnn", "cnn_lstm", "naive", "seasonal_naive"]
     rounds: int = 25  # greedy selection steps; weights are multiples of 1/rounds
     member_overrides: dict[str, dict[str, Any]] = {}
-
-
-def validation_forecasts(
-    model: Forecaster, panel: dict[str, pd.DataFrame], val_start: pd.Timestamp, train_end: pd.Timestamp
-) -> pd.DataFrame:
-    """Forecasts at every origin in the validation slice whose H targets end by ``train_end``."""
-    first = next(iter(panel.values()))
-    freq = pd.Timedelta(first.index.freq) if first.index.freq is not None else first.index[1] - first.index[0]
-    origins = list(pd.date_range(val_start, train_end - model.config.horizon * freq, freq=freq))
-    cut = {sid: f.loc[:train_end] for sid, f in panel.items()}
-    return model.predict(cut, origins)
 
 
 def select_weights(val: dict[str, np.ndarray], truth: np.ndarray, rounds: int) -> dict[str, float]:
@@ -67,39 +59,26 @@ class EnsembleForecaster(Forecaster):
     def _ready(self) -> bool:
         return bool(self.members)
 
-    def attach(self, fitted: dict[str, Forecaster]) -> Self:
+    @property
+    def member_names(self) -> list[str]:
+        return [m for m in self.config.members if m != self.kind]
+
+    def attach(self, fitted: Mapping[str, Forecaster]) -> Self:
         """Reuse candidates already fitted on the same data (the backtest fits each once)."""
-        self._attached = {n: m for n, m in fitted.items() if n in self.config.members and m.fitted}
+        self._attached = {n: m for n, m in fitted.items() if n in self.member_names and m.fitted}
         return self
 
     def fit(self, panel: dict[str, pd.DataFrame], train_end: pd.Timestamp, val_start: pd.Timestamp) -> Self:
-        from pipeline.models import create_model
-
-        cfg = self.config
-        members: dict[str, Forecaster] = {}
-        for name in cfg.members:
-            if name == self.kind:
-                continue
-            if name in self._attached:
-                members[name] = self._attached[name]
-            else:
-                overrides = {
-                    "horizon": cfg.horizon,
-                    "seed": cfg.seed,
-                    "target": cfg.target,
-                    **cfg.member_overrides.get(name, {}),
-                }
-                members[name] = create_model(name, **overrides).fit(panel, train_end, val_start)
-        val = {name: validation_forecasts(m, panel, val_start, train_end) for name, m in members.items()}
-        truth_series = pd.concat({sid: f[cfg.target] for sid, f in panel.items()}).rename("actual")
-        truth_series.index.names = ["series_id", "ts"]
-        base = next(iter(val.values()))[["series_id", "ts"]]
-        truth = base.join(truth_series, on=["series_id", "ts"])["actual"].to_numpy()
+        members = {name: self._member(name, panel, train_end, val_start) for name in self.member_names}
+        val = {name: m.validation_forecasts(panel, val_start, train_end) for name, m in members.items()}
+        target = self.config.target
+        base = with_actuals(next(iter(val.values()))[["series_id", "ts"]], panel, target)
         # Errors are compared in each series' own units scaled by its spread, so no
         # station dominates the choice.
-        spread = base["series_id"].map(lambda s: float(np.nanstd(panel[s][cfg.target].loc[:train_end]))).to_numpy()
+        spread = base["series_id"].map(series_spread(panel, target, train_end)).to_numpy()
+        truth = base["actual"].to_numpy()
         scaled = {n: v["yhat"].to_numpy() / spread for n, v in val.items()}
-        self.weights = select_weights(scaled, truth / spread, cfg.rounds)
+        self.weights = select_weights(scaled, truth / spread, self.config.rounds)
         self.members = {n: members[n] for n in self.weights}
         # Shared state the base class keeps (scaler, freq) comes from the first member.
         first = next(iter(self.members.values()))
@@ -108,11 +87,24 @@ class EnsembleForecaster(Forecaster):
         self.fit_info = {"weights": self.weights, "validation_points": int(np.isfinite(truth).sum())}
         return self
 
-    def predict(self, panel: dict[str, pd.DataFrame], origins: list[pd.Timestamp] | None = None) -> pd.DataFrame:
-        if not self.members:
-            from pipeline.models.base import NotFittedError
+    def _member(
+        self, name: str, panel: dict[str, pd.DataFrame], train_end: pd.Timestamp, val_start: pd.Timestamp
+    ) -> Forecaster:
+        if name in self._attached:
+            return self._attached[name]
+        from streamcast.models import create_model
 
-            raise NotFittedError("ensemble: call fit() before predict()")
+        cfg = self.config
+        overrides = {
+            "horizon": cfg.horizon,
+            "seed": cfg.seed,
+            "target": cfg.target,
+            **cfg.member_overrides.get(name, {}),
+        }
+        return create_model(name, **overrides).fit(panel, train_end, val_start)
+
+    def predict(self, panel: dict[str, pd.DataFrame], origins: list[pd.Timestamp] | None = None) -> pd.DataFrame:
+        self._check_fitted("predict")
         out: pd.DataFrame | None = None
         for name, w in self.weights.items():
             fc = self.members[name].predict(panel, origins)
@@ -123,6 +115,10 @@ class EnsembleForecaster(Forecaster):
                 out["yhat"] += w * fc["yhat"].to_numpy()
         assert out is not None
         return out
+
+    def stream(self, series_id: str, frame: pd.DataFrame) -> SeriesStream:
+        self._check_fitted("stream")
+        return EnsembleStream({n: m.stream(series_id, frame) for n, m in self.members.items()}, self.weights)
 
     def _fit(self, designs: dict[str, Design], val_pos: dict[str, int]) -> None:  # pragma: no cover - fit overridden
         raise NotImplementedError
@@ -138,3 +134,23 @@ class EnsembleForecaster(Forecaster):
     def _load(self, path: Path) -> None:
         self.weights = json.loads((path / "weights.json").read_text())
         self.members = {name: Forecaster.load(path / "members" / name) for name in self.weights}
+
+
+class EnsembleStream(SeriesStream):
+    """The members' streams, each fed every observation; forecasts are their weighted sum."""
+
+    def __init__(self, members: dict[str, SeriesStream], weights: dict[str, float]) -> None:
+        self.members, self.weights = members, weights
+
+    def advance(self, ts: pd.Timestamp, values: Mapping[str, float]) -> None:
+        for s in self.members.values():
+            s.advance(ts, values)
+
+    def forecast(self) -> np.ndarray | None:
+        out: np.ndarray | None = None
+        for name, w in self.weights.items():
+            fc = self.members[name].forecast()
+            if fc is None:
+                return None
+            out = w * fc if out is None else out + w * fc
+        return out

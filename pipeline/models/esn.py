@@ -12,15 +12,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
-from pipeline.features import Design, window_ends
-from pipeline.models.base import Forecaster, ModelConfig, NotFittedError
+from streamcast.features import Design, OnlineDesign
+from streamcast.models.base import Forecaster, ModelConfig
+from streamcast.models.search import FloatRange, IntRange, SearchSpace
+from streamcast.models.streams import DesignStream
 
 
 class ESNConfig(ModelConfig):
+    search_space: ClassVar[SearchSpace] = {
+        "units": IntRange(100, 800, log=True),
+        "spectral_radius": FloatRange(0.4, 1.3),
+        "leak_rate": FloatRange(0.05, 1.0, log=True),
+        "input_scaling": FloatRange(0.05, 2.0, log=True),
+        "ridge": FloatRange(1e-2, 1e4, log=True),
+    }
+
     lookback: int = 24  # recent target values given to the readout
     units: int = 400
     spectral_radius: float = 0.9
@@ -113,33 +123,27 @@ class ESNForecaster(Forecaster):
         cfg = self.config
         n_inputs = next(iter(designs.values())).X.shape[1]
         self.reservoir = self._make_reservoir(n_inputs)
-        parts: dict[str, list[np.ndarray]] = {"Ztr": [], "Ytr": [], "Zva": [], "Yva": []}
+        parts: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = {"train": ([], []), "val": ([], [])}
         for sid, d in designs.items():
             S = self.states(d)
             start = max(cfg.warmup, cfg.lookback - 1)
-            for tag, ends in (
-                ("tr", window_ends(d.y, cfg.lookback, cfg.horizon, start=start, stop=val_pos[sid] - cfg.horizon)),
-                ("va", window_ends(d.y, cfg.lookback, cfg.horizon, start=max(start, val_pos[sid]))),
+            for (zs, ys), ends in zip(
+                parts.values(), self.split_ends(d, val_pos[sid], cfg.lookback, start), strict=True
             ):
-                if len(ends) == 0:
-                    continue
-                Y = d.y[ends[:, None] + np.arange(1, cfg.horizon + 1)[None, :]] - d.X[ends, :1].astype(np.float64)
-                parts["Z" + tag].append(self.readout_features(d, S, ends))
-                parts["Y" + tag].append(Y)
-        if not parts["Ztr"]:
+                if len(ends):
+                    zs.append(self.readout_features(d, S, ends))
+                    ys.append(self.targets(d, ends))
+        if not parts["train"][0]:
             raise ValueError("esn: no complete training windows")
-        Ztr, Ytr = np.concatenate(parts["Ztr"]), np.concatenate(parts["Ytr"])
+        Ztr, Ytr = (np.concatenate(a) for a in parts["train"])
         ridge = cfg.ridge
         scores: dict[str, float] = {}
-        if ridge is None:
-            if parts["Zva"]:
-                Zva, Yva = np.concatenate(parts["Zva"]), np.concatenate(parts["Yva"])
-                for r in cfg.ridge_grid:
-                    err = np.abs(self._solve(Ztr, Ytr, r)(Zva) - Yva).mean()
-                    scores[str(r)] = float(err)
-                ridge = float(min(cfg.ridge_grid, key=lambda r: scores[str(r)]))
-            else:
-                ridge = cfg.ridge_grid[len(cfg.ridge_grid) // 2]
+        if ridge is None and parts["val"][0]:
+            Zva, Yva = (np.concatenate(a) for a in parts["val"])
+            scores = {str(r): float(np.abs(self._solve(Ztr, Ytr, r)(Zva) - Yva).mean()) for r in cfg.ridge_grid}
+            ridge = float(min(cfg.ridge_grid, key=lambda r: scores[str(r)]))
+        elif ridge is None:
+            ridge = cfg.ridge_grid[len(cfg.ridge_grid) // 2]
         # The readout is not refit on the validation slice: its residuals there
         # calibrate the prediction intervals and must stay out-of-sample.
         self.readout = self._solve(Ztr, Ytr, ridge)
@@ -153,9 +157,7 @@ class ESNForecaster(Forecaster):
 
     def _predict(self, design: Design, positions: np.ndarray) -> np.ndarray:
         assert self.readout is not None
-        S = self.states(design)
-        Z = self.readout_features(design, S, positions)
-        return self.readout(Z) + design.X[positions, :1].astype(np.float64)
+        return self.readout(self.readout_features(design, self.states(design), positions))
 
     # --- persistence --------------------------------------------------------
 
@@ -184,40 +186,34 @@ class ESNForecaster(Forecaster):
 
     # --- streaming ----------------------------------------------------------
 
-    def stream(self, design: Design) -> ESNStream:
-        """Run the reservoir over ``design`` once and return a stream positioned at its end."""
-        if self.readout is None:
-            raise NotFittedError("esn: call fit() before stream()")
-        S = self.states(design)
+    def _stream(self, design: Design, online: OnlineDesign) -> ESNStream:
+        """Run the reservoir over the history once; afterwards one reservoir step per observation."""
         L = self.config.lookback
-        recent = design.X[-L:].astype(np.float64)
-        if len(recent) < L:
+        if len(design.y):
+            state, recent = self.states(design)[-1].copy(), design.X[-L:].astype(np.float64)
             recent = np.vstack([np.repeat(recent[:1], L - len(recent), 0), recent])
-        return ESNStream(model=self, state=S[-1].copy(), recent=recent, design=design)
+        else:  # a series never seen before starts from the reservoir's zero state
+            state, recent = np.zeros(self.config.units), np.zeros((L, design.X.shape[1]))
+        return ESNStream(online, self, state, recent)
 
 
-@dataclass
-class ESNStream:
-    """A reservoir state for one series, advanced one observation at a time."""
+class ESNStream(DesignStream):
+    """A reservoir state for one series, advanced one observation at a time: after the
+    same inputs it holds exactly the state of a run over the whole history."""
 
-    model: ESNForecaster
-    state: np.ndarray
-    recent: np.ndarray  # last ``lookback`` scaled input rows
-    design: Design
+    def __init__(self, online: OnlineDesign, model: ESNForecaster, state: np.ndarray, recent: np.ndarray) -> None:
+        super().__init__(online)
+        self.model, self.state = model, state
+        self.recent = recent  # last ``lookback`` scaled input rows
 
-    def advance(self, x: np.ndarray) -> None:
-        """One reservoir step with the new (scaled) input row ``x`` of shape (F,)."""
+    def _push(self, x: np.ndarray, y: float) -> None:
         res = self.model.reservoir
         res.state = {"out": self.state}
         self.state = np.asarray(res.step(np.asarray(x, dtype=np.float64))).copy()
         self.recent = np.vstack([self.recent[1:], x])
 
-    def forecast(self) -> np.ndarray:
-        """Scaled forecast for the next H steps from the current state."""
+    def _forecast_scaled(self) -> np.ndarray:
         assert self.model.readout is not None
         x = self.recent[-1]
         z = np.concatenate([self.state, x, self.recent[:, 0]])
         return self.model.readout(z[None, :])[0] + x[0]
-
-    def forecast_values(self) -> np.ndarray:
-        return self.design.unscale(self.forecast())

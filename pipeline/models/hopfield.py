@@ -12,15 +12,22 @@ the validation slice.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
-from pipeline.features import Design, window_ends
-from pipeline.models.base import Forecaster, ModelConfig
+from streamcast.features import Design
+from streamcast.models.base import Forecaster, ModelConfig
+from streamcast.models.search import Choice, FloatRange, SearchSpace
 
 
 class HopfieldConfig(ModelConfig):
+    search_space: ClassVar[SearchSpace] = {
+        "lookback": Choice((12, 24, 48)),
+        "beta": FloatRange(1.0, 150.0, log=True),
+        "covariate_weight": FloatRange(0.0, 2.0),
+    }
+
     lookback: int = 24
     lookback_grid: list[int] = [12, 24, 48]
     beta: float | None = None  # None: chosen on the validation slice
@@ -59,25 +66,27 @@ class HopfieldForecaster(Forecaster):
         z = np.hstack([path / np.sqrt(lookback), level, context])
         return z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-9)
 
-    def _memory(
-        self, designs: dict[str, Design], stops: dict[str, int], lookback: int
-    ) -> tuple[np.ndarray, np.ndarray]:
-        H = self.config.horizon
-        ks, vs = [], []
+    def _windows(
+        self, designs: dict[str, Design], val_pos: dict[str, int], lookback: int
+    ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Embedded windows and their futures: "train" ones are the memory (at most
+        ``max_patterns``, sampled with the seed), "val" ones choose ``beta`` and the lookback."""
+        parts: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = {"train": ([], []), "val": ([], [])}
         for sid, d in designs.items():
-            ends = window_ends(d.y, lookback, H, stop=stops[sid])
-            if len(ends):
-                ks.append(self.embed(d, ends, lookback))
-                vs.append(d.y[ends[:, None] + np.arange(1, H + 1)[None, :]] - d.X[ends, :1].astype(np.float64))
-        if not ks:
+            for (ks, vs), ends in zip(parts.values(), self.split_ends(d, val_pos[sid], lookback), strict=True):
+                if len(ends):
+                    ks.append(self.embed(d, ends, lookback))
+                    vs.append(self.targets(d, ends))
+        if not parts["train"][0]:
             raise ValueError("hopfield: no complete training windows to store")
-        K, V = np.concatenate(ks), np.concatenate(vs)
+        out = {name: (np.concatenate(ks), np.concatenate(vs)) for name, (ks, vs) in parts.items() if ks}
+        K, V = out["train"]
         if len(K) > self.config.max_patterns:
             keep = np.sort(
                 np.random.default_rng(self.config.seed).choice(len(K), self.config.max_patterns, replace=False)
             )
-            K, V = K[keep], V[keep]
-        return K, V
+            out["train"] = K[keep], V[keep]
+        return out
 
     def retrieve(self, Q: np.ndarray, K: np.ndarray, V: np.ndarray, beta: float) -> np.ndarray:
         out = np.empty((len(Q), V.shape[1]))
@@ -88,21 +97,14 @@ class HopfieldForecaster(Forecaster):
 
     def _fit(self, designs: dict[str, Design], val_pos: dict[str, int]) -> None:
         cfg = self.config
-        H = cfg.horizon
         lookbacks = [cfg.lookback] if cfg.beta is not None else cfg.lookback_grid
         scores: dict[str, float] = {}
         best: tuple[float, int, float] = (np.inf, cfg.lookback, cfg.beta or cfg.beta_grid[0])
         for L in lookbacks:
-            K, V = self._memory(designs, {sid: val_pos[sid] - H for sid in designs}, L)
-            queries, truth = [], []
-            for sid, d in designs.items():
-                ends = window_ends(d.y, L, H, start=val_pos[sid])
-                if len(ends):
-                    queries.append(self.embed(d, ends, L))
-                    truth.append(d.y[ends[:, None] + np.arange(1, H + 1)[None, :]] - d.X[ends, :1].astype(np.float64))
-            if not queries:
+            windows = self._windows(designs, val_pos, L)
+            if "val" not in windows:
                 break
-            Q, Y = np.concatenate(queries), np.concatenate(truth)
+            (K, V), (Q, Y) = windows["train"], windows["val"]
             for beta in [cfg.beta] if cfg.beta is not None else cfg.beta_grid:
                 err = float(np.abs(self.retrieve(Q, K, V, beta) - Y).mean())
                 scores[f"L{L}_beta{beta:g}"] = err
@@ -112,13 +114,14 @@ class HopfieldForecaster(Forecaster):
         self.config = self.config.model_copy(update={"lookback": L, "beta": beta})
         # The chosen memory stores training windows only; the validation slice
         # stays out-of-sample for the interval calibration.
-        self.keys, self.values = self._memory(designs, {sid: val_pos[sid] - H for sid in designs}, L)
+        self.keys, self.values = self._windows(designs, val_pos, L)["train"]
         self.fit_info = {"patterns": len(self.keys), "lookback": L, "beta": beta, "val_mae": scores}
 
     def _predict(self, design: Design, positions: np.ndarray) -> np.ndarray:
         assert self.keys is not None and self.values is not None and self.config.beta is not None
-        Q = self.embed(design, positions, self.config.lookback)
-        return self.retrieve(Q, self.keys, self.values, self.config.beta) + design.X[positions, :1].astype(np.float64)
+        return self.retrieve(
+            self.embed(design, positions, self.config.lookback), self.keys, self.values, self.config.beta
+        )
 
     def _save(self, path: Path) -> None:
         assert self.keys is not None and self.values is not None

@@ -14,12 +14,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
-from pipeline.features import Design, make_windows, window_ends
-from pipeline.models.base import Forecaster, ModelConfig
+from streamcast.features import Design, make_windows
+from streamcast.models.base import Forecaster, ModelConfig
+from streamcast.models.search import Choice, FloatRange, SearchSpace
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -51,6 +52,12 @@ def load_keras() -> Any:
 
 
 class KerasConfig(ModelConfig):
+    search_space: ClassVar[SearchSpace] = {
+        "units": Choice((16, 32, 64, 128)),
+        "lookback": Choice((24, 48, 72)),
+        "learning_rate": FloatRange(3e-4, 1e-2, log=True),
+    }
+
     lookback: int = 72
     units: int = 64
     dropout: float = 0.1
@@ -109,6 +116,10 @@ class KerasForecaster(Forecaster):
     config_cls = KerasConfig
     config: KerasConfig
 
+    @classmethod
+    def prepare_runtime(cls) -> None:
+        load_keras()
+
     def __init__(self, config: ModelConfig | None = None, **overrides: Any) -> None:
         super().__init__(config, **overrides)
         self.network: Any = None
@@ -130,29 +141,27 @@ class KerasForecaster(Forecaster):
         )
         return model
 
-    def _windows(self, designs: dict[str, Design], val_pos: dict[str, int], part: str) -> tuple[np.ndarray, np.ndarray]:
+    def _windows(self, designs: dict[str, Design], val_pos: dict[str, int]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Pooled (window, target) arrays over every series, for "train" and "val"."""
         cfg = self.config
-        xs, ys = [], []
+        parts: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = {"train": ([], []), "val": ([], [])}
         for sid, d in designs.items():
-            if part == "train":
-                # Targets must end before the validation slice starts.
-                ends = window_ends(d.y, cfg.lookback, cfg.horizon, stop=val_pos[sid] - cfg.horizon)
-            else:
-                ends = window_ends(d.y, cfg.lookback, cfg.horizon, start=val_pos[sid])
-            if len(ends):
-                X, Y = make_windows(d, ends, cfg.lookback, cfg.horizon)
-                xs.append(X)
-                ys.append(Y - X[:, -1, :1])  # change from the last observed (scaled) target
-        if not xs:
-            return np.empty((0, cfg.lookback, 0), np.float32), np.empty((0, cfg.horizon), np.float32)
-        return np.concatenate(xs).astype(np.float32), np.concatenate(ys).astype(np.float32)
+            for part, ends in zip(parts.values(), self.split_ends(d, val_pos[sid], cfg.lookback), strict=True):
+                if len(ends):
+                    part[0].append(make_windows(d, ends, cfg.lookback, cfg.horizon)[0])
+                    part[1].append(self.targets(d, ends))
+        empty = (np.empty((0, cfg.lookback, 0), np.float32), np.empty((0, cfg.horizon), np.float32))
+        return {
+            name: (np.concatenate(xs).astype(np.float32), np.concatenate(ys).astype(np.float32)) if xs else empty
+            for name, (xs, ys) in parts.items()
+        }
 
     def _fit(self, designs: dict[str, Design], val_pos: dict[str, int]) -> None:
         keras = load_keras()
         cfg = self.config
         seed_everything(cfg.seed)
-        X, Y = self._windows(designs, val_pos, "train")
-        Xv, Yv = self._windows(designs, val_pos, "val")
+        windows = self._windows(designs, val_pos)
+        (X, Y), (Xv, Yv) = windows["train"], windows["val"]
         if len(X) == 0:
             raise ValueError(
                 f"{self.kind}: no complete training windows (lookback {cfg.lookback}, horizon {cfg.horizon})"
@@ -191,26 +200,14 @@ class KerasForecaster(Forecaster):
         }
 
     def _predict(self, design: Design, positions: np.ndarray) -> np.ndarray:
-        cfg = self.config
+        L = self.config.lookback
         # Windows at the very start of a series are padded with its first row.
-        safe = np.maximum(positions, cfg.lookback - 1)
-        padded = design
-        if (positions < cfg.lookback - 1).any():
-            pad = cfg.lookback - 1
-            padded = Design(
-                design.series_id,
-                design.index,
-                np.vstack([np.repeat(design.X[:1], pad, 0), design.X]),
-                np.concatenate([np.repeat(design.y[:1], pad), design.y]),
-                design.target_mean,
-                design.target_std,
-            )
-            safe = positions + pad
-        offsets = np.arange(-cfg.lookback + 1, 1)
-        X = padded.X[safe[:, None] + offsets[None, :]]
+        X = np.vstack([np.repeat(design.X[:1], L - 1, 0), design.X])
+        windows = X[positions[:, None] + np.arange(L)[None, :]]
         forward = self._forward()
-        delta = np.concatenate([np.asarray(forward(X[i : i + 2048]), dtype=np.float64) for i in range(0, len(X), 2048)])
-        return delta + X[:, -1, :1].astype(np.float64)
+        return np.concatenate(
+            [np.asarray(forward(windows[i : i + 2048]), dtype=np.float64) for i in range(0, len(windows), 2048)]
+        )
 
     def _forward(self) -> Any:
         """The network's forward pass, compiled once for any batch size. An eager call steps

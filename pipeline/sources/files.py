@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pandas as pd
 
-from pipeline.errors import InputError
+from streamcast.errors import InputError
 
 FILE_FORMATS = ("csv", "parquet")
 
@@ -49,3 +50,12 @@ def read_wide_file(path: Path, fmt: str | None = None) -> pd.DataFrame:
     if dupes and len(dupes) == len(frame.columns):
         raise InputError(f"{path}: no header row")
     return frame
+
+
+def content_hash(path: Path) -> str:
+    """SHA-256 of a file's bytes: the landing folder's once-only key."""
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

@@ -10,13 +10,18 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pandas as pd
 
-from pipeline.errors import InputError
-from pipeline.sources.stream import StreamBatch
+from streamcast.config import Settings
+from streamcast.errors import InputError
+from streamcast.sources.stream import StreamBatch
+
+if TYPE_CHECKING:
+    from streamcast.sources import OpenStream
+    from streamcast.specs import IngestSpec, StreamSpec
 
 log = logging.getLogger(__name__)
 
@@ -29,15 +34,13 @@ DEFAULT_VARIABLES = [
     "wind_direction_10m",
     "precipitation",
 ]
-FORECAST_URL = "https://api.open-meteo.com"
-ARCHIVE_URL = "https://archive-api.open-meteo.com"
 
 
 class OpenMeteoClient:
     def __init__(
         self,
-        base_url: str = FORECAST_URL,
-        archive_url: str = ARCHIVE_URL,
+        base_url: str,
+        archive_url: str,
         retries: int = 4,
         backoff: float = 0.5,
         timeout: float = 20.0,
@@ -45,6 +48,11 @@ class OpenMeteoClient:
         self.base_url, self.archive_url = base_url.rstrip("/"), archive_url.rstrip("/")
         self.retries, self.backoff = retries, backoff
         self.http = httpx.Client(timeout=timeout)
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> OpenMeteoClient:
+        """A client of the APIs the settings name (``STREAMCAST_OPEN_METEO_URL`` and ``..._ARCHIVE_URL``)."""
+        return cls(settings.open_meteo_url, settings.open_meteo_archive_url)
 
     def _get(self, url: str, params: dict[str, Any]) -> dict[str, Any]:
         last: str = ""
@@ -147,3 +155,30 @@ def poll_batches(
                 watermark = fresh["ts"].max()
         if max_polls is None or polls < max_polls:
             time.sleep(poll_seconds)
+
+
+def archive_frame(spec: IngestSpec, settings: Settings) -> pd.DataFrame:
+    """Wide rows (series_id, ts, variables) of the archive (or recent hours) the spec asks for."""
+    assert spec.latitude is not None and spec.longitude is not None  # the spec refuses it otherwise
+    client = OpenMeteoClient.for_settings(settings)
+    try:
+        hourly = client.hourly(
+            spec.latitude, spec.longitude, spec.variables or DEFAULT_VARIABLES, start=spec.start, end=spec.end
+        )
+    finally:
+        client.close()
+    frame = observations_frame(hourly, spec.location_series_id())
+    if frame.empty:
+        raise InputError("open-meteo returned no hourly values up to now")
+    return frame
+
+
+def poll_stream(spec: StreamSpec, settings: Settings) -> OpenStream:
+    from streamcast.sources import OpenStream
+
+    assert spec.latitude is not None and spec.longitude is not None  # the spec refuses it otherwise
+    client = OpenMeteoClient.for_settings(settings)
+    names, sid = spec.variables or DEFAULT_VARIABLES, spec.location_series_id()
+    batches = poll_batches(client, spec.latitude, spec.longitude, names, sid, spec.poll_seconds, spec.max_polls)
+    description = f"polling open-meteo every {spec.poll_seconds:g}s for {sid}: {', '.join(names)}"
+    return OpenStream(batches, description, client.close)

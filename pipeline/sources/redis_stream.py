@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from pipeline.sources.stream import StreamBatch
+from streamcast.sources.stream import StreamBatch
 
 
 def _client(url: str) -> Any:
@@ -99,7 +99,7 @@ class RedisStreamSource:
             if ids:
                 self.redis.xack(self.stream, self.group, *ids)
 
-        return StreamBatch(frame=frame, received_at=time.perf_counter(), ack=ack, ids=ids)
+        return StreamBatch(frame=frame, received_at=time.perf_counter(), ack=ack)
 
     def batches(self) -> Iterator[StreamBatch]:
         self.ensure_group()

@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from pipeline.sources.bundled import load_dataset
-from pipeline.sources.stream import StreamBatch
+from streamcast.errors import InputError
+from streamcast.sources.bundled import load_dataset
+from streamcast.sources.stream import StreamBatch
+
+if TYPE_CHECKING:
+    from streamcast.sources import OpenStream
+    from streamcast.specs import StreamSpec
 
 
 def replay_frame(dataset: str, start: pd.Timestamp | None = None, until: pd.Timestamp | None = None) -> pd.DataFrame:
@@ -40,3 +46,19 @@ def replay_batches(frame: pd.DataFrame, speed: float) -> Iterator[StreamBatch]:
             time.sleep(max((ts - previous).total_seconds() / speed, 0.0))
         previous = ts
         yield StreamBatch(frame=rows.reset_index(drop=True), received_at=time.perf_counter())
+
+
+def replay_stream(spec: StreamSpec) -> OpenStream:
+    """The spec's dataset and period as a stream; an empty period is an input error."""
+    from streamcast.sources import OpenStream
+
+    frame = replay_frame(spec.dataset, spec.start, spec.until)
+    if frame.empty:
+        raise InputError(
+            f"nothing to replay from {spec.dataset} between {spec.start or 'start'} and {spec.until or 'end'}"
+        )
+    description = (
+        f"replaying {spec.dataset}: {frame['ts'].nunique():,} timestamps, {len(frame):,} rows "
+        f"from {frame['ts'].min():%Y-%m-%d %H:%M} to {frame['ts'].max():%Y-%m-%d %H:%M} UTC at speed {spec.speed:g}"
+    )
+    return OpenStream(replay_batches(frame, spec.speed), description)

@@ -19,4 +19,3 @@ class StreamBatch:
     frame: pd.DataFrame
     received_at: float
     ack: Callable[[], None] | None = None
-    ids: list[str] | None = None

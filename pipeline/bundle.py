@@ -14,11 +14,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline.backtest import Calibration
-from pipeline.features import prepare_panel
-from pipeline.models.base import Forecaster
+from streamcast.backtest import Calibration
+from streamcast.errors import InputError
+from streamcast.features import prepare_panel
+from streamcast.models.base import Forecaster
 
-FORECAST_COLUMNS = ["series_id", "origin_ts", "step", "ts", "yhat", "lo", "hi"]
+# The forecast frame the pyfunc returns (and `forecast_panel` gives the store to complete).
+OUTPUT_COLUMNS = ["series_id", "origin_ts", "step", "ts", "yhat", "lo", "hi"]
 
 
 def save_bundle(path: Path, model: Forecaster, calibration: Calibration, max_gap: int, extra: dict[str, Any]) -> Path:
@@ -48,7 +50,7 @@ class ForecastBundle:
 
     def forecast_panel(self, panel: dict[str, pd.DataFrame], origins: list[pd.Timestamp] | None = None) -> pd.DataFrame:
         fc = self.model.predict(panel, origins)
-        return self.calibration.apply(fc)[FORECAST_COLUMNS]
+        return self.calibration.apply(fc)[OUTPUT_COLUMNS]
 
     def forecast_history(self, history: pd.DataFrame) -> pd.DataFrame:
         return self.forecast_panel(history_to_panel(history, self.meta["max_gap"]))
@@ -60,7 +62,7 @@ def history_to_panel(history: pd.DataFrame, max_gap: int = 3) -> dict[str, pd.Da
     if "series_id" not in frame.columns:
         frame["series_id"] = "default"
     if "ts" not in frame.columns:
-        raise ValueError("history needs a 'ts' column")
+        raise InputError("history needs a 'ts' column")
     frame["ts"] = pd.to_datetime(frame["ts"], utc=True)
     if {"variable", "value"} <= set(frame.columns):
         frame = frame.pivot_table(index=["series_id", "ts"], columns="variable", values="value", aggfunc="last")

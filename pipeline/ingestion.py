@@ -1,4 +1,4 @@
-"""Ingestion: validate an input, then write it to the store in one transaction."""
+"""Ingestion: read an input, validate it, write it to the store in one transaction."""
 
 from __future__ import annotations
 
@@ -11,14 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from sqlalchemy.engine import Connection
 
-from pipeline.config import Settings
-from pipeline.errors import InputError
-from pipeline.sources.bundled import load_dataset
-from pipeline.sources.files import read_wide_file
-from pipeline.store import Store, content_hash, utcnow
-from pipeline.validation import ParsedBatch, parse_wide
+from streamcast.config import Settings
+from streamcast.errors import InputError
+from streamcast.sources import WideInput, file_input, read_input
+from streamcast.sources.files import content_hash
+from streamcast.specs import IngestSpec
+from streamcast.store import Store, Transaction, utcnow
+from streamcast.validation import ParsedBatch, parse_wide
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,6 @@ class IngestSummary:
     ignored_columns: list[str] = field(default_factory=list)
     watermark: pd.Timestamp | None = None
     elapsed_seconds: float = 0.0
-    skipped_reason: str | None = None
 
     @property
     def quarantined_total(self) -> int:
@@ -62,13 +61,24 @@ class IngestSummary:
         return d
 
 
+@dataclass
+class IngestReport:
+    """Everything one ``ingest`` did: a summary per input written, and for the landing
+    folder the files already seen before and those that failed as a whole."""
+
+    summaries: list[IngestSummary] = field(default_factory=list)
+    already_seen: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    folder: Path | None = None
+
+
 def write_batch(
     store: Store,
     parsed: ParsedBatch,
     source: str,
     source_ref: str | None,
     digest: str | None = None,
-    also: Callable[[Connection], None] | None = None,
+    also: Callable[[Transaction], None] | None = None,
 ) -> IngestSummary:
     """Write validated observations and quarantine records atomically and record the batch.
 
@@ -86,16 +96,14 @@ def write_batch(
         ignored_columns=parsed.ignored_columns,
         watermark=obs["ts"].max() if not obs.empty else None,
     )
-    with store.transaction() as conn:
-        batch_id = store.start_batch(conn, source, source_ref, digest)
-        counts = store.upsert_observations(conn, obs, batch_id)
-        store.write_quarantine(conn, parsed.quarantine, batch_id)
-        summary.batch_id = batch_id
+    with store.transaction() as tx:
+        summary.batch_id = tx.start_batch(source, source_ref, digest)
+        counts = tx.upsert_observations(obs, summary.batch_id)
+        tx.write_quarantine(parsed.quarantine, summary.batch_id)
         summary.new, summary.updated, summary.unchanged = counts.new, counts.updated, counts.unchanged
         summary.elapsed_seconds = time.perf_counter() - started
-        store.finish_batch(
-            conn,
-            batch_id,
+        tx.finish_batch(
+            summary.batch_id,
             rows_read=summary.rows_read,
             observations_read=summary.observations_read,
             new=summary.new,
@@ -107,107 +115,61 @@ def write_batch(
             elapsed_seconds=summary.elapsed_seconds,
         )
         if also is not None:
-            also(conn)
+            also(tx)
     return summary
 
 
-def ingest_frame(
-    store: Store,
-    frame: pd.DataFrame,
-    *,
-    source: str,
-    source_ref: str | None,
-    settings: Settings,
-    digest: str | None = None,
-    **parse_options: Any,
-) -> IngestSummary:
-    started = time.perf_counter()
-    parsed = parse_wide(frame, source_ref or source, bounds=settings.bounds, **parse_options)
-    summary = write_batch(store, parsed, source, source_ref, digest)
+def ingest_input(store: Store, wide: WideInput, settings: Settings, started: float | None = None) -> IngestSummary:
+    """Validate one wide input and write it; ``started`` is when reading it began."""
+    started = started if started is not None else time.perf_counter()
+    parsed = parse_wide(wide.frame, wide.source_ref or wide.source, bounds=settings.bounds, **wide.parse_options())
+    summary = write_batch(store, parsed, wide.source, wide.source_ref, wide.digest)
     summary.elapsed_seconds = time.perf_counter() - started
     return summary
 
 
-def ingest_dataset(store: Store, name: str, settings: Settings) -> IngestSummary:
-    """Ingest a bundled dataset (``nyc-weather``)."""
+def ingest_frame(store: Store, frame: pd.DataFrame, *, settings: Settings, **input_fields: Any) -> IngestSummary:
+    """Ingest a wide frame already in memory (``source``, ``source_ref`` and read options as in :class:`WideInput`)."""
+    return ingest_input(store, WideInput(frame=frame, **input_fields), settings)
+
+
+def run_ingest(store: Store, spec: IngestSpec, settings: Settings) -> IngestReport:
+    """Ingest what ``spec`` names. An unusable input raises :class:`InputError` before
+    anything is written; bad rows are quarantined and the good ones kept."""
+    if spec.source == "landing":
+        return ingest_landing(store, spec, settings)
     started = time.perf_counter()
-    frame, options = load_dataset(name)
-    summary = ingest_frame(store, frame, source="dataset", source_ref=name, settings=settings, **options)  # type: ignore[arg-type]
-    summary.elapsed_seconds = time.perf_counter() - started
-    return summary
+    return IngestReport(summaries=[ingest_input(store, read_input(spec, settings), settings, started)])
 
 
-def ingest_file(
-    store: Store,
-    path: Path,
-    settings: Settings,
-    *,
-    fmt: str | None = None,
-    time_col: str | None = None,
-    series_col: str | None = None,
-    series_id: str = "default",
-    tz: str = "UTC",
-    digest: str | None = None,
-    source: str | None = None,
-) -> IngestSummary:
-    """Ingest one CSV or Parquet file. File-level problems raise InputError before any write."""
-    started = time.perf_counter()
-    frame = read_wide_file(path, fmt)
-    summary = ingest_frame(
-        store,
-        frame,
-        source=source or fmt or path.suffix.lstrip(".").lower() or "file",
-        source_ref=str(path),
-        settings=settings,
-        digest=digest,
-        time_col=time_col,
-        series_col=series_col,
-        series_id=series_id,
-        tz=tz,
-    )
-    summary.elapsed_seconds = time.perf_counter() - started
-    return summary
-
-
-@dataclass
-class LandingResult:
-    ingested: list[IngestSummary] = field(default_factory=list)
-    already_seen: list[str] = field(default_factory=list)
-    failed: dict[str, str] = field(default_factory=dict)
-
-
-def ingest_landing(
-    store: Store,
-    settings: Settings,
-    landing_dir: Path | None = None,
-    **options: Any,
-) -> LandingResult:
+def ingest_landing(store: Store, spec: IngestSpec, settings: Settings) -> IngestReport:
     """Ingest every file in the landing folder once (by content hash).
 
     Ingested and already-seen files move to ``done/``; files that fail as a whole
     move to ``failed/`` with the error beside them, so nothing is lost.
     """
-    landing = landing_dir or settings.landing_dir
+    landing = spec.path or settings.landing_dir
     done, failed = landing / "done", landing / "failed"
     for d in (landing, done, failed):
         d.mkdir(parents=True, exist_ok=True)
-    result = LandingResult()
+    report = IngestReport(folder=landing)
     for path in sorted(p for p in landing.iterdir() if p.is_file() and not p.name.startswith(".")):
         digest = content_hash(path)
         if store.has_content_hash(digest):
-            result.already_seen.append(path.name)
+            report.already_seen.append(path.name)
             _move(path, done)
             continue
+        started = time.perf_counter()
         try:
-            summary = ingest_file(store, path, settings, digest=digest, source="landing", **options)
+            wide = file_input(path, spec, source="landing", digest=digest)
+            report.summaries.append(ingest_input(store, wide, settings, started))
         except InputError as exc:
-            result.failed[path.name] = str(exc)
+            report.failed[path.name] = str(exc)
             moved = _move(path, failed)
             moved.with_name(moved.name + ".error.txt").write_text(str(exc) + "\n")
             continue
-        result.ingested.append(summary)
         _move(path, done)
-    return result
+    return report
 
 
 def _move(path: Path, folder: Path) -> Path:

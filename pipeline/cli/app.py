@@ -1,0 +1,306 @@
+"""The ``streamcast`` commands: each builds a spec from its options, calls one service
+function and renders the result (:mod:`streamcast.cli.render`). Nothing is decided here.
+
+Light commands (``status``, ``ingest``, ``predictions``, ``serve``) never import
+TensorFlow; heavy modules are imported inside the commands that need them.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+import typer
+from rich.console import Console
+from rich.text import Text
+
+from streamcast import queries, services
+from streamcast.cli import render
+from streamcast.config import DEFAULT_TARGET, get_settings
+from streamcast.errors import NotFoundError, StreamcastError
+from streamcast.models import DEFAULT_CANDIDATES
+from streamcast.specs import IngestSpec, Spec, StreamSpec, TrainSpec
+
+app = typer.Typer(
+    name="streamcast",
+    help="Streaming time-series forecasting: ingest, train and compare, register, forecast, serve.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+predictions_app = typer.Typer(help="Query stored forecasts.", no_args_is_help=True)
+app.add_typer(predictions_app, name="predictions")
+console = Console()
+err_console = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def report_error(exc: StreamcastError) -> None:
+    """One line on stderr; the message is text, never markup."""
+    err_console.print(Text.assemble(("error: ", "bold red"), str(exc)), soft_wrap=True)
+
+
+def fail(exc: StreamcastError) -> NoReturn:
+    report_error(exc)
+    raise typer.Exit(exc.exit_code)
+
+
+def command(group: typer.Typer = app, name: str | None = None) -> Callable[[F], F]:
+    """Register a command whose :class:`StreamcastError` s end as one line and an exit code."""
+
+    def register(fn: F) -> F:
+        @functools.wraps(fn)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return fn(*args, **kwargs)
+            except StreamcastError as exc:
+                fail(exc)
+
+        group.command(name)(run)
+        return fn
+
+    return register
+
+
+def default(spec: type[Spec], field: str) -> Any:
+    """A spec's default, shown in --help (the spec is where it is defined)."""
+    return spec.model_fields[field].get_default(call_default_factory=True)
+
+
+def print_all(items: list[Any]) -> None:
+    for item in items:
+        console.print(item)
+
+
+class Source(StrEnum):
+    nyc_weather = "nyc-weather"
+    csv = "csv"
+    parquet = "parquet"
+    landing = "landing"
+    open_meteo = "open-meteo"
+
+
+class OutputFormat(StrEnum):
+    table = "table"
+    json = "json"
+    csv = "csv"
+
+
+@command()
+def ingest(
+    source: Source = typer.Option(
+        Source.nyc_weather, "--source", help="nyc-weather (bundled), csv, parquet, landing or open-meteo."
+    ),
+    path: Path | None = typer.Option(None, "--path", help="File to ingest (csv, parquet) or landing folder."),
+    time_col: str | None = typer.Option(
+        None, "--time-col", help="Time column (default: first of ts, timestamp, time, time_hour, date, ds)."
+    ),
+    series_col: str | None = typer.Option(None, "--series-col", help="Column holding the series id."),
+    series_id: str | None = typer.Option(
+        None, "--series-id", help="Series id without --series-col (default: 'default'; open-meteo: lat,lon)."
+    ),
+    tz: str = typer.Option(default(IngestSpec, "tz"), "--tz", help="Time zone of naive timestamps."),
+    latitude: float | None = typer.Option(None, "--latitude", min=-90, max=90, help="open-meteo: latitude."),
+    longitude: float | None = typer.Option(None, "--longitude", min=-180, max=180, help="open-meteo: longitude."),
+    variables: str | None = typer.Option(None, "--variables", help="open-meteo: comma-separated hourly variables."),
+    start: str | None = typer.Option(None, "--start", help="open-meteo: archive start date (YYYY-MM-DD)."),
+    end: str | None = typer.Option(None, "--end", help="open-meteo: archive end date (YYYY-MM-DD)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """Ingest observations into the store (idempotent; bad rows are quarantined)."""
+    options = {k: v for k, v in locals().items() if k not in ("source", "as_json")}
+    report = services.ingest(IngestSpec.of(source=source.value, **options))
+    for name in report.already_seen:
+        console.print(Text(f"landing: {name} already ingested (same content); moved to done/"))
+    for name, msg in report.failed.items():
+        err_console.print(Text(f"landing: {name} failed: {msg} (moved to failed/)", style="red"))
+    if report.folder is not None and not (report.summaries or report.already_seen or report.failed):
+        console.print(Text(f"landing: no new files in {report.folder}"))
+    if as_json:
+        print(json.dumps([s.to_dict() for s in report.summaries], default=str, indent=2))
+    else:
+        print_all([render.ingest_summary(s) for s in report.summaries])
+
+
+@command()
+def status(as_json: bool = typer.Option(False, "--json", help="Print as JSON.")) -> None:
+    """Show what the store holds: per series and variable, quarantine, last batch."""
+    st = queries.store_status()
+    if not as_json:
+        print_all(render.store_status(st))
+        return
+    series = [
+        {**r, "first_ts": r["first_ts"].isoformat(), "last_ts": r["last_ts"].isoformat()}
+        for r in st.series.to_dict("records")
+    ]
+    out = {"store": st.store, "series": series, "quarantine": st.quarantine, "tables": st.tables}
+    print(json.dumps({**out, "last_batch": st.last_batch}, default=str, indent=2))
+
+
+@command()
+def train(
+    target: str = typer.Option(DEFAULT_TARGET, "--target", help="Variable to forecast."),
+    models: str = typer.Option(",".join(DEFAULT_CANDIDATES), "--models", help="Comma-separated candidates."),
+    horizon: int = typer.Option(default(TrainSpec, "horizon"), "--horizon", min=1, help="Steps forecast at once (H)."),
+    folds: int = typer.Option(default(TrainSpec, "folds"), "--folds", min=1, help="Backtest origins (F)."),
+    epochs: int | None = typer.Option(None, "--epochs", min=1, help="Max epochs for Keras candidates."),
+    seed: int = typer.Option(default(TrainSpec, "seed"), "--seed", help="Random seed (same seed, same metrics)."),
+    tune_minutes: float = typer.Option(
+        default(TrainSpec, "tune_minutes"),
+        "--tune-minutes",
+        min=0,
+        help="Optuna budget (minutes, all candidates) on the validation slice.",
+    ),
+) -> None:
+    """Backtest the candidates, log to MLflow, register the winner (champion/challenger gate)."""
+    spec = TrainSpec.of(**locals())
+    with training_progress() as on_progress:
+        outcome = services.train(spec, on_progress=on_progress)
+    print_all(render.training(outcome, spec.tune_minutes * 60))
+    console.print(Text(f"MLflow: {get_settings().tracking_uri}  run {outcome.runs.parent_run_id}"))
+
+
+@contextmanager
+def training_progress() -> Iterator[Callable[[str, str], None]]:
+    """A spinner per candidate (and for MLflow and the registry) while training runs."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    tasks: dict[str, Any] = {}
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console) as progress:
+
+        def update(name: str, stage: str) -> None:
+            description = Text(f"{name}: {stage}")
+            if name not in tasks:
+                tasks[name] = progress.add_task(description, total=1)  # type: ignore[arg-type]
+            else:
+                progress.update(tasks[name], description=description, completed=stage == "done")  # type: ignore[arg-type]
+
+        yield update
+        for task in tasks.values():
+            progress.update(task, completed=1)
+
+
+@command()
+def forecast(
+    target: str = typer.Option(DEFAULT_TARGET, "--target", help="Variable to forecast."),
+    series: list[str] | None = typer.Option(None, "--series", help="Series to forecast (repeatable; default: all)."),
+) -> None:
+    """Forecast every series from its latest observations with the champion; store the points."""
+    fc = services.forecast(target, series or None)
+    first = fc.iloc[0]
+    console.print(
+        Text(
+            f"issued {fc['forecast_id'].nunique()} forecast(s) of {target} with {first['model_name']} "
+            f"(streamcast-{target} version {first['model_version']}), {len(fc):,} points"
+        )
+    )
+    print_all(render.forecast_tables(queries.latest_payload(fc)))
+
+
+@command(predictions_app, "latest")
+def predictions_latest(
+    series: str | None = typer.Option(None, "--series", help="One series id (default: every series)."),
+    target: str = typer.Option(DEFAULT_TARGET, "--target", help="Forecast variable."),
+    fmt: OutputFormat = typer.Option(OutputFormat.table, "--format", help="table, json or csv."),
+) -> None:
+    """The most recent forecast per series."""
+    points = queries.latest_points(target, series)
+    if points.empty:
+        raise NotFoundError(f"no forecasts of {target!r} yet: run `streamcast forecast --target {target}`")
+    if fmt == OutputFormat.json:
+        print(json.dumps(queries.latest_payload(points), indent=2))
+    elif fmt == OutputFormat.csv:
+        out = points.copy()
+        for c in ("issued_at", "origin_ts", "ts"):
+            out[c] = out[c].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+        sys.stdout.write(out.to_csv(index=False))
+    else:
+        print_all(render.forecast_tables(queries.latest_payload(points)))
+
+
+@command()
+def serve(
+    host: str = typer.Option("127.0.0.1", "--host"),
+    port: int = typer.Option(8000, "--port"),
+    workers: int = typer.Option(1, "--workers", min=1, help="Worker processes (each reads the store)."),
+) -> None:
+    """Serve the HTTP API and dashboard (reads the store only; loads no model)."""
+    import uvicorn
+
+    console.print(Text(f"streamcast API on http://{host}:{port}/  (docs: /docs)"))
+    # By name: the CLI and the API are independent (each worker builds the app from the settings).
+    uvicorn.run("streamcast.api:create_app", factory=True, host=host, port=port, workers=workers, log_level="warning")
+
+
+class StreamSource(StrEnum):
+    replay = "replay"
+    redis = "redis"
+    open_meteo = "open-meteo"
+
+
+@command()
+def stream(
+    source: StreamSource = typer.Option(StreamSource.replay, "--source", help="replay, redis or open-meteo."),
+    dataset: str = typer.Option(default(StreamSpec, "dataset"), "--dataset", help="Dataset to replay."),
+    speed: float = typer.Option(
+        default(StreamSpec, "speed"), "--speed", min=0, help="Simulated seconds per real second (0: no waiting)."
+    ),
+    start: str | None = typer.Option(None, "--from", help="Replay from this time (ISO 8601, UTC)."),
+    until: str | None = typer.Option(None, "--until", help="Replay until this time (ISO 8601, UTC)."),
+    stream: str = typer.Option(default(StreamSpec, "stream"), "--stream", help="Redis stream name."),
+    group: str = typer.Option(default(StreamSpec, "group"), "--group", help="Redis consumer group."),
+    consumer: str = typer.Option(default(StreamSpec, "consumer"), "--consumer", help="Consumer name in the group."),
+    redis_url: str = typer.Option(default(StreamSpec, "redis_url"), "--redis-url"),
+    batch_size: int = typer.Option(
+        default(StreamSpec, "batch_size"), "--batch-size", min=1, help="Redis entries per batch."
+    ),
+    stop_after_idle: float | None = typer.Option(None, "--stop-after-idle", help="Stop after N idle seconds (redis)."),
+    claim_idle_ms: int = typer.Option(
+        default(StreamSpec, "claim_idle_ms"),
+        "--claim-idle-ms",
+        min=0,
+        help="Claim entries another consumer left pending this long (redis).",
+    ),
+    latitude: float | None = typer.Option(None, "--latitude", min=-90, max=90, help="open-meteo: latitude."),
+    longitude: float | None = typer.Option(None, "--longitude", min=-180, max=180, help="open-meteo: longitude."),
+    variables: str | None = typer.Option(None, "--variables", help="open-meteo: hourly variables."),
+    poll_seconds: float = typer.Option(
+        default(StreamSpec, "poll_seconds"), "--poll-seconds", min=0, help="open-meteo: seconds between polls."
+    ),
+    max_polls: int | None = typer.Option(None, "--max-polls", min=1, help="open-meteo: stop after N polls."),
+    series_id: str | None = typer.Option(None, "--series-id", help="open-meteo: series id (default lat,lon)."),
+    target: str = typer.Option(DEFAULT_TARGET, "--target"),
+    retrain_models: str = typer.Option(
+        ",".join(default(StreamSpec, "retrain_models")),
+        "--retrain-models",
+        help="Candidates compared when drift or the interval triggers a retrain.",
+    ),
+) -> None:
+    """Process observations as they arrive: store, advance the champion, forecast, score, retrain."""
+    spec = StreamSpec.of(**{**locals(), "source": source.value})
+
+    def report(stats: Any) -> None:
+        if stats.batches % 100 == 0:
+            console.print(render.stream_progress(stats.summary()))
+
+    stats = services.stream(spec, on_start=lambda what: console.print(Text(what)), on_batch=report)
+    console.print(render.stream_done(stats.summary()))
+
+
+@command()
+def scores(
+    target: str = typer.Option(DEFAULT_TARGET, "--target"), as_json: bool = typer.Option(False, "--json")
+) -> None:
+    """Live error of matured forecast points by model and step."""
+    table, triggers = queries.live_scores(target)
+    if as_json:
+        out = {"scores": table.to_dict("records"), "retrains": triggers.astype(str).to_dict("records")}
+        print(json.dumps(out, default=str, indent=2))
+    else:
+        print_all(render.live_scores(table, triggers, target))

@@ -1,0 +1,114 @@
+"""One function per user action: what the CLI commands, the Prefect flows and the
+Python API call. Each takes a spec (or builds one from keyword options), opens what
+it needs from the settings, does the work and closes it again.
+
+Heavy libraries (TensorFlow, MLflow) are imported inside the actions that need them,
+so importing this module stays light.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from streamcast.config import DEFAULT_TARGET, Settings, get_settings
+from streamcast.ingestion import IngestReport, run_ingest
+from streamcast.monitoring import RetrainDecision, retrain_decision
+from streamcast.specs import IngestSpec, StreamSpec, TrainSpec
+from streamcast.store import Store
+
+if TYPE_CHECKING:
+    from streamcast.forecasting import ChampionHandle
+    from streamcast.streaming import StreamStats
+    from streamcast.training import TrainOutcome
+
+
+def ingest(spec: IngestSpec | None = None, *, settings: Settings | None = None, **options: Any) -> IngestReport:
+    """Ingest the bundled data, a file, the landing folder or Open-Meteo (idempotent;
+    bad rows are quarantined, an unusable input raises :class:`InputError`).
+
+    ``streamcast.ingest(source="csv", path="obs.csv", series_col="station")``
+    """
+    spec = spec or IngestSpec.of(**options)
+    settings = settings or get_settings()
+    with Store(settings.database_url) as store:
+        return run_ingest(store, spec, settings)
+
+
+def train(
+    spec: TrainSpec | None = None,
+    *,
+    settings: Settings | None = None,
+    on_progress: Callable[[str, str], None] | None = None,
+    **options: Any,
+) -> TrainOutcome:
+    """Backtest the candidates on the store's data, log to MLflow, register the winner
+    behind the champion gate.
+
+    ``streamcast.train(models=["naive", "esn"], folds=10)``
+    """
+    from streamcast.training import run_training
+
+    spec = spec or TrainSpec.of(**options)
+    return run_training(spec, settings or get_settings(), on_progress)
+
+
+def load_champion(target: str = DEFAULT_TARGET, *, settings: Settings | None = None) -> ChampionHandle:
+    """The registered champion of ``target`` (downloaded once per version, then cached):
+    ``load_champion().bundle.forecast_history(history_frame)`` forecasts any history."""
+    from streamcast.forecasting import load_champion as load
+
+    return load(settings or get_settings(), target)
+
+
+def forecast(
+    target: str = DEFAULT_TARGET, series: list[str] | None = None, *, settings: Settings | None = None
+) -> pd.DataFrame:
+    """Forecast every series (or ``series``) from its latest observations with the
+    champion; the points are stored with full provenance and returned."""
+    from streamcast.forecasting import issue_forecast
+
+    return issue_forecast(settings or get_settings(), target, series)
+
+
+def stream(
+    spec: StreamSpec | None = None,
+    *,
+    settings: Settings | None = None,
+    on_start: Callable[[str], None] | None = None,
+    on_batch: Callable[[StreamStats], None] | None = None,
+    **options: Any,
+) -> StreamStats:
+    """Process observations as they arrive until the source ends (or Ctrl-C): store,
+    advance the champion, forecast, score, retrain when due. ``on_start`` hears what
+    is being consumed."""
+    from streamcast.sources import open_stream
+    from streamcast.streaming import StreamProcessor
+    from streamcast.training import run_training
+
+    spec = spec or StreamSpec.of(**options)
+    settings = settings or get_settings()
+    source = open_stream(spec, settings)
+    if on_start:
+        on_start(source.description)
+
+    def retrain(_target: str) -> None:
+        run_training(spec.retrain_spec(), settings)
+
+    processor = StreamProcessor(settings, target=spec.target, retrain=retrain)
+    try:
+        return processor.run(source.batches, on_batch=on_batch)
+    except KeyboardInterrupt:
+        return processor.stats
+    finally:
+        processor.close()
+        source.close()
+
+
+def decide_retrain(target: str = DEFAULT_TARGET, *, settings: Settings | None = None) -> RetrainDecision:
+    """Whether a training is due: no champion yet, the retrain interval elapsed, or live error drifted."""
+    settings = settings or get_settings()
+    with Store(settings.database_url) as store:
+        return retrain_decision(store, settings, target)

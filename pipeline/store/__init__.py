@@ -1,0 +1,83 @@
+"""The store: the only package that speaks SQL.
+
+SQLAlchemy 2 Core over SQLite (default, WAL mode) or PostgreSQL. Observations are
+keyed ``(series_id, variable, ts)`` with ``ts`` in UTC; writes are batched upserts so
+ingesting the same input twice changes nothing.
+
+Open a :class:`Store`, use it, close it (it is a context manager); its schema is made
+or upgraded once, when it opens. Reads and single writes each run in their own
+transaction; :meth:`Store.transaction` is a unit of work whose writes commit together
+or not at all. Callers never see SQLAlchemy connections. The tables live in
+``schema.py``; each family of them has its own module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import sqlalchemy as sa
+
+from streamcast.store.engine import as_utc, make_engine, optional_float, redact_url, utcnow
+from streamcast.store.forecasts import POINT_COLUMNS, ForecastTables
+from streamcast.store.ingest_log import IngestLog
+from streamcast.store.observations import ObservationTables, UpsertCounts
+from streamcast.store.runs import RunLog
+from streamcast.store.schema import forecasts, ingest_batches, observations, prepare_schema, quarantine, scores
+
+
+class _Tables(ObservationTables, IngestLog, ForecastTables, RunLog):
+    """Every table family's reads and writes, on one binding."""
+
+
+class Transaction(_Tables):
+    """A unit of work: every read and write made through it commits together."""
+
+
+class Store(_Tables):
+    """Reads and writes streamcast's tables."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._engine = make_engine(url)
+        super().__init__(self._engine)
+        try:
+            prepare_schema(self._engine)
+        except BaseException:
+            self._engine.dispose()
+            raise
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.dispose()
+
+    def dispose(self) -> None:
+        self._engine.dispose()
+
+    @contextmanager
+    def transaction(self) -> Iterator[Transaction]:
+        """Everything done through the yielded transaction commits together or not at all."""
+        with self._engine.begin() as conn:
+            yield Transaction(conn)
+
+    def table_counts(self) -> dict[str, int]:
+        with self._conn() as conn:
+            return {
+                t.name: int(conn.execute(sa.select(sa.func.count()).select_from(t)).scalar_one())
+                for t in (observations, quarantine, ingest_batches, forecasts, scores)
+            }
+
+
+__all__ = [
+    "POINT_COLUMNS",
+    "Store",
+    "Transaction",
+    "UpsertCounts",
+    "as_utc",
+    "optional_float",
+    "redact_url",
+    "utcnow",
+]

@@ -1,0 +1,121 @@
+"""Engines, time conversions and the connection binding every table family shares."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _set_sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    # WAL lets readers (API, status) run while an ingest writes.
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()
+
+
+def make_engine(url: str) -> Engine:
+    """Create an engine; SQLite gets WAL mode and its parent folder is created."""
+    if url.startswith("sqlite"):
+        db_path = sa.engine.make_url(url).database
+        if db_path and db_path != ":memory:":
+            Path(db_path).parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(url, connect_args={"timeout": 30})
+        sa.event.listen(engine, "connect", _set_sqlite_pragmas)
+        return engine
+    return sa.create_engine(url, pool_pre_ping=True)
+
+
+def redact_url(url: str) -> str:
+    """A database URL fit to print: the password hidden."""
+    return sa.engine.make_url(url).render_as_string(hide_password=True)
+
+
+def optional_float(value: Any) -> float | None:
+    """A value for a nullable float column: NaN and NA become NULL."""
+    return None if value is None or pd.isna(value) else float(value)
+
+
+def as_utc(value: datetime) -> datetime:
+    """A datetime read back from the store as UTC-aware (SQLite returns naive ones; all writes are UTC)."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def micros(value: datetime) -> int:
+    """Microseconds since the epoch of an aware datetime (the store's resolution)."""
+    return (value - _EPOCH) // _MICROSECOND
+
+
+def micros_array(ts: pd.Series) -> np.ndarray:
+    return ts.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy().astype("datetime64[us]").astype(np.int64)
+
+
+def to_utc_index(values: Iterable[Any]) -> pd.DatetimeIndex:
+    """Timestamps read from the store as a UTC DatetimeIndex (SQLite returns naive ones)."""
+    idx = pd.DatetimeIndex(pd.to_datetime(list(values) if not isinstance(values, pd.Series) else values))
+    return idx.tz_localize("UTC") if idx.tz is None else idx.tz_convert("UTC")
+
+
+def utc_columns(frame: pd.DataFrame, columns: Iterable[str]) -> pd.DataFrame:
+    """Convert timestamp columns of a frame read from the store to UTC, in place."""
+    for c in columns:
+        frame[c] = to_utc_index(frame[c]) if not frame.empty else pd.DatetimeIndex([], tz="UTC")
+    return frame
+
+
+def py_datetime(value: datetime | pd.Timestamp) -> datetime:
+    return pd.Timestamp(value).to_pydatetime()
+
+
+class Bound:
+    """What every table family needs: a connection to work in and the dialect's insert.
+
+    Bound to an engine, each call runs in its own transaction; bound to a connection
+    (a :class:`~streamcast.store.Transaction`), every call joins that transaction.
+    """
+
+    def __init__(self, bind: Engine | Connection) -> None:
+        self._bind = bind
+
+    @property
+    def dialect(self) -> str:
+        return self._bind.dialect.name
+
+    @contextmanager
+    def _conn(self) -> Iterator[Connection]:
+        if isinstance(self._bind, Connection):
+            yield self._bind
+            return
+        with self._bind.begin() as conn:
+            yield conn
+
+    def _insert(self, table: sa.Table) -> Any:
+        if self.dialect == "postgresql":
+            return postgresql.insert(table)
+        if self.dialect == "sqlite":
+            return sqlite.insert(table)
+        raise NotImplementedError(f"unsupported database dialect: {self.dialect}")
+
+    def _frame(self, query: Any, columns: list[str] | None = None) -> pd.DataFrame:
+        """Run a select and return its rows as a frame (columns named by the query)."""
+        with self._conn() as conn:
+            res = conn.execute(query)
+            return pd.DataFrame(res.all(), columns=columns or list(res.keys()))

@@ -1,0 +1,146 @@
+"""Forecast points with their provenance, and the scores of those that matured."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import pandas as pd
+import sqlalchemy as sa
+
+from streamcast.store.engine import Bound, as_utc, optional_float, py_datetime, utc_columns
+from streamcast.store.schema import forecasts, scores
+
+# One stored forecast point, in the order `predictions latest --format csv` prints it.
+POINT_COLUMNS = [
+    "forecast_id",
+    "series_id",
+    "target",
+    "issued_at",
+    "origin_ts",
+    "ts",
+    "step",
+    "yhat",
+    "lo",
+    "hi",
+    "model_name",
+    "model_version",
+    "run_id",
+]
+_TIME_COLUMNS = ("issued_at", "origin_ts", "ts")
+_POINTS = sa.select(*[forecasts.c[c] for c in POINT_COLUMNS])
+
+
+class ForecastTables(Bound):
+    def write_forecasts(self, frame: pd.DataFrame) -> int:
+        """Insert forecast points (one row per forecast_id and step) from a frame."""
+        records = frame[POINT_COLUMNS].to_dict("records")
+        for r in records:
+            for k in _TIME_COLUMNS:
+                r[k] = py_datetime(r[k])
+            for k in ("yhat", "lo", "hi"):
+                r[k] = optional_float(r[k])
+            r["step"] = int(r["step"])
+        return self.write_forecast_records(records)
+
+    def write_forecast_records(self, records: list[dict[str, Any]]) -> int:
+        """:meth:`write_forecasts` for rows already in driver types (the stream's path: a
+        few points per observation, where a DataFrame costs more than the insert). Re-issuing
+        the same forecast (a redelivered stream entry) changes nothing."""
+        if records:
+            stmt = self._insert(forecasts).on_conflict_do_nothing(index_elements=["forecast_id", "step"])
+            with self._conn() as conn:
+                conn.execute(stmt, records)
+        return len(records)
+
+    def write_scores(self, rows: list[dict[str, Any]]) -> int:
+        """Record matured forecast points against their actuals (idempotent per point)."""
+        if rows:
+            stmt = self._insert(scores).on_conflict_do_nothing(index_elements=["forecast_id", "step"])
+            with self._conn() as conn:
+                conn.execute(stmt, rows)
+        return len(rows)
+
+    def forecasts_for_times(
+        self, target: str, series_ids: Sequence[str], times: Sequence[datetime]
+    ) -> list[dict[str, Any]]:
+        """Forecast points of ``series_ids`` whose target time is one of ``times``, as
+        records with UTC-aware datetimes (the stream scores a few of them per observation)."""
+        q = _POINTS.where(
+            forecasts.c.target == target,
+            forecasts.c.series_id.in_(list(series_ids)),
+            forecasts.c.ts.in_([py_datetime(t) for t in times]),
+        )
+        with self._conn() as conn:
+            rows = [dict(r) for r in conn.execute(q).mappings()]
+        for r in rows:
+            for c in _TIME_COLUMNS:
+                r[c] = as_utc(r[c])
+        return rows
+
+    def latest_forecasts(self, series_id: str | None = None, target: str | None = None) -> pd.DataFrame:
+        """The points of the most recently issued forecast per (series, target)."""
+        f = forecasts
+        ranked = sa.select(
+            f.c.forecast_id,
+            sa.func.row_number()
+            .over(partition_by=(f.c.series_id, f.c.target), order_by=(f.c.issued_at.desc(), f.c.origin_ts.desc()))
+            .label("rn"),
+        ).where(f.c.step == 1)
+        if series_id is not None:
+            ranked = ranked.where(f.c.series_id == series_id)
+        if target is not None:
+            ranked = ranked.where(f.c.target == target)
+        sub = ranked.subquery()
+        latest = sa.select(sub.c.forecast_id).where(sub.c.rn == 1)
+        q = _POINTS.where(f.c.forecast_id.in_(latest)).order_by(f.c.series_id, f.c.step)
+        return utc_columns(self._frame(q, POINT_COLUMNS), _TIME_COLUMNS)
+
+    def forecasts_between(self, start: datetime | pd.Timestamp, end: datetime | pd.Timestamp) -> pd.DataFrame:
+        """Forecast points whose target time falls in [start, end]."""
+        q = _POINTS.where(forecasts.c.ts >= py_datetime(start), forecasts.c.ts <= py_datetime(end))
+        return utc_columns(self._frame(q, POINT_COLUMNS), _TIME_COLUMNS)
+
+    def live_scores(self, target: str) -> pd.DataFrame:
+        """Live MAE and MASE of matured forecast points by model, version and step."""
+        s = scores
+        q = (
+            sa.select(
+                s.c.model_name,
+                s.c.model_version,
+                s.c.step,
+                sa.func.count().label("n"),
+                sa.func.avg(s.c.abs_error).label("mae"),
+                sa.func.avg(s.c.scaled_error).label("mase"),
+            )
+            .where(s.c.target == target)
+            .group_by(s.c.model_name, s.c.model_version, s.c.step)
+            .order_by(s.c.model_name, s.c.model_version, s.c.step)
+        )
+        df = self._frame(q)
+        df["mase"] = df["mase"].astype(float).where(df["mase"].notna(), None)
+        return df
+
+    def recent_live_mase(self, target: str, since: datetime | pd.Timestamp, window: int) -> float | None:
+        """Mean scaled error of the latest ``window`` matured points per series, scored after ``since``.
+
+        ``None`` until at least ``window`` points have been scored: a handful of early
+        points is noise, not drift.
+        """
+        s = scores
+        ranked = (
+            sa.select(
+                s.c.scaled_error,
+                sa.func.row_number().over(partition_by=s.c.series_id, order_by=s.c.ts.desc()).label("rn"),
+            )
+            .where(s.c.target == target, s.c.scored_at >= py_datetime(since), s.c.scaled_error.is_not(None))
+            .subquery()
+        )
+        with self._conn() as conn:
+            row = conn.execute(
+                sa.select(sa.func.avg(ranked.c.scaled_error), sa.func.count()).where(ranked.c.rn <= window)
+            ).one()
+        if row[1] < max(window, 1):
+            return None
+        return float(row[0])

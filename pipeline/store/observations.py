@@ -1,0 +1,181 @@
+"""Observations keyed ``(series_id, variable, ts)``: idempotent upserts and reads."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from streamcast.store.engine import Bound, as_utc, micros, micros_array, py_datetime, to_utc_index, utc_columns
+from streamcast.store.schema import observations
+
+OBS_COLUMNS = ["series_id", "variable", "ts", "value"]
+# Batches up to this size are matched against stored values in a dict (one range query);
+# larger ones query per series and variable and match with a join.
+_SMALL_BATCH = 5_000
+
+
+@dataclass(frozen=True)
+class UpsertCounts:
+    new: int
+    updated: int
+    unchanged: int
+
+
+class ObservationTables(Bound):
+    def upsert_observations(self, obs: pd.DataFrame, batch_id: int | None, chunk_size: int = 20_000) -> UpsertCounts:
+        """Write ``obs`` (series_id, variable, ts[UTC], value); unchanged keys are not touched.
+
+        A key that exists with a different value is replaced and counted as a revision.
+        """
+        if obs.empty:
+            return UpsertCounts(0, 0, 0)
+        with self._conn() as conn:
+            old = _stored_values(conn, obs)
+            is_new = np.isnan(old)
+            values = obs["value"].to_numpy(dtype=float)
+            changed = ~is_new & ~np.isclose(values, np.nan_to_num(old), rtol=0, atol=1e-9)
+            to_write = obs.loc[is_new | changed, OBS_COLUMNS]
+            if not to_write.empty:
+                _bulk_upsert(conn, self.dialect, to_write, batch_id, chunk_size)
+        return UpsertCounts(
+            new=int(is_new.sum()), updated=int(changed.sum()), unchanged=int((~is_new & ~changed).sum())
+        )
+
+    def series_ids(self) -> list[str]:
+        q = sa.select(observations.c.series_id).distinct().order_by(observations.c.series_id)
+        with self._conn() as conn:
+            return [r[0] for r in conn.execute(q)]
+
+    def load_observations(
+        self,
+        series_ids: Sequence[str] | None = None,
+        variables: Sequence[str] | None = None,
+        start: datetime | pd.Timestamp | None = None,
+        end: datetime | pd.Timestamp | None = None,
+    ) -> pd.DataFrame:
+        """Observations in long form (series_id, variable, ts[UTC], value), sorted."""
+        t = observations
+        q = sa.select(t.c.series_id, t.c.variable, t.c.ts, t.c.value)
+        if series_ids is not None:
+            q = q.where(t.c.series_id.in_(list(series_ids)))
+        if variables is not None:
+            q = q.where(t.c.variable.in_(list(variables)))
+        if start is not None:
+            q = q.where(t.c.ts >= py_datetime(start))
+        if end is not None:
+            q = q.where(t.c.ts <= py_datetime(end))
+        df = utc_columns(self._frame(q.order_by(t.c.series_id, t.c.variable, t.c.ts), OBS_COLUMNS), ["ts"])
+        df["value"] = df["value"].astype(float)
+        return df
+
+    def load_wide(self, series_ids: Sequence[str] | None = None, **kw: Any) -> pd.DataFrame:
+        """Observations pivoted to one column per variable, indexed by (series_id, ts)."""
+        long = self.load_observations(series_ids=series_ids, **kw)
+        if long.empty:
+            return pd.DataFrame(
+                index=pd.MultiIndex.from_arrays([[], pd.DatetimeIndex([], tz="UTC")], names=["series_id", "ts"])
+            )
+        wide = long.pivot_table(index=["series_id", "ts"], columns="variable", values="value", aggfunc="last")
+        wide.columns.name = None
+        return wide.sort_index()
+
+    def series_summary(self) -> pd.DataFrame:
+        """Per series and variable: count, first and last ts, keys revised."""
+        t = observations
+        q = (
+            sa.select(
+                t.c.series_id,
+                t.c.variable,
+                sa.func.count().label("count"),
+                sa.func.min(t.c.ts).label("first_ts"),
+                sa.func.max(t.c.ts).label("last_ts"),
+                sa.func.sum(sa.case((t.c.revisions > 0, 1), else_=0)).label("revised"),
+            )
+            .group_by(t.c.series_id, t.c.variable)
+            .order_by(t.c.series_id, t.c.variable)
+        )
+        return utc_columns(self._frame(q), ["first_ts", "last_ts"])
+
+
+def _stored_values(conn: Connection, obs: pd.DataFrame) -> np.ndarray:
+    """The stored value of each row's key in ``obs`` (NaN where the key is new)."""
+    if len(obs) <= _SMALL_BATCH:
+        return _stored_values_small(conn, obs)
+    t = observations
+    frames = []
+    for (sid, var), grp in obs.groupby(["series_id", "variable"], sort=False):
+        rows = conn.execute(
+            sa.select(t.c.ts, t.c.value).where(
+                t.c.series_id == sid,
+                t.c.variable == var,
+                t.c.ts >= grp["ts"].min().to_pydatetime(),
+                t.c.ts <= grp["ts"].max().to_pydatetime(),
+            )
+        ).all()
+        if rows:
+            f = pd.DataFrame(rows, columns=["ts", "old"])
+            f["ts"] = to_utc_index(f["ts"])
+            frames.append(f.assign(series_id=sid, variable=var))
+    if not frames:
+        return np.full(len(obs), np.nan)
+    existing = pd.concat(frames, ignore_index=True)
+    merged = obs[OBS_COLUMNS].merge(existing, on=["series_id", "variable", "ts"], how="left")
+    return merged["old"].to_numpy(dtype=float, na_value=np.nan)
+
+
+def _stored_values_small(conn: Connection, obs: pd.DataFrame) -> np.ndarray:
+    """One range query for the whole batch (a stream's few rows), matched in a dict."""
+    t = observations
+    q = sa.select(t.c.series_id, t.c.variable, t.c.ts, t.c.value).where(
+        t.c.series_id.in_(obs["series_id"].unique().tolist()),
+        t.c.variable.in_(obs["variable"].unique().tolist()),
+        t.c.ts >= obs["ts"].min().to_pydatetime(),
+        t.c.ts <= obs["ts"].max().to_pydatetime(),
+    )
+    found = {(sid, var, micros(as_utc(ts))): value for sid, var, ts, value in conn.execute(q)}
+    if not found:
+        return np.full(len(obs), np.nan)
+    keys = zip(obs["series_id"].tolist(), obs["variable"].tolist(), micros_array(obs["ts"]).tolist(), strict=True)
+    return np.array([found.get(k, np.nan) for k in keys], dtype=float)
+
+
+_UPSERT = (
+    "INSERT INTO observations (series_id, variable, ts, value, batch_id) VALUES ({p}, {p}, {p}, {p}, {p}) "
+    "ON CONFLICT (series_id, variable, ts) DO UPDATE SET value = excluded.value, "
+    "batch_id = excluded.batch_id, revisions = observations.revisions + 1"
+)
+
+
+def _bulk_upsert(conn: Connection, dialect: str, frame: pd.DataFrame, batch_id: int | None, chunk_size: int) -> None:
+    """Upsert through the driver: SQLAlchemy's per-row parameter processing would
+    cost more than the database work at these volumes."""
+    # Convert each distinct timestamp once: a batch repeats every time per variable.
+    codes, uniques = pd.factorize(frame["ts"].dt.tz_convert("UTC"))
+    if dialect == "sqlite":
+        # Same text format SQLAlchemy's SQLite DateTime type writes and reads.
+        ts_param: np.ndarray = np.asarray(pd.DatetimeIndex(uniques).strftime("%Y-%m-%d %H:%M:%S.%f"))[codes]
+        sql = _UPSERT.format(p="?")
+    elif dialect == "postgresql":
+        ts_param = np.asarray(pd.DatetimeIndex(uniques).to_pydatetime())[codes]
+        sql = _UPSERT.format(p="%s")
+    else:  # pragma: no cover - guarded by Bound._insert
+        raise NotImplementedError(dialect)
+    rows = list(
+        zip(
+            frame["series_id"].astype(str).tolist(),
+            frame["variable"].astype(str).tolist(),
+            ts_param.tolist(),
+            frame["value"].astype(float).tolist(),
+            [batch_id] * len(frame),
+            strict=True,
+        )
+    )
+    for start in range(0, len(rows), chunk_size):
+        conn.exec_driver_sql(sql, rows[start : start + chunk_size])

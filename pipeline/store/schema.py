@@ -1,0 +1,151 @@
+"""The store's tables (names fixed, columns may grow) and bringing a database up to them."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from streamcast.errors import SchemaError
+
+metadata = sa.MetaData()
+
+observations = sa.Table(
+    "observations",
+    metadata,
+    sa.Column("series_id", sa.String(128), primary_key=True),
+    sa.Column("variable", sa.String(128), primary_key=True),
+    sa.Column("ts", sa.DateTime(timezone=True), primary_key=True),
+    sa.Column("value", sa.Float, nullable=False),
+    sa.Column("batch_id", sa.Integer, nullable=True),
+    sa.Column("revisions", sa.Integer, nullable=False, server_default="0"),
+)
+
+quarantine = sa.Table(
+    "quarantine",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("batch_id", sa.Integer, index=True),
+    sa.Column("source", sa.String(512), nullable=False),
+    sa.Column("row_number", sa.Integer, nullable=True),
+    sa.Column("series_id", sa.String(128), nullable=True),
+    sa.Column("variable", sa.String(128), nullable=True),
+    sa.Column("ts_raw", sa.String(128), nullable=True),
+    sa.Column("value_raw", sa.String(128), nullable=True),
+    sa.Column("reason", sa.String(64), nullable=False, index=True),
+    sa.Column("detail", sa.String(512), nullable=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    # Re-ingesting the same bad input must not quarantine it twice.
+    sa.Column("fingerprint", sa.String(64), nullable=False, unique=True),
+)
+
+ingest_batches = sa.Table(
+    "ingest_batches",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("source", sa.String(64), nullable=False),
+    sa.Column("source_ref", sa.String(1024), nullable=True),
+    sa.Column("content_hash", sa.String(64), nullable=True, index=True),
+    sa.Column("rows_read", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("observations_read", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("new", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("updated", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("unchanged", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("quarantined", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("watermark", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("elapsed_seconds", sa.Float, nullable=True),
+)
+
+forecasts = sa.Table(
+    "forecasts",
+    metadata,
+    sa.Column("forecast_id", sa.String(64), primary_key=True),
+    sa.Column("step", sa.Integer, primary_key=True),
+    sa.Column("series_id", sa.String(128), nullable=False),
+    sa.Column("target", sa.String(128), nullable=False),
+    sa.Column("issued_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("origin_ts", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("ts", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("yhat", sa.Float, nullable=False),
+    sa.Column("lo", sa.Float, nullable=True),
+    sa.Column("hi", sa.Float, nullable=True),
+    sa.Column("model_name", sa.String(128), nullable=False),
+    sa.Column("model_version", sa.String(32), nullable=True),
+    sa.Column("run_id", sa.String(64), nullable=True),
+    sa.Index("ix_forecasts_latest", "series_id", "target", "issued_at"),
+    sa.Index("ix_forecasts_target_time", "series_id", "ts"),
+)
+
+scores = sa.Table(
+    "scores",
+    metadata,
+    sa.Column("forecast_id", sa.String(64), primary_key=True),
+    sa.Column("step", sa.Integer, primary_key=True),
+    sa.Column("series_id", sa.String(128), nullable=False),
+    sa.Column("target", sa.String(128), nullable=False),
+    sa.Column("ts", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("yhat", sa.Float, nullable=False),
+    sa.Column("actual", sa.Float, nullable=False),
+    sa.Column("abs_error", sa.Float, nullable=False),
+    sa.Column("scaled_error", sa.Float, nullable=True),  # abs_error / the series' MASE scale
+    sa.Column("model_name", sa.String(128), nullable=False),
+    sa.Column("model_version", sa.String(32), nullable=True),
+    sa.Column("scored_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+comparisons = sa.Table(
+    "model_comparisons",
+    metadata,
+    sa.Column("training_run_id", sa.String(64), primary_key=True),
+    sa.Column("candidate", sa.String(64), primary_key=True),
+    sa.Column("target", sa.String(128), nullable=False, index=True),
+    sa.Column("rank", sa.Integer, nullable=False),
+    sa.Column("mase", sa.Float),
+    sa.Column("mae", sa.Float),
+    sa.Column("rmse", sa.Float),
+    sa.Column("smape", sa.Float),
+    sa.Column("coverage", sa.Float),
+    sa.Column("fit_seconds", sa.Float),
+    sa.Column("registered_version", sa.String(32)),
+    sa.Column("alias", sa.String(32)),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+retrain_triggers = sa.Table(
+    "retrain_triggers",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("target", sa.String(128), nullable=False),
+    sa.Column("reason", sa.String(32), nullable=False),
+    sa.Column("detail", sa.String(512)),
+    sa.Column("outcome", sa.String(256)),
+    sa.Column("triggered_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+
+def prepare_schema(engine: Engine) -> None:
+    """Create missing tables and add columns a store from an older streamcast lacks.
+
+    Runs once when a :class:`~streamcast.store.Store` opens. Only additive changes are
+    automatic: a missing nullable column is added; a missing required one stops with a
+    message saying what is missing.
+    """
+    metadata.create_all(engine)
+    inspector = sa.inspect(engine)
+    dialect = engine.dialect.name
+    with engine.begin() as conn:
+        for table in metadata.sorted_tables:
+            present = {c["name"] for c in inspector.get_columns(table.name)}
+            for column in table.columns:
+                if column.name in present:
+                    continue
+                if not column.nullable:
+                    raise SchemaError(
+                        f"{table.name}.{column.name} is missing from the store at {engine.url!r} and "
+                        "cannot be added to existing rows; point STREAMCAST_DB_URL at a new database"
+                    )
+                col_type = column.type.compile(dialect=engine.dialect)
+                # Another process may be upgrading the same store: PostgreSQL can say so.
+                guard = "IF NOT EXISTS " if dialect == "postgresql" else ""
+                conn.exec_driver_sql(f'ALTER TABLE {table.name} ADD COLUMN {guard}"{column.name}" {col_type}')
