@@ -18,8 +18,8 @@ import pandas as pd
 from _results import markdown_table, write_section
 from common import nyc_weather_panel
 
-from streamcast.backtest import BacktestConfig, actuals, run_backtest
-from streamcast.metrics import aggregate, score_points
+from streamcast.backtest import BacktestConfig, run_backtest
+from streamcast.metrics import aggregate, score_points, with_actuals
 from streamcast.models import CANDIDATES, create_model
 
 
@@ -36,7 +36,6 @@ def statsforecast_rows(
     df = pd.concat(frames, ignore_index=True)
     end = origins[-1] + pd.Timedelta(hours=cfg.horizon)
     df = df[df.ds <= end.tz_localize(None)]
-    truth = actuals(panel, cfg.target)
     rows = []
     for model in (
         AutoETS(season_length=cfg.season),
@@ -53,7 +52,7 @@ def statsforecast_rows(
         cv["ts"] = pd.DatetimeIndex(cv["ds"]).tz_localize("UTC")
         cv["origin_ts"] = pd.DatetimeIndex(cv["cutoff"]).tz_localize("UTC")
         assert set(cv["origin_ts"]) == set(origins), "statsforecast origins differ from streamcast's"
-        pts = cv[["series_id", "origin_ts", "ts", "yhat"]].join(truth, on=["series_id", "ts"])
+        pts = with_actuals(cv[["series_id", "origin_ts", "ts", "yhat"]], panel, cfg.target)
         scored = score_points(pts, scales)
         per_series = aggregate(scored, ["series_id"])
         rows.append(
@@ -98,7 +97,8 @@ def main() -> None:
         from streamcast.tuning import tune
 
         names = args.tune_models.split(",")
-        tuning = tune(panel, names, result.train_end, result.val_start, args.tune_minutes * 60, seed=args.seed)
+        start = {name: create_model(name, seed=args.seed) for name in names}
+        tuning = tune(panel, start, result.train_end, result.val_start, args.tune_minutes * 60)
         tuned = {name: create_model(name, seed=args.seed, **params) for name, params in tuning.best.items()}
         tuned_result = run_backtest(panel, tuned, cfg, on_progress=progress)
         for r in tuned_result.comparison().to_dict("records"):

@@ -12,17 +12,17 @@ import pandas as pd
 
 from streamcast.config import Settings
 from streamcast.features import prepare_panel
-from streamcast.ingestion import ingest_dataset
+from streamcast.ingestion import run_ingest
+from streamcast.specs import IngestSpec
 from streamcast.store import Store
 
 
 def nyc_weather_panel() -> dict[str, pd.DataFrame]:
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings(data_dir=Path(tmp))
-        store = Store(settings.database_url)
-        ingest_dataset(store, "nyc-weather", settings)
-        wide = store.load_wide()
-        store.dispose()
+        with Store(settings.database_url) as store:
+            run_ingest(store, IngestSpec(source="nyc-weather"), settings)
+            wide = store.load_wide()
     return prepare_panel(wide)
 
 

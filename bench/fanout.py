@@ -23,11 +23,14 @@ from pathlib import Path
 
 from _results import markdown_table, write_section
 
+ROOT = Path(__file__).resolve().parent.parent  # flows/ is loaded from the checkout
+
 RUN = """
 import json, sys
 from flows.train import train_flow
-result = train_flow(models=sys.argv[1].split(",") if sys.argv[1] else None, folds=int(sys.argv[2]),
-                    task_runner=sys.argv[3])
+from streamcast.specs import TrainSpec
+spec = TrainSpec.of(models=sys.argv[1].split(",") if sys.argv[1] else None, folds=int(sys.argv[2]))
+result = train_flow(spec, task_runner=sys.argv[3])
 print("RESULT " + json.dumps(result))
 """
 
@@ -36,7 +39,12 @@ def train(env: dict[str, str], models: str, folds: int, runner: str, mlflow_db: 
     env = {**env, "MLFLOW_TRACKING_URI": f"sqlite:///{mlflow_db}"}
     t0 = time.perf_counter()
     out = subprocess.run(
-        [sys.executable, "-c", RUN, models, str(folds), runner], env=env, capture_output=True, text=True, check=False
+        [sys.executable, "-c", RUN, models, str(folds), runner],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     seconds = time.perf_counter() - t0
     if out.returncode != 0:

@@ -43,7 +43,7 @@ def main() -> None:
         if args.models:
             cmd += ["--models", args.models]
         t0 = time.perf_counter()
-        subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(cmd, env=env, cwd=Path(__file__).resolve().parent.parent, check=True, stdout=subprocess.DEVNULL)
         secs = time.perf_counter() - t0
         peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         rows.append(["pipeline flow (make run)", args.models or "all candidates", f"{peak_mb:,.0f}", f"{secs:.0f}"])

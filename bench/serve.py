@@ -25,10 +25,7 @@ from _results import markdown_table, write_section
 from common import free_port, wait_healthy
 
 from streamcast.config import Settings
-from streamcast.forecasting import issue_forecast
-from streamcast.ingestion import ingest_dataset
-from streamcast.store import Store
-from streamcast.training import train
+from streamcast.services import forecast, ingest, train
 
 
 def rss_mb(pid: int) -> float:
@@ -97,11 +94,9 @@ def main() -> None:
         env = {**os.environ, "STREAMCAST_DATA_DIR": str(data), "MLFLOW_TRACKING_URI": f"sqlite:///{data / 'mlflow.db'}"}
         os.environ.update(env)
         settings = Settings(data_dir=data)
-        store = Store(settings.database_url)
-        ingest_dataset(store, "nyc-weather", settings)
-        store.dispose()
-        train(settings, models=["naive", "seasonal_naive"], folds=5)
-        issue_forecast(settings)
+        ingest(settings=settings, source="nyc-weather")
+        train(settings=settings, models=["naive", "seasonal_naive"], folds=5)
+        forecast(settings=settings)
         port = free_port()
         exe = Path(sys.executable).with_name("streamcast")
         proc = subprocess.Popen(

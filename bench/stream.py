@@ -29,12 +29,12 @@ from _results import markdown_table, write_section
 
 from streamcast.config import Settings
 from streamcast.ingestion import ingest_frame
+from streamcast.services import train
 from streamcast.sources.bundled import load_dataset
 from streamcast.sources.redis_stream import RedisStreamSource, publish_rows
 from streamcast.sources.replay import replay_batches, replay_frame
 from streamcast.store import Store
 from streamcast.streaming import StreamProcessor
-from streamcast.training import train
 
 START = pd.Timestamp("2013-12-01T00:00Z")
 
@@ -45,10 +45,9 @@ def setup(data: Path, db_url: str | None = None, model: str = "esn") -> Settings
     settings = Settings(data_dir=data, db_url=db_url)
     frame, opts = load_dataset("nyc-weather")
     history = frame[pd.to_datetime(frame["time_hour"], utc=True) < START]
-    store = Store(settings.database_url)
-    ingest_frame(store, history, source="bench", source_ref="history", settings=settings, **opts)
-    store.dispose()
-    train(settings, models=[model], folds=3)
+    with Store(settings.database_url) as store:
+        ingest_frame(store, history, source="bench", source_ref="history", settings=settings, **opts)
+    train(settings=settings, models=[model], folds=3)
     return settings
 
 
