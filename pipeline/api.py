@@ -114,6 +114,31 @@ def _not_found(message: str) -> tuple[int, bytes]:
     return 404, json.dumps({"error": message, "status": 404}).encode()
 
 
+def _series_infos(summary: pd.DataFrame) -> list[SeriesInfo]:
+    return [
+        SeriesInfo(
+            series_id=str(sid),
+            variables=sorted(g["variable"]),
+            observations=int(g["count"].sum()),
+            first_ts=g["first_ts"].min().isoformat(),
+            last_ts=g["last_ts"].max().isoformat(),
+        )
+        for sid, g in summary.groupby("series_id")
+    ]
+
+
+def _latest_body(store: Store, known: set[str], series_id: str | None, target: str) -> tuple[int, bytes]:
+    """Status and JSON body of ``/forecasts/latest``: one series' latest forecast, or all series'."""
+    if series_id is not None and series_id not in known:
+        return _not_found(f"unknown series {series_id!r}")
+    data = queries.latest_payload(store.latest_forecasts(series_id=series_id, target=target))
+    if series_id is None:
+        return 200, json.dumps(data).encode()
+    if not data:
+        return _not_found(f"no forecast of {target!r} for series {series_id!r} yet")
+    return 200, json.dumps(data[0]).encode()
+
+
 def create_app(settings: Settings | None = None, cache_seconds: float = 1.0) -> FastAPI:
     """Build the app on one store; responses on the hot path are cached ``cache_seconds``."""
     settings = settings or get_settings()
@@ -151,19 +176,7 @@ def create_app(settings: Settings | None = None, cache_seconds: float = 1.0) -> 
 
     @app.get("/series", response_model=list[SeriesInfo])
     def series() -> list[SeriesInfo]:
-        summary = cache.get("series_summary", store.series_summary)
-        out = []
-        for sid, g in summary.groupby("series_id"):
-            out.append(
-                SeriesInfo(
-                    series_id=str(sid),
-                    variables=sorted(g["variable"]),
-                    observations=int(g["count"].sum()),
-                    first_ts=g["first_ts"].min().isoformat(),
-                    last_ts=g["last_ts"].max().isoformat(),
-                )
-            )
-        return out
+        return _series_infos(cache.get("series_summary", store.series_summary))
 
     @app.get(
         "/forecasts/latest",
@@ -176,17 +189,9 @@ def create_app(settings: Settings | None = None, cache_seconds: float = 1.0) -> 
     ) -> Response:
         """The most recent forecast of ``target`` for one series (or a list for all series)."""
 
-        def compute() -> tuple[int, bytes]:
-            if series_id is not None and series_id not in known_series():
-                return _not_found(f"unknown series {series_id!r}")
-            data = queries.latest_payload(store.latest_forecasts(series_id=series_id, target=target))
-            if series_id is None:
-                return 200, json.dumps(data).encode()
-            if not data:
-                return _not_found(f"no forecast of {target!r} for series {series_id!r} yet")
-            return 200, json.dumps(data[0]).encode()
-
-        status, body = cache.get(("latest", series_id, target), compute)
+        status, body = cache.get(
+            ("latest", series_id, target), lambda: _latest_body(store, known_series(), series_id, target)
+        )
         return Response(content=body, status_code=status, media_type="application/json")
 
     @app.get("/scores", response_model=list[ScoreRow])

@@ -53,6 +53,15 @@ class IngestSummary:
     def rows_per_second(self) -> float:
         return self.rows_read / self.elapsed_seconds if self.elapsed_seconds > 0 else 0.0
 
+    def batch_record(self) -> dict[str, Any]:
+        """The counts ``ingest_batches`` keeps for this batch."""
+        counts = ("rows_read", "observations_read", "new", "updated", "unchanged", "elapsed_seconds")
+        return {
+            **{name: getattr(self, name) for name in counts},
+            "quarantined": self.quarantined_total,
+            "watermark": self.watermark.to_pydatetime() if self.watermark is not None else None,
+        }
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["watermark"] = self.watermark.isoformat() if self.watermark is not None else None
@@ -102,18 +111,7 @@ def write_batch(
         tx.write_quarantine(parsed.quarantine, summary.batch_id)
         summary.new, summary.updated, summary.unchanged = counts.new, counts.updated, counts.unchanged
         summary.elapsed_seconds = time.perf_counter() - started
-        tx.finish_batch(
-            summary.batch_id,
-            rows_read=summary.rows_read,
-            observations_read=summary.observations_read,
-            new=summary.new,
-            updated=summary.updated,
-            unchanged=summary.unchanged,
-            quarantined=summary.quarantined_total,
-            watermark=summary.watermark.to_pydatetime() if summary.watermark is not None else None,
-            finished_at=utcnow(),
-            elapsed_seconds=summary.elapsed_seconds,
-        )
+        tx.finish_batch(summary.batch_id, finished_at=utcnow(), **summary.batch_record())
         if also is not None:
             also(tx)
     return summary

@@ -251,6 +251,24 @@ def rescore_champion(target: str, result: BacktestResult, panel: dict[str, pd.Da
     return mv, mase
 
 
+def _pyfunc_signature(bundle: Path, history_example: pd.DataFrame) -> Any:
+    """The pyfunc's signature, inferred from forecasting ``history_example``; only
+    series_id and ts are required inputs (history may carry any subset of variables)."""
+    from mlflow.models import ModelSignature, infer_signature
+    from mlflow.types.schema import ColSpec, Schema
+
+    from streamcast.bundle import ForecastBundle, StreamcastPyfunc
+
+    probe = StreamcastPyfunc()
+    probe.bundle = ForecastBundle(bundle)
+    inferred = infer_signature(history_example, probe.predict(None, history_example))
+    assert inferred.inputs is not None
+    inputs = Schema(
+        [ColSpec(type=c.type, name=c.name, required=c.name in ("series_id", "ts")) for c in inferred.inputs.inputs]
+    )
+    return ModelSignature(inputs=inputs, outputs=inferred.outputs)
+
+
 def register_winner(
     result: BacktestResult,
     runs: TrainingRuns,
@@ -260,10 +278,8 @@ def register_winner(
 ) -> RegistryOutcome:
     """Log the winner as a pyfunc in its nested run, register it, and move the aliases."""
     import mlflow
-    from mlflow.models import ModelSignature, infer_signature
-    from mlflow.types.schema import ColSpec, Schema
 
-    from streamcast.bundle import ForecastBundle, StreamcastPyfunc, save_bundle
+    from streamcast.bundle import StreamcastPyfunc, save_bundle
 
     cfg = result.config
     table = result.comparison().set_index("candidate")
@@ -281,15 +297,7 @@ def register_winner(
             max_gap,
             {"target": cfg.target, "kind": winner, "mase": new_mase},
         )
-        probe = StreamcastPyfunc()
-        probe.bundle = ForecastBundle(bundle)
-        inferred = infer_signature(history_example, probe.predict(None, history_example))
-        # Only series_id and ts are required: history may carry any subset of variables.
-        assert inferred.inputs is not None
-        inputs = Schema(
-            [ColSpec(type=c.type, name=c.name, required=c.name in ("series_id", "ts")) for c in inferred.inputs.inputs]
-        )
-        signature = ModelSignature(inputs=inputs, outputs=inferred.outputs)
+        signature = _pyfunc_signature(bundle, history_example)
         with mlflow.start_run(run_id=runs.candidate_run_ids[winner]):
             info = mlflow.pyfunc.log_model(
                 name="model",

@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from streamcast.errors import InputError
 from streamcast.features import Design, OnlineDesign
 from streamcast.models.base import Forecaster, ModelConfig
 from streamcast.models.search import FloatRange, IntRange, SearchSpace
@@ -84,11 +85,8 @@ class ESNForecaster(Forecaster):
     kind = "esn"
     config_cls = ESNConfig
     config: ESNConfig
-
-    def __init__(self, config: ModelConfig | None = None, **overrides: Any) -> None:
-        super().__init__(config, **overrides)
-        self.reservoir: Any = None
-        self.readout: _Readout | None = None
+    reservoir: Any = None  # set by fit or load
+    readout: _Readout | None = None
 
     # --- reservoir ----------------------------------------------------------
 
@@ -134,7 +132,7 @@ class ESNForecaster(Forecaster):
                     zs.append(self.readout_features(d, S, ends))
                     ys.append(self.targets(d, ends))
         if not parts["train"][0]:
-            raise ValueError("esn: no complete training windows")
+            raise InputError("esn: no complete training windows")
         Ztr, Ytr = (np.concatenate(a) for a in parts["train"])
         ridge = cfg.ridge
         scores: dict[str, float] = {}

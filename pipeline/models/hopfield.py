@@ -12,10 +12,11 @@ the validation slice.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 
+from streamcast.errors import InputError
 from streamcast.features import Design
 from streamcast.models.base import Forecaster, ModelConfig
 from streamcast.models.search import Choice, FloatRange, SearchSpace
@@ -48,11 +49,9 @@ class HopfieldForecaster(Forecaster):
     kind = "hopfield"
     config_cls = HopfieldConfig
     config: HopfieldConfig
-
-    def __init__(self, config: ModelConfig | None = None, **overrides: Any) -> None:
-        super().__init__(config, **overrides)
-        self.keys: np.ndarray | None = None  # (N, D) unit-norm embedded windows
-        self.values: np.ndarray | None = None  # (N, H) futures as change from the window's last value
+    # set by fit or load
+    keys: np.ndarray | None = None  # (N, D) unit-norm embedded windows
+    values: np.ndarray | None = None  # (N, H) futures as change from the window's last value
 
     def embed(self, design: Design, ends: np.ndarray, lookback: int) -> np.ndarray:
         """Unit-norm pattern of a window: the target's recent path (level removed) plus the
@@ -78,7 +77,7 @@ class HopfieldForecaster(Forecaster):
                     ks.append(self.embed(d, ends, lookback))
                     vs.append(self.targets(d, ends))
         if not parts["train"][0]:
-            raise ValueError("hopfield: no complete training windows to store")
+            raise InputError("hopfield: no complete training windows to store")
         out = {name: (np.concatenate(ks), np.concatenate(vs)) for name, (ks, vs) in parts.items() if ks}
         K, V = out["train"]
         if len(K) > self.config.max_patterns:

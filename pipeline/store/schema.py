@@ -9,6 +9,26 @@ from streamcast.errors import SchemaError
 
 metadata = sa.MetaData()
 
+
+def _forecast_point() -> list[sa.Column]:
+    """The key of one forecast point (forecast, step) and what it forecasts: shared by
+    ``forecasts`` and the ``scores`` of its matured points."""
+    return [
+        sa.Column("forecast_id", sa.String(64), primary_key=True),
+        sa.Column("step", sa.Integer, primary_key=True),
+        sa.Column("series_id", sa.String(128), nullable=False),
+        sa.Column("target", sa.String(128), nullable=False),
+    ]
+
+
+def _model() -> list[sa.Column]:
+    """The registered model that issued a forecast."""
+    return [
+        sa.Column("model_name", sa.String(128), nullable=False),
+        sa.Column("model_version", sa.String(32), nullable=True),
+    ]
+
+
 observations = sa.Table(
     "observations",
     metadata,
@@ -60,18 +80,14 @@ ingest_batches = sa.Table(
 forecasts = sa.Table(
     "forecasts",
     metadata,
-    sa.Column("forecast_id", sa.String(64), primary_key=True),
-    sa.Column("step", sa.Integer, primary_key=True),
-    sa.Column("series_id", sa.String(128), nullable=False),
-    sa.Column("target", sa.String(128), nullable=False),
+    *_forecast_point(),
     sa.Column("issued_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("origin_ts", sa.DateTime(timezone=True), nullable=False),
     sa.Column("ts", sa.DateTime(timezone=True), nullable=False),
     sa.Column("yhat", sa.Float, nullable=False),
     sa.Column("lo", sa.Float, nullable=True),
     sa.Column("hi", sa.Float, nullable=True),
-    sa.Column("model_name", sa.String(128), nullable=False),
-    sa.Column("model_version", sa.String(32), nullable=True),
+    *_model(),
     sa.Column("run_id", sa.String(64), nullable=True),
     sa.Index("ix_forecasts_latest", "series_id", "target", "issued_at"),
     sa.Index("ix_forecasts_target_time", "series_id", "ts"),
@@ -80,17 +96,13 @@ forecasts = sa.Table(
 scores = sa.Table(
     "scores",
     metadata,
-    sa.Column("forecast_id", sa.String(64), primary_key=True),
-    sa.Column("step", sa.Integer, primary_key=True),
-    sa.Column("series_id", sa.String(128), nullable=False),
-    sa.Column("target", sa.String(128), nullable=False),
+    *_forecast_point(),
     sa.Column("ts", sa.DateTime(timezone=True), nullable=False),
     sa.Column("yhat", sa.Float, nullable=False),
     sa.Column("actual", sa.Float, nullable=False),
     sa.Column("abs_error", sa.Float, nullable=False),
     sa.Column("scaled_error", sa.Float, nullable=True),  # abs_error / the series' MASE scale
-    sa.Column("model_name", sa.String(128), nullable=False),
-    sa.Column("model_version", sa.String(32), nullable=True),
+    *_model(),
     sa.Column("scored_at", sa.DateTime(timezone=True), nullable=False),
 )
 
