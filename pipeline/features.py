@@ -10,6 +10,8 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel
 
+from streamcast.errors import InputError
+
 GAP_COLUMN = "long_gap"
 
 
@@ -23,11 +25,11 @@ def infer_freq(index: pd.DatetimeIndex) -> pd.Timedelta:
     """The series step: the most common spacing between consecutive timestamps."""
     idx = index.sort_values().unique()
     if len(idx) < 2:
-        raise ValueError("need at least two timestamps to infer a frequency")
+        raise InputError("need at least two timestamps to infer a frequency")
     diffs = pd.Series(idx[1:] - idx[:-1])
     step = diffs.mode().iloc[0]
     if step <= pd.Timedelta(0):
-        raise ValueError("timestamps must increase")
+        raise InputError("timestamps must increase")
     return pd.Timedelta(step)
 
 

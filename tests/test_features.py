@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from streamcast.errors import InputError
 from streamcast.features import (
     FILL_LIMIT,
     OnlineDesign,
@@ -48,7 +49,7 @@ def test_resample_to_explicit_freq_averages() -> None:
 def test_infer_freq() -> None:
     idx = pd.date_range("2024-01-01", periods=10, freq="h", tz="UTC").delete([4])
     assert infer_freq(idx) == pd.Timedelta("1h")
-    with pytest.raises(ValueError):
+    with pytest.raises(InputError):
         infer_freq(idx[:1])
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from streamcast.errors import InputError
 from streamcast.models.base import Forecaster, ModelConfig, NotFittedError
 
 # name -> "module:Class"; imported lazily so that baselines never pull in TensorFlow.
@@ -31,7 +32,7 @@ DEFAULT_CANDIDATES = ["naive", "seasonal_naive", "esn", "hopfield", "rnn", "lstm
 
 def get_model_class(name: str) -> type[Forecaster]:
     if name not in REGISTRY:
-        raise ValueError(f"unknown model {name!r}; choose from {', '.join(REGISTRY)}")
+        raise InputError(f"unknown model {name!r}; choose from {', '.join(REGISTRY)}")
     module, cls = REGISTRY[name].split(":")
     klass: type[Forecaster] = getattr(importlib.import_module(module), cls)
     return klass

@@ -25,6 +25,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict
 
 from streamcast.config import DEFAULT_TARGET
+from streamcast.errors import InputError
 from streamcast.features import Design, OnlineDesign, Scaler, build_design, panel_freq, select_covariates, window_ends
 from streamcast.models.search import SearchSpace
 from streamcast.models.streams import SeriesStream, WindowStream
@@ -97,15 +98,15 @@ class Forecaster(ABC):
         """Fit on data up to ``train_end``; ``[val_start, train_end]`` is the validation slice
         (early stopping, model selection) and is never used for gradient steps."""
         if not panel:
-            raise ValueError("cannot fit on an empty panel")
+            raise InputError("cannot fit on an empty panel")
         if not val_start <= train_end:
-            raise ValueError("val_start must not be after train_end")
+            raise InputError("val_start must not be after train_end")
         cfg = self.config
         started = time.perf_counter()
         train = {sid: f.loc[:train_end] for sid, f in panel.items()}
         for sid, f in train.items():
             if cfg.target not in f.columns:
-                raise ValueError(f"series {sid!r} has no {cfg.target!r} column")
+                raise InputError(f"series {sid!r} has no {cfg.target!r} column")
         self.freq = panel_freq(train)
         self.covariates = select_covariates(train, cfg.target, train_end) if cfg.use_covariates else []
         self.scaler = Scaler.fit(train, [cfg.target, *self.covariates], train_end)

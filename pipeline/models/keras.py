@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from streamcast.errors import InputError
 from streamcast.features import Design, make_windows
 from streamcast.models.base import Forecaster, ModelConfig
 from streamcast.models.search import Choice, FloatRange, SearchSpace
@@ -163,7 +164,7 @@ class KerasForecaster(Forecaster):
         windows = self._windows(designs, val_pos)
         (X, Y), (Xv, Yv) = windows["train"], windows["val"]
         if len(X) == 0:
-            raise ValueError(
+            raise InputError(
                 f"{self.kind}: no complete training windows (lookback {cfg.lookback}, horizon {cfg.horizon})"
             )
         if cfg.max_train_windows and len(X) > cfg.max_train_windows:
