@@ -38,6 +38,7 @@ class IngestSummary:
     quarantined: dict[str, int] = field(default_factory=dict)
     duplicates_dropped: int = 0
     ignored_columns: list[str] = field(default_factory=list)
+    missing: dict[str, int] = field(default_factory=dict)  # empty cells per variable: not stored, counted
     watermark: pd.Timestamp | None = None
     elapsed_seconds: float = 0.0
 
@@ -103,6 +104,7 @@ def write_batch(
         quarantined=parsed.quarantine_by_reason,
         duplicates_dropped=parsed.duplicates_dropped,
         ignored_columns=parsed.ignored_columns,
+        missing=parsed.missing,
         watermark=obs["ts"].max() if not obs.empty else None,
     )
     with store.transaction() as tx:

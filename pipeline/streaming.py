@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from streamcast.config import DEFAULT_TARGET, Settings
+from streamcast.entries import parse_entries
 from streamcast.features import prepare_panel
 from streamcast.forecasting import HISTORY_DAYS, ChampionHandle, forecast_id, load_champion
 from streamcast.ingestion import IngestSummary, write_batch
@@ -28,7 +29,6 @@ from streamcast.models.streams import SeriesStream
 from streamcast.monitoring import retrain_decision
 from streamcast.sources.stream import StreamBatch
 from streamcast.store import Store, Transaction, utcnow
-from streamcast.validation import parse_wide
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +107,7 @@ class StreamProcessor:
         self.handle: ChampionHandle | None = None
         self.states: dict[str, SeriesState] = {}
         self.stats = StreamStats()
+        self.newest: pd.Timestamp | None = None  # the newest observation stored: how far ahead entries may be
         self._since_check = 0
 
     def run(
@@ -135,8 +136,13 @@ class StreamProcessor:
             if batch.ack:
                 batch.ack()
             return
-        parsed = parse_wide(batch.frame, "stream", time_col="ts", series_col="series_id", bounds=self.settings.bounds)
+        if self.newest is None:
+            self.newest = self.store.newest_ts()
+        max_ahead = pd.Timedelta(hours=self.settings.stream_max_ahead_hours)
+        parsed = parse_entries(batch.frame, self.settings.bounds, self.newest, max_ahead)
         obs = parsed.observations
+        if not obs.empty:
+            self.newest = max(self.newest, obs["ts"].max()) if self.newest is not None else obs["ts"].max()
         if self.handle is None and not obs.empty:
             self._load(obs["ts"].min())
         forecast_rows, arrived = self._advance_all(obs)

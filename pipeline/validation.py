@@ -8,7 +8,6 @@ written.
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,21 +15,26 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from streamcast.cells import (
+    MAX_NAME_LENGTH,
+    as_text,
+    name_problem,
+    parse_numbers,
+    parse_timestamps,
+)
 from streamcast.config import Bounds
 from streamcast.errors import InputError
 
 TIME_COLUMN_CANDIDATES = ("ts", "timestamp", "time", "time_hour", "date", "ds")
 
 # Quarantine reasons (stable strings: they are stored and shown to users).
-BAD_TIMESTAMP = "bad_timestamp"
-AMBIGUOUS_LOCAL_TIME = "ambiguous_local_time"
 MISSING_SERIES = "missing_series"
 NON_NUMERIC = "non_numeric"
 NON_FINITE = "non_finite"
 OUT_OF_BOUNDS = "out_of_bounds"
 CONFLICTING_DUPLICATE = "conflicting_duplicate"
-
-_TZ_SUFFIX = re.compile(r"(?:Z|[+-]\d{2}(?::?\d{2})?)$", re.IGNORECASE)
+BAD_SERIES_ID = "bad_series_id"  # longer than the store keeps, or with a NUL byte
+BAD_VARIABLE_NAME = "bad_variable_name"  # the same, for a column name
 
 
 @dataclass
@@ -43,10 +47,23 @@ class ParsedBatch:
     variables: list[str]
     ignored_columns: list[str] = field(default_factory=list)
     duplicates_dropped: int = 0
+    missing: dict[str, int] = field(default_factory=dict)  # empty cells per variable (rows with a usable key)
 
     @property
     def quarantine_by_reason(self) -> dict[str, int]:
         return dict(sorted(Counter(r["reason"] for r in self.quarantine).items()))
+
+
+def empty_observations() -> pd.DataFrame:
+    """No observations, with the long frame's columns and types."""
+    return pd.DataFrame(
+        {
+            "series_id": pd.Series([], dtype=str),
+            "variable": pd.Series([], dtype=str),
+            "ts": pd.DatetimeIndex([], tz="UTC"),
+            "value": pd.Series([], dtype=float),
+        }
+    )
 
 
 def resolve_time_column(columns: list[str], time_col: str | None, source: str) -> str:
@@ -63,91 +80,9 @@ def resolve_time_column(columns: list[str], time_col: str | None, source: str) -
     )
 
 
-def _in_ns_range(idx: pd.DatetimeIndex) -> np.ndarray:
-    """As datetime64[ns], with times outside 1800-2200 (or nanosecond range) as NaT."""
-    ok = np.asarray((idx.year >= 1800) & (idx.year <= 2200)) & ~np.asarray(idx.isna())
-    out = np.full(len(idx), np.datetime64("NaT"), dtype="datetime64[ns]")
-    if ok.any():
-        out[ok] = idx[ok].as_unit("ns").to_numpy()
-    return out
-
-
-def parse_timestamps(raw: pd.Series, tz: str) -> tuple[pd.Series, pd.Series]:
-    """Parse ISO 8601 timestamps to UTC; naive ones are local to ``tz``.
-
-    Returns (timestamps, reason) where reason is None for good rows.
-    """
-    n = len(raw)
-    out = pd.Series(pd.NaT, index=raw.index, dtype="datetime64[ns, UTC]")
-    reason = pd.Series(None, index=raw.index, dtype=object)
-    if pd.api.types.is_datetime64_any_dtype(raw):
-        dt = pd.DatetimeIndex(raw)
-        if dt.tz is None:
-            local = dt.tz_localize(tz, ambiguous="NaT", nonexistent="NaT")
-            amb = local.isna() & ~dt.isna()
-            reason[amb] = AMBIGUOUS_LOCAL_TIME
-            dt = local
-        out[:] = dt.tz_convert("UTC").floor("us")
-        reason[out.isna() & reason.isna()] = BAD_TIMESTAMP
-        return out, reason
-    text = raw.astype("string").str.strip()
-    if n == 0:
-        return out, reason
-    # Fill a plain UTC datetime64 array and build the Series once: masked assignment
-    # into a tz-aware Series trips over pandas' casting on odd inputs.
-    values = np.full(n, np.datetime64("NaT"), dtype="datetime64[ns]")
-    reasons = np.full(n, None, dtype=object)
-    aware_mask = text.str.contains(_TZ_SUFFIX, na=False).to_numpy(dtype=bool)
-    if aware_mask.any():
-        aware = pd.DatetimeIndex(
-            pd.to_datetime(text[aware_mask].to_numpy(), errors="coerce", format="ISO8601", utc=True)
-        )
-        values[aware_mask] = aware.tz_convert(None).to_numpy().astype("datetime64[ns]")
-    naive_mask = ~aware_mask & text.notna().to_numpy(dtype=bool)
-    if naive_mask.any():
-        naive_idx = pd.DatetimeIndex(pd.to_datetime(text[naive_mask].to_numpy(), errors="coerce", format="ISO8601"))
-        if naive_idx.tz is not None:  # pragma: no cover - defensive, pandas keeps naive here
-            naive_idx = naive_idx.tz_convert(None)
-        try:
-            local = naive_idx.tz_localize(tz, ambiguous="NaT", nonexistent="NaT")
-        except (OverflowError, ValueError):  # times at the edge of the representable range
-            local = pd.DatetimeIndex([pd.NaT] * len(naive_idx), tz=tz)
-        amb = np.asarray(local.isna() & ~naive_idx.isna())
-        sub = reasons[naive_mask]
-        sub[amb] = AMBIGUOUS_LOCAL_TIME
-        reasons[naive_mask] = sub
-        values[naive_mask] = _in_ns_range(local.tz_convert("UTC").tz_localize(None))
-    idx = pd.DatetimeIndex(values)
-    # The store keeps microseconds, and times outside 1800-2200 are typos or
-    # overflows (year 0 wraps around in nanoseconds): both would break idempotence.
-    idx = idx.floor("us").where((idx.year >= 1800) & (idx.year <= 2200))
-    out = pd.Series(idx.tz_localize("UTC"), index=raw.index)
-    reason = pd.Series(reasons, index=raw.index, dtype=object)
-    reason[out.isna() & reason.isna()] = BAD_TIMESTAMP
-    return out, reason
-
-
-def _numeric(raw: pd.Series) -> tuple[np.ndarray, np.ndarray]:
-    """(values, present) as arrays: values NaN where missing or unparseable; present marks non-missing input."""
-    if pd.api.types.is_bool_dtype(raw) or pd.api.types.is_numeric_dtype(raw):
-        # Plain and nullable numeric columns (a stream's typed fields, Parquet): no text to parse.
-        present = ~np.asarray(pd.isna(raw), dtype=bool)
-        return raw.to_numpy(dtype=float, na_value=np.nan), present
-    text = raw.astype("string").str.strip()
-    present = text.notna() & (text != "") & ~text.str.lower().isin(["na", "nan", "null", "none", "n/a", "-"])
-    vals = pd.to_numeric(text.where(present), errors="coerce").astype(float)
-    return vals.to_numpy(dtype=float, na_value=np.nan), present.fillna(False).to_numpy(dtype=bool)
-
-
-def _as_text(value: Any, limit: int = 120) -> str | None:
-    if value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NA or value is pd.NaT:
-        return None
-    return str(value)[:limit]
-
-
-def _record(
+def quarantine_record(
     source: str,
-    row_number: int,
+    row_number: int | None,
     reason: str,
     *,
     series_id: Any = None,
@@ -158,12 +93,12 @@ def _record(
 ) -> dict[str, Any]:
     """One quarantine record: where the bad input was, what it said and why it was set aside."""
     return {
-        "source": source,
+        "source": as_text(source, 500),
         "row_number": row_number,
-        "series_id": _as_text(series_id),
+        "series_id": as_text(series_id),
         "variable": variable,
-        "ts_raw": _as_text(ts_raw),
-        "value_raw": _as_text(value_raw),
+        "ts_raw": as_text(ts_raw),
+        "value_raw": as_text(value_raw),
         "reason": reason,
         "detail": detail,
     }
@@ -200,15 +135,17 @@ def parse_wide(
     frame, tcol = _checked_frame(frame, source, time_col, series_col)
     values, ignored = _variable_columns(frame, source, [tcol, series_col], variables)
     rows, quarantine = _row_keys(frame, source, tcol, series_col, series_id, tz)
+    values, name_quarantine = _usable_names(frame, source, rows, values)
     obs, value_quarantine = _observations(frame, source, rows, values, bounds or {})
     obs, conflicts, dropped = _resolve_duplicates(obs, source, check=not rows.pairs_unique())
     return ParsedBatch(
         observations=obs,
-        quarantine=quarantine + value_quarantine + conflicts,
+        quarantine=quarantine + name_quarantine + value_quarantine + conflicts,
         rows_read=len(frame),
         variables=list(values),
         ignored_columns=ignored,
         duplicates_dropped=dropped,
+        missing={v: n for v, (_, present) in values.items() if (n := int(np.count_nonzero(rows.good & ~present)))},
     )
 
 
@@ -219,6 +156,9 @@ def _checked_frame(
     columns = [str(c) for c in frame.columns]
     if frame.empty:
         raise InputError(f"{source}: no data rows")
+    repeated = sorted({c for c in columns if columns.count(c) > 1})
+    if repeated:
+        raise InputError(f"{source}: column {repeated[0]!r} appears more than once; column names must be unique")
     tcol = resolve_time_column(columns, time_col, source)
     if series_col is not None and series_col not in columns:
         raise InputError(f"{source}: series column {series_col!r} not found (columns: {', '.join(columns)})")
@@ -239,7 +179,7 @@ def _variable_columns(
     parsed: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     ignored: list[str] = []
     for col in candidates:
-        vals, present = _numeric(frame[col])
+        vals, present = parse_numbers(frame[col])
         n_ok = int(np.count_nonzero(~np.isnan(vals)))
         # A column counts as a variable when most of its values are numbers; a
         # text column (notes, station names) is ignored rather than quarantined.
@@ -261,9 +201,13 @@ def _row_keys(
     if series_col is not None:
         sid = frame[series_col].astype("string").str.strip()
         sids = sid.to_numpy(dtype=object, na_value=None)
-        sid_bad = np.asarray(sid.isna() | (sid == ""), dtype=bool)
+        sid_missing = np.asarray(sid.isna() | (sid == ""), dtype=bool)
     else:
-        sids, sid_bad = np.full(n, series_id, dtype=object), np.zeros(n, dtype=bool)
+        sids, sid_missing = np.full(n, series_id, dtype=object), np.zeros(n, dtype=bool)
+    problems = {s: p for s in pd.unique(sids[~sid_missing]) if (p := name_problem(s))}
+    sid_problem = pd.Series(sids, dtype=object).map(problems).to_numpy(dtype=object)  # NaN: no problem
+    sid_bad = sid_missing | pd.notna(sid_problem)
+    sid_problem[~pd.notna(sid_problem)] = None
     reasons = ts_reason.to_numpy(dtype=object)
     rows = _Rows(
         ts=pd.DatetimeIndex(ts).tz_convert(None).to_numpy(),  # datetime64, not objects: fast masking
@@ -273,16 +217,45 @@ def _row_keys(
         number=np.arange(1, n + 1),
     )
     quarantine = [
-        _record(
+        quarantine_record(
             source,
             int(rows.number[i]),
-            str(reasons[i]) if reasons[i] is not None else MISSING_SERIES,
+            str(reasons[i]) if reasons[i] is not None else BAD_SERIES_ID if sid_problem[i] else MISSING_SERIES,
             series_id=sids[i],
             ts_raw=rows.time_raw[i],
+            detail=None if reasons[i] is not None else sid_problem[i],
         )
         for i in np.flatnonzero(~rows.good)
     ]
     return rows, quarantine
+
+
+def _usable_names(
+    frame: pd.DataFrame, source: str, rows: _Rows, values: dict[str, tuple[np.ndarray, np.ndarray]]
+) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], list[dict[str, Any]]]:
+    """The variables whose names every backend can store; the values of the others are
+    quarantined (the column name itself cannot be stored, so it is shown in ``detail``)."""
+    usable = {}
+    quarantine: list[dict[str, Any]] = []
+    for var, (v, present) in values.items():
+        problem = name_problem(var)
+        if problem is None:
+            usable[var] = (v, present)
+            continue
+        quarantine += [
+            quarantine_record(
+                source,
+                int(rows.number[i]),
+                BAD_VARIABLE_NAME,
+                series_id=rows.series_id[i],
+                variable=as_text(var, MAX_NAME_LENGTH),
+                ts_raw=rows.time_raw[i],
+                value_raw=frame[var].iat[i],
+                detail=f"column name {problem}: {as_text(var, 300)}",
+            )
+            for i in np.flatnonzero(present & rows.good)
+        ]
+    return usable, quarantine
 
 
 def _observations(
@@ -309,7 +282,7 @@ def _observations(
         )
         for mask, reason, detail in checks:
             quarantine += [
-                _record(
+                quarantine_record(
                     source,
                     int(rows.number[i]),
                     reason,
@@ -330,15 +303,7 @@ def _long_frame(
 ) -> pd.DataFrame:
     kept = [(var, idx) for var, idx in keep_idx.items() if len(idx)]
     if not kept:
-        return pd.DataFrame(
-            {
-                "series_id": pd.Series([], dtype=str),
-                "variable": pd.Series([], dtype=str),
-                "ts": pd.DatetimeIndex([], tz="UTC"),
-                "value": pd.Series([], dtype=float),
-                "_row": pd.Series([], dtype=int),
-            }
-        )
+        return empty_observations().assign(_row=pd.Series([], dtype=int))
     sid = np.concatenate([rows.series_id[idx] for _, idx in kept]).astype(str)
     var = np.concatenate([np.full(len(idx), name, dtype=object) for name, idx in kept]).astype(str)
     ts = np.concatenate([rows.ts[idx] for _, idx in kept])
@@ -368,7 +333,7 @@ def _resolve_duplicates(obs: pd.DataFrame, source: str, check: bool) -> tuple[pd
         n_distinct = dups.groupby(keys)["value"].transform("nunique")
         conflict_idx = dups.index[n_distinct.to_numpy() > 1]
         conflicts = [
-            _record(
+            quarantine_record(
                 source,
                 int(r["_row"]),
                 CONFLICTING_DUPLICATE,

@@ -215,3 +215,50 @@ def test_latency_summary_reports_the_warm_up_batch_on_its_own() -> None:
     one = StreamStats(latencies_ms=[40.0]).summary()
     assert one["latency_p50_ms"] == one["first_batch_ms"] == 40.0
     assert np.isnan(StreamStats().summary()["first_batch_ms"])
+
+
+def test_malformed_and_far_future_redis_entries_are_quarantined_and_never_block_the_group(
+    settings: Settings, data_dir: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from streamcast.cli import app
+
+    client = _redis()
+    _history_and_champion(settings, data_dir, ["naive"])
+    stream = f"streamcast-test-{uuid.uuid4().hex[:8]}"
+    hour = [(STREAM_START + pd.Timedelta(hours=h)).isoformat() for h in range(4)]
+    entries = [
+        {"series_id": "EWR", "ts": hour[0], "temp": "41.0"},
+        {"series_id": "EWR", "ts": hour[1], "temp": "warm"},  # its only variable is not a number
+        {"series_id": "EWR", "temp": "42.0"},  # no time
+        {"ts": hour[1], "temp": "42.0"},  # no series
+        {"series_id": "EWR", "ts": hour[1]},  # no variables
+        {"series_id": "EWR", "ts": "2023-12-20T00:00:00+00:00", "temp": "40.0"},  # ten years ahead
+        {"series_id": "EWR", "ts": hour[1], "temp": "42.0"},
+        {"series_id": "EWR", "ts": hour[2], "temp": "43.0"},
+        {"series_id": "EWR", "ts": hour[3], "temp": "44.0"},
+    ]
+    for fields in entries:
+        client.xadd(stream, fields)
+    args = ["stream", "--source", "redis", "--stream", stream, "--group", "g", "--redis-url", REDIS_URL]
+    try:
+        # One entry per batch: each malformed entry is alone in its batch, the case that used to block the group.
+        res = CliRunner().invoke(app, [*args, "--batch-size", "1", "--stop-after-idle", "1"])
+        assert res.exit_code == 0, res.output
+        assert client.xpending(stream, "g")["pending"] == 0
+        with Store(settings.database_url) as store:
+            q = store.quarantine_rows()
+            assert q["reason"].value_counts().to_dict() == {"unusable_entry": 4, "too_far_ahead": 1}
+            details = q.loc[q.reason == "unusable_entry", "detail"]
+            assert details.str.contains("no numeric variable").sum() == 2  # "warm"; no variables at all
+            assert details.str.contains("time column").sum() == 1
+            assert details.str.contains("series column").sum() == 1
+            assert q.loc[q.reason == "too_far_ahead", "ts_raw"].tolist() == ["2023-12-20T00:00:00+00:00"]
+            obs = store.load_observations(series_ids=["EWR"], variables=["temp"], start=STREAM_START)
+            assert obs["value"].tolist() == [41.0, 42.0, 43.0, 44.0]
+            fc = store.forecasts_between(STREAM_START, STREAM_START + pd.Timedelta(days=3))
+            # The in-order entries behind the far-future one still get their forecasts.
+            assert sorted(fc.loc[fc.series_id == "EWR", "origin_ts"].unique()) == [pd.Timestamp(t) for t in hour]
+    finally:
+        client.delete(stream)

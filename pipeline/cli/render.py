@@ -43,6 +43,7 @@ def ingest_summary(summary: Any) -> Table:
         ("unchanged", f"{summary.unchanged:,}"),
     ]
     rows += [(f"quarantined: {r}", f"{n:,}") for r, n in summary.quarantined.items()] or [("quarantined", "0")]
+    rows += [(f"empty cells: {v}", f"{n:,}") for v, n in summary.missing.items()]
     if summary.duplicates_dropped:
         rows.append(("identical duplicates dropped", f"{summary.duplicates_dropped:,}"))
     if summary.ignored_columns:

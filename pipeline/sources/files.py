@@ -46,10 +46,21 @@ def read_wide_file(path: Path, fmt: str | None = None) -> pd.DataFrame:
         raise InputError(f"{path}: unreadable {fmt}: {msg[:200]}") from None
     if frame.empty:
         raise InputError(f"{path}: file has no data rows")
+    if fmt == "csv":
+        _refuse_repeated_columns(path)
     dupes = [c for c in frame.columns if str(c).startswith("Unnamed:")]
     if dupes and len(dupes) == len(frame.columns):
         raise InputError(f"{path}: no header row")
     return frame
+
+
+def _refuse_repeated_columns(path: Path) -> None:
+    """pandas renames a repeated CSV column (``temp``, ``temp.1``): a second variable
+    nobody named. Read the header as written and refuse the file instead."""
+    header = pd.read_csv(path, header=None, nrows=1, dtype=str, encoding="utf-8").iloc[0].dropna().str.strip()
+    repeated = sorted(set(header[header.duplicated()]))
+    if repeated:
+        raise InputError(f"{path}: column {repeated[0]!r} appears more than once; column names must be unique")
 
 
 def content_hash(path: Path) -> str:

@@ -86,6 +86,12 @@ class ObservationTables(Bound):
         wide.columns.name = None
         return wide.sort_index()
 
+    def newest_ts(self) -> pd.Timestamp | None:
+        """The time of the latest stored observation of any series (None when there is none)."""
+        with self._conn() as conn:
+            value = conn.execute(sa.select(sa.func.max(observations.c.ts))).scalar()
+        return None if value is None else pd.Timestamp(as_utc(value))
+
     def series_summary(self) -> pd.DataFrame:
         """Per series and variable: count, first and last ts, keys revised."""
         t = observations

@@ -1,0 +1,123 @@
+"""Reading single cells of user input: timestamps, numbers and names.
+
+Each parser works on whole columns and returns, per cell, the value or why it is unusable.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+# Quarantine reasons of cells (stable strings: they are stored and shown to users).
+BAD_TIMESTAMP = "bad_timestamp"
+AMBIGUOUS_LOCAL_TIME = "ambiguous_local_time"  # a wall time that happens twice (autumn)
+NONEXISTENT_LOCAL_TIME = "nonexistent_local_time"  # a wall time skipped by a clock change (spring)
+
+MAX_NAME_LENGTH = 128  # series ids and variable names, on every backend
+
+_TZ_SUFFIX = re.compile(r"(?:Z|[+-]\d{2}(?::?\d{2})?)$", re.IGNORECASE)
+
+
+def _in_ns_range(idx: pd.DatetimeIndex) -> np.ndarray:
+    """As datetime64[ns], with times outside 1800-2200 (or nanosecond range) as NaT."""
+    ok = np.asarray((idx.year >= 1800) & (idx.year <= 2200)) & ~np.asarray(idx.isna())
+    out = np.full(len(idx), np.datetime64("NaT"), dtype="datetime64[ns]")
+    if ok.any():
+        out[ok] = idx[ok].as_unit("ns").to_numpy()
+    return out
+
+
+def _localize(naive: pd.DatetimeIndex, tz: str) -> tuple[pd.DatetimeIndex, np.ndarray]:
+    """Naive wall times in ``tz``; those that happen twice or never are NaT, with their
+    reason (None elsewhere)."""
+    why = np.full(len(naive), None, dtype=object)
+    try:
+        local = naive.tz_localize(tz, ambiguous="NaT", nonexistent="NaT")
+        # Read every repeated wall time as daylight time: what is still NaT never happened.
+        skipped = naive.tz_localize(tz, ambiguous=np.ones(len(naive), dtype=bool), nonexistent="NaT").isna()
+    except (OverflowError, ValueError):  # times at the edge of the representable range
+        return pd.DatetimeIndex([pd.NaT] * len(naive), tz=tz), why
+    unset = np.asarray(local.isna() & ~naive.isna())
+    skipped = np.asarray(skipped & ~naive.isna())
+    why[unset & skipped] = NONEXISTENT_LOCAL_TIME
+    why[unset & ~skipped] = AMBIGUOUS_LOCAL_TIME
+    return local, why
+
+
+def parse_timestamps(raw: pd.Series, tz: str) -> tuple[pd.Series, pd.Series]:
+    """Parse ISO 8601 timestamps to UTC; naive ones are local to ``tz``.
+
+    Returns (timestamps, reason) where reason is None for good rows.
+    """
+    n = len(raw)
+    out = pd.Series(pd.NaT, index=raw.index, dtype="datetime64[ns, UTC]")
+    reason = pd.Series(None, index=raw.index, dtype=object)
+    if pd.api.types.is_datetime64_any_dtype(raw):
+        dt = pd.DatetimeIndex(raw)
+        if dt.tz is None:
+            local, why = _localize(dt, tz)
+            reason[:] = why
+            dt = local
+        out[:] = dt.tz_convert("UTC").floor("us")
+        reason[out.isna() & reason.isna()] = BAD_TIMESTAMP
+        return out, reason
+    text = raw.astype("string").str.strip()
+    if n == 0:
+        return out, reason
+    # Fill a plain UTC datetime64 array and build the Series once: masked assignment
+    # into a tz-aware Series trips over pandas' casting on odd inputs.
+    values = np.full(n, np.datetime64("NaT"), dtype="datetime64[ns]")
+    reasons = np.full(n, None, dtype=object)
+    aware_mask = text.str.contains(_TZ_SUFFIX, na=False).to_numpy(dtype=bool)
+    if aware_mask.any():
+        aware = pd.DatetimeIndex(
+            pd.to_datetime(text[aware_mask].to_numpy(), errors="coerce", format="ISO8601", utc=True)
+        )
+        values[aware_mask] = _in_ns_range(aware.tz_convert(None))
+    naive_mask = ~aware_mask & text.notna().to_numpy(dtype=bool)
+    if naive_mask.any():
+        naive_idx = pd.DatetimeIndex(pd.to_datetime(text[naive_mask].to_numpy(), errors="coerce", format="ISO8601"))
+        if naive_idx.tz is not None:  # pragma: no cover - defensive, pandas keeps naive here
+            naive_idx = naive_idx.tz_convert(None)
+        local, why = _localize(naive_idx, tz)
+        reasons[naive_mask] = why
+        values[naive_mask] = _in_ns_range(local.tz_convert("UTC").tz_localize(None))
+    idx = pd.DatetimeIndex(values)
+    # The store keeps microseconds, and times outside 1800-2200 are typos or
+    # overflows (year 0 wraps around in nanoseconds): both would break idempotence.
+    idx = idx.floor("us").where((idx.year >= 1800) & (idx.year <= 2200))
+    out = pd.Series(idx.tz_localize("UTC"), index=raw.index)
+    reason = pd.Series(reasons, index=raw.index, dtype=object)
+    reason[out.isna() & reason.isna()] = BAD_TIMESTAMP
+    return out, reason
+
+
+def parse_numbers(raw: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """(values, present) as arrays: values NaN where missing or unparseable; present marks non-missing input."""
+    if pd.api.types.is_bool_dtype(raw) or pd.api.types.is_numeric_dtype(raw):
+        # Plain and nullable numeric columns (a stream's typed fields, Parquet): no text to parse.
+        present = ~np.asarray(pd.isna(raw), dtype=bool)
+        return raw.to_numpy(dtype=float, na_value=np.nan), present
+    text = raw.astype("string").str.strip()
+    present = text.notna() & (text != "") & ~text.str.lower().isin(["na", "nan", "null", "none", "n/a", "-"])
+    vals = pd.to_numeric(text.where(present), errors="coerce").astype(float)
+    return vals.to_numpy(dtype=float, na_value=np.nan), present.fillna(False).to_numpy(dtype=bool)
+
+
+def as_text(value: Any, limit: int = 120) -> str | None:
+    """User input as a bounded, storable text (NUL bytes shown as ``\\x00``)."""
+    if value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NA or value is pd.NaT:
+        return None
+    return str(value).replace("\x00", "\\x00")[:limit]
+
+
+def name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a series id or variable name on every backend, or None."""
+    if "\x00" in name:
+        return "contains a NUL byte"
+    if len(name) > MAX_NAME_LENGTH:
+        return f"longer than {MAX_NAME_LENGTH} characters ({len(name)})"
+    return None
