@@ -74,7 +74,13 @@ def forecast_frame(
 ) -> pd.DataFrame:
     """Rows for the ``forecasts`` table: one forecast_id per series, H points each."""
     fc = handle.bundle.forecast_panel(panel)
-    ids = {sid: uuid.uuid4().hex for sid in fc["series_id"].unique()}
+    # Deterministic, as in the stream: forecasting the same data again (a second run, a
+    # Prefect retry) re-issues the same forecast, which replaces the stored one.
+    firsts = fc.drop_duplicates("series_id")
+    ids = {
+        sid: forecast_id(sid, target, origin, handle.version)
+        for sid, origin in zip(firsts["series_id"], firsts["origin_ts"], strict=True)
+    }
     return fc.assign(
         forecast_id=fc["series_id"].map(ids),
         target=target,
@@ -101,5 +107,5 @@ def issue_forecast(
             raise NotFoundError(f"no {target!r} observations in the store")
         wide = store.load_wide(series_ids=series, start=last - pd.Timedelta(days=HISTORY_DAYS))
         fc = forecast_frame(handle, prepare_panel(wide, max_gap=handle.max_gap), target)
-        store.write_forecasts(fc)
+        store.write_forecasts(fc, replace=True)
     return fc

@@ -18,6 +18,7 @@ from streamcast import services
 from streamcast.api import create_app
 from streamcast.cli import app
 from streamcast.config import Settings
+from streamcast.store import Store
 from tests.conftest import ingest_weather
 
 runner = CliRunner()
@@ -41,6 +42,13 @@ def test_forecast_then_latest_moves_with_new_data(champion: Settings, data_dir: 
         assert f["model"]["version"] == "1" and f["model"]["name"] in ("naive", "seasonal_naive")
         assert all(p["lo"] <= p["yhat"] <= p["hi"] for p in f["points"])
         assert f["origin_ts"] == "2013-12-29T23:00:00+00:00"
+
+    # The same forecast again (a second run, a Prefect retry) replaces the stored one.
+    assert runner.invoke(app, ["forecast"]).exit_code == 0
+    again = json.loads(runner.invoke(app, ["predictions", "latest", "--format", "json"]).output)
+    assert [f["forecast_id"] for f in again] == [f["forecast_id"] for f in latest]
+    with Store(champion.database_url) as store:
+        assert store.table_counts()["forecasts"] == 3 * 24
 
     # New observations arrive; the next forecast starts from the new origin.
     ingest_weather(champion, data_dir / "new.csv", start="2013-12-30")

@@ -33,8 +33,9 @@ _POINTS = sa.select(*[forecasts.c[c] for c in POINT_COLUMNS])
 
 
 class ForecastTables(Bound):
-    def write_forecasts(self, frame: pd.DataFrame) -> int:
-        """Insert forecast points (one row per forecast_id and step) from a frame."""
+    def write_forecasts(self, frame: pd.DataFrame, replace: bool = False) -> int:
+        """Insert forecast points (one row per forecast_id and step) from a frame; with
+        ``replace`` a forecast already stored under the same id is overwritten, else kept."""
         records = frame[POINT_COLUMNS].to_dict("records")
         for r in records:
             for k in _TIME_COLUMNS:
@@ -42,6 +43,12 @@ class ForecastTables(Bound):
             for k in ("yhat", "lo", "hi"):
                 r[k] = optional_float(r[k])
             r["step"] = int(r["step"])
+        if replace and records:
+            stmt = self._insert(forecasts)
+            updated = {c: stmt.excluded[c] for c in POINT_COLUMNS if c not in ("forecast_id", "step")}
+            with self._conn() as conn:
+                conn.execute(stmt.on_conflict_do_update(index_elements=["forecast_id", "step"], set_=updated), records)
+            return len(records)
         return self.write_forecast_records(records)
 
     def write_forecast_records(self, records: list[dict[str, Any]]) -> int:
