@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field
 from streamcast.config import DEFAULT_TARGET
 from streamcast.errors import InputError
 from streamcast.features import panel_freq
-from streamcast.metrics import aggregate, score_points, seasonal_naive_scale, with_actuals
+from streamcast.metrics import aggregate, mase_scale, score_points, with_actuals
 from streamcast.models.base import Forecaster
 
 log = logging.getLogger(__name__)
@@ -84,6 +84,8 @@ class BacktestResult:
     val_start: pd.Timestamp
     scales: dict[str, float]
     candidates: dict[str, CandidateResult] = field(default_factory=dict)
+    # Series whose MASE scale is not the seasonal naive MAE (constant or short series): the basis used.
+    scale_fallbacks: dict[str, str] = field(default_factory=dict)
 
     def scored(self) -> pd.DataFrame:
         frames = []
@@ -118,7 +120,14 @@ class BacktestResult:
 
     @property
     def winner(self) -> str:
-        return str(self.comparison().iloc[0]["candidate"])
+        """The candidate with the lowest MASE; never one whose MASE is NaN or infinite."""
+        best = self.comparison().iloc[0]
+        if not np.isfinite(best["mase"]):
+            raise InputError(
+                f"no candidate has a finite MASE on {self.config.target!r} (no actuals at the backtest's "
+                "forecast times?); nothing is registered"
+            )
+        return str(best["candidate"])
 
 
 def plan_origins(panel: dict[str, pd.DataFrame], cfg: BacktestConfig) -> list[pd.Timestamp]:
@@ -152,8 +161,16 @@ def plan_backtest(panel: dict[str, pd.DataFrame], cfg: BacktestConfig) -> Backte
     freq = panel_freq(panel)
     train_end = origins[0]
     val_start = train_end - (cfg.val_steps - 1) * freq
-    scales = {sid: seasonal_naive_scale(f[cfg.target].loc[:train_end], cfg.season) for sid, f in panel.items()}
-    return BacktestResult(config=cfg, origins=origins, train_end=train_end, val_start=val_start, scales=scales)
+    scales, fallbacks = {}, {}
+    for sid, f in panel.items():
+        scales[sid], basis = mase_scale(f[cfg.target].loc[:train_end], cfg.season)
+        if basis != "seasonal_naive":
+            fallbacks[sid] = basis
+    if fallbacks:
+        log.warning("MASE scale falls back for %d series (constant or short history): %s", len(fallbacks), fallbacks)
+    return BacktestResult(
+        config=cfg, origins=origins, train_end=train_end, val_start=val_start, scales=scales, scale_fallbacks=fallbacks
+    )
 
 
 def backtest_candidate(

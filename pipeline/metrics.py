@@ -16,6 +16,17 @@ def seasonal_naive_scale(y: pd.Series | np.ndarray, season: int) -> float:
     return float(err.mean()) if len(err) else float("nan")
 
 
+def mase_scale(y: pd.Series | np.ndarray, season: int) -> tuple[float, str]:
+    """The MASE denominator of one series and its basis: the seasonal naive forecast's
+    in-sample MAE; where that is zero or undefined (a constant or too short series) the
+    naive forecast's; else 1, so that MASE is the MAE in the series' own units."""
+    for basis, lag in (("seasonal_naive", season), ("naive", 1)):
+        scale = seasonal_naive_scale(y, lag)
+        if np.isfinite(scale) and scale > 0:
+            return scale, basis
+    return 1.0, "unit"
+
+
 def series_spread(panel: dict[str, pd.DataFrame], target: str, end: pd.Timestamp) -> dict[str, float]:
     """Each series' standard deviation of ``target`` up to ``end``: the unit in which model
     choices compare errors, so that no series dominates."""

@@ -24,7 +24,7 @@ from streamcast.entries import parse_entries
 from streamcast.features import prepare_panel
 from streamcast.forecasting import HISTORY_DAYS, ChampionHandle, forecast_id, load_champion
 from streamcast.ingestion import IngestSummary, write_batch
-from streamcast.metrics import point_errors, seasonal_naive_scale
+from streamcast.metrics import mase_scale, point_errors
 from streamcast.models.streams import SeriesStream
 from streamcast.monitoring import retrain_decision
 from streamcast.sources.stream import StreamBatch
@@ -284,7 +284,7 @@ class StreamProcessor:
             history = pd.DataFrame(index=pd.DatetimeIndex([], tz="UTC", name="ts"))
         model = self.handle.bundle.model
         seen = self.target in history and bool(history[self.target].notna().any())
-        scale = seasonal_naive_scale(history[self.target], model.config.season) if seen else float("nan")
+        scale = mase_scale(history[self.target], model.config.season)[0] if seen else float("nan")
         state = SeriesState(sid, model.stream(sid, history), scale, history.index.max() if len(history) else None, seen)
         self.states[sid] = state
         return state

@@ -132,6 +132,8 @@ def log_backtest(
     with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_name=run_name or f"train-{cfg.target}") as parent:
         tmpdir = Path(tmp)
         mlflow.set_tags({**tags, "streamcast.role": "training", "streamcast.target": cfg.target})
+        if result.scale_fallbacks:
+            mlflow.set_tag("streamcast.mase_scale_fallbacks", json.dumps(result.scale_fallbacks)[:4000])
         mlflow.log_params({f"backtest.{k}": v for k, v in cfg.model_dump().items()})
         mlflow.log_params(
             {

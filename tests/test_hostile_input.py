@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from typer.testing import CliRunner
 
 from streamcast.cli import app
@@ -107,3 +108,43 @@ def test_markup_in_user_data_is_printed_as_text(store: Store, data_dir: Path) ->
     assert res.exit_code == 2
     lines = [line for line in res.output.splitlines() if line.strip()]
     assert len(lines) == 1 and "[/b]" in lines[0] and "no time column" in lines[0]
+
+
+def test_a_constant_series_gets_a_fallback_scale_and_never_a_nan_champion(settings, data_dir: Path) -> None:
+    import numpy as np
+
+    from streamcast import services
+
+    ts = pd.date_range("2024-01-01", periods=24 * 45, freq="h", tz="UTC")
+    wave = 10 + 5 * np.sin(2 * np.pi * np.arange(len(ts)) / 24) + np.random.default_rng(0).normal(0, 1, len(ts))
+    frame = pd.DataFrame(
+        {
+            "ts": np.concatenate([ts, ts]),
+            "station": ["flat"] * len(ts) + ["wave"] * len(ts),
+            "temp": np.concatenate([np.full(len(ts), 5.0), wave]),
+        }
+    )
+    frame.to_csv(data_dir / "flat.csv", index=False)
+    services.ingest(settings=settings, source="csv", path=data_dir / "flat.csv", series_col="station")
+    outcome = services.train(settings=settings, models=["naive", "seasonal_naive"], folds=2)
+    assert outcome.result.scale_fallbacks == {"flat": "unit"}
+    assert np.isfinite(outcome.comparison["mase"]).all()
+    assert outcome.registry.alias == "champion"
+    per_series = outcome.result.metrics_by_step().groupby(["candidate", "series_id"])["mase"].mean()
+    assert per_series.loc[("naive", "flat")] == 0.0  # a constant is forecast exactly: MASE 0, not NaN
+
+
+def test_a_winner_without_a_finite_mase_is_refused() -> None:
+    import numpy as np
+
+    from streamcast.backtest import BacktestConfig, BacktestResult, CandidateResult
+    from streamcast.errors import InputError
+
+    t = pd.Timestamp("2024-01-01T00:00Z")
+    points = pd.DataFrame(
+        {"series_id": ["a"], "origin_ts": [t], "step": [1], "ts": [t], "yhat": [1.0], "lo": [0.0], "hi": [2.0]}
+    )
+    result = BacktestResult(config=BacktestConfig(), origins=[t], train_end=t, val_start=t, scales={"a": np.inf})
+    result.candidates["naive"] = CandidateResult("naive", None, points.assign(actual=3.0), None, 0.0, 0.0)  # type: ignore[arg-type]
+    with pytest.raises(InputError, match="no candidate has a finite MASE"):
+        _ = result.winner

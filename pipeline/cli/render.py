@@ -134,6 +134,15 @@ def training(outcome: Any, tune_budget_seconds: float = 0.0) -> list[RenderableT
         for name, params in tu.best.items():
             shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
             out.append(Text(f"  {name}: {shown} (validation error {tu.best_value[name]:.4f})"))
+    if res.scale_fallbacks:
+        shown = ", ".join(f"{sid} ({basis})" for sid, basis in list(res.scale_fallbacks.items())[:5])
+        more = f" and {len(res.scale_fallbacks) - 5} more" if len(res.scale_fallbacks) > 5 else ""
+        out.append(
+            Text(
+                f"MASE scale: the seasonal naive error is zero or undefined for {shown}{more}; "
+                "their MASE divides by the naive error instead (unit: by 1, the MAE itself)"
+            )
+        )
     out.append(comparison(outcome.comparison.to_dict("records")))
     best = outcome.comparison.iloc[0]
     out.append(
