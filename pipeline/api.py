@@ -142,7 +142,7 @@ def _latest_body(store: Store, known: set[str], series_id: str | None, target: s
 def create_app(settings: Settings | None = None, cache_seconds: float = 1.0) -> FastAPI:
     """Build the app on one store; responses on the hot path are cached ``cache_seconds``."""
     settings = settings or get_settings()
-    store = Store(settings.database_url)
+    store = Store(settings.database_url, read_only=True)
     cache = TTLCache(cache_seconds)
 
     @contextlib.asynccontextmanager

@@ -25,7 +25,7 @@ def opened(store: Store | None, settings: Settings | None) -> Iterator[Store]:
     if store is not None:
         yield store
         return
-    with Store((settings or get_settings()).database_url) as own:
+    with Store((settings or get_settings()).database_url, read_only=True) as own:
         yield own
 
 
@@ -101,9 +101,20 @@ class StoreStatus:
     last_batch: dict[str, Any] | None
 
 
+def store_location(settings: Settings | None = None) -> str:
+    """Where the store is, fit to print (password hidden)."""
+    return redact_url((settings or get_settings()).database_url)
+
+
+def check_store(settings: Settings | None = None) -> None:
+    """Raise :class:`NotFoundError` / :class:`SchemaError` unless the store exists at this version."""
+    with Store((settings or get_settings()).database_url, read_only=True):
+        pass
+
+
 def store_status(settings: Settings | None = None) -> StoreStatus:
     settings = settings or get_settings()
-    with Store(settings.database_url) as s:
+    with Store(settings.database_url, read_only=True) as s:
         return StoreStatus(
             store=redact_url(settings.database_url),
             series=s.series_summary(),

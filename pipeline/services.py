@@ -37,6 +37,14 @@ def ingest(spec: IngestSpec | None = None, *, settings: Settings | None = None, 
         return run_ingest(store, spec, settings)
 
 
+def upgrade_store(*, settings: Settings | None = None) -> tuple[str | None, str]:
+    """``streamcast db upgrade``: create the store, or bring one from an older streamcast
+    to this version (writers do the same on opening it). Returns the schema before and after."""
+    from streamcast.store import upgrade_store as upgrade
+
+    return upgrade((settings or get_settings()).database_url)
+
+
 def train(
     spec: TrainSpec | None = None,
     *,

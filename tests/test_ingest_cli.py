@@ -161,7 +161,7 @@ def test_a_store_that_cannot_be_upgraded_is_one_line_and_exit_1(data_dir: Path) 
     Store(url).dispose()
     _drop_column(url, "scores", "model_name")
     code = "from streamcast.cli import main; main()"
-    out = subprocess.run([sys.executable, "-c", code, "status"], capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-c", code, "db", "upgrade"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 1
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: scores.model_name is missing"), out.stderr

@@ -34,7 +34,13 @@ def test_wheel_holds_only_the_streamcast_package(wheel: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     top = {n.split("/")[0] for n in names}
     assert {t for t in top if not t.endswith(".dist-info")} == {"streamcast"}
-    for module in ("streamcast/store/__init__.py", "streamcast/cli/render.py", "streamcast/models/base.py"):
+    for module in (
+        "streamcast/store/__init__.py",
+        "streamcast/store/migrations/env.py",
+        "streamcast/store/migrations/versions/0001_baseline.py",
+        "streamcast/cli/render.py",
+        "streamcast/models/base.py",
+    ):
         assert module in names
     assert "streamcast/py.typed" in names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
@@ -86,6 +92,11 @@ def test_installed_wheel_works_beside_a_users_own_pipeline_package(wheel: Path, 
     assert str(tmp_path / "data") in shown[2]
 
     cli = venv / "bin" / "streamcast"
+    status = subprocess.run([str(cli), "status"], cwd=project, env=env, capture_output=True, text=True)
+    assert status.returncode == 2 and "no streamcast store" in status.stderr, status.stderr
+    # The schema's migrations ship in the wheel: the installed CLI can create the store.
+    upgrade = subprocess.run([str(cli), "db", "upgrade"], cwd=project, env=env, capture_output=True, text=True)
+    assert upgrade.returncode == 0, upgrade.stderr
     status = subprocess.run([str(cli), "status"], cwd=project, env=env, capture_output=True, text=True)
     assert status.returncode == 0, status.stderr
     assert "no observations yet" in status.stdout

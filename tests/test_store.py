@@ -27,10 +27,14 @@ def _drop_column(url: str, table: str, column: str) -> None:
     as that version would have)."""
     import sqlalchemy as sa
 
+    from streamcast.store import migrate
+
     engine = sa.create_engine(url)
     with engine.begin() as conn:
         conn.exec_driver_sql(f"ALTER TABLE {table} DROP COLUMN {column}")
+        conn.exec_driver_sql(f"DROP TABLE {migrate.VERSION_TABLE}")  # versions before migrations had none
     engine.dispose()
+    migrate._current.clear()  # this process saw the store current before it was made old
 
 
 def test_upsert_is_idempotent_and_counts_revisions(any_store: Store) -> None:

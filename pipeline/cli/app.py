@@ -36,6 +36,8 @@ app = typer.Typer(
 )
 predictions_app = typer.Typer(help="Query stored forecasts.", no_args_is_help=True)
 app.add_typer(predictions_app, name="predictions")
+db_app = typer.Typer(help="The store's schema.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
 console = Console()
 err_console = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
@@ -126,6 +128,17 @@ def ingest(
         print(json.dumps([s.to_dict() for s in report.summaries], default=str, indent=2))
     else:
         print_all([render.ingest_summary(s) for s in report.summaries])
+
+
+@command(db_app, "upgrade")
+def db_upgrade() -> None:
+    """Create the store, or bring one from an older streamcast to this version (writers do this on their own)."""
+    before, after = services.upgrade_store()
+    where = queries.store_location()
+    if before == after:
+        console.print(Text(f"store at {where}: schema {after}, up to date"))
+    else:
+        console.print(Text(f"store at {where}: schema {before or 'none'} -> {after}"))
 
 
 @command()
@@ -233,6 +246,7 @@ def serve(
     """Serve the HTTP API and dashboard (reads the store only; loads no model)."""
     import uvicorn
 
+    queries.check_store()  # a missing or outdated store is one line here, not a traceback per worker
     console.print(Text(f"streamcast API on http://{host}:{port}/  (docs: /docs)"))
     # By name: the CLI and the API are independent (each worker builds the app from the settings).
     uvicorn.run("streamcast.api:create_app", factory=True, host=host, port=port, workers=workers, log_level="warning")

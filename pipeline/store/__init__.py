@@ -19,12 +19,13 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from streamcast.store import migrate
 from streamcast.store.engine import as_utc, make_engine, optional_float, redact_url, utcnow
 from streamcast.store.forecasts import POINT_COLUMNS, ForecastTables
 from streamcast.store.ingest_log import IngestLog
 from streamcast.store.observations import ObservationTables, UpsertCounts
 from streamcast.store.runs import RunLog
-from streamcast.store.schema import forecasts, ingest_batches, observations, prepare_schema, quarantine, scores
+from streamcast.store.schema import forecasts, ingest_batches, observations, quarantine, scores
 
 
 class _Tables(ObservationTables, IngestLog, ForecastTables, RunLog):
@@ -38,12 +39,20 @@ class Transaction(_Tables):
 class Store(_Tables):
     """Reads and writes streamcast's tables."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, read_only: bool = False) -> None:
+        """Open the store at ``url``. Writers create it, or upgrade it when it is from an
+        older streamcast; ``read_only`` opens (status, queries, the API) create and change
+        nothing and raise :class:`NotFoundError` / :class:`SchemaError` instead."""
+        if read_only:
+            migrate.refuse_missing_file(url)
         self.url = url
         self._engine = make_engine(url)
         super().__init__(self._engine)
         try:
-            prepare_schema(self._engine)
+            if read_only:
+                migrate.check_readable(self._engine)
+            else:
+                migrate.ensure_current(self._engine)
         except BaseException:
             self._engine.dispose()
             raise
@@ -71,6 +80,16 @@ class Store(_Tables):
             }
 
 
+def upgrade_store(url: str) -> tuple[str | None, str]:
+    """Create the store at ``url`` or bring it to this streamcast's schema (holding the
+    schema lock); returns the revision before (None: new; "legacy": before migrations) and after."""
+    engine = make_engine(url)
+    try:
+        return migrate.upgrade(engine)
+    finally:
+        engine.dispose()
+
+
 __all__ = [
     "POINT_COLUMNS",
     "Store",
@@ -79,5 +98,6 @@ __all__ = [
     "as_utc",
     "optional_float",
     "redact_url",
+    "upgrade_store",
     "utcnow",
 ]

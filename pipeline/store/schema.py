@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
-
-from streamcast.errors import SchemaError
 
 metadata = sa.MetaData()
 
@@ -134,30 +131,3 @@ retrain_triggers = sa.Table(
     sa.Column("outcome", sa.String(256)),
     sa.Column("triggered_at", sa.DateTime(timezone=True), nullable=False),
 )
-
-
-def prepare_schema(engine: Engine) -> None:
-    """Create missing tables and add columns a store from an older streamcast lacks.
-
-    Runs once when a :class:`~streamcast.store.Store` opens. Only additive changes are
-    automatic: a missing nullable column is added; a missing required one stops with a
-    message saying what is missing.
-    """
-    metadata.create_all(engine)
-    inspector = sa.inspect(engine)
-    dialect = engine.dialect.name
-    with engine.begin() as conn:
-        for table in metadata.sorted_tables:
-            present = {c["name"] for c in inspector.get_columns(table.name)}
-            for column in table.columns:
-                if column.name in present:
-                    continue
-                if not column.nullable:
-                    raise SchemaError(
-                        f"{table.name}.{column.name} is missing from the store at {engine.url!r} and "
-                        "cannot be added to existing rows; point STREAMCAST_DB_URL at a new database"
-                    )
-                col_type = column.type.compile(dialect=engine.dialect)
-                # Another process may be upgrading the same store: PostgreSQL can say so.
-                guard = "IF NOT EXISTS " if dialect == "postgresql" else ""
-                conn.exec_driver_sql(f'ALTER TABLE {table.name} ADD COLUMN {guard}"{column.name}" {col_type}')
