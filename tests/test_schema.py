@@ -86,3 +86,15 @@ def test_upgrade_of_a_current_store_changes_nothing(tmp_path: Path) -> None:
     assert upgrade_store(url) == (None, migrate.head())
     assert upgrade_store(url) == (migrate.head(), migrate.head())
     assert os.path.exists(tmp_path / "s.db.schema-lock")
+
+
+def test_the_migrations_build_exactly_the_tables_the_code_uses(any_store: Store) -> None:
+    """A change to schema.py without a migration (or the reverse) fails here, on both backends."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    engine = sa.create_engine(any_store.url)
+    with engine.connect() as conn:
+        context = MigrationContext.configure(conn, opts={"version_table": migrate.VERSION_TABLE})
+        assert compare_metadata(context, metadata) == []
+    engine.dispose()

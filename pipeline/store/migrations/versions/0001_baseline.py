@@ -14,6 +14,16 @@ depends_on = None
 
 
 def upgrade() -> None:
+    _forecasts()
+    _ingest_batches()
+    _model_comparisons()
+    _observations()
+    _quarantine()
+    _retrain_triggers()
+    _scores()
+
+
+def _forecasts() -> None:
     op.create_table(
         "forecasts",
         sa.Column("forecast_id", sa.String(length=64), nullable=False),
@@ -33,6 +43,9 @@ def upgrade() -> None:
     )
     op.create_index("ix_forecasts_latest", "forecasts", ["series_id", "target", "issued_at"], unique=False)
     op.create_index("ix_forecasts_target_time", "forecasts", ["series_id", "ts"], unique=False)
+
+
+def _ingest_batches() -> None:
     op.create_table(
         "ingest_batches",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
@@ -52,6 +65,9 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id"),
     )
     op.create_index(op.f("ix_ingest_batches_content_hash"), "ingest_batches", ["content_hash"], unique=False)
+
+
+def _model_comparisons() -> None:
     op.create_table(
         "model_comparisons",
         sa.Column("training_run_id", sa.String(length=64), nullable=False),
@@ -70,6 +86,9 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("training_run_id", "candidate"),
     )
     op.create_index(op.f("ix_model_comparisons_target"), "model_comparisons", ["target"], unique=False)
+
+
+def _observations() -> None:
     op.create_table(
         "observations",
         sa.Column("series_id", sa.String(length=128), nullable=False),
@@ -80,6 +99,9 @@ def upgrade() -> None:
         sa.Column("revisions", sa.Integer(), server_default="0", nullable=False),
         sa.PrimaryKeyConstraint("series_id", "variable", "ts"),
     )
+
+
+def _quarantine() -> None:
     op.create_table(
         "quarantine",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
@@ -99,6 +121,9 @@ def upgrade() -> None:
     )
     op.create_index(op.f("ix_quarantine_batch_id"), "quarantine", ["batch_id"], unique=False)
     op.create_index(op.f("ix_quarantine_reason"), "quarantine", ["reason"], unique=False)
+
+
+def _retrain_triggers() -> None:
     op.create_table(
         "retrain_triggers",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
@@ -109,6 +134,9 @@ def upgrade() -> None:
         sa.Column("triggered_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id"),
     )
+
+
+def _scores() -> None:
     op.create_table(
         "scores",
         sa.Column("forecast_id", sa.String(length=64), nullable=False),
