@@ -148,3 +148,38 @@ def test_a_winner_without_a_finite_mase_is_refused() -> None:
     result.candidates["naive"] = CandidateResult("naive", None, points.assign(actual=3.0), None, 0.0, 0.0)  # type: ignore[arg-type]
     with pytest.raises(InputError, match="no candidate has a finite MASE"):
         _ = result.winner
+
+
+def test_concurrent_ingests_of_one_file_count_every_observation_once(any_store: Store, data_dir: Path) -> None:
+    import threading
+
+    import numpy as np
+
+    from streamcast import services
+    from streamcast.config import Settings
+
+    ts = pd.date_range("2024-01-01", periods=2_000, freq="h", tz="UTC")
+    frame = pd.DataFrame({"ts": np.tile(ts, 5), "station": np.repeat([f"s{i}" for i in range(5)], len(ts))})
+    frame["temp"] = np.arange(len(frame)) % 40
+    frame["humid"] = np.arange(len(frame)) % 90
+    frame.to_csv(data_dir / "same.csv", index=False)
+    settings = Settings(data_dir=data_dir, db_url=any_store.url)
+    start = threading.Barrier(2)
+    reports = []
+
+    def ingest() -> None:
+        start.wait()
+        path = data_dir / "same.csv"
+        reports.append(services.ingest(settings=settings, source="csv", path=path, series_col="station"))
+
+    threads = [threading.Thread(target=ingest) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    counts = [(r.summaries[0].new, r.summaries[0].updated, r.summaries[0].unchanged) for r in reports]
+    assert sum(c[0] for c in counts) == 2 * len(frame)  # each observation is new exactly once
+    assert all(c[1] == 0 for c in counts)
+    assert sorted(c[2] for c in counts) == sorted(2 * len(frame) - c[0] for c in counts)
+    status = runner.invoke(app, ["status", "--json"])
+    assert sum(r["revised"] for r in json.loads(status.output)["series"]) == 0

@@ -41,12 +41,14 @@ class ObservationTables(Bound):
             is_new = np.isnan(old)
             values = obs["value"].to_numpy(dtype=float)
             changed = ~is_new & ~np.isclose(values, np.nan_to_num(old), rtol=0, atol=1e-9)
-            to_write = obs.loc[is_new | changed, OBS_COLUMNS]
-            if not to_write.empty:
-                _bulk_upsert(conn, self.dialect, to_write, batch_id, chunk_size)
-        return UpsertCounts(
-            new=int(is_new.sum()), updated=int(changed.sum()), unchanged=int((~is_new & ~changed).sum())
-        )
+            # What the read above saw may be stale under concurrent writers: the counts come from
+            # the writes themselves (rows inserted; rows whose stored value really differed).
+            fresh, revised = obs.loc[is_new, OBS_COLUMNS], obs.loc[changed, OBS_COLUMNS]
+            new = _write_rows(conn, self.dialect, _INSERT_NEW, fresh, batch_id, chunk_size)
+            if new < len(fresh):  # another writer stored some of these keys first
+                revised = pd.concat([revised, fresh])
+            updated = _write_rows(conn, self.dialect, _REVISE, revised, batch_id, chunk_size)
+        return UpsertCounts(new=new, updated=updated, unchanged=len(obs) - new - updated)
 
     def series_ids(self) -> list[str]:
         q = sa.select(observations.c.series_id).distinct().order_by(observations.c.series_id)
@@ -152,36 +154,43 @@ def _stored_values_small(conn: Connection, obs: pd.DataFrame) -> np.ndarray:
     return np.array([found.get(k, np.nan) for k in keys], dtype=float)
 
 
-_UPSERT = (
+# Parameters in the order of the tuples _write_rows builds: series_id, variable, ts, value, batch_id.
+_INSERT_NEW = (
     "INSERT INTO observations (series_id, variable, ts, value, batch_id) VALUES ({p}, {p}, {p}, {p}, {p}) "
-    "ON CONFLICT (series_id, variable, ts) DO UPDATE SET value = excluded.value, "
-    "batch_id = excluded.batch_id, revisions = observations.revisions + 1"
+    "ON CONFLICT (series_id, variable, ts) DO NOTHING"
+)
+_REVISE = (
+    "UPDATE observations SET value = {p}, batch_id = {p}, revisions = revisions + 1 "
+    "WHERE series_id = {p} AND variable = {p} AND ts = {p} AND value <> {p}"
 )
 
 
-def _bulk_upsert(conn: Connection, dialect: str, frame: pd.DataFrame, batch_id: int | None, chunk_size: int) -> None:
-    """Upsert through the driver: SQLAlchemy's per-row parameter processing would
-    cost more than the database work at these volumes."""
+def _write_rows(
+    conn: Connection, dialect: str, sql: str, frame: pd.DataFrame, batch_id: int | None, chunk_size: int
+) -> int:
+    """Run ``sql`` once per row through the driver (SQLAlchemy's per-row parameter
+    processing would cost more than the database work at these volumes); rows affected."""
+    if frame.empty:
+        return 0
     # Convert each distinct timestamp once: a batch repeats every time per variable.
     codes, uniques = pd.factorize(frame["ts"].dt.tz_convert("UTC"))
     if dialect == "sqlite":
         # Same text format SQLAlchemy's SQLite DateTime type writes and reads.
         ts_param: np.ndarray = np.asarray(pd.DatetimeIndex(uniques).strftime("%Y-%m-%d %H:%M:%S.%f"))[codes]
-        sql = _UPSERT.format(p="?")
+        placeholder = "?"
     elif dialect == "postgresql":
         ts_param = np.asarray(pd.DatetimeIndex(uniques).to_pydatetime())[codes]
-        sql = _UPSERT.format(p="%s")
+        placeholder = "%s"
     else:  # pragma: no cover - guarded by Bound._insert
         raise NotImplementedError(dialect)
-    rows = list(
-        zip(
-            frame["series_id"].astype(str).tolist(),
-            frame["variable"].astype(str).tolist(),
-            ts_param.tolist(),
-            frame["value"].astype(float).tolist(),
-            [batch_id] * len(frame),
-            strict=True,
-        )
-    )
+    sids, variables = frame["series_id"].astype(str).tolist(), frame["variable"].astype(str).tolist()
+    values = frame["value"].astype(float).tolist()
+    batch = [batch_id] * len(frame)
+    if sql is _INSERT_NEW:
+        rows = list(zip(sids, variables, ts_param.tolist(), values, batch, strict=True))
+    else:
+        rows = list(zip(values, batch, sids, variables, ts_param.tolist(), values, strict=True))
+    affected = 0
     for start in range(0, len(rows), chunk_size):
-        conn.exec_driver_sql(sql, rows[start : start + chunk_size])
+        affected += conn.exec_driver_sql(sql.format(p=placeholder), rows[start : start + chunk_size]).rowcount
+    return affected
