@@ -8,6 +8,7 @@ import html
 import json
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -70,41 +71,52 @@ class Health(BaseModel):
 
 
 class TTLCache:
-    """Time-based cache for the hot query path, stale-while-revalidate.
+    """Time-based cache for the hot query path, bounded in age and size.
 
-    An entry older than ``ttl`` is still answered at once while one background
-    thread recomputes it, so a request never waits on the database once the key
-    is warm: the event loop stays free and tail latency flat.
+    An answer is never older than ``ttl``: one younger than ``ttl / 2`` is served as is;
+    one between ``ttl / 2`` and ``ttl`` is served while one background thread recomputes
+    it (stale-while-revalidate, so a busy key never waits on the database); an older one
+    is recomputed before answering. At most ``max_entries`` keys are kept, least recently
+    used first out (query values come from users).
     """
 
-    def __init__(self, ttl: float) -> None:
+    def __init__(self, ttl: float, max_entries: int = 1024, clock: Callable[[], float] = time.monotonic) -> None:
         self.ttl = ttl
-        self._data: dict[Any, tuple[float, Any]] = {}
+        self.max_entries = max_entries
+        self._clock = clock
+        self._data: OrderedDict[Any, tuple[float, Any]] = OrderedDict()
         self._refreshing: set[Any] = set()
         self._lock = threading.Lock()
 
+    def __len__(self) -> int:
+        return len(self._data)
+
     def get(self, key: Any, compute: Callable[[], Any]) -> Any:
-        now = time.monotonic()
+        now = self._clock()
         with self._lock:
             hit = self._data.get(key)
             if hit is not None and now - hit[0] < self.ttl:
+                self._data.move_to_end(key)
+                if now - hit[0] >= self.ttl / 2 and key not in self._refreshing:
+                    self._refreshing.add(key)
+                    threading.Thread(target=self._refresh, args=(key, compute), daemon=True).start()
                 return hit[1]
-            stale = hit is not None and self.ttl > 0
-            if stale and key not in self._refreshing:
-                self._refreshing.add(key)
-                threading.Thread(target=self._refresh, args=(key, compute), daemon=True).start()
-        if stale:
-            return hit[1]  # type: ignore[index]
+        started = self._clock()
         value = compute()
-        with self._lock:
-            self._data[key] = (time.monotonic(), value)
+        self._store(key, started, value)
         return value
+
+    def _store(self, key: Any, computed_at: float, value: Any) -> None:
+        with self._lock:
+            self._data[key] = (computed_at, value)
+            self._data.move_to_end(key)
+            while len(self._data) > self.max_entries:
+                self._data.popitem(last=False)
 
     def _refresh(self, key: Any, compute: Callable[[], Any]) -> None:
         try:
-            value = compute()
-            with self._lock:
-                self._data[key] = (time.monotonic(), value)
+            started = self._clock()
+            self._store(key, started, compute())
         finally:
             with self._lock:
                 self._refreshing.discard(key)
