@@ -24,3 +24,9 @@ class NotFoundError(InputError):
 
 class SchemaError(StreamcastError):
     """The store's tables cannot be brought up to this version automatically."""
+
+
+class UnavailableError(StreamcastError):
+    """A service the command needs (the store's database, the Redis broker) cannot be reached."""
+
+    exit_code = 3

@@ -156,6 +156,9 @@ class StreamSpec(_OpenMeteoLocation):
     batch_size: int = Field(64, ge=1, description="entries per batch")
     stop_after_idle: float | None = Field(None, ge=0, description="stop after this many idle seconds")
     claim_idle_ms: int = Field(10_000, ge=0, description="claim entries a consumer left pending this long")
+    broker_retry_seconds: float = Field(
+        300.0, ge=0, description="keep retrying an unreachable broker this long before giving up"
+    )
     # open-meteo
     poll_seconds: float = Field(900.0, ge=0)
     max_polls: int | None = Field(None, ge=1)

@@ -183,3 +183,41 @@ def test_concurrent_ingests_of_one_file_count_every_observation_once(any_store: 
     assert sorted(c[2] for c in counts) == sorted(2 * len(frame) - c[0] for c in counts)
     status = runner.invoke(app, ["status", "--json"])
     assert sum(r["revised"] for r in json.loads(status.output)["series"]) == 0
+
+
+@pytest.mark.parametrize(
+    ("env", "command", "code", "message"),
+    [
+        (
+            {"STREAMCAST_DB_URL": "postgresql+psycopg://postgres@127.0.0.1:9/none"},
+            ["status"],
+            3,
+            "cannot reach the store",
+        ),
+        (
+            {"STREAMCAST_DB_URL": "postgresql+psycopg://postgres@127.0.0.1:9/none"},
+            ["ingest"],
+            3,
+            "cannot reach the store",
+        ),
+        ({"STREAMCAST_DB_URL": "not a url"}, ["status"], 2, "not a database URL"),
+        ({"STREAMCAST_DB_URL": "mysql://u@h/db"}, ["status"], 2, "SQLite or PostgreSQL"),
+        (
+            {},
+            ["stream", "--source", "redis", "--redis-url", "redis://127.0.0.1:9/0", "--broker-retry-seconds", "0.5"],
+            3,
+            "cannot reach the Redis broker",
+        ),
+        ({}, ["stream", "--source", "redis", "--redis-url", "http://nowhere"], 2, "not a Redis URL"),
+    ],
+)
+def test_unreachable_or_malformed_services_are_one_line_with_a_documented_code(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch, env: dict, command: list[str], code: int, message: str
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    res = runner.invoke(app, command)
+    assert res.exit_code == code, res.output
+    errors = [line for line in res.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and message in errors[0]
+    assert "Traceback" not in res.output

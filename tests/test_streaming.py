@@ -262,3 +262,80 @@ def test_malformed_and_far_future_redis_entries_are_quarantined_and_never_block_
             assert sorted(fc.loc[fc.series_id == "EWR", "origin_ts"].unique()) == [pd.Timestamp(t) for t in hour]
     finally:
         client.delete(stream)
+
+
+def _redis_server(port: int, folder: Path) -> subprocess.Popen:
+    """A private redis-server that persists every write (so a restart keeps stream and group)."""
+    import redis
+
+    folder.mkdir(exist_ok=True)
+    args = ["redis-server", "--port", str(port), "--save", "", "--appendonly", "yes", "--appendfsync", "always"]
+    proc = subprocess.Popen([*args, "--dir", str(folder)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    client = redis.Redis(port=port)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            client.ping()
+            return proc
+        except redis.ConnectionError:
+            time.sleep(0.05)
+    proc.kill()
+    raise AssertionError(f"redis-server did not start on port {port}")
+
+
+def test_the_stream_rides_out_a_broker_restart_and_resumes(settings: Settings, data_dir: Path, tmp_path: Path) -> None:
+    import shutil
+    import socket
+
+    from streamcast.sources.redis_stream import publish_rows
+
+    if shutil.which("redis-server") is None:
+        if services_required():
+            pytest.fail("redis-server not installed (STREAMCAST_REQUIRE_SERVICES=1)")
+        pytest.skip("redis-server not installed")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"redis://127.0.0.1:{port}/0"
+    server = _redis_server(port, tmp_path / "redis")
+    _history_and_champion(settings, data_dir, ["naive"])
+    frame = replay_frame("nyc-weather", STREAM_START, STREAM_START + pd.Timedelta(hours=23))
+    first, rest = (
+        frame[frame.ts < STREAM_START + pd.Timedelta(hours=12)],
+        frame[frame.ts >= STREAM_START + pd.Timedelta(hours=12)],
+    )
+    publish_rows(url, "obs", first)
+    exe = str(Path(sys.executable).with_name("streamcast"))
+    env = {**os.environ, "STREAMCAST_DATA_DIR": str(data_dir), "MLFLOW_TRACKING_URI": settings.tracking_uri}
+    args = ["stream", "--source", "redis", "--stream", "obs", "--redis-url", url, "--batch-size", "3"]
+    consumer = subprocess.Popen(
+        [exe, *args, "--stop-after-idle", "10", "--broker-retry-seconds", "60"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    store = Store(settings.database_url)
+    try:
+        deadline = time.monotonic() + 120
+        while store.table_counts()["forecasts"] < 12 * 3 * 24:
+            assert consumer.poll() is None and time.monotonic() < deadline, (
+                consumer.stderr.read() if consumer.stderr else ""
+            )
+            time.sleep(0.05)
+        server.kill()  # the broker dies under the running consumer ...
+        server.wait()
+        server = _redis_server(port, tmp_path / "redis")  # ... and comes back with its data
+        publish_rows(url, "obs", rest)
+        _, err = consumer.communicate(timeout=180)
+        assert consumer.returncode == 0, err[-2000:]
+        assert "unreachable" in err  # it said so while retrying
+        fc = store.forecasts_between(STREAM_START, STREAM_START + pd.Timedelta(days=3))
+        assert fc.groupby("series_id")["origin_ts"].nunique().to_dict() == {"EWR": 24, "JFK": 24, "LGA": 24}
+        import redis
+
+        assert redis.Redis(port=port).xpending("obs", "streamcast")["pending"] == 0
+    finally:
+        consumer.kill()
+        store.dispose()
+        server.kill()

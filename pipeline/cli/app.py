@@ -281,6 +281,12 @@ def stream(
         min=0,
         help="Claim entries another consumer left pending this long (redis).",
     ),
+    broker_retry_seconds: float = typer.Option(
+        default(StreamSpec, "broker_retry_seconds"),
+        "--broker-retry-seconds",
+        min=0,
+        help="Retry an unreachable Redis this long (exponential backoff) before exiting with code 3.",
+    ),
     latitude: float | None = typer.Option(None, "--latitude", min=-90, max=90, help="open-meteo: latitude."),
     longitude: float | None = typer.Option(None, "--longitude", min=-180, max=180, help="open-meteo: longitude."),
     variables: str | None = typer.Option(None, "--variables", help="open-meteo: hourly variables."),

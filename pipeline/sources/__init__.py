@@ -109,6 +109,7 @@ def open_stream(spec: StreamSpec, settings: Settings) -> OpenStream:
             batch_size=spec.batch_size,
             claim_idle_ms=spec.claim_idle_ms,
             stop_after_idle_s=spec.stop_after_idle,
+            retry_seconds=spec.broker_retry_seconds,
         )
         return OpenStream(src.batches(), f"consuming {spec.stream} as {spec.group}/{spec.consumer} on {spec.redis_url}")
     from streamcast.sources.open_meteo import poll_stream

@@ -9,19 +9,26 @@ pending by a crashed consumer are claimed.
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pandas as pd
 
+from streamcast.errors import InputError, UnavailableError
 from streamcast.sources.stream import StreamBatch
+
+log = logging.getLogger(__name__)
 
 
 def _client(url: str) -> Any:
     import redis
 
-    return redis.Redis.from_url(url, decode_responses=True)
+    try:
+        return redis.Redis.from_url(url, decode_responses=True, socket_connect_timeout=5)
+    except ValueError as exc:
+        raise InputError(f"not a Redis URL: {url!r} ({exc}); expected e.g. redis://127.0.0.1:6379/0") from None
 
 
 def publish_rows(url: str, stream: str, frame: pd.DataFrame) -> list[str]:
@@ -75,17 +82,45 @@ class RedisStreamSource:
         block_ms: int = 500,
         claim_idle_ms: int = 10_000,
         stop_after_idle_s: float | None = None,
+        retry_seconds: float = 300.0,
     ) -> None:
         self.url, self.stream, self.group, self.consumer = url, stream, group, consumer
         self.batch_size, self.block_ms, self.claim_idle_ms = batch_size, block_ms, claim_idle_ms
         self.stop_after_idle_s = stop_after_idle_s
+        self.retry_seconds = retry_seconds
         self.redis = _client(url)
+
+    def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        """A Redis command, retried with exponential backoff while the broker is unreachable;
+        after ``retry_seconds`` of outage, :class:`UnavailableError`."""
+        import redis
+
+        down_since, wait = None, 0.25
+        while True:
+            try:
+                return getattr(self.redis, method)(*args, **kwargs)
+            except redis.ResponseError as exc:
+                # A broker restarted without persistence forgot the group: make it again.
+                if "NOGROUP" not in str(exc) or method == "xgroup_create":
+                    raise
+                log.warning("consumer group %s missing on %s; creating it again", self.group, self.url)
+                self.ensure_group()
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                down_since = down_since or time.monotonic()
+                down = time.monotonic() - down_since
+                if down >= self.retry_seconds:
+                    raise UnavailableError(
+                        f"cannot reach the Redis broker at {self.url} (tried for {down:.0f} s): {exc}"
+                    ) from None
+                log.warning("Redis at %s unreachable (%s); retrying in %.1f s", self.url, exc, wait)
+                time.sleep(min(wait, max(self.retry_seconds - down, 0.01)))
+                wait = min(wait * 2, 10.0)
 
     def ensure_group(self) -> None:
         import redis
 
         try:
-            self.redis.xgroup_create(self.stream, self.group, id="0", mkstream=True)
+            self._call("xgroup_create", self.stream, self.group, id="0", mkstream=True)
         except redis.ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
@@ -97,7 +132,7 @@ class RedisStreamSource:
 
         def ack() -> None:
             if ids:
-                self.redis.xack(self.stream, self.group, *ids)
+                self._call("xack", self.stream, self.group, *ids)
 
         return StreamBatch(frame=frame, received_at=time.perf_counter(), ack=ack)
 
@@ -105,7 +140,7 @@ class RedisStreamSource:
         self.ensure_group()
         # 1. Our own entries delivered before a crash but never acknowledged.
         while True:
-            resp = self.redis.xreadgroup(self.group, self.consumer, {self.stream: "0"}, count=self.batch_size)
+            resp = self._call("xreadgroup", self.group, self.consumer, {self.stream: "0"}, count=self.batch_size)
             entries = resp[0][1] if resp else []
             entries = [(eid, f) for eid, f in entries if f]
             if not entries:
@@ -114,8 +149,14 @@ class RedisStreamSource:
         # 2. Entries a dead consumer of the group left pending.
         start = "0-0"
         while True:
-            start, claimed, *_ = self.redis.xautoclaim(
-                self.stream, self.group, self.consumer, self.claim_idle_ms, start_id=start, count=self.batch_size
+            start, claimed, *_ = self._call(
+                "xautoclaim",
+                self.stream,
+                self.group,
+                self.consumer,
+                self.claim_idle_ms,
+                start_id=start,
+                count=self.batch_size,
             )
             claimed = [(eid, f) for eid, f in claimed if f]
             if claimed:
@@ -125,8 +166,8 @@ class RedisStreamSource:
         # 3. New entries.
         idle_since = time.monotonic()
         while True:
-            resp = self.redis.xreadgroup(
-                self.group, self.consumer, {self.stream: ">"}, count=self.batch_size, block=self.block_ms
+            resp = self._call(
+                "xreadgroup", self.group, self.consumer, {self.stream: ">"}, count=self.batch_size, block=self.block_ms
             )
             entries = resp[0][1] if resp else []
             if entries:

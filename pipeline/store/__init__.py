@@ -19,6 +19,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from streamcast.errors import InputError, UnavailableError
 from streamcast.store import migrate
 from streamcast.store.engine import as_utc, make_engine, optional_float, redact_url, utcnow
 from streamcast.store.forecasts import POINT_COLUMNS, ForecastTables
@@ -36,6 +37,21 @@ class Transaction(_Tables):
     """A unit of work: every read and write made through it commits together."""
 
 
+@contextmanager
+def _reachable(url: str) -> Iterator[None]:
+    """A URL that is no database URL, or a database that does not answer, as one line."""
+    try:
+        yield
+    except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError):
+        raise InputError(
+            "the store URL (STREAMCAST_DB_URL) is not a database URL streamcast can use; "
+            "expected e.g. postgresql+psycopg://user@host/db or sqlite:///path/to/streamcast.db"
+        ) from None
+    except sa.exc.DBAPIError as exc:
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else type(exc).__name__
+        raise UnavailableError(f"cannot reach the store at {redact_url(url)}: {reason}") from None
+
+
 class Store(_Tables):
     """Reads and writes streamcast's tables."""
 
@@ -43,16 +59,21 @@ class Store(_Tables):
         """Open the store at ``url``. Writers create it, or upgrade it when it is from an
         older streamcast; ``read_only`` opens (status, queries, the API) create and change
         nothing and raise :class:`NotFoundError` / :class:`SchemaError` instead."""
-        if read_only:
-            migrate.refuse_missing_file(url)
         self.url = url
-        self._engine = make_engine(url)
+        with _reachable(url):
+            backend = sa.engine.make_url(url).get_backend_name()
+            if backend not in ("sqlite", "postgresql"):
+                raise InputError(f"the store must be SQLite or PostgreSQL; STREAMCAST_DB_URL names {backend!r}")
+            if read_only:
+                migrate.refuse_missing_file(url)
+            self._engine = make_engine(url)
         super().__init__(self._engine)
         try:
-            if read_only:
-                migrate.check_readable(self._engine)
-            else:
-                migrate.ensure_current(self._engine)
+            with _reachable(url):
+                if read_only:
+                    migrate.check_readable(self._engine)
+                else:
+                    migrate.ensure_current(self._engine)
         except BaseException:
             self._engine.dispose()
             raise
