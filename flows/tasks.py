@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
@@ -31,8 +31,14 @@ def retrain_decision_task(target: str) -> dict[str, Any]:
 
 @task(name="train-and-register", cache_policy=NO_CACHE)
 def train_task(spec: TrainSpec) -> dict[str, Any]:
-    """Backtest, log to MLflow and register; not retried (a retry would repeat a long fit)."""
-    return services.train(spec).summary()
+    """Backtest, log to MLflow and register; not retried (a retry would repeat a long fit).
+    Each candidate's progress goes to the run's log (and so to ``make run``'s console)."""
+    logger = get_run_logger()
+
+    def progress(name: str, stage: str) -> None:
+        logger.info("training: %s %s", name, stage)
+
+    return services.train(spec, on_progress=progress).summary()
 
 
 @task(name="plan-candidates", cache_policy=NO_CACHE)

@@ -61,7 +61,9 @@ def parse_timestamps(raw: pd.Series, tz: str) -> tuple[pd.Series, pd.Series]:
             local, why = _localize(dt, tz)
             reason[:] = why
             dt = local
-        out[:] = dt.tz_convert("UTC").floor("us")
+        # Times outside 1800-2200 (or nanoseconds) are quarantined, not wrapped: as for text.
+        utc = pd.DatetimeIndex(_in_ns_range(dt.tz_convert("UTC").tz_localize(None))).floor("us")
+        out = pd.Series(utc.tz_localize("UTC"), index=raw.index)
         reason[out.isna() & reason.isna()] = BAD_TIMESTAMP
         return out, reason
     text = raw.astype("string").str.strip()
