@@ -126,7 +126,8 @@ def test_level_shift_triggers_a_drift_retrain(settings: Settings, data_dir: Path
     assert triggers["outcome"].iloc[0] == "retrained"
 
 
-def test_redis_consumer_killed_mid_stream_loses_and_doubles_nothing(settings: Settings, data_dir: Path) -> None:
+def test_redis_consumer_killed_mid_stream_loses_and_doubles_nothing(any_store: Store, data_dir: Path) -> None:
+    settings = Settings(data_dir=data_dir, db_url=any_store.url)  # SQLite and PostgreSQL
     from streamcast.sources.redis_stream import publish_rows
 
     client = _redis()
@@ -138,7 +139,12 @@ def test_redis_consumer_killed_mid_stream_loses_and_doubles_nothing(settings: Se
         (frame["wind_speed"] > 200).sum()
     )
     exe = str(Path(sys.executable).with_name("streamcast"))
-    env = {**os.environ, "STREAMCAST_DATA_DIR": str(data_dir), "MLFLOW_TRACKING_URI": settings.tracking_uri}
+    env = {
+        **os.environ,
+        "STREAMCAST_DATA_DIR": str(data_dir),
+        "STREAMCAST_DB_URL": any_store.url,
+        "MLFLOW_TRACKING_URI": settings.tracking_uri,
+    }
 
     def command(name: str, idle: float) -> list[str]:
         return [
