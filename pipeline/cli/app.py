@@ -170,6 +170,9 @@ def train(
         min=0,
         help="Optuna budget (minutes, all candidates) on the validation slice.",
     ),
+    tune_max_trials: int | None = typer.Option(
+        None, "--tune-max-trials", min=1, help="Stop tuning after this many trials (within the budget)."
+    ),
 ) -> None:
     """Backtest the candidates, log to MLflow, register the winner (champion/challenger gate)."""
     spec = TrainSpec.of(**locals())
