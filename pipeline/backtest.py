@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +34,13 @@ class BacktestConfig(BaseModel):
     val_steps: int = Field(24 * 30, ge=1, description="validation slice at the end of the training period")
     season: int = Field(24, ge=1, description="season of the MASE scale")
     level: float = Field(0.9, gt=0, lt=1, description="prediction interval coverage")
+    fitted_to_history: bool = Field(
+        False, description="folds and validation slice were shortened to fit a short history (see fit_to_history)"
+    )
+
+
+MIN_FOLDS = 5  # fewer origins than this say too little about a candidate
+MIN_VALIDATION_SEASONS = 7  # the validation slice spans at least this many seasons (a week of hourly data)
 
 
 @dataclass
@@ -128,6 +135,40 @@ class BacktestResult:
                 "forecast times?); nothing is registered"
             )
         return str(best["candidate"])
+
+
+def fit_to_history(panel: dict[str, pd.DataFrame], cfg: BacktestConfig, fixed: Collection[str]) -> BacktestConfig:
+    """``cfg`` when the history holds it. Otherwise, of ``folds`` and ``val_steps``, those
+    not in ``fixed`` (the ones the user left at their defaults) shrink to what the history
+    allows: the validation slice to half the room (at least ``MIN_VALIDATION_SEASONS``
+    seasons), the origins to what is left (at least ``MIN_FOLDS``). Below that minimum,
+    or when the user fixed both, an :class:`InputError` says how much history is needed."""
+    end = min(f.index[-1] for f in panel.values())
+    start = max(f.index[0] for f in panel.values())
+    freq = panel_freq(panel)
+    room = int((end - start) / freq) - 2 * cfg.horizon - 1  # steps for (folds - 1) * step + validation
+    if (cfg.folds - 1) * cfg.step + cfg.val_steps <= room:
+        return cfg
+    val_free, folds_free = "val_steps" not in fixed, "folds" not in fixed
+    min_val = min(cfg.val_steps, MIN_VALIDATION_SEASONS * cfg.season) if val_free else cfg.val_steps
+    least_folds = min(cfg.folds, MIN_FOLDS) if folds_free else cfg.folds
+    val = cfg.val_steps
+    if val_free:  # half the room, at least min_val, and leave room for the fewest origins
+        val = min(cfg.val_steps, max(min_val, room // 2), max(min_val, room - (least_folds - 1) * cfg.step))
+    folds = min(cfg.folds, (room - val) // cfg.step + 1) if folds_free else cfg.folds
+    if folds < least_folds or (folds - 1) * cfg.step + val > room:
+        have = int((end - start) / freq) + 1
+        need = (least_folds - 1) * cfg.step + min_val + 2 * cfg.horizon + 2
+        raise InputError(
+            f"not enough history to train: every series shares {have} steps ({_days(have, freq)}, "
+            f"{start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M}); {least_folds} origins {cfg.step} steps apart, "
+            f"a {min_val}-step validation slice and the horizon need {need} ({_days(need, freq)})"
+        )
+    return cfg.model_copy(update={"folds": folds, "val_steps": val, "fitted_to_history": True})
+
+
+def _days(steps: int, freq: pd.Timedelta) -> str:
+    return f"{steps * freq / pd.Timedelta(days=1):.1f} days"
 
 
 def plan_origins(panel: dict[str, pd.DataFrame], cfg: BacktestConfig) -> list[pd.Timestamp]:

@@ -18,8 +18,10 @@ import pandas as pd
 
 from streamcast import tracking
 from streamcast.backtest import (
+    BacktestConfig,
     BacktestResult,
     backtest_candidate,
+    fit_to_history,
     load_candidate,
     plan_backtest,
     run_backtest,
@@ -76,6 +78,12 @@ def load_panel(settings: Settings, target: str, series: list[str] | None = None)
     return prepare_panel(wide, max_gap=settings.max_gap_steps)
 
 
+def backtest_for(spec: TrainSpec, panel: dict[str, pd.DataFrame]) -> BacktestConfig:
+    """The spec's backtest, shortened to fit a short history where the user left the
+    number of origins or the validation slice at their defaults."""
+    return fit_to_history(panel, spec.backtest_config(), spec.model_fields_set)
+
+
 def candidate_config(spec: TrainSpec, name: str, tuned: dict[str, Any] | None = None) -> dict[str, Any]:
     """A candidate's full config as plain data: what the spec asks of it (target, horizon,
     seed, epochs where it has them, overrides) plus tuned values; a worker rebuilds it from this."""
@@ -108,7 +116,7 @@ def plan_training(spec: TrainSpec, settings: Settings, on_progress: Progress | N
     candidates = build_candidates(spec)
     if spec.tune_minutes <= 0:
         return TrainingPlan(spec, panel, candidates)
-    plan = plan_backtest(panel, spec.backtest_config())
+    plan = plan_backtest(panel, backtest_for(spec, panel))
 
     def trial_progress(rec: Any) -> None:
         if on_progress:
@@ -129,7 +137,7 @@ def plan_training(spec: TrainSpec, settings: Settings, on_progress: Progress | N
 def run_training(spec: TrainSpec, settings: Settings, on_progress: Progress | None = None) -> TrainOutcome:
     """Backtest the candidates on the store's data, log to MLflow, register the winner."""
     plan = plan_training(spec, settings, on_progress)
-    result = run_backtest(plan.panel, plan.candidates, spec.backtest_config(), on_progress=on_progress)
+    result = run_backtest(plan.panel, plan.candidates, backtest_for(spec, plan.panel), on_progress=on_progress)
     return finish_training(settings, plan.panel, result, plan.tuning, on_progress)
 
 
@@ -198,7 +206,7 @@ def backtest_candidate_to(
     values and paths, and reads the data from the store itself.
     """
     panel = load_panel(settings, spec.target)
-    plan = plan_backtest(panel, spec.backtest_config())
+    plan = plan_backtest(panel, backtest_for(spec, panel))
     model = create_model(name, **config)
     wanted = {n: p for n, p in (members or {}).items() if n in model.member_names}
     model.attach({n: load_candidate(Path(p)).model for n, p in wanted.items()})
@@ -209,7 +217,7 @@ def finish_training_from(spec: TrainSpec, results: dict[str, str], settings: Set
     """:func:`finish_training` for candidates backtested elsewhere and saved with
     :func:`backtest_candidate_to`."""
     panel = load_panel(settings, spec.target)
-    result = plan_backtest(panel, spec.backtest_config())
+    result = plan_backtest(panel, backtest_for(spec, panel))
     for name, path in results.items():
         result.candidates[name] = load_candidate(Path(path))
     return finish_training(settings, panel, result)

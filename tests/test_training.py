@@ -229,3 +229,34 @@ def test_store_and_mlflow_both_on_postgresql(data_dir: Path, monkeypatch: pytest
     finally:
         store_db.close()
         mlflow_db.close()
+
+
+def test_a_short_history_gets_a_backtest_that_fits_it_and_says_so(settings: Settings, data_dir: Path) -> None:
+    import mlflow
+
+    from tests.conftest import ingest_weather
+
+    ingest_weather(settings, data_dir / "eight_weeks.csv", start="2013-11-01", end="2013-12-27")  # 56 days
+    res = CliRunner().invoke(app, ["train", "--models", "naive,seasonal_naive"])
+    assert res.exit_code == 0, res.output
+    assert "too short for the default backtest" in res.output
+    run = mlflow.search_runs(experiment_names=["streamcast"], filter_string="tags.`streamcast.role` = 'training'")
+    params = run.iloc[0]
+    folds, val_steps = int(params["params.backtest.folds"]), int(params["params.backtest.val_steps"])
+    assert 5 <= folds < 30 and 7 * 24 <= val_steps < 720
+    assert params["params.backtest.fitted_to_history"] == "True"
+    # Asked for explicitly, 60 origins cannot fit (the validation slice gives way only down to a week).
+    explicit = CliRunner().invoke(app, ["train", "--models", "naive", "--folds", "60"])
+    assert explicit.exit_code == 2
+    lines = [line for line in explicit.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "not enough history to train" in lines[0] and "60 origins" in lines[0]
+
+
+def test_too_short_a_history_is_refused_with_what_it_needs(settings: Settings, data_dir: Path) -> None:
+    from tests.conftest import ingest_weather
+
+    ingest_weather(settings, data_dir / "ten_days.csv", start="2013-12-01", end="2013-12-11")
+    res = CliRunner().invoke(app, ["train", "--models", "naive"])
+    assert res.exit_code == 2
+    lines = [line for line in res.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "not enough history to train" in lines[0] and "need 314" in lines[0]

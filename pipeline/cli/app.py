@@ -161,7 +161,12 @@ def train(
     target: str = typer.Option(DEFAULT_TARGET, "--target", help="Variable to forecast."),
     models: str = typer.Option(",".join(DEFAULT_CANDIDATES), "--models", help="Comma-separated candidates."),
     horizon: int = typer.Option(default(TrainSpec, "horizon"), "--horizon", min=1, help="Steps forecast at once (H)."),
-    folds: int = typer.Option(default(TrainSpec, "folds"), "--folds", min=1, help="Backtest origins (F)."),
+    folds: int | None = typer.Option(
+        None,
+        "--folds",
+        min=1,
+        help=f"Backtest origins (F); default {default(TrainSpec, 'folds')}, fewer when the history is short.",
+    ),
     epochs: int | None = typer.Option(None, "--epochs", min=1, help="Max epochs for Keras candidates."),
     seed: int = typer.Option(default(TrainSpec, "seed"), "--seed", help="Random seed (same seed, same metrics)."),
     tune_minutes: float = typer.Option(

@@ -128,6 +128,13 @@ def training(outcome: Any, tune_budget_seconds: float = 0.0) -> list[RenderableT
             f"H={cfg.horizon}; trained on data up to the first origin, validation from {ts_text(res.val_start)}"
         )
     ]
+    if cfg.fitted_to_history:
+        out.append(
+            Text(
+                f"the history is too short for the default backtest: {cfg.folds} origins and a {cfg.val_steps}-step "
+                "validation slice instead (pass --folds to choose)"
+            )
+        )
     if outcome.tuning is not None:
         tu = outcome.tuning
         out.append(Text(f"tuning: {len(tu.trials)} trials in {tu.seconds:.0f} s (budget {tune_budget_seconds:.0f} s)"))
