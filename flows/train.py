@@ -23,6 +23,7 @@ from flows.tasks import (
     publish_training_artifacts,
     train_task,
 )
+from streamcast import services
 from streamcast.config import get_settings
 from streamcast.specs import TrainSpec
 
@@ -53,6 +54,7 @@ def train_fan_out_flow(spec: TrainSpec) -> dict[str, Any]:
 def train_on(spec: TrainSpec, task_runner: str = "default", dask_address: str | None = None) -> dict[str, Any]:
     """Train in this flow's process or fanned out over Dask (call inside a flow)."""
     check_task_runner(task_runner)
+    spec = services.training_spec(spec)
     if task_runner == "dask":
         return train_fan_out_flow.with_options(task_runner=dask_task_runner(dask_address))(spec)
     return train_task(spec)

@@ -60,6 +60,7 @@ class Settings(BaseSettings):
     retrain_hours: float = 24.0  # retrain when the last training is older than this
     drift_factor: float = 1.5  # ... or when live MASE exceeds backtest MASE by this factor
     drift_window: int = 72  # matured step-1..H points per series in the live MASE window
+    holidays: str | None = None  # train with this country's public holidays as an input (US, AU-VIC, ...)
     stream_max_ahead_hours: float = 168.0  # streamed times later than the newest observation by more: quarantined
     mlflow_ui_url: str = "http://127.0.0.1:5000"
     open_meteo_url: str = "https://api.open-meteo.com"

@@ -3,8 +3,10 @@ for the forecasters build on it."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -88,22 +90,66 @@ def regularise(
 
 # --- model inputs --------------------------------------------------------------
 
-CALENDAR_FEATURES = ["hour_sin", "hour_cos", "doy_sin", "doy_cos"]
+# Calendar inputs by name: "hour" (of day), "doy" (day of year), "dow" (day of week,
+# what people's rhythms follow) as sin/cos pairs, and "holiday:<country>" (1 on the public
+# holidays of a country or subdivision the `holidays` package knows: US, AU-VIC, ...).
+DEFAULT_CALENDAR = ["hour", "doy", "dow"]
+PRE_DOW_CALENDAR = ["hour", "doy"]  # what models saved before "dow" existed were trained on
+CALENDAR_PARTS = ("hour", "doy", "dow")
 # Directions are angles: 359° and 1° are neighbours, so they enter as sin/cos.
 CIRCULAR_VARIABLES = {"wind_dir", "wind_direction_10m"}
 
 
-def calendar_features(index: pd.DatetimeIndex) -> np.ndarray:
-    """Hour of day and day of year as sin/cos pairs, shape (T, 4)."""
+def check_calendar(calendar: Sequence[str]) -> list[str]:
+    """``calendar`` if every name is known; a holiday calendar must exist in `holidays`."""
+    for name in calendar:
+        if name.startswith("holiday:"):
+            _holiday_calendar(name.removeprefix("holiday:"))
+        elif name not in CALENDAR_PARTS:
+            raise InputError(f"unknown calendar feature {name!r}; use {', '.join(CALENDAR_PARTS)} or holiday:<country>")
+    return list(calendar)
+
+
+def calendar_features(index: pd.DatetimeIndex, calendar: Sequence[str] = DEFAULT_CALENDAR) -> np.ndarray:
+    """The ``calendar`` inputs at each time of ``index`` (UTC), shape (T, columns)."""
     hour = index.hour.to_numpy() + index.minute.to_numpy() / 60.0
-    return _calendar(hour, index.dayofyear.to_numpy())
+    holidays = [_is_holiday(index, name.removeprefix("holiday:")) for name in calendar if name.startswith("holiday:")]
+    return _calendar(hour, index.dayofyear.to_numpy(), index.dayofweek.to_numpy(), calendar, holidays)
 
 
-def _calendar(hour: np.ndarray, dayofyear: np.ndarray) -> np.ndarray:
-    doy = dayofyear - 1 + hour / 24.0
-    h = 2 * np.pi * hour / 24.0
-    d = 2 * np.pi * doy / 365.25
-    return np.column_stack([np.sin(h), np.cos(h), np.sin(d), np.cos(d)]).astype(np.float32)
+def _calendar(
+    hour: np.ndarray, dayofyear: np.ndarray, dayofweek: np.ndarray, calendar: Sequence[str], holidays: list[np.ndarray]
+) -> np.ndarray:
+    angles = {
+        "hour": 2 * np.pi * hour / 24.0,
+        "doy": 2 * np.pi * (dayofyear - 1 + hour / 24.0) / 365.25,
+        "dow": 2 * np.pi * (dayofweek + hour / 24.0) / 7.0,
+    }
+    columns = []
+    for name in calendar:
+        if name in angles:
+            columns += [np.sin(angles[name]), np.cos(angles[name])]
+    columns += holidays
+    return np.column_stack(columns).astype(np.float32)
+
+
+@functools.cache
+def _holiday_calendar(code: str) -> Any:
+    import holidays
+
+    country, _, subdivision = code.partition("-")
+    try:
+        return holidays.country_holidays(country, subdiv=subdivision or None)
+    except NotImplementedError:
+        raise InputError(f"no public holiday calendar for {code!r} (use an ISO code such as US or AU-VIC)") from None
+
+
+def _is_holiday(index: pd.DatetimeIndex, code: str) -> np.ndarray:
+    days = _holiday_calendar(code)
+    dates = index.normalize()
+    unique = pd.DatetimeIndex(dates.unique())
+    flags = {d: float(d.date() in days) for d in unique}
+    return np.array([flags[d] for d in dates], dtype=np.float32)
 
 
 def expand_circular(frame: pd.DataFrame) -> pd.DataFrame:
@@ -206,7 +252,14 @@ class Design:
 FILL_LIMIT = 24
 
 
-def build_design(sid: str, frame: pd.DataFrame, target: str, covariates: list[str], scaler: Scaler) -> Design:
+def build_design(
+    sid: str,
+    frame: pd.DataFrame,
+    target: str,
+    covariates: list[str],
+    scaler: Scaler,
+    calendar: Sequence[str] = DEFAULT_CALENDAR,
+) -> Design:
     cols = [target, *covariates]
     scaled = np.empty((len(frame), len(cols)), dtype=np.float64)
     for j, c in enumerate(cols):
@@ -215,7 +268,7 @@ def build_design(sid: str, frame: pd.DataFrame, target: str, covariates: list[st
         scaled[:, j] = (vals - m) / s
     y = scaled[:, 0].copy()
     filled = pd.DataFrame(scaled).ffill(limit=FILL_LIMIT).fillna(0.0).to_numpy()
-    X = np.hstack([filled, calendar_features(pd.DatetimeIndex(frame.index))]).astype(np.float32)
+    X = np.hstack([filled, calendar_features(pd.DatetimeIndex(frame.index), calendar)]).astype(np.float32)
     m, s = scaler.stats(sid, target)
     return Design(series_id=sid, X=X, y=y, target_mean=m, target_std=s)
 
@@ -225,7 +278,15 @@ class OnlineDesign:
     fill (at most ``FILL_LIMIT`` steps, then the training mean) and the same calendar,
     without a DataFrame per row (a stream's latency is made of these)."""
 
-    def __init__(self, sid: str, target: str, covariates: list[str], scaler: Scaler) -> None:
+    def __init__(
+        self,
+        sid: str,
+        target: str,
+        covariates: list[str],
+        scaler: Scaler,
+        calendar: Sequence[str] = DEFAULT_CALENDAR,
+    ) -> None:
+        self.calendar = list(calendar)
         self.columns = [target, *covariates]
         stats = [scaler.stats(sid, c) for c in self.columns]
         self.mean = np.array([m for m, _ in stats])
@@ -235,10 +296,16 @@ class OnlineDesign:
 
     @classmethod
     def after(
-        cls, frame: pd.DataFrame, design: Design, target: str, covariates: list[str], scaler: Scaler
+        cls,
+        frame: pd.DataFrame,
+        design: Design,
+        target: str,
+        covariates: list[str],
+        scaler: Scaler,
+        calendar: Sequence[str] = DEFAULT_CALENDAR,
     ) -> OnlineDesign:
         """Continue where ``design`` (built from ``frame``) ends."""
-        online = cls(design.series_id, target, covariates, scaler)
+        online = cls(design.series_id, target, covariates, scaler, calendar)
         if len(design.y):
             online.last = design.X[-1, : len(online.columns)].astype(np.float64)
             for j, c in enumerate(online.columns):
@@ -258,8 +325,7 @@ class OnlineDesign:
         filled = np.where(seen, scaled, np.where(carry, self.last, 0.0))
         self.fill_run = np.where(seen, 0, self.fill_run + carry)
         self.last = filled
-        hour = np.array([ts.hour + ts.minute / 60.0])
-        x = np.concatenate([filled, _calendar(hour, np.array([ts.dayofyear]))[0].astype(np.float64)])
+        x = np.concatenate([filled, calendar_features(pd.DatetimeIndex([ts]), self.calendar)[0].astype(np.float64)])
         return x.astype(np.float32), float(scaled[0])
 
     def unscale(self, values: np.ndarray) -> np.ndarray:

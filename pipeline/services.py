@@ -59,8 +59,17 @@ def train(
     """
     from streamcast.training import run_training
 
-    spec = spec or TrainSpec.of(**options)
-    return run_training(spec, settings or get_settings(), on_progress)
+    settings = settings or get_settings()
+    return run_training(training_spec(spec or TrainSpec.of(**options), settings), settings, on_progress)
+
+
+def training_spec(spec: TrainSpec, settings: Settings | None = None) -> TrainSpec:
+    """``spec`` with what the environment sets and the spec leaves open
+    (``STREAMCAST_HOLIDAYS``): every way into training starts from this."""
+    settings = settings or get_settings()
+    if spec.holidays is None and settings.holidays:
+        return spec.model_copy(update={"holidays": settings.holidays})
+    return spec
 
 
 def load_champion(target: str = DEFAULT_TARGET, *, settings: Settings | None = None) -> ChampionHandle:

@@ -82,6 +82,9 @@ class TrainSpec(Spec, BacktestConfig):
     tune_minutes: float = Field(0.0, ge=0, description="Optuna budget over all candidates")
     tune_max_trials: int | None = Field(None, ge=1)
     model_overrides: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    holidays: str | None = Field(
+        None, description="public holidays as a model input: a country or subdivision code (US, AU-VIC)"
+    )
 
     def backtest_config(self) -> BacktestConfig:
         return BacktestConfig(**self.model_dump(include=set(BacktestConfig.model_fields)))

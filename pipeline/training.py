@@ -29,7 +29,7 @@ from streamcast.backtest import (
 )
 from streamcast.config import Settings
 from streamcast.errors import InputError
-from streamcast.features import GAP_COLUMN, prepare_panel
+from streamcast.features import DEFAULT_CALENDAR, GAP_COLUMN, prepare_panel
 from streamcast.models import Forecaster, create_model, get_model_class
 from streamcast.specs import TrainSpec
 from streamcast.store import Store
@@ -88,7 +88,13 @@ def candidate_config(spec: TrainSpec, name: str, tuned: dict[str, Any] | None = 
     """A candidate's full config as plain data: what the spec asks of it (target, horizon,
     seed, epochs where it has them, overrides) plus tuned values; a worker rebuilds it from this."""
     fields = get_model_class(name).config_cls.model_fields
-    shared = {"target": spec.target, "horizon": spec.horizon, "seed": spec.seed, "epochs": spec.epochs}
+    shared = {
+        "target": spec.target,
+        "horizon": spec.horizon,
+        "seed": spec.seed,
+        "epochs": spec.epochs,
+        "calendar": [*DEFAULT_CALENDAR, f"holiday:{spec.holidays}"] if spec.holidays else None,
+    }
     config = {k: v for k, v in shared.items() if k in fields and v is not None}
     config.update(spec.model_overrides.get(name, {}))
     config.update(tuned or {})

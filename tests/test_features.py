@@ -91,3 +91,39 @@ def test_online_design_takes_directions_in_degrees() -> None:
     online = OnlineDesign("A", "temp", covariates, scaler)
     rows = np.array([online.row(t, raw.loc[t].to_dict())[0] for t in idx])
     np.testing.assert_allclose(rows, full.X, rtol=0, atol=1e-6)
+
+
+def test_the_calendar_tells_weekdays_from_weekends_and_marks_holidays() -> None:
+    from streamcast.features import calendar_features, check_calendar
+
+    idx = pd.DatetimeIndex(["2024-07-01T12:00Z", "2024-07-04T12:00Z", "2024-07-06T12:00Z", "2024-07-08T12:00Z"])
+    default = calendar_features(idx)
+    assert default.shape == (4, 6)  # hour, day of year and day of week as sin/cos pairs
+    dow = default[:, 4:6]
+    assert not np.allclose(dow[0], dow[2])  # Monday and Saturday differ ...
+    assert np.allclose(dow[0], dow[3])  # ... one Monday is like the next
+    with_holidays = calendar_features(idx, ["hour", "doy", "dow", "holiday:US"])
+    assert with_holidays[:, 6].tolist() == [0.0, 1.0, 0.0, 0.0]  # Independence Day
+    with pytest.raises(InputError, match="unknown calendar feature"):
+        check_calendar(["month"])
+    with pytest.raises(InputError, match="no public holiday calendar"):
+        check_calendar(["holiday:XX"])
+
+
+def test_a_model_saved_before_the_day_of_week_input_loads_with_its_own_calendar(tmp_path) -> None:
+    import json
+
+    from streamcast.models import create_model
+    from streamcast.models.base import Forecaster
+    from tests.test_models_contract import PANEL, TRAIN_END, VAL_START
+
+    old = create_model("esn", horizon=12, units=40, lookback=12, warmup=24, calendar=["hour", "doy"])
+    old.fit(PANEL, TRAIN_END, VAL_START)
+    path = old.save(tmp_path / "old")
+    meta = json.loads((path / "forecaster.json").read_text())
+    del meta["config"]["calendar"]  # as streamcast wrote it before the calendar was configurable
+    (path / "forecaster.json").write_text(json.dumps(meta))
+    loaded = Forecaster.load(path)
+    assert loaded.config.calendar == ["hour", "doy"]
+    origins = [TRAIN_END]
+    pd.testing.assert_frame_equal(loaded.predict(PANEL, origins), old.predict(PANEL, origins))

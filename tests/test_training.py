@@ -260,3 +260,15 @@ def test_too_short_a_history_is_refused_with_what_it_needs(settings: Settings, d
     assert res.exit_code == 2
     lines = [line for line in res.output.splitlines() if line.strip()]
     assert len(lines) == 1 and "not enough history to train" in lines[0] and "need 314" in lines[0]
+
+
+def test_public_holidays_from_the_environment_reach_every_candidate(
+    weather_store: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STREAMCAST_HOLIDAYS", "US")
+    outcome = services.train(settings=Settings(data_dir=weather_store.data_dir), models=["naive", "esn"], folds=2)
+    for name in ("naive", "esn"):
+        assert outcome.result.candidates[name].model.config.calendar == ["hour", "doy", "dow", "holiday:US"]
+    monkeypatch.setenv("STREAMCAST_HOLIDAYS", "XX")
+    with pytest.raises(InputError, match="no public holiday calendar for 'XX'"):
+        services.train(settings=Settings(data_dir=weather_store.data_dir), models=["naive"], folds=2)

@@ -18,15 +18,26 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import Annotated, Any, ClassVar, Self
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from streamcast.config import DEFAULT_TARGET
 from streamcast.errors import InputError
-from streamcast.features import Design, OnlineDesign, Scaler, build_design, panel_freq, select_covariates, window_ends
+from streamcast.features import (
+    DEFAULT_CALENDAR,
+    PRE_DOW_CALENDAR,
+    Design,
+    OnlineDesign,
+    Scaler,
+    build_design,
+    check_calendar,
+    panel_freq,
+    select_covariates,
+    window_ends,
+)
 from streamcast.models.search import SearchSpace
 from streamcast.models.streams import SeriesStream, WindowStream
 
@@ -49,6 +60,9 @@ class ModelConfig(BaseModel):
     season: int = 24
     use_covariates: bool = True
     seed: int = 42
+    calendar: Annotated[list[str], AfterValidator(check_calendar)] = Field(
+        default_factory=lambda: list(DEFAULT_CALENDAR)
+    )
 
 
 class Forecaster(ABC):
@@ -172,7 +186,8 @@ class Forecaster(ABC):
         self._check_fitted("stream")
         assert self.scaler is not None
         design = self._design(series_id, frame)
-        online = OnlineDesign.after(frame, design, self.config.target, self.covariates, self.scaler)
+        cfg = self.config
+        online = OnlineDesign.after(frame, design, cfg.target, self.covariates, self.scaler, cfg.calendar)
         return self._stream(design, online)
 
     def save(self, path: Path) -> Path:
@@ -198,6 +213,7 @@ class Forecaster(ABC):
         from streamcast.models import get_model_class
 
         meta = json.loads((path / "forecaster.json").read_text())
+        meta["config"].setdefault("calendar", PRE_DOW_CALENDAR)  # saved before the calendar was configurable
         klass = get_model_class(meta["config"]["kind"])
         model = klass(klass.config_cls(**meta["config"]))
         model.covariates = meta["covariates"]
@@ -231,7 +247,7 @@ class Forecaster(ABC):
 
     def _design(self, sid: str, frame: pd.DataFrame) -> Design:
         assert self.scaler is not None
-        return build_design(sid, frame, self.config.target, self.covariates, self.scaler)
+        return build_design(sid, frame, self.config.target, self.covariates, self.scaler, self.config.calendar)
 
     def _check_fitted(self, action: str) -> None:
         if not self.fitted:
