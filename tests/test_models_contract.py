@@ -24,6 +24,7 @@ KERAS_TINY = {"units": 16, "epochs": 25, "lookback": 24, "batch_size": 64, "pati
 CONTRACT: dict[str, tuple[dict, float]] = {
     "naive": ({}, 2.2),
     "seasonal_naive": ({}, 1.3),
+    "weekly_naive": ({}, 3.0),  # no weekly rhythm in this panel
     "lstm": (KERAS_TINY, 0.8),
     "rnn": (KERAS_TINY, 0.8),
     "cnn": (KERAS_TINY, 0.8),
@@ -225,3 +226,28 @@ def test_tensorflow_import_notice_follows_the_log_level(
         pytest.skip("this TensorFlow build prints no notice at import on this machine")
     stderr = _python("from streamcast.models.keras import load_keras; load_keras()", level)
     assert _import_notices(stderr) is shown, stderr
+
+
+def test_weekly_naive_repeats_last_week_and_wins_where_people_set_the_rhythm() -> None:
+    """A load-like series (busy weekdays, quiet weekends): the value a week ago beats the
+    value a day ago, and is exactly what weekly_naive forecasts."""
+    idx = pd.date_range("2024-01-01", periods=24 * 42, freq="h", tz="UTC")
+    weekday = np.asarray(idx.dayofweek < 5)
+    load = 50 + 30 * weekday * np.sin(np.pi * ((idx.hour.to_numpy() - 6) % 24) / 24) ** 2
+    load = load + np.random.default_rng(1).normal(0, 1, len(idx))
+    panel = prepare_panel(pd.DataFrame({"series_id": "grid", "ts": idx, "temp": load}).set_index(["series_id", "ts"]))
+    origins = list(idx[-24 * 7 - 1 : -25 : 24])  # a week of daily origins, Monday included
+    train_end = origins[0]
+    errors = {}
+    for name in ("seasonal_naive", "weekly_naive"):
+        fc = (
+            create_model(name, horizon=24)
+            .fit(panel, train_end, train_end - pd.Timedelta(days=7))
+            .predict(panel, origins)
+        )
+        actual = panel["grid"]["temp"].reindex(fc["ts"]).to_numpy()
+        errors[name] = float(np.abs(fc["yhat"].to_numpy() - actual).mean())
+        if name == "weekly_naive":
+            week_ago = panel["grid"]["temp"].reindex(fc["ts"] - pd.Timedelta(days=7)).to_numpy()
+            np.testing.assert_allclose(fc["yhat"].to_numpy(), week_ago)
+    assert errors["weekly_naive"] < 0.5 * errors["seasonal_naive"]

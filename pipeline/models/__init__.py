@@ -17,6 +17,7 @@ from streamcast.models.base import Forecaster, ModelConfig, NotFittedError
 REGISTRY: dict[str, str] = {
     "naive": "streamcast.models.baselines:NaiveForecaster",
     "seasonal_naive": "streamcast.models.baselines:SeasonalNaiveForecaster",
+    "weekly_naive": "streamcast.models.baselines:WeeklyNaiveForecaster",
     "lstm": "streamcast.models.keras:LSTMForecaster",
     "rnn": "streamcast.models.keras:SimpleRNNForecaster",
     "cnn": "streamcast.models.keras:CNNForecaster",
@@ -27,7 +28,18 @@ REGISTRY: dict[str, str] = {
 }
 CANDIDATES = list(REGISTRY)
 # What `streamcast train` races when no --models are given.
-DEFAULT_CANDIDATES = ["naive", "seasonal_naive", "esn", "hopfield", "rnn", "lstm", "cnn", "cnn_lstm", "ensemble"]
+DEFAULT_CANDIDATES = [
+    "naive",
+    "seasonal_naive",
+    "weekly_naive",
+    "esn",
+    "hopfield",
+    "rnn",
+    "lstm",
+    "cnn",
+    "cnn_lstm",
+    "ensemble",
+]
 
 
 def get_model_class(name: str) -> type[Forecaster]:

@@ -1,4 +1,4 @@
-"""Baselines people would otherwise use: last value, and value one season ago."""
+"""Baselines people would otherwise use: last value, value one season (day) ago, value one week ago."""
 
 from __future__ import annotations
 
@@ -39,8 +39,11 @@ class SeasonalNaiveForecaster(_Baseline):
 
     kind = "seasonal_naive"
 
+    def period(self) -> int:
+        return self.config.season
+
     def _predict(self, design: Design, positions: np.ndarray) -> np.ndarray:
-        H, m = self.config.horizon, self.config.season
+        H, m = self.config.horizon, self.period()
         h = np.arange(1, H + 1)
         # Step h looks back ceil(h/m) seasons, so for h > m the last observed season repeats.
         src = positions[:, None] + h[None, :] - m * ((h[None, :] - 1) // m + 1)
@@ -50,3 +53,13 @@ class SeasonalNaiveForecaster(_Baseline):
         if np.isnan(filled).any():
             filled = _last_observed(filled, np.arange(len(filled)))
         return filled[src]
+
+
+class WeeklyNaiveForecaster(SeasonalNaiveForecaster):
+    """Step h repeats the value one week before it (7 daily seasons: 168 steps for hourly
+    data): the baseline to beat where people set the rhythm (load, traffic, footfall)."""
+
+    kind = "weekly_naive"
+
+    def period(self) -> int:
+        return 7 * self.config.season

@@ -23,7 +23,17 @@ from streamcast.models.streams import SeriesStream
 
 
 class EnsembleConfig(ModelConfig):
-    members: list[str] = ["esn", "hopfield", "rnn", "lstm", "cnn", "cnn_lstm", "naive", "seasonal_naive"]
+    members: list[str] = [
+        "esn",
+        "hopfield",
+        "rnn",
+        "lstm",
+        "cnn",
+        "cnn_lstm",
+        "naive",
+        "seasonal_naive",
+        "weekly_naive",
+    ]
     rounds: int = 25  # greedy selection steps; weights are multiples of 1/rounds
     member_overrides: dict[str, dict[str, Any]] = {}
 
