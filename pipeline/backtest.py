@@ -140,29 +140,32 @@ class BacktestResult:
 def fit_to_history(panel: dict[str, pd.DataFrame], cfg: BacktestConfig, fixed: Collection[str]) -> BacktestConfig:
     """``cfg`` when the history holds it. Otherwise, of ``folds`` and ``val_steps``, those
     not in ``fixed`` (the ones the user left at their defaults) shrink to what the history
-    allows: the validation slice to half the room (at least ``MIN_VALIDATION_SEASONS``
-    seasons), the origins to what is left (at least ``MIN_FOLDS``). Below that minimum,
-    or when the user fixed both, an :class:`InputError` says how much history is needed."""
+    allows: the validation slice to a quarter of the room (at least ``MIN_VALIDATION_SEASONS``
+    seasons, and as much training data before it), the origins to what is left (at least
+    ``MIN_FOLDS``). Below that minimum, or when the user fixed both, an :class:`InputError`
+    says how much history is needed."""
     end = min(f.index[-1] for f in panel.values())
     start = max(f.index[0] for f in panel.values())
     freq = panel_freq(panel)
     room = int((end - start) / freq) - 2 * cfg.horizon - 1  # steps for (folds - 1) * step + validation
     if (cfg.folds - 1) * cfg.step + cfg.val_steps <= room:
         return cfg
+    # Shortened, the training period before the validation slice is kept at least as long as it.
     val_free, folds_free = "val_steps" not in fixed, "folds" not in fixed
     min_val = min(cfg.val_steps, MIN_VALIDATION_SEASONS * cfg.season) if val_free else cfg.val_steps
     least_folds = min(cfg.folds, MIN_FOLDS) if folds_free else cfg.folds
     val = cfg.val_steps
-    if val_free:  # half the room, at least min_val, and leave room for the fewest origins
-        val = min(cfg.val_steps, max(min_val, room // 2), max(min_val, room - (least_folds - 1) * cfg.step))
-    folds = min(cfg.folds, (room - val) // cfg.step + 1) if folds_free else cfg.folds
-    if folds < least_folds or (folds - 1) * cfg.step + val > room:
+    if val_free:  # a quarter of the room, at least min_val, and room left for the fewest origins
+        val = min(cfg.val_steps, max(min_val, room // 4), max(min_val, (room - (least_folds - 1) * cfg.step) // 2))
+    folds = min(cfg.folds, (room - 2 * val) // cfg.step + 1) if folds_free else cfg.folds
+    if folds < least_folds or (folds - 1) * cfg.step + 2 * val > room:
         have = int((end - start) / freq) + 1
-        need = (least_folds - 1) * cfg.step + min_val + 2 * cfg.horizon + 2
+        need = (least_folds - 1) * cfg.step + 2 * min_val + 2 * cfg.horizon + 2
         raise InputError(
             f"not enough history to train: every series shares {have} steps ({_days(have, freq)}, "
             f"{start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M}); {least_folds} origins {cfg.step} steps apart, "
-            f"a {min_val}-step validation slice and the horizon need {need} ({_days(need, freq)})"
+            f"a {min_val}-step validation slice, as much training before it and the horizon need {need} "
+            f"({_days(need, freq)})"
         )
     return cfg.model_copy(update={"folds": folds, "val_steps": val, "fitted_to_history": True})
 

@@ -100,6 +100,24 @@ CALENDAR_PARTS = ("hour", "doy", "dow")
 CIRCULAR_VARIABLES = {"wind_dir", "wind_direction_10m"}
 
 
+def has_weekly_rhythm(panel: Mapping[str, pd.DataFrame], target: str, end: pd.Timestamp, season: int = 24) -> bool:
+    """Whether ``target`` repeats by the week more than by the day up to ``end``: the value
+    a week ago (7 seasons) beats the value a day ago by 10%, pooled over series. Weather
+    does not (a week-old temperature is a worse guess than yesterday's); load, traffic
+    and footfall do, and then the day of week is a model input."""
+    week = 7 * season
+    by_day = by_week = 0.0
+    for frame in panel.values():
+        y = frame[target].loc[:end].to_numpy(dtype=float)
+        if len(y) <= 2 * week:
+            continue
+        day_err, week_err = np.abs(y[week:] - y[week - season : -season]), np.abs(y[week:] - y[:-week])
+        both = np.isfinite(day_err) & np.isfinite(week_err)
+        by_day += float(day_err[both].sum())
+        by_week += float(week_err[both].sum())
+    return by_day > 0 and by_week < 0.9 * by_day
+
+
 def check_calendar(calendar: Sequence[str]) -> list[str]:
     """``calendar`` if every name is known; a holiday calendar must exist in `holidays`."""
     for name in calendar:

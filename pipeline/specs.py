@@ -85,6 +85,11 @@ class TrainSpec(Spec, BacktestConfig):
     holidays: str | None = Field(
         None, description="public holidays as a model input: a country or subdivision code (US, AU-VIC)"
     )
+    calendar: list[str] | None = Field(
+        None,
+        description="calendar inputs of every candidate (hour, doy, dow, holiday:<code>); "
+        "None: hour and day of year, day of week when the target has a weekly rhythm, holidays when set",
+    )
 
     def backtest_config(self) -> BacktestConfig:
         return BacktestConfig(**self.model_dump(include=set(BacktestConfig.model_fields)))

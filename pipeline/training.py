@@ -29,7 +29,7 @@ from streamcast.backtest import (
 )
 from streamcast.config import Settings
 from streamcast.errors import InputError
-from streamcast.features import DEFAULT_CALENDAR, GAP_COLUMN, prepare_panel
+from streamcast.features import GAP_COLUMN, has_weekly_rhythm, prepare_panel
 from streamcast.models import Forecaster, create_model, get_model_class
 from streamcast.specs import TrainSpec
 from streamcast.store import Store
@@ -84,6 +84,21 @@ def backtest_for(spec: TrainSpec, panel: dict[str, pd.DataFrame]) -> BacktestCon
     return fit_to_history(panel, spec.backtest_config(), spec.model_fields_set)
 
 
+def with_calendar(spec: TrainSpec, panel: dict[str, pd.DataFrame]) -> TrainSpec:
+    """``spec`` with its calendar decided, when it leaves it open: hour of day and day of
+    year; day of week when the target has a weekly rhythm before the backtest; the public
+    holidays of ``spec.holidays``. Every candidate of a training gets the same inputs."""
+    if spec.calendar is not None:
+        return spec
+    train_end = plan_backtest(panel, backtest_for(spec, panel)).train_end
+    calendar = ["hour", "doy"]
+    if has_weekly_rhythm(panel, spec.target, train_end, spec.season):
+        calendar.append("dow")
+    if spec.holidays:
+        calendar.append(f"holiday:{spec.holidays}")
+    return spec.model_copy(update={"calendar": calendar})
+
+
 def candidate_config(spec: TrainSpec, name: str, tuned: dict[str, Any] | None = None) -> dict[str, Any]:
     """A candidate's full config as plain data: what the spec asks of it (target, horizon,
     seed, epochs where it has them, overrides) plus tuned values; a worker rebuilds it from this."""
@@ -93,7 +108,7 @@ def candidate_config(spec: TrainSpec, name: str, tuned: dict[str, Any] | None = 
         "horizon": spec.horizon,
         "seed": spec.seed,
         "epochs": spec.epochs,
-        "calendar": [*DEFAULT_CALENDAR, f"holiday:{spec.holidays}"] if spec.holidays else None,
+        "calendar": spec.calendar,
     }
     config = {k: v for k, v in shared.items() if k in fields and v is not None}
     config.update(spec.model_overrides.get(name, {}))
@@ -119,6 +134,7 @@ class TrainingPlan:
 def plan_training(spec: TrainSpec, settings: Settings, on_progress: Progress | None = None) -> TrainingPlan:
     """Load the panel, build the candidates and, with a tuning budget, tune them first."""
     panel = load_panel(settings, spec.target)
+    spec = with_calendar(spec, panel)
     candidates = build_candidates(spec)
     if spec.tune_minutes <= 0:
         return TrainingPlan(spec, panel, candidates)

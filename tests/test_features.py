@@ -127,3 +127,14 @@ def test_a_model_saved_before_the_day_of_week_input_loads_with_its_own_calendar(
     assert loaded.config.calendar == ["hour", "doy"]
     origins = [TRAIN_END]
     pd.testing.assert_frame_equal(loaded.predict(PANEL, origins), old.predict(PANEL, origins))
+
+
+def test_a_weekly_rhythm_is_told_from_weather() -> None:
+    from streamcast.features import has_weekly_rhythm
+    from tests.test_models_contract import PANEL, TRAIN_END
+
+    idx = pd.date_range("2024-01-01", periods=24 * 42, freq="h", tz="UTC")
+    busy = np.asarray(idx.dayofweek < 5) * np.sin(np.pi * ((idx.hour.to_numpy() - 6) % 24) / 24) ** 2
+    load = pd.DataFrame({"temp": 50 + 30 * busy + np.random.default_rng(1).normal(0, 1, len(idx))}, index=idx)
+    assert has_weekly_rhythm({"grid": load}, "temp", idx[-1])
+    assert not has_weekly_rhythm(PANEL, "temp", TRAIN_END)  # daily cycle and drift, nothing weekly

@@ -259,7 +259,7 @@ def test_too_short_a_history_is_refused_with_what_it_needs(settings: Settings, d
     res = CliRunner().invoke(app, ["train", "--models", "naive"])
     assert res.exit_code == 2
     lines = [line for line in res.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and "not enough history to train" in lines[0] and "need 314" in lines[0]
+    assert len(lines) == 1 and "not enough history to train" in lines[0] and "need 482" in lines[0]
 
 
 def test_public_holidays_from_the_environment_reach_every_candidate(
@@ -268,7 +268,21 @@ def test_public_holidays_from_the_environment_reach_every_candidate(
     monkeypatch.setenv("STREAMCAST_HOLIDAYS", "US")
     outcome = services.train(settings=Settings(data_dir=weather_store.data_dir), models=["naive", "esn"], folds=2)
     for name in ("naive", "esn"):
-        assert outcome.result.candidates[name].model.config.calendar == ["hour", "doy", "dow", "holiday:US"]
+        # Weather has no weekly rhythm: no day-of-week input; the holidays are asked for.
+        assert outcome.result.candidates[name].model.config.calendar == ["hour", "doy", "holiday:US"]
     monkeypatch.setenv("STREAMCAST_HOLIDAYS", "XX")
     with pytest.raises(InputError, match="no public holiday calendar for 'XX'"):
         services.train(settings=Settings(data_dir=weather_store.data_dir), models=["naive"], folds=2)
+
+
+def test_a_series_with_a_weekly_rhythm_trains_with_the_day_of_week(settings: Settings, data_dir: Path) -> None:
+    import numpy as np
+
+    idx = pd.date_range("2024-01-01", periods=24 * 49, freq="h", tz="UTC")
+    busy = np.asarray(idx.dayofweek < 5) * np.sin(np.pi * ((idx.hour.to_numpy() - 6) % 24) / 24) ** 2
+    load = 50 + 30 * busy + np.random.default_rng(3).normal(0, 1, len(idx))
+    pd.DataFrame({"ts": idx, "load": load}).to_csv(data_dir / "load.csv", index=False)
+    services.ingest(settings=settings, source="csv", path=data_dir / "load.csv", series_id="grid")
+    outcome = services.train(settings=settings, target="load", models=["naive", "weekly_naive", "esn"])
+    assert outcome.result.candidates["esn"].model.config.calendar == ["hour", "doy", "dow"]
+    assert outcome.winner in ("weekly_naive", "esn")  # the day-a-week-ago rhythm is what matters here
