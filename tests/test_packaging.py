@@ -43,6 +43,7 @@ def test_wheel_holds_only_the_streamcast_package(wheel: Path) -> None:
     ):
         assert module in names
     assert "streamcast/py.typed" in names
+    assert "streamcast/default_bounds.json" in names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "streamcast = streamcast.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
 

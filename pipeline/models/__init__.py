@@ -28,18 +28,8 @@ REGISTRY: dict[str, str] = {
 }
 CANDIDATES = list(REGISTRY)
 # What `streamcast train` races when no --models are given.
-DEFAULT_CANDIDATES = [
-    "naive",
-    "seasonal_naive",
-    "weekly_naive",
-    "esn",
-    "hopfield",
-    "rnn",
-    "lstm",
-    "cnn",
-    "cnn_lstm",
-    "ensemble",
-]
+BASELINES = ["naive", "seasonal_naive", "weekly_naive"]
+DEFAULT_CANDIDATES = [*BASELINES, "esn", "hopfield", "rnn", "lstm", "cnn", "cnn_lstm", "ensemble"]
 
 
 def get_model_class(name: str) -> type[Forecaster]:
@@ -56,6 +46,7 @@ def create_model(name: str, **config: Any) -> Forecaster:
 
 
 __all__ = [
+    "BASELINES",
     "CANDIDATES",
     "DEFAULT_CANDIDATES",
     "REGISTRY",

@@ -18,22 +18,13 @@ import pandas as pd
 
 from streamcast.features import Design
 from streamcast.metrics import series_spread, with_actuals
+from streamcast.models import BASELINES
 from streamcast.models.base import Forecaster, ModelConfig
 from streamcast.models.streams import SeriesStream
 
 
 class EnsembleConfig(ModelConfig):
-    members: list[str] = [
-        "esn",
-        "hopfield",
-        "rnn",
-        "lstm",
-        "cnn",
-        "cnn_lstm",
-        "naive",
-        "seasonal_naive",
-        "weekly_naive",
-    ]
+    members: list[str] = ["esn", "hopfield", "rnn", "lstm", "cnn", "cnn_lstm", *BASELINES]
     rounds: int = 25  # greedy selection steps; weights are multiples of 1/rounds
     member_overrides: dict[str, dict[str, Any]] = {}
 

@@ -23,21 +23,34 @@ def upgrade() -> None:
     _scores()
 
 
-def _forecasts() -> None:
-    op.create_table(
-        "forecasts",
+def _forecast_point() -> list[sa.Column]:
+    """Key and subject of a forecast point: forecasts and their scores share them."""
+    return [
         sa.Column("forecast_id", sa.String(length=64), nullable=False),
         sa.Column("step", sa.Integer(), nullable=False),
         sa.Column("series_id", sa.String(length=128), nullable=False),
         sa.Column("target", sa.String(length=128), nullable=False),
+    ]
+
+
+def _model() -> list[sa.Column]:
+    return [
+        sa.Column("model_name", sa.String(length=128), nullable=False),
+        sa.Column("model_version", sa.String(length=32), nullable=True),
+    ]
+
+
+def _forecasts() -> None:
+    op.create_table(
+        "forecasts",
+        *_forecast_point(),
         sa.Column("issued_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("origin_ts", sa.DateTime(timezone=True), nullable=False),
         sa.Column("ts", sa.DateTime(timezone=True), nullable=False),
         sa.Column("yhat", sa.Float(), nullable=False),
         sa.Column("lo", sa.Float(), nullable=True),
         sa.Column("hi", sa.Float(), nullable=True),
-        sa.Column("model_name", sa.String(length=128), nullable=False),
-        sa.Column("model_version", sa.String(length=32), nullable=True),
+        *_model(),
         sa.Column("run_id", sa.String(length=64), nullable=True),
         sa.PrimaryKeyConstraint("forecast_id", "step"),
     )
@@ -139,17 +152,13 @@ def _retrain_triggers() -> None:
 def _scores() -> None:
     op.create_table(
         "scores",
-        sa.Column("forecast_id", sa.String(length=64), nullable=False),
-        sa.Column("step", sa.Integer(), nullable=False),
-        sa.Column("series_id", sa.String(length=128), nullable=False),
-        sa.Column("target", sa.String(length=128), nullable=False),
+        *_forecast_point(),
         sa.Column("ts", sa.DateTime(timezone=True), nullable=False),
         sa.Column("yhat", sa.Float(), nullable=False),
         sa.Column("actual", sa.Float(), nullable=False),
         sa.Column("abs_error", sa.Float(), nullable=False),
         sa.Column("scaled_error", sa.Float(), nullable=True),
-        sa.Column("model_name", sa.String(length=128), nullable=False),
-        sa.Column("model_version", sa.String(length=32), nullable=True),
+        *_model(),
         sa.Column("scored_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("forecast_id", "step"),
     )
