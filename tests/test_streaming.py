@@ -315,7 +315,7 @@ def test_the_stream_rides_out_a_broker_restart_and_resumes(settings: Settings, d
     env = {**os.environ, "STREAMCAST_DATA_DIR": str(data_dir), "MLFLOW_TRACKING_URI": settings.tracking_uri}
     args = ["stream", "--source", "redis", "--stream", "obs", "--redis-url", url, "--batch-size", "3"]
     consumer = subprocess.Popen(
-        [exe, *args, "--stop-after-idle", "10", "--broker-retry-seconds", "60"],
+        [exe, *args, "--stop-after-idle", "3", "--broker-retry-seconds", "60"],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

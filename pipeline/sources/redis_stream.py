@@ -88,6 +88,7 @@ class RedisStreamSource:
         self.batch_size, self.block_ms, self.claim_idle_ms = batch_size, block_ms, claim_idle_ms
         self.stop_after_idle_s = stop_after_idle_s
         self.retry_seconds = retry_seconds
+        self.recovered_at = 0.0
         self.redis = _client(url)
 
     def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
@@ -98,7 +99,10 @@ class RedisStreamSource:
         down_since, wait = None, 0.25
         while True:
             try:
-                return getattr(self.redis, method)(*args, **kwargs)
+                result = getattr(self.redis, method)(*args, **kwargs)
+                if down_since is not None:
+                    self.recovered_at = time.monotonic()  # the idle clock does not run while the broker is down
+                return result
             except redis.ResponseError as exc:
                 # A broker restarted without persistence forgot the group: make it again.
                 if "NOGROUP" not in str(exc) or method == "xgroup_create":
@@ -170,6 +174,7 @@ class RedisStreamSource:
                 "xreadgroup", self.group, self.consumer, {self.stream: ">"}, count=self.batch_size, block=self.block_ms
             )
             entries = resp[0][1] if resp else []
+            idle_since = max(idle_since, self.recovered_at)
             if entries:
                 idle_since = time.monotonic()
                 yield self._batch(entries)
