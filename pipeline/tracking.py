@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from streamcast.backtest import BacktestResult, CandidateResult
+from streamcast.backtest import BacktestConfig, BacktestResult, CandidateResult
 from streamcast.config import Settings
 from streamcast.metrics import aggregate, score_points, with_actuals
 
@@ -211,6 +211,7 @@ class RegistryOutcome:
     previous_champion: str | None  # version
     previous_champion_mase: float | None
     run_id: str
+    held_back: str | None = None  # why a better challenger did not move @champion
 
 
 def current_champion(target: str) -> Any | None:
@@ -318,10 +319,12 @@ def register_winner(
         "mae": f"{table.loc[winner, 'mae']:.4f}",
         "coverage": f"{table.loc[winner, 'coverage']:.4f}",
         "training_run_id": runs.parent_run_id,
+        "origins": str(len(result.origins)),
     }
     for k, v in tags.items():
         client.set_model_version_tag(name, version, k, v)
-    if rescored is None or new_mase < rescored[1]:
+    held_back = _too_short_to_crown(result, rescored[0] if rescored else None)
+    if rescored is None or (new_mase < rescored[1] and held_back is None):
         alias = CHAMPION
         client.set_registered_model_alias(name, CHAMPION, version)
     else:
@@ -339,4 +342,18 @@ def register_winner(
         previous_champion=str(rescored[0].version) if rescored else None,
         previous_champion_mase=rescored[1] if rescored else None,
         run_id=runs.candidate_run_ids[winner],
+        held_back=held_back if alias == CHALLENGER and rescored and new_mase < rescored[1] else None,
     )
+
+
+def _too_short_to_crown(result: BacktestResult, champion: Any | None) -> str | None:
+    """Why this backtest is too short to move ``@champion`` (None when it is long enough):
+    it needs the default number of origins (or all a short history allows) and at least
+    as many as the backtest the champion won on, so that two origins cannot overturn thirty."""
+    if champion is None:
+        return None
+    default = int(BacktestConfig.model_fields["folds"].default)
+    needed = max(int(champion.tags.get("origins", default)), 0 if result.config.fitted_to_history else default)
+    if len(result.origins) >= needed:
+        return None
+    return f"its backtest has {len(result.origins)} origins; moving @champion takes at least {needed}"

@@ -63,6 +63,7 @@ class TrainOutcome:
             "alias": reg.alias,
             "previous_champion": reg.previous_champion,
             "previous_champion_mase": reg.previous_champion_mase,
+            "held_back": reg.held_back,
             "origins": [self.result.origins[0].isoformat(), self.result.origins[-1].isoformat()],
         }
 

@@ -286,3 +286,21 @@ def test_a_series_with_a_weekly_rhythm_trains_with_the_day_of_week(settings: Set
     outcome = services.train(settings=settings, target="load", models=["naive", "weekly_naive", "esn"])
     assert outcome.result.candidates["esn"].model.config.calendar == ["hour", "doy", "dow"]
     assert outcome.winner in ("weekly_naive", "esn")  # the day-a-week-ago rhythm is what matters here
+
+
+def test_a_short_backtest_cannot_overturn_the_champion(weather_store: Settings) -> None:
+    """The champion won on 3 origins; a better model on 2 may be registered, never crowned."""
+    import mlflow
+
+    first = services.train(settings=weather_store, models=["naive"], folds=3)
+    assert first.registry.alias == "champion"
+    res = CliRunner().invoke(app, ["train", "--models", "naive,esn", "--folds", "2"])
+    assert res.exit_code == 0, res.output
+    flat = " ".join(res.output.split())
+    assert "champion version 1 keeps its alias" in flat and "moving @champion takes at least 30" in flat, flat[-600:]
+    client = mlflow.MlflowClient()
+    assert str(client.get_model_version_by_alias("streamcast-temp", "champion").version) == "1"
+    challenger = client.get_model_version_by_alias("streamcast-temp", "challenger")
+    assert challenger.tags["origins"] == "2" and float(challenger.tags["mase"]) < float(
+        challenger.tags["champion_mase_same_window"]
+    )

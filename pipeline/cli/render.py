@@ -172,7 +172,8 @@ def training(outcome: Any, tune_budget_seconds: float = 0.0) -> list[RenderableT
                 f"registered {reg.name} version {reg.version} as ",
                 ("@challenger", "bold yellow"),
                 f": champion version {reg.previous_champion} keeps its alias (MASE "
-                f"{reg.previous_champion_mase:.3f} vs {reg.new_mase:.3f} on the same window)",
+                f"{reg.previous_champion_mase:.3f} vs {reg.new_mase:.3f} on the same window)"
+                + (f" although it is better here: {reg.held_back}" if reg.held_back else ""),
             )
         )
     return out
