@@ -343,11 +343,23 @@ class OnlineDesign:
         filled = np.where(seen, scaled, np.where(carry, self.last, 0.0))
         self.fill_run = np.where(seen, 0, self.fill_run + carry)
         self.last = filled
-        x = np.concatenate([filled, calendar_features(pd.DatetimeIndex([ts]), self.calendar)[0].astype(np.float64)])
+        x = np.concatenate([filled, self._calendar_row(ts)])
         return x.astype(np.float32), float(scaled[0])
 
     def unscale(self, values: np.ndarray) -> np.ndarray:
         return values * self.std[0] + self.mean[0]
+
+    def _calendar_row(self, ts: pd.Timestamp) -> np.ndarray:
+        """``calendar_features`` of one time, without building an index (a stream's hot path)."""
+        day = ts.normalize().date()
+        holidays = [
+            np.array([float(day in _holiday_calendar(name.removeprefix("holiday:")))], dtype=np.float32)
+            for name in self.calendar
+            if name.startswith("holiday:")
+        ]
+        hour = np.array([ts.hour + ts.minute / 60.0])
+        row = _calendar(hour, np.array([ts.dayofyear]), np.array([ts.dayofweek]), self.calendar, holidays)
+        return row[0].astype(np.float64)
 
 
 def window_ends(y: np.ndarray, lookback: int, horizon: int, start: int = 0, stop: int | None = None) -> np.ndarray:

@@ -63,17 +63,21 @@ def _gappy_frame() -> pd.DataFrame:
     return frame
 
 
-@pytest.mark.parametrize("head", [0, 10, 30, 50])
-def test_online_design_rows_equal_build_design(head: int) -> None:
+@pytest.mark.parametrize(
+    ("head", "calendar"),
+    [(0, None), (10, None), (30, None), (50, None), (10, ["hour", "doy", "dow", "holiday:US"])],
+)
+def test_online_design_rows_equal_build_design(head: int, calendar: list[str] | None) -> None:
     """The stream's one-row design equals build_design's rows exactly: scaling, forward
     fill for at most FILL_LIMIT steps then the training mean, calendar; also when it
     continues a design that ends inside a gap."""
     frame = _gappy_frame()
     scaler = Scaler.fit({"A": frame}, ["temp", "dewp"], frame.index[-1])
-    full = build_design("A", frame, "temp", ["dewp"], scaler)
+    cal = {"calendar": calendar} if calendar else {}
+    full = build_design("A", frame, "temp", ["dewp"], scaler, **cal)
     assert FILL_LIMIT < 40  # the covariate's gap outlasts the fill
-    start = build_design("A", frame.iloc[:head], "temp", ["dewp"], scaler)
-    online = OnlineDesign.after(frame.iloc[:head], start, "temp", ["dewp"], scaler)
+    start = build_design("A", frame.iloc[:head], "temp", ["dewp"], scaler, **cal)
+    online = OnlineDesign.after(frame.iloc[:head], start, "temp", ["dewp"], scaler, **cal)
     for t in range(head, len(frame)):
         x, y = online.row(frame.index[t], frame.iloc[t].dropna().to_dict())
         np.testing.assert_array_equal(x, full.X[t])
