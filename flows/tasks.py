@@ -46,9 +46,9 @@ def plan_candidates_task(spec: TrainSpec) -> list[dict[str, Any]]:
     """Each candidate's full config as plain data, for workers that rebuild it, and the
     candidates it is built from (an ensemble's members)."""
     from streamcast.models import create_model
-    from streamcast.training import candidate_config, load_panel, with_calendar
+    from streamcast.training import candidate_config, fitted_to_data, load_panel
 
-    spec = with_calendar(spec, load_panel(get_settings(), spec.target))  # as in-process training decides it
+    spec = fitted_to_data(spec, load_panel(get_settings(), spec.target))  # as in-process training decides it
     configs = {name: candidate_config(spec, name) for name in spec.models}
     return [{"name": n, "config": c, "members": create_model(n, **c).member_names} for n, c in configs.items()]
 

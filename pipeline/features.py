@@ -23,6 +23,15 @@ def panel_freq(panel: dict[str, pd.DataFrame]) -> pd.Timedelta:
     return pd.Timedelta(f.index.freq) if f.index.freq is not None else f.index[1] - f.index[0]
 
 
+def season_for(freq: pd.Timedelta) -> int:
+    """The main season of data at ``freq``: a day's steps below a day (24 for hourly data,
+    48 half-hourly, 96 quarter-hourly), a week's days for daily data, else none (1)."""
+    day = pd.Timedelta(days=1)
+    if freq < day and day % freq == pd.Timedelta(0):
+        return int(day / freq)
+    return 7 if freq == day else 1
+
+
 def infer_freq(index: pd.DatetimeIndex) -> pd.Timedelta:
     """The series step: the most common spacing between consecutive timestamps."""
     idx = index.sort_values().unique()

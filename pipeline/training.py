@@ -29,7 +29,7 @@ from streamcast.backtest import (
 )
 from streamcast.config import Settings
 from streamcast.errors import InputError
-from streamcast.features import GAP_COLUMN, has_weekly_rhythm, prepare_panel
+from streamcast.features import GAP_COLUMN, has_weekly_rhythm, panel_freq, prepare_panel, season_for
 from streamcast.models import Forecaster, create_model, get_model_class
 from streamcast.specs import TrainSpec
 from streamcast.store import Store
@@ -81,8 +81,22 @@ def load_panel(settings: Settings, target: str, series: list[str] | None = None)
 
 def backtest_for(spec: TrainSpec, panel: dict[str, pd.DataFrame]) -> BacktestConfig:
     """The spec's backtest, shortened to fit a short history where the user left the
-    number of origins or the validation slice at their defaults."""
-    return fit_to_history(panel, spec.backtest_config(), spec.model_fields_set)
+    number of origins or the validation slice at their defaults, with the data's season."""
+    return fit_to_history(panel, with_season(spec, panel).backtest_config(), spec.model_fields_set)
+
+
+def fitted_to_data(spec: TrainSpec, panel: dict[str, pd.DataFrame]) -> TrainSpec:
+    """``spec`` with what it leaves open decided from the data: the season from the
+    frequency (24 for hourly data, 48 half-hourly, 7 daily) unless given, then the calendar.
+    Every candidate of a training gets the same season and inputs."""
+    return with_calendar(with_season(spec, panel), panel)
+
+
+def with_season(spec: TrainSpec, panel: dict[str, pd.DataFrame]) -> TrainSpec:
+    """``spec`` with the season of its data's frequency, unless it names one."""
+    if "season" in spec.model_fields_set:
+        return spec
+    return spec.model_copy(update={"season": season_for(panel_freq(panel))})
 
 
 def with_calendar(spec: TrainSpec, panel: dict[str, pd.DataFrame]) -> TrainSpec:
@@ -110,6 +124,7 @@ def candidate_config(spec: TrainSpec, name: str, tuned: dict[str, Any] | None = 
         "seed": spec.seed,
         "epochs": spec.epochs,
         "calendar": spec.calendar,
+        "season": spec.season,
     }
     config = {k: v for k, v in shared.items() if k in fields and v is not None}
     config.update(spec.model_overrides.get(name, {}))
@@ -135,7 +150,7 @@ class TrainingPlan:
 def plan_training(spec: TrainSpec, settings: Settings, on_progress: Progress | None = None) -> TrainingPlan:
     """Load the panel, build the candidates and, with a tuning budget, tune them first."""
     panel = load_panel(settings, spec.target)
-    spec = with_calendar(spec, panel)
+    spec = fitted_to_data(spec, panel)
     candidates = build_candidates(spec)
     if spec.tune_minutes <= 0:
         return TrainingPlan(spec, panel, candidates)

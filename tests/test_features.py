@@ -142,3 +142,12 @@ def test_a_weekly_rhythm_is_told_from_weather() -> None:
     load = pd.DataFrame({"temp": 50 + 30 * busy + np.random.default_rng(1).normal(0, 1, len(idx))}, index=idx)
     assert has_weekly_rhythm({"grid": load}, "temp", idx[-1])
     assert not has_weekly_rhythm(PANEL, "temp", TRAIN_END)  # daily cycle and drift, nothing weekly
+
+
+@pytest.mark.parametrize(
+    "freq, season", [("h", 24), ("30min", 48), ("15min", 96), ("D", 7), ("7min", 1), ("7D", 1), ("2D", 1)]
+)
+def test_the_season_follows_the_frequency(freq: str, season: int) -> None:
+    from streamcast.features import season_for
+
+    assert season_for(pd.Timedelta(pd.tseries.frequencies.to_offset(freq))) == season

@@ -25,6 +25,9 @@ CONTRACT: dict[str, tuple[dict, float]] = {
     "naive": ({}, 2.2),
     "seasonal_naive": ({}, 1.3),
     "weekly_naive": ({}, 3.0),  # no weekly rhythm in this panel
+    "ets": ({}, 1.3),  # AutoETS may choose no season on 20 days (it does for C)
+    "theta": ({}, 0.8),
+    "mstl": ({}, 1.0),
     "lstm": (KERAS_TINY, 0.8),
     "rnn": (KERAS_TINY, 0.8),
     "cnn": (KERAS_TINY, 0.8),

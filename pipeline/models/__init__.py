@@ -18,6 +18,9 @@ REGISTRY: dict[str, str] = {
     "naive": "streamcast.models.baselines:NaiveForecaster",
     "seasonal_naive": "streamcast.models.baselines:SeasonalNaiveForecaster",
     "weekly_naive": "streamcast.models.baselines:WeeklyNaiveForecaster",
+    "ets": "streamcast.models.statistical:ETSForecaster",
+    "theta": "streamcast.models.statistical:ThetaForecaster",
+    "mstl": "streamcast.models.statistical:MSTLForecaster",
     "lstm": "streamcast.models.keras:LSTMForecaster",
     "rnn": "streamcast.models.keras:SimpleRNNForecaster",
     "cnn": "streamcast.models.keras:CNNForecaster",
@@ -29,7 +32,9 @@ REGISTRY: dict[str, str] = {
 CANDIDATES = list(REGISTRY)
 # What `streamcast train` races when no --models are given.
 BASELINES = ["naive", "seasonal_naive", "weekly_naive"]
-DEFAULT_CANDIDATES = [*BASELINES, "esn", "hopfield", "rnn", "lstm", "cnn", "cnn_lstm", "ensemble"]
+# statsforecast's models: what a forecaster would otherwise reach for.
+STATISTICAL = ["ets", "theta", "mstl"]
+DEFAULT_CANDIDATES = [*BASELINES, *STATISTICAL, "esn", "hopfield", "rnn", "lstm", "cnn", "cnn_lstm", "ensemble"]
 
 
 def get_model_class(name: str) -> type[Forecaster]:
@@ -50,6 +55,7 @@ __all__ = [
     "CANDIDATES",
     "DEFAULT_CANDIDATES",
     "REGISTRY",
+    "STATISTICAL",
     "Forecaster",
     "ModelConfig",
     "NotFittedError",

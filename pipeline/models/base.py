@@ -84,6 +84,7 @@ class Forecaster(ABC):
         self.freq: pd.Timedelta | None = None
         self.fit_seconds: float = 0.0
         self.fit_info: dict[str, Any] = {}
+        self._validation: dict[tuple[Any, ...], pd.DataFrame] = {}
 
     # --- public API ---------------------------------------------------------
 
@@ -124,6 +125,7 @@ class Forecaster(ABC):
         self.freq = panel_freq(train)
         self.covariates = select_covariates(train, cfg.target, train_end) if cfg.use_covariates else []
         self.scaler = Scaler.fit(train, [cfg.target, *self.covariates], train_end)
+        self._validation = {}
         designs = {sid: self._design(sid, f) for sid, f in train.items()}
         val_pos = {sid: int(f.index.searchsorted(val_start)) for sid, f in train.items()}
         self._fit(designs, val_pos)
@@ -171,14 +173,31 @@ class Forecaster(ABC):
             out[col] = pd.DatetimeIndex(out[col]).tz_localize("UTC")
         return out
 
+    @property
+    def validation_stride(self) -> int:
+        """Steps between the origins of :meth:`validation_forecasts` (1: every step)."""
+        return 1
+
     def validation_forecasts(
-        self, panel: dict[str, pd.DataFrame], val_start: pd.Timestamp, train_end: pd.Timestamp
+        self,
+        panel: dict[str, pd.DataFrame],
+        val_start: pd.Timestamp,
+        train_end: pd.Timestamp,
+        stride: int | None = None,
     ) -> pd.DataFrame:
-        """Forecasts at every origin in the validation slice whose H targets end by
-        ``train_end``: what calibration, tuning and ensemble weights may look at."""
-        freq = panel_freq(panel)
-        origins = list(pd.date_range(val_start, train_end - self.config.horizon * freq, freq=freq))
-        return self.predict({sid: f.loc[:train_end] for sid, f in panel.items()}, origins)
+        """Forecasts at origins ``stride`` steps apart (default :attr:`validation_stride`) in
+        the validation slice whose H targets end by ``train_end``: what calibration, tuning
+        and ensemble weights may look at. Remembered per fit: calibration and the ensemble
+        both ask."""
+        stride = stride or self.validation_stride
+        key = (val_start, train_end, stride, tuple(sorted(panel)))
+        cached = self._validation.get(key)
+        if cached is None:
+            freq = panel_freq(panel)
+            origins = list(pd.date_range(val_start, train_end - self.config.horizon * freq, freq=freq * stride))
+            cached = self.predict({sid: f.loc[:train_end] for sid, f in panel.items()}, origins)
+            self._validation = {key: cached}
+        return cached.copy()
 
     def stream(self, series_id: str, frame: pd.DataFrame) -> SeriesStream:
         """Follow one series from the end of ``frame`` (its regularised recent history):

@@ -18,22 +18,26 @@ import pandas as pd
 
 from streamcast.features import Design
 from streamcast.metrics import series_spread, with_actuals
-from streamcast.models import BASELINES
+from streamcast.models import BASELINES, STATISTICAL
 from streamcast.models.base import Forecaster, ModelConfig
 from streamcast.models.streams import SeriesStream
 
 
 class EnsembleConfig(ModelConfig):
-    members: list[str] = ["esn", "hopfield", "rnn", "lstm", "cnn", "cnn_lstm", *BASELINES]
-    rounds: int = 25  # greedy selection steps; weights are multiples of 1/rounds
+    members: list[str] = ["esn", "hopfield", "rnn", "lstm", "cnn", "cnn_lstm", *STATISTICAL, *BASELINES]
+    rounds: int = 25  # greedy selection steps; weights are multiples of 1/(rounds kept)
     member_overrides: dict[str, dict[str, Any]] = {}
 
 
 def select_weights(val: dict[str, np.ndarray], truth: np.ndarray, rounds: int) -> dict[str, float]:
-    """Greedy forward selection with replacement minimising MAE on the validation forecasts."""
+    """Greedy forward selection with replacement minimising MAE on the validation forecasts.
+
+    The first pick is the best single member and the blend kept is the best of all
+    rounds, so the ensemble is never worse on validation than its best member."""
     names = sorted(val)
     counts = dict.fromkeys(names, 0)
     current = np.zeros_like(truth)
+    kept, kept_err = dict(counts), np.inf
     for k in range(1, rounds + 1):
         best_name, best_err = names[0], np.inf
         for name in names:
@@ -43,7 +47,10 @@ def select_weights(val: dict[str, np.ndarray], truth: np.ndarray, rounds: int) -
                 best_name, best_err = name, err
         counts[best_name] += 1
         current = (current * (k - 1) + val[best_name]) / k
-    return {n: c / rounds for n, c in counts.items() if c > 0}
+        if best_err < kept_err - 1e-12:
+            kept, kept_err = dict(counts), best_err
+    total = sum(kept.values())
+    return {n: c / total for n, c in kept.items() if c > 0}
 
 
 class EnsembleForecaster(Forecaster):
@@ -71,7 +78,13 @@ class EnsembleForecaster(Forecaster):
 
     def fit(self, panel: dict[str, pd.DataFrame], train_end: pd.Timestamp, val_start: pd.Timestamp) -> Self:
         members = {name: self._member(name, panel, train_end, val_start) for name in self.member_names}
-        val = {name: m.validation_forecasts(panel, val_start, train_end) for name, m in members.items()}
+        # Every member forecasts at the same validation origins: the sparsest any of them allows.
+        stride = max(m.validation_stride for m in members.values())
+        keys = ["series_id", "origin_ts", "step"]
+        val = {
+            name: m.validation_forecasts(panel, val_start, train_end, stride).sort_values(keys, ignore_index=True)
+            for name, m in members.items()
+        }
         target = self.config.target
         base = with_actuals(next(iter(val.values()))[["series_id", "ts"]], panel, target)
         # Errors are compared in each series' own units scaled by its spread, so no
@@ -103,6 +116,10 @@ class EnsembleForecaster(Forecaster):
             **cfg.member_overrides.get(name, {}),
         }
         return create_model(name, **overrides).fit(panel, train_end, val_start)
+
+    @property
+    def validation_stride(self) -> int:
+        return max((m.validation_stride for m in self.members.values()), default=1)
 
     def predict(self, panel: dict[str, pd.DataFrame], origins: list[pd.Timestamp] | None = None) -> pd.DataFrame:
         self._check_fitted("predict")
