@@ -56,14 +56,19 @@ class Calibration:
         widths = np.full(horizon, np.nan)
         n = 0
         for h, grp in residuals.groupby("step"):
-            r = np.sort(np.abs(grp["residual"].to_numpy()))
+            r = np.abs(grp["residual"].to_numpy())
             n = len(r)
-            # Finite-sample conformal quantile: the ceil((n+1)*level)-th smallest residual.
-            k = min(int(np.ceil((n + 1) * level)), n)
-            widths[int(h) - 1] = r[k - 1]
+            widths[int(h) - 1] = conformal_quantile(r, level)
         # A step without residuals borrows its neighbour's width.
         widths = pd.Series(widths).ffill().bfill().fillna(0.0).to_numpy()
         return cls(level=level, half_width=widths, n=n)
+
+    def rescaled(self, scores: np.ndarray) -> Calibration:
+        """These widths stretched or shrunk to hold on recent data: ``scores`` are recent
+        absolute residuals in units of the width of their step (a point inside the interval
+        scores at most 1). The shape over steps stays the validation slice's; the level
+        follows the data (normalised split conformal)."""
+        return Calibration(self.level, self.half_width * conformal_quantile(scores, self.level), len(scores))
 
     def apply(self, forecast: pd.DataFrame) -> pd.DataFrame:
         out = forecast.copy()
@@ -135,6 +140,13 @@ class BacktestResult:
                 "forecast times?); nothing is registered"
             )
         return str(best["candidate"])
+
+
+def conformal_quantile(scores: np.ndarray, level: float) -> float:
+    """Finite-sample split-conformal quantile: the ceil((n+1)*level)-th smallest score."""
+    r = np.sort(scores)
+    k = min(int(np.ceil((len(r) + 1) * level)), len(r))
+    return float(r[k - 1])
 
 
 def fit_to_history(panel: dict[str, pd.DataFrame], cfg: BacktestConfig, fixed: Collection[str]) -> BacktestConfig:

@@ -48,9 +48,15 @@ class ForecastBundle:
             level=self.meta["level"], half_width=np.asarray(self.meta["half_width"]), n=self.meta["n_calibration"]
         )
 
-    def forecast_panel(self, panel: dict[str, pd.DataFrame], origins: list[pd.Timestamp] | None = None) -> pd.DataFrame:
+    def forecast_panel(
+        self,
+        panel: dict[str, pd.DataFrame],
+        origins: list[pd.Timestamp] | None = None,
+        calibration: Calibration | None = None,
+    ) -> pd.DataFrame:
+        """Forecasts with intervals from ``calibration`` (default: the validation slice's)."""
         fc = self.model.predict(panel, origins)
-        return self.calibration.apply(fc)[OUTPUT_COLUMNS]
+        return (calibration or self.calibration).apply(fc)[OUTPUT_COLUMNS]
 
     def forecast_history(self, history: pd.DataFrame) -> pd.DataFrame:
         return self.forecast_panel(history_to_panel(history, self.meta["max_gap"]))

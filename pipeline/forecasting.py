@@ -5,21 +5,30 @@ from __future__ import annotations
 import hashlib
 import shutil
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from streamcast import tracking
+from streamcast.backtest import Calibration
 from streamcast.bundle import ForecastBundle
 from streamcast.config import Settings
 from streamcast.errors import NotFoundError
 from streamcast.features import prepare_panel
+from streamcast.metrics import mase_scale, point_errors
 from streamcast.store import Store, utcnow
 
 # History loaded for a forecast: enough for any lookback and for a reservoir's
 # state to forget its zero start (fading memory), far less than the whole store.
 HISTORY_DAYS = 30
+# Intervals follow the champion's latest matured points: the last RECALIBRATION_POINTS
+# of them, once there are at least MIN_LIVE_POINTS (before that, the validation slice's).
+RECALIBRATION_POINTS = 2000
+MIN_LIVE_POINTS = 48
 
 
 @dataclass
@@ -70,10 +79,15 @@ def forecast_id(series_id: str, target: str, origin: pd.Timestamp, version: str)
 
 
 def forecast_frame(
-    handle: ChampionHandle, panel: dict[str, pd.DataFrame], target: str, issued_at: pd.Timestamp | None = None
+    handle: ChampionHandle,
+    panel: dict[str, pd.DataFrame],
+    target: str,
+    issued_at: pd.Timestamp | None = None,
+    calibration: Calibration | None = None,
 ) -> pd.DataFrame:
-    """Rows for the ``forecasts`` table: one forecast_id per series, H points each."""
-    fc = handle.bundle.forecast_panel(panel)
+    """Rows for the ``forecasts`` table: one forecast_id per series, H points each, with
+    intervals from ``calibration`` (default: the bundle's, from the validation slice)."""
+    fc = handle.bundle.forecast_panel(panel, calibration=calibration)
     # Deterministic, as in the stream: forecasting the same data again (a second run, a
     # Prefect retry) re-issues the same forecast, which replaces the stored one.
     firsts = fc.drop_duplicates("series_id")
@@ -106,6 +120,69 @@ def issue_forecast(
         if pd.isna(last):
             raise NotFoundError(f"no {target!r} observations in the store")
         wide = store.load_wide(series_ids=series, start=last - pd.Timedelta(days=HISTORY_DAYS))
-        fc = forecast_frame(handle, prepare_panel(wide, max_gap=handle.max_gap), target)
+        panel = prepare_panel(wide, max_gap=handle.max_gap)
+        # What matured since the last forecast is scored first, so the new intervals know it.
+        score_matured(store, target, panel, handle.bundle.model.config.season)
+        fc = forecast_frame(handle, panel, target, calibration=live_calibration(store, handle, target))
         store.write_forecasts(fc, replace=True)
     return fc
+
+
+def score_records(
+    points: list[dict[str, Any]], actuals: np.ndarray, scales: np.ndarray, target: str
+) -> list[dict[str, Any]]:
+    """``scores`` rows for matured forecast points (store records) and their actuals."""
+    errors = point_errors(actuals, np.array([p["yhat"] for p in points], dtype=float), scales)
+    now = utcnow()
+    return [
+        {
+            "forecast_id": p["forecast_id"],
+            "step": int(p["step"]),
+            "series_id": p["series_id"],
+            "target": target,
+            "ts": p["ts"],
+            "yhat": float(p["yhat"]),
+            "actual": float(actual),
+            "abs_error": float(abs_err),
+            "scaled_error": float(scaled) if np.isfinite(scaled) else None,
+            "model_name": p["model_name"],
+            "model_version": p["model_version"],
+            "scored_at": now,
+        }
+        for p, actual, abs_err, scaled in zip(points, actuals, errors["abs_error"], errors["scaled_error"], strict=True)
+    ]
+
+
+def score_matured(store: Store, target: str, panel: Mapping[str, pd.DataFrame], season: int) -> int:
+    """Score every stored forecast point of ``panel``'s series whose actual has arrived
+    since (batch ingests between forecasts); MASE scales come from the panel's history."""
+    if not panel:
+        return 0
+    since = min(f.index[0] for f in panel.values())
+    points = store.unscored_points(target, sorted(panel), since)
+    if not points:
+        return 0
+    scales = {
+        sid: mase_scale(f[target].dropna(), season)[0] if target in f else float("nan") for sid, f in panel.items()
+    }
+    rows = score_records(
+        points,
+        np.array([p["actual"] for p in points], dtype=float),
+        np.array([scales.get(p["series_id"], np.nan) for p in points], dtype=float),
+        target,
+    )
+    return store.write_scores(rows)
+
+
+def live_calibration(store: Store, handle: ChampionHandle, target: str) -> Calibration:
+    """The champion's intervals recalibrated on its most recent matured points (normalised
+    split conformal over the last ``RECALIBRATION_POINTS``); the validation slice's until
+    ``MIN_LIVE_POINTS`` have matured."""
+    base = handle.bundle.calibration
+    recent = store.recent_residuals(target, handle.version, RECALIBRATION_POINTS)
+    width = base.half_width[np.clip(recent["step"].to_numpy(dtype=int), 1, len(base.half_width)) - 1]
+    usable = width > 0
+    if usable.sum() < MIN_LIVE_POINTS:
+        return base
+    residual = np.abs(recent["actual"].to_numpy(dtype=float) - recent["yhat"].to_numpy(dtype=float))
+    return base.rescaled(residual[usable] / width[usable])

@@ -19,12 +19,20 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from streamcast.backtest import Calibration
 from streamcast.config import DEFAULT_TARGET, Settings
 from streamcast.entries import parse_entries
 from streamcast.features import prepare_panel
-from streamcast.forecasting import HISTORY_DAYS, ChampionHandle, forecast_id, load_champion
+from streamcast.forecasting import (
+    HISTORY_DAYS,
+    ChampionHandle,
+    forecast_id,
+    live_calibration,
+    load_champion,
+    score_records,
+)
 from streamcast.ingestion import IngestSummary, write_batch
-from streamcast.metrics import mase_scale, point_errors
+from streamcast.metrics import mase_scale
 from streamcast.models.streams import SeriesStream
 from streamcast.monitoring import retrain_decision
 from streamcast.sources.stream import StreamBatch
@@ -105,6 +113,7 @@ class StreamProcessor:
         self.retrain_fn = retrain
         self.check_every = check_every
         self.handle: ChampionHandle | None = None
+        self.calibration: Calibration | None = None  # the champion's, recalibrated on matured points
         self.states: dict[str, SeriesState] = {}
         self.stats = StreamStats()
         self.newest: pd.Timestamp | None = None  # the newest observation stored: how far ahead entries may be
@@ -161,6 +170,8 @@ class StreamProcessor:
         self._since_check += obs["ts"].nunique()
         if self._since_check >= self.check_every:
             self._since_check = 0
+            if self.handle is not None:
+                self.calibration = live_calibration(self.store, self.handle, self.target)
             self._maybe_retrain(obs["ts"].max() if not obs.empty else None)
 
     def _advance_all(self, obs: pd.DataFrame) -> tuple[list[dict[str, Any]], list[tuple[SeriesState, datetime, float]]]:
@@ -185,7 +196,7 @@ class StreamProcessor:
     def _advance(self, state: SeriesState, ts: pd.Timestamp, row: Row) -> list[dict[str, Any]]:
         """Move ``state`` to the observation at ``ts`` and return the fresh forecast's points
         as store records (none while the series has no target to forecast from)."""
-        assert self.handle is not None
+        assert self.handle is not None and self.calibration is not None
         freq = self.handle.bundle.model.freq or pd.Timedelta(hours=1)
         if state.last_ts is not None:
             # Steps that never arrived are taken with nothing observed (forward filled).
@@ -197,7 +208,7 @@ class StreamProcessor:
         yhat = state.stream.forecast() if state.has_target else None
         if yhat is None:
             return []
-        width = self.handle.bundle.calibration.half_width[: len(yhat)]
+        width = self.calibration.half_width[: len(yhat)]
         origin, step = ts.to_pydatetime(), freq.to_pytimedelta()
         common = {
             "forecast_id": forecast_id(state.series_id, self.target, ts, self.handle.version),
@@ -236,37 +247,19 @@ class StreamProcessor:
         if not matured:
             return []
         hits = [by_key[(r["series_id"], r["ts"])] for r in matured]
-        errors = point_errors(
-            np.array([actual for _, actual in hits]),
-            np.array([r["yhat"] for r in matured], dtype=float),
+        return score_records(
+            matured,
+            np.array([actual for _, actual in hits], dtype=float),
             np.array([st.scale for st, _ in hits], dtype=float),
+            self.target,
         )
-        now = utcnow()
-        return [
-            {
-                "forecast_id": r["forecast_id"],
-                "step": int(r["step"]),
-                "series_id": r["series_id"],
-                "target": self.target,
-                "ts": r["ts"],
-                "yhat": float(r["yhat"]),
-                "actual": actual,
-                "abs_error": float(abs_err),
-                "scaled_error": float(scaled) if np.isfinite(scaled) else None,
-                "model_name": r["model_name"],
-                "model_version": r["model_version"],
-                "scored_at": now,
-            }
-            for r, (_, actual), abs_err, scaled in zip(
-                matured, hits, errors["abs_error"], errors["scaled_error"], strict=True
-            )
-        ]
 
     # --- champion and series state ---------------------------------------------------
 
     def _load(self, before: pd.Timestamp) -> None:
         """The champion, and every series' state warmed on the stored history before ``before``."""
         self.handle = load_champion(self.settings, self.target)
+        self.calibration = live_calibration(self.store, self.handle, self.target)
         history = self.store.load_wide(
             start=before - pd.Timedelta(days=HISTORY_DAYS), end=before - pd.Timedelta(seconds=1)
         )

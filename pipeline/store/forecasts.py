@@ -10,7 +10,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from streamcast.store.engine import Bound, as_utc, optional_float, py_datetime, utc_columns
-from streamcast.store.schema import forecasts, scores
+from streamcast.store.schema import forecasts, observations, scores
 
 # One stored forecast point, in the order `predictions latest --format csv` prints it.
 POINT_COLUMNS = [
@@ -68,6 +68,43 @@ class ForecastTables(Bound):
             with self._conn() as conn:
                 conn.execute(stmt, rows)
         return len(rows)
+
+    def unscored_points(
+        self, target: str, series_ids: Sequence[str], since: datetime | pd.Timestamp
+    ) -> list[dict[str, Any]]:
+        """Forecast points at or after ``since`` whose actual has been observed and that
+        have no score yet, as records with the actual (UTC-aware datetimes)."""
+        f, s, o = forecasts, scores, observations
+        on_actual = sa.and_(o.c.series_id == f.c.series_id, o.c.variable == f.c.target, o.c.ts == f.c.ts)
+        on_score = sa.and_(s.c.forecast_id == f.c.forecast_id, s.c.step == f.c.step)
+        q = (
+            sa.select(*[f.c[c] for c in POINT_COLUMNS], o.c.value.label("actual"))
+            .select_from(f.join(o, on_actual).outerjoin(s, on_score))
+            .where(
+                f.c.target == target,
+                f.c.series_id.in_(list(series_ids)),
+                f.c.ts >= py_datetime(since),
+                s.c.forecast_id.is_(None),
+            )
+        )
+        with self._conn() as conn:
+            rows = [dict(r) for r in conn.execute(q).mappings()]
+        for r in rows:
+            for c in _TIME_COLUMNS:
+                r[c] = as_utc(r[c])
+        return rows
+
+    def recent_residuals(self, target: str, model_version: str, limit: int) -> pd.DataFrame:
+        """The latest ``limit`` matured points (by time) of one registered version of the
+        target's model: forecast_id, step, ts, yhat, actual."""
+        s = scores
+        q = (
+            sa.select(s.c.forecast_id, s.c.step, s.c.ts, s.c.yhat, s.c.actual)
+            .where(s.c.target == target, s.c.model_version == model_version)
+            .order_by(s.c.ts.desc())
+            .limit(limit)
+        )
+        return utc_columns(self._frame(q, ["forecast_id", "step", "ts", "yhat", "actual"]), ("ts",))
 
     def forecasts_for_times(
         self, target: str, series_ids: Sequence[str], times: Sequence[datetime]
