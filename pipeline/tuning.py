@@ -6,7 +6,8 @@ time its predecessors took still fits in the remaining budget; fits that can sto
 early (Keras' ``max_fit_seconds``) stop at the deadline. The objective is the mean
 absolute error of forecasts issued inside the validation slice, in units of each
 series' spread, so no station dominates. A fixed seed gives the same trials and the
-same best configuration.
+same best configuration. The default config is scored first: a tuned one replaces it
+only where it forecasts the validation slice better.
 """
 
 from __future__ import annotations
@@ -52,8 +53,9 @@ class TrialRecord:
 
 @dataclass
 class TuningResult:
-    best: dict[str, dict[str, Any]] = field(default_factory=dict)
+    best: dict[str, dict[str, Any]] = field(default_factory=dict)  # only candidates whose tuning beat the default
     best_value: dict[str, float] = field(default_factory=dict)
+    default_value: dict[str, float] = field(default_factory=dict)  # the untuned config's validation error
     trials: list[TrialRecord] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -96,11 +98,14 @@ def tune(
     share = budget_seconds / len(tunable)
     for i, (name, base) in enumerate(tunable.items()):
         # Unused time of earlier candidates passes on to the later ones.
-        study, records = _search(
+        study, records, default = _search(
             name, base, panel, train_end, val_start, started + share * (i + 1), max_trials, on_trial
         )
         result.trials += records
-        if records:
+        if default is not None:
+            result.default_value[name] = default
+        # A tuned config replaces the default only if it forecasts the validation slice better.
+        if records and (default is None or study.best_value < default):
             result.best[name] = dict(study.best_params)
             result.best_value[name] = float(study.best_value)
     result.seconds = time.perf_counter() - started
@@ -116,8 +121,9 @@ def _search(
     deadline: float,
     max_trials: int | None,
     on_trial: Callable[[TrialRecord], None] | None,
-) -> tuple[Any, list[TrialRecord]]:
-    """One candidate's study, until its deadline (or ``max_trials``)."""
+) -> tuple[Any, list[TrialRecord], float | None]:
+    """One candidate's study, until its deadline (or ``max_trials``), and the validation
+    error of its default config (scored first, as the bar the trials must clear)."""
     import optuna
 
     study = optuna.create_study(direction="minimize", sampler=optuna.samplers.TPESampler(seed=base.config.seed))
@@ -125,32 +131,45 @@ def _search(
     durations: list[float] = []
     overheads: list[float] = []  # trial time outside an interruptible fit
     interruptible = "max_fit_seconds" in base.config_cls.model_fields
-    while max_trials is None or len(durations) < max_trials:
-        remaining = deadline - time.perf_counter()
-        if remaining <= 0 or (durations and float(np.mean(durations)) > remaining):
-            break
-        trial = study.ask()
-        params = suggest(trial, base.config.search_space)
+
+    def evaluate(params: dict[str, Any], label: str) -> float | None:
+        """Fit with ``params`` over the base config and score the validation slice, within
+        the deadline (an interruptible fit stops there); None if the fit fails."""
         overrides = {**base.config.model_dump(), **params}
+        remaining = deadline - time.perf_counter()
         if interruptible:
             # Leave room for building the network and scoring the validation slice.
-            reserve = 2.0 * max(overheads) if overheads else 0.5 * remaining
+            # The default, scored first, gets a quarter of the time so trials still get theirs.
+            reserve = 2.0 * max(overheads) if overheads else (0.75 if not durations else 0.5) * remaining
             overrides["max_fit_seconds"] = max(remaining - reserve, 0.5)
         t0 = time.perf_counter()
         try:
             model = create_model(name, **overrides).fit(panel, train_end, val_start)
             value = validation_error(model, panel, val_start, train_end)
         except (ValueError, np.linalg.LinAlgError) as exc:
-            log.warning("%s trial %d failed: %s", name, trial.number, exc)
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            log.warning("%s %s failed: %s", name, label, exc)
             durations.append(time.perf_counter() - t0)
-            continue
+            return None
         seconds = time.perf_counter() - t0
         durations.append(seconds)
         if interruptible:
             overheads.append(max(seconds - model.fit_seconds, 0.0))
+        return value
+
+    default = evaluate({}, "default config")
+    while max_trials is None or len(records) < max_trials:
+        remaining = deadline - time.perf_counter()
+        if remaining <= 0 or float(np.mean(durations)) > remaining:
+            break
+        trial = study.ask()
+        params = suggest(trial, base.config.search_space)
+        t0 = time.perf_counter()
+        value = evaluate(params, f"trial {trial.number}")
+        if value is None:
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            continue
         study.tell(trial, value)
-        records.append(TrialRecord(name, trial.number, params, value, seconds))
+        records.append(TrialRecord(name, trial.number, params, value, time.perf_counter() - t0))
         if on_trial:
             on_trial(records[-1])
-    return study, records
+    return study, records, default

@@ -24,7 +24,12 @@ def test_budget_is_respected_within_ten_percent() -> None:
     result = tune(PANEL, _candidates("esn", "hopfield", seed=3), TRAIN_END, VAL_START, budget)
     elapsed = time.perf_counter() - t0
     assert elapsed <= budget * 1.1, elapsed
-    assert len(result.trials) >= 4 and set(result.best) == {"esn", "hopfield"}
+    assert len(result.trials) >= 4 and set(result.default_value) == {"esn", "hopfield"}
+    # A tuned config is kept only where it beats the default on the validation slice.
+    for name, value in result.best_value.items():
+        assert value < result.default_value[name]
+    for name in set(result.default_value) - set(result.best):
+        assert all(t.value >= result.default_value[name] for t in result.trials if t.candidate == name)
 
 
 def test_keras_trials_stop_at_the_deadline() -> None:
