@@ -254,3 +254,29 @@ def test_weekly_naive_repeats_last_week_and_wins_where_people_set_the_rhythm() -
             week_ago = panel["grid"]["temp"].reindex(fc["ts"] - pd.Timedelta(days=7)).to_numpy()
             np.testing.assert_allclose(fc["yhat"].to_numpy(), week_ago)
     assert errors["weekly_naive"] < 0.5 * errors["seasonal_naive"]
+
+
+def test_ensemble_selection_keeps_its_best_round() -> None:
+    """Greedy rounds can get worse (here the third, which must add a model to a perfect
+    blend): the weights kept are the best round's, never worse than the best member."""
+    from streamcast.models.ensemble import select_weights
+
+    truth = np.linspace(0.0, 1.0, 50)
+    val = {"over": truth + 1.0, "under": truth - 1.0, "far": truth + 5.0}
+    assert select_weights(val, truth, rounds=3) == {"over": 0.5, "under": 0.5}
+    single = {"good": truth + 0.1, "bad": truth + 3.0}
+    assert select_weights(single, truth, rounds=5) == {"good": 1.0}
+
+
+@pytest.mark.parametrize("name", ["ets", "theta", "mstl"])
+def test_statistical_models_take_series_never_seen_and_too_short(fitted: dict[str, Forecaster], name: str) -> None:
+    """A series unseen in training gets its own model, estimated on what precedes the
+    origin; one too short for any model gets the last value (finite, never an error)."""
+    model = fitted[name]
+    new = {"Z": PANEL["A"] * 1.5}
+    fc = model.predict(new, ORIGINS[:1])
+    assert len(fc) == H and np.isfinite(fc["yhat"]).all()
+    assert not np.allclose(fc["yhat"], new["Z"]["temp"].loc[ORIGINS[0]])  # a model, not the last value
+    short = {"tiny": PANEL["B"].iloc[:2]}
+    last = short["tiny"]["temp"].iloc[-1]
+    np.testing.assert_allclose(model.predict(short)["yhat"].to_numpy(), np.full(H, last))
