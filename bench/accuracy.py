@@ -1,148 +1,254 @@
-"""Accuracy and fit time of every candidate against statsforecast, on the same origins.
+"""Accuracy on data streamcast has never seen, in two protocols, against statsforecast.
 
-nyc-weather, target temp, H=24, 30 daily origins at the end of 2013. streamcast's
-candidates are fit once before the first origin (validation slice = the 30 days
-before it); statsforecast's AutoETS, MSTL and AutoTheta (season 24) are refit at
-every origin on all data up to it, which can only help them.
+For each dataset (bench/datasets.py), through the CLI exactly as a deployment runs:
 
-    python bench/accuracy.py [--models naive,seasonal_naive,esn,...] [--epochs N]
+1. ``streamcast ingest`` the history (all but the last ``--days`` days) and
+   ``streamcast train`` with the default candidates: the rolling-origin backtest
+   (30 origins a day apart, H=24). statsforecast's AutoETS, AutoTheta, MSTL and
+   SeasonalNaive forecast at the same origins, refit at every origin on the
+   ``--sf-weeks`` weeks before it, scored with the same MASE scales.
+2. The deployment protocol: ``streamcast forecast``, then for each of the ``--days``
+   days ``streamcast ingest`` that day's observations and ``streamcast forecast``
+   again (which scores what matured and recalibrates the intervals). Every issued
+   forecast is read back with ``streamcast predictions latest --format csv``, scored
+   against the actuals and compared with statsforecast refit at the same origins.
+
+    python bench/accuracy.py [--datasets nyc-weather,taylor-demand,...] [--days 30]
 """
 
 from __future__ import annotations
 
 import argparse
+import io
+import os
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
-import numpy as np
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
 import pandas as pd
 from _results import markdown_table, write_section
-from common import nyc_weather_panel
+from datasets import DATASETS
 
-from streamcast.backtest import BacktestConfig, run_backtest
-from streamcast.metrics import aggregate, score_points, with_actuals
-from streamcast.models import CANDIDATES, create_model
+from streamcast.config import Settings
+from streamcast.features import infer_freq, prepare_panel, season_for
+from streamcast.metrics import mase_scale
+from streamcast.specs import TrainSpec
+from streamcast.store import Store
+from streamcast.training import backtest_for, load_panel
+
+STREAMCAST = str(Path(sys.executable).with_name("streamcast"))
+SF_MODELS = ["AutoETS", "AutoTheta", "MSTL", "SeasonalNaive"]
 
 
-def statsforecast_rows(
-    panel: dict[str, pd.DataFrame], cfg: BacktestConfig, origins: list[pd.Timestamp], scales: dict[str, float]
-) -> list[dict]:
+def cli(env: dict[str, str], *args: str) -> str:
+    res = subprocess.run([STREAMCAST, *args], env=env, capture_output=True, text=True, check=False)
+    if res.returncode != 0:
+        raise RuntimeError(f"streamcast {' '.join(args)} failed ({res.returncode}):\n{res.stdout}\n{res.stderr}")
+    return res.stdout
+
+
+def statsforecast_at(
+    panel: dict[str, pd.DataFrame], target: str, origins: list[pd.Timestamp], H: int, m: int, weeks: int
+) -> pd.DataFrame:
+    """statsforecast's models refit at every origin on the ``weeks`` weeks before it (gaps
+    interpolated: statsforecast takes none): series_id, origin_ts, ts, model, yhat."""
     from statsforecast import StatsForecast
-    from statsforecast.models import MSTL, AutoETS, AutoTheta
+    from statsforecast.models import MSTL, AutoETS, AutoTheta, SeasonalNaive
 
-    frames = []
-    for sid, f in panel.items():
-        y = f[cfg.target].interpolate(limit_direction="both")  # statsforecast refuses gaps
-        frames.append(pd.DataFrame({"unique_id": sid, "ds": y.index.tz_localize(None), "y": y.to_numpy()}))
-    df = pd.concat(frames, ignore_index=True)
-    end = origins[-1] + pd.Timedelta(hours=cfg.horizon)
-    df = df[df.ds <= end.tz_localize(None)]
-    rows = []
-    for model in (
-        AutoETS(season_length=cfg.season),
-        MSTL(season_length=cfg.season),
-        AutoTheta(season_length=cfg.season),
-    ):
-        name = f"statsforecast {type(model).__name__}"
-        sf = StatsForecast(models=[model], freq="h", n_jobs=-1)
-        t0 = time.perf_counter()
-        cv = sf.cross_validation(df=df, h=cfg.horizon, step_size=cfg.step, n_windows=cfg.folds)
-        secs = time.perf_counter() - t0
-        col = next(c for c in cv.columns if c not in ("unique_id", "ds", "cutoff", "y"))
-        cv = cv.rename(columns={"unique_id": "series_id", col: "yhat"})
-        cv["ts"] = pd.DatetimeIndex(cv["ds"]).tz_localize("UTC")
-        cv["origin_ts"] = pd.DatetimeIndex(cv["cutoff"]).tz_localize("UTC")
-        assert set(cv["origin_ts"]) == set(origins), "statsforecast origins differ from streamcast's"
-        pts = with_actuals(cv[["series_id", "origin_ts", "ts", "yhat"]], panel, cfg.target)
-        scored = score_points(pts, scales)
-        per_series = aggregate(scored, ["series_id"])
-        rows.append(
-            {
-                "candidate": name,
-                "mase": per_series["mase"].mean(),
-                "mae": scored["abs_error"].mean(),
-                "coverage": np.nan,
-                "fit_seconds": secs / cfg.folds,
-            }
+    freq = pd.tseries.frequencies.to_offset(infer_freq(next(iter(panel.values())).index)).freqstr
+    models = [
+        AutoETS(season_length=m),
+        AutoTheta(season_length=m),
+        MSTL(season_length=[m, 7 * m]),
+        SeasonalNaive(season_length=m),
+    ]
+    long = pd.concat(
+        pd.DataFrame(
+            {"unique_id": sid, "ds": f.index.tz_localize(None), "y": f[target].interpolate(limit_direction="both")}
         )
-        print(f"{name:28s} MASE {rows[-1]['mase']:.3f}  MAE {rows[-1]['mae']:.3f}  {secs:.0f}s", flush=True)
-    return rows
+        for sid, f in panel.items()
+    )
+    out = []
+    for origin in origins:
+        o = origin.tz_localize(None)
+        window = long[(long.ds <= o) & (long.ds > o - pd.Timedelta(weeks=weeks))]
+        fc = StatsForecast(models=models, freq=freq, n_jobs=1).forecast(df=window, h=H)
+        fc = fc.melt(id_vars=["unique_id", "ds"], var_name="model", value_name="yhat")
+        fc["origin_ts"] = origin
+        out.append(fc)
+    res = pd.concat(out, ignore_index=True).rename(columns={"unique_id": "series_id"})
+    res["ts"] = pd.DatetimeIndex(res.pop("ds")).tz_localize("UTC")
+    return res
+
+
+def mase_by(points: pd.DataFrame, actual: pd.Series, scales: dict[str, float], by: str) -> pd.Series:
+    """Mean over series of MAE / scale, per ``by``; points without an actual are dropped."""
+    p = points.drop(columns=["actual"], errors="ignore").join(actual.rename("actual"), on=["series_id", "ts"])
+    p = p.dropna(subset=["actual"])
+    p["err"] = (p["yhat"] - p["actual"]).abs() / p["series_id"].map(scales)
+    return p.groupby([by, "series_id"])["err"].mean().groupby(level=0).mean()
+
+
+def run_dataset(name: str, days: int, sf_weeks: int, train_args: list[str]) -> dict:
+    frame, target = DATASETS[name]()
+    frame = frame.sort_values(["series_id", "ts"])
+    freq = infer_freq(pd.DatetimeIndex(frame["ts"].drop_duplicates().sort_values()))
+    m = season_for(freq)
+    cut = frame["ts"].max() - days * pd.Timedelta(days=1)
+    tmp = Path(tempfile.mkdtemp(prefix=f"acc-{name}-"))
+    env = {**os.environ, "STREAMCAST_DATA_DIR": str(tmp / "data"), "PREFECT_HOME": str(tmp / "prefect")}
+    settings = Settings(data_dir=tmp / "data")
+    ts_text = frame.assign(ts=frame["ts"].dt.strftime("%Y-%m-%dT%H:%M:%SZ"))
+
+    def ingest(part: pd.DataFrame, label: str) -> None:
+        path = tmp / f"{label}.csv"
+        part.to_csv(path, index=False)
+        cli(env, "ingest", "--source", "csv", "--path", str(path), "--series-col", "series_id")
+
+    print(f"[{name}] {frame['series_id'].nunique()} series, step {freq}, season {m}; history to {cut}", flush=True)
+    ingest(ts_text[frame["ts"] <= cut], "history")
+    t0 = time.perf_counter()
+    cli(env, "train", "--target", target, *train_args)
+    train_seconds = time.perf_counter() - t0
+    with Store(settings.database_url) as store:
+        comparison = store.latest_comparison(target)
+    panel = load_panel(settings, target)
+    spec = TrainSpec(target=target)
+    plan_cfg = backtest_for(spec, panel)
+    from streamcast.backtest import plan_backtest
+
+    plan = plan_backtest(panel, plan_cfg)
+    truth = pd.concat({s: f[target] for s, f in panel.items()})
+    truth.index.names = ["series_id", "ts"]
+    sf_bt = statsforecast_at(panel, target, plan.origins, plan_cfg.horizon, m, sf_weeks)
+    backtest_sf = mase_by(sf_bt, truth, plan.scales, "model")
+    champion = str(comparison.iloc[0]["candidate"])
+    backtest = comparison.set_index("candidate")["mase"].astype(float)
+    print(f"[{name}] backtest: {backtest.round(3).to_dict()} | statsforecast {backtest_sf.round(3).to_dict()}")
+
+    # The deployment protocol: forecast, then each day ingest that day and forecast again.
+    issued = []
+
+    def forecast() -> None:
+        cli(env, "forecast", "--target", target)
+        out = cli(env, "predictions", "latest", "--target", target, "--format", "csv")
+        issued.append(pd.read_csv(io.StringIO(out)))
+
+    t0 = time.perf_counter()
+    forecast()
+    for d in range(days):
+        day = (frame["ts"] > cut + d * pd.Timedelta(days=1)) & (frame["ts"] <= cut + (d + 1) * pd.Timedelta(days=1))
+        ingest(ts_text[day], f"day{d}")
+        forecast()
+    deploy_seconds = time.perf_counter() - t0
+    fc = pd.concat(issued, ignore_index=True).drop_duplicates(["forecast_id", "step"])
+    for c in ("origin_ts", "ts"):
+        fc[c] = pd.to_datetime(fc[c], utc=True)
+    full = prepare_panel(frame.set_index(["series_id", "ts"]))
+    actual = pd.concat({s: f[target] for s, f in full.items()})
+    actual.index.names = ["series_id", "ts"]
+    scales = {s: mase_scale(f[target].loc[:cut].dropna(), m)[0] for s, f in full.items()}
+    deployed = fc.join(actual.rename("actual"), on=["series_id", "ts"]).dropna(subset=["actual"])
+    deployed["model"] = "champion"
+    deploy_mase = mase_by(deployed, actual, scales, "model")["champion"]
+    coverage = float(((deployed["actual"] >= deployed["lo"]) & (deployed["actual"] <= deployed["hi"])).mean())
+    origins = sorted(deployed["origin_ts"].unique())
+    sf_dep = statsforecast_at(full, target, [pd.Timestamp(o) for o in origins], plan_cfg.horizon, m, sf_weeks)
+    deploy_sf = mase_by(sf_dep, actual, scales, "model")
+    models = deployed["model_name"].unique().tolist()
+    print(f"[{name}] deployment: champion {deploy_mase:.3f} cov {coverage:.1%} | sf {deploy_sf.round(3).to_dict()}")
+    return {
+        "dataset": name,
+        "series": frame["series_id"].nunique(),
+        "step": str(freq),
+        "season": m,
+        "champion": champion,
+        "deployed_models": ",".join(map(str, models)),
+        "backtest": backtest,
+        "backtest_sf": backtest_sf,
+        "deploy_mase": deploy_mase,
+        "deploy_sf": deploy_sf,
+        "coverage": coverage,
+        "backtest_coverage": float(comparison.iloc[0]["coverage"]),
+        "origins": len(origins),
+        "train_seconds": train_seconds,
+        "deploy_seconds": deploy_seconds,
+    }
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--models", default=",".join(CANDIDATES))
-    ap.add_argument("--epochs", type=int, default=None)
-    ap.add_argument("--seed", type=int, default=42)
-    ap.add_argument("--no-statsforecast", action="store_true")
-    ap.add_argument("--tune-minutes", type=float, default=6.0, help="Optuna budget for the tuned run (0: skip)")
-    ap.add_argument("--tune-models", default="esn,hopfield")
+    ap.add_argument("--datasets", default=",".join(DATASETS))
+    ap.add_argument("--days", type=int, default=30, help="days of the deployment protocol")
+    ap.add_argument("--sf-weeks", type=int, default=4, help="weeks of history statsforecast refits on")
+    ap.add_argument("--train-args", default="", help="extra `streamcast train` arguments, e.g. '--models esn,ets'")
     args = ap.parse_args()
-    cfg = BacktestConfig()
-    panel = nyc_weather_panel()
-    models = {}
-    for name in args.models.split(","):
-        kw: dict = {"seed": args.seed}
-        if args.epochs is not None and name in ("lstm", "rnn", "cnn", "cnn_lstm"):
-            kw["epochs"] = args.epochs
-        models[name] = create_model(name, **kw)
+    results = [run_dataset(n, args.days, args.sf_weeks, args.train_args.split()) for n in args.datasets.split(",")]
 
-    def progress(name: str, stage: str) -> None:
-        print(f"  {name}: {stage}", flush=True)
-
-    result = run_backtest(panel, models, cfg, on_progress=progress)
-    table = result.comparison()
-    rows = table.to_dict("records")
-    tuned_note = ""
-    if args.tune_minutes > 0:
-        from streamcast.tuning import tune
-
-        names = args.tune_models.split(",")
-        start = {name: create_model(name, seed=args.seed) for name in names}
-        tuning = tune(panel, start, result.train_end, result.val_start, args.tune_minutes * 60)
-        tuned = {name: create_model(name, seed=args.seed, **params) for name, params in tuning.best.items()}
-        tuned_result = run_backtest(panel, tuned, cfg, on_progress=progress)
-        for r in tuned_result.comparison().to_dict("records"):
-            r["candidate"] = f"{r['candidate']} (tuned)"
-            rows.append(r)
-        tuned_note = (
-            f"Tuned run: Optuna, {len(tuning.trials)} trials in {tuning.seconds:.0f} s "
-            f"(budget {args.tune_minutes * 60:.0f} s) on the validation slice; best: "
-            + "; ".join(f"{n} {p}" for n, p in tuning.best.items())
-        )
-    if not args.no_statsforecast:
-        rows += statsforecast_rows(panel, cfg, result.origins, result.scales)
-    rows.sort(key=lambda r: r["mase"])
-    best_sc = min(r["mase"] for r in rows if not r["candidate"].startswith("statsforecast"))
-    best_sf = min((r["mase"] for r in rows if r["candidate"].startswith("statsforecast")), default=float("nan"))
-    fit = {r["candidate"]: r["fit_seconds"] for r in rows}
-    print(table.to_string(index=False))
-    md = markdown_table(
-        ["candidate", "MASE", "MAE (°F)", "90% interval coverage", "fit seconds"],
-        [
+    rows = []
+    for r in results:
+        best_sf = min(r["deploy_sf"][k] for k in ("AutoETS", "AutoTheta", "MSTL"))
+        best_sf_bt = min(r["backtest_sf"][k] for k in ("AutoETS", "AutoTheta", "MSTL"))
+        rows.append(
             [
-                r["candidate"],
-                f"{r['mase']:.3f}",
-                f"{r['mae']:.3f}",
-                "-" if pd.isna(r["coverage"]) else f"{r['coverage']:.1%}",
-                f"{r['fit_seconds']:.2f}",
+                r["dataset"],
+                f"{r['series']} x {r['step']}",
+                r["champion"],
+                f"{r['backtest'][r['champion']]:.3f}",
+                f"{best_sf_bt:.3f}",
+                f"{r['backtest'][r['champion']] / best_sf_bt:.2f}",
+                f"{r['backtest_coverage']:.1%}",
+                f"{r['deploy_mase']:.3f}",
+                " / ".join(f"{r['deploy_sf'][k]:.3f}" for k in SF_MODELS),
+                f"{r['deploy_mase'] / best_sf:.2f}",
+                f"{r['coverage']:.1%}",
+                f"{r['train_seconds'] / 60:.1f} + {r['deploy_seconds'] / 60:.1f}",
             ]
-            for r in rows
+        )
+    md = markdown_table(
+        [
+            "dataset",
+            "series x step",
+            "champion",
+            "backtest MASE",
+            "best sf backtest",
+            "ratio",
+            "backtest 90% cov.",
+            "deployed MASE",
+            "sf ETS / Theta / MSTL / SNaive",
+            "ratio",
+            "deployed 90% cov.",
+            "train + deploy min",
         ],
+        rows,
     )
+    detail = []
+    for r in results:
+        table = pd.DataFrame({"streamcast backtest MASE": r["backtest"]}).round(3)
+        detail.append(
+            f"**{r['dataset']}** backtest (history only): "
+            + ", ".join(f"{k} {v:.3f}" for k, v in table["streamcast backtest MASE"].items())
+            + "; statsforecast "
+            + ", ".join(f"{k} {v:.3f}" for k, v in r["backtest_sf"].items())
+        )
     notes = [
-        f"Origins: {len(result.origins)} daily, {result.origins[0]:%Y-%m-%d %H:%M} to "
-        f"{result.origins[-1]:%Y-%m-%d %H:%M} UTC; H={cfg.horizon}; validation slice from "
-        f"{result.val_start:%Y-%m-%d %H:%M}.",
-        f"Best streamcast MASE {best_sc:.3f} vs best statsforecast MASE {best_sf:.3f}.",
+        f"Deployment protocol: history ingested, `streamcast train` once (default candidates), then {args.days} "
+        "days of `streamcast ingest <day>` + `streamcast forecast`; forecasts read with `streamcast predictions "
+        "latest --format csv`; every issued forecast with actuals is scored (MASE scale: the seasonal naive "
+        "in-sample MAE on the history).",
+        f"statsforecast models are refit at every origin on the {args.sf_weeks} weeks before it "
+        "(MSTL seasons m and 7m); streamcast's champion is fit once before the backtest.",
+        "ratio = streamcast champion MASE / best of statsforecast AutoETS, AutoTheta, MSTL.",
     ]
-    if "esn" in fit and "lstm" in fit:
-        notes.append(f"ESN fit is {fit['lstm'] / fit['esn']:.0f}x faster than LSTM fit on the same windows.")
-    notes.append("statsforecast fit seconds are per origin (it refits at every origin); streamcast fits once.")
-    notes.append("Ensemble fit seconds are the sum of its members' fits (it reuses them).")
-    if tuned_note:
-        notes.append(tuned_note)
-    write_section("Accuracy: nyc-weather temp, H=24, 30 daily origins", md + "\n" + "\n".join(f"- {n}" for n in notes))
-    print("\n".join(notes))
+    write_section(
+        "Accuracy across datasets: backtest and deployment",
+        md + "\n" + "\n".join(f"- {n}" for n in notes + detail),
+    )
+    print(md)
 
 
 if __name__ == "__main__":
