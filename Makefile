@@ -58,7 +58,7 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format pipeline flows tests bench
 	$(VENV)/bin/ruff check --fix pipeline flows tests bench
 
-# The quick benches (a few minutes each); `$(PY) bench/accuracy.py` takes about 40 minutes.
+# The quick benches (a few minutes each); `$(PY) bench/accuracy.py` takes about an hour.
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[dev,bench]'
 	@command -v wrk >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }

@@ -164,7 +164,7 @@ def run_dataset(name: str, days: int, sf_weeks: int, train_args: list[str]) -> d
     return {
         "dataset": name,
         "series": frame["series_id"].nunique(),
-        "step": str(freq),
+        "step": f"{int(pd.Timedelta(freq).total_seconds() // 60)} min",
         "season": m,
         "champion": champion,
         "deployed_models": ",".join(map(str, models)),
