@@ -53,10 +53,13 @@ def parse_training_args(description: str, *extra: tuple[str, dict[str, Any]]) ->
     ap.add_argument("--folds", type=int)
     ap.add_argument("--epochs", type=int)
     ap.add_argument("--tune-minutes", type=float)
+    ap.add_argument(
+        "--no-refit", dest="refit", action="store_false", default=None, help="register the winner as backtested"
+    )
     ap.add_argument("--task-runner", default="default", choices=TASK_RUNNERS, help="dask: one task per candidate")
     ap.add_argument("--dask-address", help="Dask scheduler, e.g. tcp://10.0.0.5:8786 (else a local cluster)")
     args = ap.parse_args()
-    options = {k: getattr(args, k) for k in ("target", "models", "folds", "epochs", "tune_minutes")}
+    options = {k: getattr(args, k) for k in ("target", "models", "folds", "epochs", "tune_minutes", "refit")}
     try:
         args.train_spec = TrainSpec.of(**options)
     except InputError as exc:

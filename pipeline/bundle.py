@@ -21,11 +21,25 @@ from streamcast.models.base import Forecaster
 
 # The forecast frame the pyfunc returns (and `forecast_panel` gives the store to complete).
 OUTPUT_COLUMNS = ["series_id", "origin_ts", "step", "ts", "yhat", "lo", "hi"]
+BACKTEST_FORECASTER = "backtest_forecaster"
 
 
-def save_bundle(path: Path, model: Forecaster, calibration: Calibration, max_gap: int, extra: dict[str, Any]) -> Path:
-    """Write a forecaster with its interval calibration: the pyfunc's one artifact."""
+def save_bundle(
+    path: Path,
+    model: Forecaster,
+    calibration: Calibration,
+    max_gap: int,
+    extra: dict[str, Any],
+    backtest_model: Forecaster | None = None,
+) -> Path:
+    """Write a forecaster with its interval calibration: the pyfunc's one artifact.
+
+    ``backtest_model`` is the same candidate as fit before its backtest window, when
+    ``model`` was refit on all the data: the champion gate re-scores that one, because
+    the refit has seen a later training's backtest window."""
     model.save(path / "forecaster")
+    if backtest_model is not None:
+        backtest_model.save(path / BACKTEST_FORECASTER)
     meta = {
         "level": calibration.level,
         "half_width": calibration.half_width.tolist(),
@@ -47,6 +61,13 @@ class ForecastBundle:
         self.calibration = Calibration(
             level=self.meta["level"], half_width=np.asarray(self.meta["half_width"]), n=self.meta["n_calibration"]
         )
+
+    @property
+    def backtest_model(self) -> Forecaster:
+        """The forecaster as fit before its own backtest window (the registered one when it
+        was not refit): what may be scored on a later window without having seen it."""
+        path = self.path / BACKTEST_FORECASTER
+        return Forecaster.load(path) if path.exists() else self.model
 
     def forecast_panel(
         self,

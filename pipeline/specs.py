@@ -81,6 +81,7 @@ class TrainSpec(Spec, BacktestConfig):
     seed: int = 42
     tune_minutes: float = Field(0.0, ge=0, description="Optuna budget over all candidates")
     tune_max_trials: int | None = Field(None, ge=1)
+    refit: bool = Field(True, description="register the winner refit on all the data (else as fit for the backtest)")
     model_overrides: dict[str, dict[str, Any]] = Field(default_factory=dict)
     holidays: str | None = Field(
         None, description="public holidays as a model input: a country or subdivision code (US, AU-VIC)"

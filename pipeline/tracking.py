@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from streamcast.backtest import BacktestConfig, BacktestResult, CandidateResult
+from streamcast.backtest import BacktestConfig, BacktestResult, CandidateResult, Refit
 from streamcast.config import Settings
 from streamcast.metrics import aggregate, score_points, with_actuals
 
@@ -73,16 +73,34 @@ def _flatten(params: dict[str, Any], prefix: str = "") -> dict[str, str]:
     return out
 
 
-def plot_forecasts(cand: CandidateResult, history: dict[str, pd.DataFrame], target: str, path: Path) -> Path:
-    """Forecast vs actual over the backtest window, one panel per series, with intervals."""
+PLOT_SERIES = 3  # panels in a candidate's forecast plot, however many series there are
+
+
+def plotted_series(per_series: pd.DataFrame) -> list[tuple[str, str]]:
+    """Which series a forecast plot shows, and why: all of them up to ``PLOT_SERIES``,
+    else the best, median and worst by MASE (a fixed budget, not one panel per series)."""
+    ranked = per_series.sort_values(["mase", "series_id"], na_position="last", ignore_index=True)
+    sids = ranked["series_id"].astype(str).tolist()
+    if len(sids) <= PLOT_SERIES:
+        return [(sid, "") for sid in sorted(sids)]
+    return [(sids[0], "best MASE"), (sids[(len(sids) - 1) // 2], "median MASE"), (sids[-1], "worst MASE")]
+
+
+def plot_forecasts(
+    cand: CandidateResult, history: dict[str, pd.DataFrame], target: str, per_series: pd.DataFrame, path: Path
+) -> Path:
+    """Forecast vs actual over the backtest window with intervals, for at most
+    ``PLOT_SERIES`` series; with more, a last panel shows every series' MASE."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    series = sorted(cand.forecasts["series_id"].unique())
-    fig, axes = plt.subplots(len(series), 1, figsize=(12, 2.8 * len(series)), sharex=True, squeeze=False)
-    for ax, sid in zip(axes[:, 0], series, strict=True):
+    shown = plotted_series(per_series)
+    many = len(per_series) > PLOT_SERIES
+    rows = len(shown) + many
+    fig, axes = plt.subplots(rows, 1, figsize=(12, 2.8 * rows), squeeze=False)
+    for ax, (sid, why) in zip(axes[:, 0], shown, strict=False):
         fc = cand.forecasts[cand.forecasts.series_id == sid].sort_values("ts")
         start = fc["ts"].min() - pd.Timedelta(days=2)
         actual = history[sid][target].loc[start : fc["ts"].max()]
@@ -98,10 +116,19 @@ def plot_forecasts(cand: CandidateResult, history: dict[str, pd.DataFrame], targ
                 label="90% interval" if i == 0 else None,
             )
             ax.plot(one["ts"], one["yhat"], color="tab:blue", lw=1, label="forecast" if i == 0 else None)
-        ax.set_title(f"{cand.name} — {sid}", loc="left", fontsize=10)
+        # Series ids are user data: plain text, never mathtext.
+        ax.set_title(f"{cand.name} — {sid}" + (f" ({why})" if why else ""), loc="left", fontsize=10, usetex=False)
+        ax.title.set_parse_math(False)
         ax.set_ylabel(target)
         ax.grid(alpha=0.3)
     axes[0, 0].legend(loc="upper right", fontsize=8)
+    if many:
+        ax = axes[-1, 0]
+        ax.hist(per_series["mase"].dropna().to_numpy(), bins=min(50, max(10, len(per_series) // 20)), color="tab:blue")
+        ax.set_title(f"{cand.name} — MASE of all {len(per_series)} series", loc="left", fontsize=10)
+        ax.set_xlabel("MASE")
+        ax.set_ylabel("series")
+        ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
@@ -151,6 +178,7 @@ def log_backtest(
         mlflow.log_metrics({"best_mase": float(best["mase"]), "best_coverage": float(best["coverage"])})
         if tuning is not None:
             mlflow.log_metric("tuning_seconds", float(tuning.seconds))
+            mlflow.set_tag("streamcast.tuning_folds", str(tuning.folds))
             # The bar each candidate's trials had to clear: its default config's validation error.
             mlflow.log_metrics({f"default_val_scaled_mae.{n}": v for n, v in tuning.default_value.items()})
             for rec in tuning.trials:
@@ -182,12 +210,22 @@ def log_backtest(
                 for r in per_step.itertuples(index=False):
                     mlflow.log_metric("mae_step", float(r.mae), step=int(r.step))
                     mlflow.log_metric("mase_step", float(r.mase), step=int(r.step))
-                for r in aggregate(mine, ["series_id"]).itertuples(index=False):
-                    mlflow.log_metric(f"mase_{r.series_id}", float(r.mase))
+                # Per-series metrics as one table (series ids are data, not metric names).
+                per_series = aggregate(mine, ["series_id"])
+                per_series["coverage"] = (
+                    mine.assign(inside=(mine.actual >= mine.lo) & (mine.actual <= mine.hi))
+                    .groupby("series_id")["inside"]
+                    .mean()
+                    .reindex(per_series["series_id"])
+                    .to_numpy()
+                )
+                (tmpdir / name).mkdir(exist_ok=True)
+                per_series.to_csv(tmpdir / name / "series_metrics.csv", index=False)
+                mlflow.log_artifact(str(tmpdir / name / "series_metrics.csv"))
                 for k, v in cand.model.fit_info.items():
                     if isinstance(v, int | float) and np.isfinite(v):
                         mlflow.log_metric(f"fit_{k}", float(v))
-                plot = plot_forecasts(cand, panel, cfg.target, tmpdir / f"forecast_vs_actual_{name}.png")
+                plot = plot_forecasts(cand, panel, cfg.target, per_series, tmpdir / f"forecast_vs_actual_{name}.png")
                 mlflow.log_artifact(str(plot))
                 mlflow.log_artifact(str(tmpdir / "comparison.md"))
         return TrainingRuns(parent.info.run_id, run_ids, parent.info.experiment_id)
@@ -214,6 +252,7 @@ class RegistryOutcome:
     previous_champion_mase: float | None
     run_id: str
     held_back: str | None = None  # why a better challenger did not move @champion
+    refit_through: str | None = None  # the registered forecaster was refit on data up to here
 
 
 def current_champion(target: str) -> Any | None:
@@ -250,7 +289,10 @@ def rescore_champion(target: str, result: BacktestResult, panel: dict[str, pd.Da
         return None
     bundle_path, _ = download_bundle(target, CHAMPION)
     bundle = ForecastBundle(bundle_path)
-    fc = with_actuals(bundle.forecast_panel(panel, result.origins), panel, result.config.target)
+    # A champion refit on all its data may have seen this window: score it as it was
+    # fit for its own backtest, before that window.
+    fc = bundle.calibration.apply(bundle.backtest_model.predict(panel, result.origins))
+    fc = with_actuals(fc, panel, result.config.target)
     scored = score_points(fc, result.scales)
     mase = float(aggregate(scored, ["series_id"])["mase"].mean())
     return mv, mase
@@ -280,8 +322,12 @@ def register_winner(
     panel: dict[str, pd.DataFrame],
     max_gap: int,
     history_example: pd.DataFrame,
+    refit: Refit | None = None,
 ) -> RegistryOutcome:
-    """Log the winner as a pyfunc in its nested run, register it, and move the aliases."""
+    """Log the winner as a pyfunc in its nested run, register it, and move the aliases.
+
+    With ``refit`` the registered forecaster is the winner refit on all the data (its
+    backtest fit travels along for the champion gate)."""
     import mlflow
 
     from streamcast.bundle import StreamcastPyfunc, save_bundle
@@ -295,12 +341,14 @@ def register_winner(
     rescored = rescore_champion(cfg.target, result, panel)
 
     with tempfile.TemporaryDirectory() as tmp:
+        trained = {"trained_through": (refit.train_end if refit else result.train_end).isoformat()}
         bundle = save_bundle(
             Path(tmp) / "bundle",
-            cand.model,
-            cand.calibration,
+            refit.model if refit else cand.model,
+            refit.calibration if refit else cand.calibration,
             max_gap,
-            {"target": cfg.target, "kind": winner, "mase": new_mase},
+            {"target": cfg.target, "kind": winner, "mase": new_mase, "refit": refit is not None, **trained},
+            backtest_model=cand.model if refit else None,
         )
         signature = _pyfunc_signature(bundle, history_example)
         with mlflow.start_run(run_id=runs.candidate_run_ids[winner]):
@@ -312,6 +360,9 @@ def register_winner(
                 input_example=history_example,
                 registered_model_name=name,
             )
+            if refit:
+                mlflow.log_metric("refit_seconds", refit.seconds)
+                mlflow.set_tags({"streamcast.refit_train_end": refit.train_end.isoformat()})
     client = mlflow.MlflowClient()
     version = str(info.registered_model_version)
     tags = {
@@ -322,6 +373,7 @@ def register_winner(
         "coverage": f"{table.loc[winner, 'coverage']:.4f}",
         "training_run_id": runs.parent_run_id,
         "origins": str(len(result.origins)),
+        **trained,
     }
     for k, v in tags.items():
         client.set_model_version_tag(name, version, k, v)
@@ -345,6 +397,7 @@ def register_winner(
         previous_champion_mase=rescored[1] if rescored else None,
         run_id=runs.candidate_run_ids[winner],
         held_back=held_back if alias == CHALLENGER and rescored and new_mase < rescored[1] else None,
+        refit_through=refit.train_end.isoformat() if refit else None,
     )
 
 

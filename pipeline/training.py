@@ -24,6 +24,7 @@ from streamcast.backtest import (
     fit_to_history,
     load_candidate,
     plan_backtest,
+    refit_winner,
     run_backtest,
     save_candidate,
 )
@@ -176,7 +177,7 @@ def run_training(spec: TrainSpec, settings: Settings, on_progress: Progress | No
     """Backtest the candidates on the store's data, log to MLflow, register the winner."""
     plan = plan_training(spec, settings, on_progress)
     result = run_backtest(plan.panel, plan.candidates, backtest_for(spec, plan.panel), on_progress=on_progress)
-    return finish_training(settings, plan.panel, result, plan.tuning, on_progress)
+    return finish_training(settings, plan.panel, result, plan.tuning, on_progress, refit=spec.refit)
 
 
 def finish_training(
@@ -185,17 +186,26 @@ def finish_training(
     result: BacktestResult,
     tuning: TuningResult | None = None,
     on_progress: Progress | None = None,
+    refit: bool = True,
 ) -> TrainOutcome:
-    """Log the backtest to MLflow, register the winner behind the champion gate and
-    record the comparison in the store (the dashboard reads it there, never from MLflow)."""
+    """Log the backtest to MLflow, register the winner (refit on all the data unless
+    ``refit`` is off) behind the champion gate and record the comparison in the store
+    (the dashboard reads it there, never from MLflow)."""
     target = result.config.target
+    final = None
+    if refit:
+        if on_progress:
+            on_progress(f"refit {result.winner}", "fit on all the data")
+        final = refit_winner(panel, result)
+        if on_progress:
+            on_progress(f"refit {result.winner}", "done")
     tracking.configure(settings)
     if on_progress:
         on_progress("mlflow", "log")
     runs = tracking.log_backtest(result, panel, data_tags(panel, target, settings), tuning=tuning)
     if on_progress:
         on_progress("registry", "register")
-    registry = tracking.register_winner(result, runs, panel, settings.max_gap_steps, history_example(panel))
+    registry = tracking.register_winner(result, runs, panel, settings.max_gap_steps, history_example(panel), final)
     comparison = result.comparison()
     with Store(settings.database_url) as store:
         store.write_comparison(runs.parent_run_id, target, comparison, registry.version, registry.alias)
@@ -258,4 +268,4 @@ def finish_training_from(spec: TrainSpec, results: dict[str, str], settings: Set
     result = plan_backtest(panel, backtest_for(spec, panel))
     for name, path in results.items():
         result.candidates[name] = load_candidate(Path(path))
-    return finish_training(settings, panel, result)
+    return finish_training(settings, panel, result, refit=spec.refit)

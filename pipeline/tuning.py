@@ -1,11 +1,13 @@
-"""Budgeted hyperparameter search (Optuna) on the validation slice.
+"""Budgeted hyperparameter search (Optuna) on the validation slice, at several cut-offs.
 
 Each tunable candidate (one whose config declares a search space) gets an equal share
 of the time budget. Trials run one by one (ask/tell) and a trial only starts if the
 time its predecessors took still fits in the remaining budget; fits that can stop
 early (Keras' ``max_fit_seconds``) stop at the deadline. The objective is the mean
 absolute error of forecasts issued inside the validation slice, in units of each
-series' spread, so no station dominates. A fixed seed gives the same trials and the
+series' spread, so no station dominates, averaged over folds: the slice is cut into
+consecutive blocks and each block is forecast by a fit that ended where it starts, so
+a trial is never scored on what its fit or its early stopping saw. A fixed seed gives the same trials and the
 same best configuration. The default config is scored first: a tuned one replaces it
 only where it forecasts the validation slice better.
 """
@@ -58,17 +60,71 @@ class TuningResult:
     default_value: dict[str, float] = field(default_factory=dict)  # the untuned config's validation error
     trials: list[TrialRecord] = field(default_factory=list)
     seconds: float = 0.0
+    folds: int = 0  # validation cut-offs every config was scored on
+
+
+DEFAULT_FOLDS = 2
+
+
+@dataclass(frozen=True)
+class Fold:
+    """One scoring block of the validation slice: a trial is fit on the data before
+    ``start`` (its own early stopping and selection on the ``start - fit_val_start``
+    steps before that) and scored on forecasts issued inside ``[start, end]``."""
+
+    fit_val_start: pd.Timestamp
+    start: pd.Timestamp
+    end: pd.Timestamp
+
+
+def tuning_folds(
+    panel: dict[str, pd.DataFrame],
+    val_start: pd.Timestamp,
+    train_end: pd.Timestamp,
+    horizon: int,
+    folds: int = DEFAULT_FOLDS,
+) -> list[Fold]:
+    """The validation slice cut into ``folds`` consecutive blocks, each scored by a fit that
+    ended where the block starts: no trial is scored on data its fit (or its early
+    stopping) has seen, and a config must do well at several cut-offs, not one. Fewer
+    folds when the slice is too short for every block to hold a whole forecast."""
+    from streamcast.features import panel_freq
+
+    freq = panel_freq(panel)
+    steps = int((train_end - val_start) / freq) + 1
+    folds = max(1, min(folds, steps // (2 * horizon)))
+    block = steps // folds
+    out = []
+    for k in range(folds):
+        start = val_start + k * block * freq
+        end = train_end if k == folds - 1 else start + (block - 1) * freq
+        out.append(Fold(fit_val_start=start - block * freq, start=start, end=end))
+    return out
 
 
 def validation_error(
     model: Forecaster, panel: dict[str, pd.DataFrame], val_start: pd.Timestamp, train_end: pd.Timestamp
 ) -> float:
-    """Mean absolute error of the validation-slice forecasts, in units of each series' spread."""
+    """Mean absolute error of the forecasts issued inside ``[val_start, train_end]`` whose
+    targets end by ``train_end``, in units of each series' spread."""
     target = model.config.target
     fc = with_actuals(model.validation_forecasts(panel, val_start, train_end), panel, target)
     fc = fc.dropna(subset=["actual"])
     spread = fc["series_id"].map(series_spread(panel, target, train_end))
     return float((np.abs(fc["yhat"] - fc["actual"]) / spread).mean())
+
+
+def fold_error(
+    name: str, config: dict[str, Any], panel: dict[str, pd.DataFrame], folds: list[Fold]
+) -> tuple[float, float]:
+    """A config's mean validation error over ``folds``, each fit afresh before its block,
+    and the seconds its fits took."""
+    errors, fit_seconds = [], 0.0
+    for fold in folds:
+        model = create_model(name, **config).fit(panel, fold.start, fold.fit_val_start)
+        fit_seconds += model.fit_seconds
+        errors.append(validation_error(model, panel, fold.start, fold.end))
+    return float(np.mean(errors)), fit_seconds
 
 
 def tune(
@@ -79,11 +135,14 @@ def tune(
     budget_seconds: float,
     max_trials: int | None = None,
     on_trial: Callable[[TrialRecord], None] | None = None,
+    folds: int = DEFAULT_FOLDS,
 ) -> TuningResult:
     """Search each tunable candidate's hyperparameters within ``budget_seconds`` in total.
 
     ``candidates`` are unfitted models: their configs are where each trial starts from
     (target, horizon, seed and any overrides), and the seed also seeds the sampler.
+    Every config, the default first, is scored on ``folds`` cut-offs inside the
+    validation slice (see :func:`tuning_folds`).
     """
     import optuna
 
@@ -96,11 +155,12 @@ def tune(
         m.prepare_runtime()  # a one-time import, not part of any trial's cost
     started = time.perf_counter()
     share = budget_seconds / len(tunable)
+    horizon = max(m.config.horizon for m in tunable.values())
+    cuts = tuning_folds(panel, val_start, train_end, horizon, folds)
+    result.folds = len(cuts)
     for i, (name, base) in enumerate(tunable.items()):
         # Unused time of earlier candidates passes on to the later ones.
-        study, records, default = _search(
-            name, base, panel, train_end, val_start, started + share * (i + 1), max_trials, on_trial
-        )
+        study, records, default = _search(name, base, panel, cuts, started + share * (i + 1), max_trials, on_trial)
         result.trials += records
         if default is not None:
             result.default_value[name] = default
@@ -116,8 +176,7 @@ def _search(
     name: str,
     base: Forecaster,
     panel: dict[str, pd.DataFrame],
-    train_end: pd.Timestamp,
-    val_start: pd.Timestamp,
+    folds: list[Fold],
     deadline: float,
     max_trials: int | None,
     on_trial: Callable[[TrialRecord], None] | None,
@@ -129,37 +188,47 @@ def _search(
     study = optuna.create_study(direction="minimize", sampler=optuna.samplers.TPESampler(seed=base.config.seed))
     records: list[TrialRecord] = []
     durations: list[float] = []
-    overheads: list[float] = []  # trial time outside an interruptible fit
+    overheads: list[float] = []  # time per fold outside an interruptible fit
     interruptible = "max_fit_seconds" in base.config_cls.model_fields
 
     def evaluate(params: dict[str, Any], label: str) -> float | None:
-        """Fit with ``params`` over the base config and score the validation slice, within
-        the deadline (an interruptible fit stops there); None if the fit fails."""
+        """Fit with ``params`` over the base config on every fold and score it, within the
+        deadline (an interruptible fit stops there); None if a fit fails."""
         overrides = {**base.config.model_dump(), **params}
-        remaining = deadline - time.perf_counter()
-        if interruptible:
-            # Leave room for building the network and scoring the validation slice.
-            # The default, scored first, gets a quarter of the time so trials still get theirs.
-            reserve = 2.0 * max(overheads) if overheads else (0.75 if not durations else 0.5) * remaining
-            overrides["max_fit_seconds"] = max(remaining - reserve, 0.5)
         t0 = time.perf_counter()
+        # Interruptible fits share an allowance that leaves room for building the network
+        # and scoring each block; the default, scored first, gets a quarter of the time so
+        # the trials still get theirs. Each fold takes what is left of it over the folds left.
+        remaining = deadline - t0
+        if overheads:
+            allowance = remaining - 2.0 * max(overheads) * len(folds)
+        else:
+            allowance = (0.25 if not durations else 0.5) * remaining
+        errors, fit_seconds = [], 0.0
         try:
-            model = create_model(name, **overrides).fit(panel, train_end, val_start)
-            value = validation_error(model, panel, val_start, train_end)
+            for i, fold in enumerate(folds):
+                config = dict(overrides)
+                if interruptible:
+                    spent = time.perf_counter() - t0
+                    config["max_fit_seconds"] = max((allowance - spent) / (len(folds) - i), 0.5)
+                f0 = time.perf_counter()
+                error, seconds = fold_error(name, config, panel, [fold])
+                errors.append(error)
+                fit_seconds += seconds
+                if interruptible:
+                    # Whatever ran past the fit's limit (building, tracing, scoring) is overhead.
+                    overheads.append(max(time.perf_counter() - f0 - config["max_fit_seconds"], 0.0))
         except (ValueError, np.linalg.LinAlgError) as exc:
             log.warning("%s %s failed: %s", name, label, exc)
             durations.append(time.perf_counter() - t0)
             return None
-        seconds = time.perf_counter() - t0
-        durations.append(seconds)
-        if interruptible:
-            overheads.append(max(seconds - model.fit_seconds, 0.0))
-        return value
+        durations.append(time.perf_counter() - t0)
+        return float(np.mean(errors))
 
     default = evaluate({}, "default config")
     while max_trials is None or len(records) < max_trials:
         remaining = deadline - time.perf_counter()
-        if remaining <= 0 or float(np.mean(durations)) > remaining:
+        if remaining <= 0 or max(durations) > remaining:  # the slowest so far must still fit
             break
         trial = study.ask()
         params = suggest(trial, base.config.search_space)

@@ -153,6 +153,32 @@ def test_ensemble_weights_ignore_the_backtest_actuals(fitted: dict[str, Forecast
     assert again.weights == weights  # type: ignore[attr-defined]
 
 
+@pytest.mark.parametrize("name", ["esn", "mstl", "ensemble"])
+def test_refit_learns_the_latest_data_with_the_same_config(fitted: dict[str, Forecaster], name: str) -> None:
+    """The winner is registered refit on all the data: same config and seed, a fit that has
+    seen what came after the backtest's training end; the backtest fit is left as it was."""
+    model = fitted[name]
+    before = model.predict(PANEL, ORIGINS)
+    end = INDEX[-1]
+    refit = model.refit(PANEL, end, end - pd.Timedelta(hours=24 * 5))
+    assert refit is not model and refit.config == model.config
+    assert refit.scaler is not None and model.scaler is not None
+    assert refit.scaler.mean != model.scaler.mean  # statistics now include the backtest window
+    pd.testing.assert_frame_equal(model.predict(PANEL, ORIGINS), before)
+    latest = refit.predict(PANEL)
+    assert latest["yhat"].notna().all() and latest.groupby("series_id").size().eq(H).all()
+    if name == "ensemble":
+        # Weights stay as chosen on the backtest's validation slice; each member is refit.
+        assert refit.weights == model.weights  # type: ignore[attr-defined]
+        for member, m in refit.members.items():  # type: ignore[attr-defined]
+            assert m is not model.members[member]  # type: ignore[attr-defined]
+            assert m.scaler is not None and m.scaler.mean != model.members[member].scaler.mean  # type: ignore[attr-defined]
+    else:
+        # A refit is a fresh fit: the same as fitting the config from scratch on the same data.
+        fresh = create_model(name, **model.config.model_dump()).fit(PANEL, end, end - pd.Timedelta(hours=24 * 5))
+        pd.testing.assert_frame_equal(fresh.predict(PANEL), latest)
+
+
 @pytest.mark.parametrize("name", ["esn", "rnn", "cnn", "hopfield", "ensemble"])
 def test_fixed_seed_reproduces_forecasts(fitted: dict[str, Forecaster], name: str) -> None:
     again = _fit(name)

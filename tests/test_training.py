@@ -63,7 +63,12 @@ def test_train_logs_runs_registers_champion_then_challenger(weather_store: Setti
     steps = client.get_metric_history(esn_run.info.run_id, "mae_step")
     assert sorted(m.step for m in steps) == list(range(1, 25))
     artifacts = {a.path for a in client.list_artifacts(esn_run.info.run_id)}
-    assert {"forecast_vs_actual_esn.png", "comparison.md"} <= artifacts
+    assert {"forecast_vs_actual_esn.png", "comparison.md", "series_metrics.csv"} <= artifacts
+    per_series = pd.read_csv(client.download_artifacts(esn_run.info.run_id, "series_metrics.csv"))
+    assert sorted(per_series["series_id"]) == ["EWR", "JFK", "LGA"]
+    assert {"mae", "rmse", "smape", "mase", "coverage"} <= set(per_series.columns)
+    assert per_series["mase"].mean() == pytest.approx(mase["esn"], abs=1e-6)
+    assert not any(k.startswith("mase_") and k != "mase_step" for k in esn_run.data.metrics)
     version = client.get_model_version("streamcast-temp", "1")
     assert version.tags["kind"] == outcome.winner and float(version.tags["mase"]) == pytest.approx(mase.min(), abs=1e-4)
 
@@ -173,6 +178,7 @@ def test_tuning_trials_are_nested_mlflow_runs(weather_store: Settings) -> None:
     trials = [r for r in runs if r.data.tags.get("streamcast.role") == "tuning-trial"]
     assert len(trials) == 2 and all(t.data.tags["mlflow.parentRunId"] == parent.info.run_id for t in trials)
     assert all("val_scaled_mae" in t.data.metrics for t in trials)
+    assert parent.data.tags["streamcast.tuning_folds"] == "2"  # each config scored at two cut-offs
     best = min(trials, key=lambda t: t.data.metrics["val_scaled_mae"])
     esn = next(
         r
@@ -330,3 +336,87 @@ def test_a_short_backtest_cannot_overturn_the_champion(weather_store: Settings) 
     assert challenger.tags["origins"] == "2" and float(challenger.tags["mase"]) < float(
         challenger.tags["champion_mase_same_window"]
     )
+
+
+def test_the_registered_version_is_the_winner_refit_on_all_the_data(weather_store: Settings) -> None:
+    """The version that forecasts has seen every observation; the champion gate still scores
+    the fit the backtest measured, which never saw the window it is scored on."""
+    import mlflow
+
+    from streamcast import tracking
+    from streamcast.bundle import ForecastBundle
+
+    outcome = services.train(
+        settings=weather_store, models=["naive", "esn"], folds=3, model_overrides={"esn": {"units": 80}}
+    )
+    history = training.load_panel(weather_store, "temp")
+    last = max(f.index[-1] for f in history.values())
+    assert outcome.registry.refit_through == last.isoformat()
+    bundle = ForecastBundle(tracking.download_bundle("temp", "champion")[0])
+    assert bundle.meta["refit"] is True and bundle.meta["trained_through"] == last.isoformat()
+    winner = outcome.result.candidates[outcome.winner].model
+    assert bundle.model.scaler != winner.scaler  # refit: statistics through the last observation
+    assert bundle.backtest_model.scaler == winner.scaler  # the backtest's fit travels along
+    client = mlflow.MlflowClient()
+    run = client.get_run(outcome.registry.run_id)
+    assert run.data.tags["streamcast.refit_train_end"] == last.isoformat() and "refit_seconds" in run.data.metrics
+
+    # --no-refit registers the backtest's fit; the gate re-scores the champion's backtest
+    # fit on this window (the refit has seen it): its MASE is the one the backtest measured.
+    res = CliRunner().invoke(app, ["train", "--models", "naive", "--folds", "3", "--no-refit"])
+    assert res.exit_code == 0, res.output
+    assert "refit on all the data" not in res.output
+    challenger = client.get_model_version_by_alias("streamcast-temp", "challenger")
+    mase = outcome.comparison.set_index("candidate")["mase"]
+    assert float(challenger.tags["champion_mase_same_window"]) == pytest.approx(mase.min(), abs=1e-4)
+    unrefit = ForecastBundle(tracking.download_bundle("temp", "challenger")[0])
+    assert unrefit.meta["refit"] is False and not (unrefit.path / "backtest_forecaster").exists()
+    assert unrefit.meta["trained_through"] == outcome.result.train_end.isoformat()
+
+
+def _panel_forecasts(n_series: int) -> tuple[object, dict[str, pd.DataFrame], pd.DataFrame]:
+    """A candidate's backtest forecasts for ``n_series`` synthetic series (ids with markup)."""
+    import numpy as np
+
+    from streamcast.backtest import CandidateResult
+
+    idx = pd.date_range("2024-01-01", periods=24 * 6, freq="h", tz="UTC")
+    history, rows = {}, []
+    for k in range(n_series):
+        sid = f"$meter_{k}$ [b]"
+        history[sid] = pd.DataFrame({"temp": np.sin(np.arange(len(idx)) / 4) + k}, index=idx)
+        for origin in idx[48:-24:24]:
+            ts = pd.date_range(origin + pd.Timedelta(hours=1), periods=24, freq="h")
+            actual = history[sid]["temp"].reindex(ts).to_numpy()
+            yhat = actual + 0.1 * (k + 1)
+            rows.append(
+                pd.DataFrame(
+                    {"series_id": sid, "origin_ts": origin, "step": np.arange(1, 25), "ts": ts}
+                    | {"yhat": yhat, "lo": yhat - 1, "hi": yhat + 1, "actual": actual}
+                )
+            )
+    fc = pd.concat(rows, ignore_index=True)
+    per_series = pd.DataFrame({"series_id": list(history), "mase": [0.1 * (k + 1) for k in range(n_series)]})
+    return CandidateResult("esn", None, fc, None, 0.0, 0.0), history, per_series  # type: ignore[arg-type]
+
+
+def test_forecast_plots_have_a_fixed_budget_whatever_the_number_of_series(tmp_path: Path) -> None:
+    """Three series are drawn in full; a thousand give the best, median and worst plus one
+    panel with every series' MASE, so the figure does not grow with the panel."""
+    from PIL import Image
+
+    from streamcast.tracking import plot_forecasts, plotted_series
+
+    cand, history, per_series = _panel_forecasts(3)
+    assert [sid for sid, _ in plotted_series(per_series)] == sorted(history)
+    small = Image.open(plot_forecasts(cand, history, "temp", per_series, tmp_path / "3.png")).size
+
+    cand, history, per_series = _panel_forecasts(41)
+    chosen = plotted_series(per_series)
+    assert chosen == [
+        ("$meter_0$ [b]", "best MASE"),
+        ("$meter_20$ [b]", "median MASE"),
+        ("$meter_40$ [b]", "worst MASE"),
+    ]
+    many = Image.open(plot_forecasts(cand, history, "temp", per_series, tmp_path / "41.png")).size
+    assert many[0] == small[0] and many[1] <= small[1] * 4 / 3 + 1  # one panel more, not 38

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import time
 
+import pandas as pd
 import pytest
 
 from streamcast.models import create_model
-from streamcast.tuning import tune
+from streamcast.tuning import fold_error, tune, tuning_folds
 from tests.test_models_contract import PANEL, TRAIN_END, VAL_START
 
 
@@ -35,7 +36,7 @@ def test_budget_is_respected_within_ten_percent() -> None:
 def test_keras_trials_stop_at_the_deadline() -> None:
     import keras  # noqa: F401 - importing TensorFlow is a process cost, not part of the budget
 
-    budget = 6.0
+    budget = 12.0  # each config is two fits (one per validation fold), each with its own tracing
     t0 = time.perf_counter()
     result = tune(PANEL, _candidates("rnn", seed=3, epochs=500, patience=500), TRAIN_END, VAL_START, budget)
     assert time.perf_counter() - t0 <= budget * 1.1
@@ -49,3 +50,26 @@ def test_fixed_seed_gives_the_same_search() -> None:
     assert [t.params for t in a.trials] == [t.params for t in b.trials]
     assert [t.value for t in a.trials] == [t.value for t in b.trials]
     assert a.best == b.best
+
+
+def test_folds_cut_the_validation_slice_and_never_score_what_their_fit_saw() -> None:
+    folds = tuning_folds(PANEL, VAL_START, TRAIN_END, horizon=12, folds=2)
+    assert len(folds) == 2 and folds[0].start == VAL_START and folds[-1].end == TRAIN_END
+    hour = pd.Timedelta(hours=1)
+    assert folds[1].start == folds[0].end + hour  # consecutive blocks covering the slice
+    assert all(f.fit_val_start < f.start for f in folds)
+    # Too short a slice for two whole 60-step forecasts per block: one fold.
+    assert len(tuning_folds(PANEL, VAL_START, TRAIN_END, horizon=60, folds=2)) == 1
+
+    # Fold 0's score depends only on data up to its block's end: rewriting everything after
+    # it (fold 1's block included) leaves it unchanged; rewriting inside its block does not.
+    config = {"horizon": 12, "seed": 3, "units": 60, "lookback": 12, "warmup": 24}
+    first = fold_error("esn", config, PANEL, folds[:1])[0]
+    later = {s: f.copy() for s, f in PANEL.items()}
+    for f in later.values():
+        f.loc[f.index > folds[0].end, "temp"] += 25.0
+    assert fold_error("esn", config, later, folds[:1])[0] == pytest.approx(first, rel=1e-9)
+    inside = {s: f.copy() for s, f in PANEL.items()}
+    for f in inside.values():
+        f.loc[(f.index > folds[0].start) & (f.index <= folds[0].end), "temp"] += 25.0
+    assert fold_error("esn", config, inside, folds[:1])[0] > 2 * first

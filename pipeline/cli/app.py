@@ -178,6 +178,11 @@ def train(
     tune_max_trials: int | None = typer.Option(
         None, "--tune-max-trials", min=1, help="Stop tuning after this many trials (within the budget)."
     ),
+    refit: bool = typer.Option(
+        default(TrainSpec, "refit"),
+        "--refit/--no-refit",
+        help="Register the winner refit on all the data (default), or as fit for the backtest.",
+    ),
 ) -> None:
     """Backtest the candidates, log to MLflow, register the winner (champion/challenger gate)."""
     spec = TrainSpec.of(**locals())

@@ -176,6 +176,9 @@ def training(outcome: Any, tune_budget_seconds: float = 0.0) -> list[RenderableT
                 + (f" although it is better here: {reg.held_back}" if reg.held_back else ""),
             )
         )
+    if reg.refit_through:
+        refit = f"version {reg.version} is {best['candidate']} refit on all the data (through {reg.refit_through})"
+        out.append(Text(refit))
     return out
 
 

@@ -132,6 +132,11 @@ class Forecaster(ABC):
         self.fit_seconds = time.perf_counter() - started
         return self
 
+    def refit(self, panel: dict[str, pd.DataFrame], train_end: pd.Timestamp, val_start: pd.Timestamp) -> Forecaster:
+        """A new forecaster with this one's config (and seed) fit on data up to ``train_end``:
+        the backtest's winner refit on all the data before it is registered."""
+        return type(self)(self.config).fit(panel, train_end, val_start)
+
     def predict(self, panel: dict[str, pd.DataFrame], origins: list[pd.Timestamp] | None = None) -> pd.DataFrame:
         """Forecast ``horizon`` steps after each origin, from data up to that origin only.
 

@@ -101,6 +101,22 @@ class EnsembleForecaster(Forecaster):
         self.fit_info = {"weights": self.weights, "validation_points": int(np.isfinite(truth).sum())}
         return self
 
+    def refit(
+        self, panel: dict[str, pd.DataFrame], train_end: pd.Timestamp, val_start: pd.Timestamp
+    ) -> EnsembleForecaster:
+        """Refit the weighted members on data up to ``train_end``; the weights stay the ones
+        chosen on the backtest's validation slice (choosing them again would need every
+        candidate refit)."""
+        self._check_fitted("refit")
+        out = type(self)(self.config)
+        out.members = {n: m.refit(panel, train_end, val_start) for n, m in self.members.items()}
+        out.weights = dict(self.weights)
+        first = next(iter(out.members.values()))
+        out.scaler, out.freq, out.covariates = first.scaler, first.freq, first.covariates
+        out.fit_seconds = sum(m.fit_seconds for m in out.members.values())
+        out.fit_info = {**self.fit_info, "weights_from": "backtest validation slice"}
+        return out
+
     def _member(
         self, name: str, panel: dict[str, pd.DataFrame], train_end: pd.Timestamp, val_start: pd.Timestamp
     ) -> Forecaster:
