@@ -33,6 +33,7 @@ stop:
 	scripts/stack.sh stop
 
 mlflow-ui: $(STAMP)
+	@scripts/stack.sh free-port $${MLFLOW_PORT:-5000} "the MLflow UI" MLFLOW_PORT
 	$(VENV)/bin/mlflow ui --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/data/mlflow.db} \
 		--host 127.0.0.1 --port $${MLFLOW_PORT:-5000}
 
@@ -43,7 +44,7 @@ browser:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
 test: $(STAMP) browser
-	$(PY) -m pytest
+	$(PY) -m pytest -n $${PYTEST_WORKERS:-2} --dist loadfile
 
 # mypy names modules after their folders: a link lets it check pipeline/ as the package
 # `streamcast` it is installed as (its editable install is an import hook mypy cannot follow).

@@ -147,3 +147,40 @@ def test_a_missing_required_column_stops_with_a_clear_error(any_store: Store) ->
     _drop_column(any_store.url, "scores", "model_name")
     with pytest.raises(SchemaError, match=r"scores\.model_name is missing .* new database"):
         Store(any_store.url)
+
+
+def test_a_large_batch_is_stored_exactly_and_counted_like_a_small_one(any_store: Store) -> None:
+    """Above BULK_ROWS PostgreSQL copies through a staging table: the same rows, values and
+    counts as the row path, whatever the series ids hold (quotes, commas, tabs, newlines)."""
+    import numpy as np
+
+    from streamcast.store.observations import BULK_ROWS
+
+    ids = ["plain", "with,comma", 'quote"d', "tab\there", "new\nline", "back\\slash", "ünïcode ☃", "[b]x[/b]"]
+    per_series = BULK_ROWS // len(ids) + 10
+    rng = np.random.default_rng(0)
+    first = pd.concat(
+        [_long(rng.normal(size=per_series).tolist(), series=sid, variable=v) for sid in ids for v in ("temp", "wind")],
+        ignore_index=True,
+    )
+    assert len(first) > BULK_ROWS
+    counts = _write(any_store, first)
+    assert (counts.new, counts.updated, counts.unchanged) == (len(first), 0, 0)
+
+    # Again with 100 values revised and 50 new hours per series and variable.
+    second = pd.concat(
+        [first, pd.concat([_long([1.5] * 50, start="2030-01-01T00:00Z", series=s, variable="temp") for s in ids])],
+        ignore_index=True,
+    )
+    revised = rng.choice(len(first), size=100, replace=False)
+    second.loc[revised, "value"] += 1.0
+    counts = _write(any_store, second)
+    assert (counts.new, counts.updated, counts.unchanged) == (50 * len(ids), 100, len(first) - 100)
+
+    stored = any_store.load_observations()
+    assert sorted(stored["series_id"].unique()) == sorted(ids)
+    key = ["series_id", "variable", "ts"]
+    merged = second.merge(stored, on=key, suffixes=("", "_stored"), how="outer", indicator=True)
+    assert (merged["_merge"] == "both").all() and len(merged) == len(second)
+    np.testing.assert_array_equal(merged["value"].to_numpy(), merged["value_stored"].to_numpy())
+    assert int(any_store.series_summary()["revised"].sum()) == 100

@@ -19,6 +19,9 @@ OBS_COLUMNS = ["series_id", "variable", "ts", "value"]
 # Batches up to this size are matched against stored values in a dict (one range query);
 # larger ones query per series and variable and match with a join.
 _SMALL_BATCH = 5_000
+# On PostgreSQL, batches from this size are copied into a staging table and merged with
+# two statements (COPY is several times faster than parameterised inserts).
+BULK_ROWS = 20_000
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,9 @@ class ObservationTables(Bound):
         """
         if obs.empty:
             return UpsertCounts(0, 0, 0)
+        if self.dialect == "postgresql" and len(obs) >= BULK_ROWS:
+            with self._conn() as conn:
+                return _copy_merge(conn, obs, batch_id)
         with self._conn() as conn:
             old = _stored_values(conn, obs)
             is_new = np.isnan(old)
@@ -194,3 +200,60 @@ def _write_rows(
     for start in range(0, len(rows), chunk_size):
         affected += conn.exec_driver_sql(sql.format(p=placeholder), rows[start : start + chunk_size]).rowcount
     return affected
+
+
+_STAGE = "streamcast_observations_stage"
+
+
+def _copy_merge(conn: Connection, obs: pd.DataFrame, batch_id: int | None) -> UpsertCounts:
+    """PostgreSQL's bulk path: COPY the batch into a temporary staging table, then insert
+    the new keys and revise the changed ones in one statement each.
+
+    The counts come from the writes, as on the row path: rows the INSERT stored are new;
+    the UPDATE that follows fires only where the stored value differs (keys another writer
+    stored first with another value included), so the rows just inserted never count twice.
+    """
+    import io
+
+    conn.exec_driver_sql(
+        f"CREATE TEMPORARY TABLE IF NOT EXISTS {_STAGE} "
+        "(series_id text NOT NULL, variable text NOT NULL, us bigint NOT NULL, value double precision NOT NULL) "
+        "ON COMMIT DELETE ROWS"
+    )
+    conn.exec_driver_sql(f"TRUNCATE {_STAGE}")
+    # CSV quoting carries any series id or variable name (commas, quotes, tabs, newlines,
+    # backslashes) as data; times travel as integer microseconds since the epoch (exact,
+    # and far cheaper to write than timestamp text), values in their shortest exact form.
+    frame = pd.DataFrame(
+        {
+            "series_id": obs["series_id"].astype(str).to_numpy(),
+            "variable": obs["variable"].astype(str).to_numpy(),
+            "us": micros_array(obs["ts"]),
+            "value": obs["value"].astype(float).to_numpy(),
+        }
+    )
+    buffer = io.StringIO()
+    frame.to_csv(buffer, index=False, header=False)
+    driver = conn.connection.driver_connection
+    assert driver is not None
+    with driver.cursor() as cur:
+        with cur.copy(f"COPY {_STAGE} (series_id, variable, us, value) FROM STDIN WITH (FORMAT csv)") as copy:
+            copy.write(buffer.getvalue())
+        cur.execute(
+            "INSERT INTO observations (series_id, variable, ts, value, batch_id) "
+            f"SELECT series_id, variable, TIMESTAMPTZ 'epoch' + us * INTERVAL '1 microsecond', value, %s FROM {_STAGE} "
+            "ON CONFLICT (series_id, variable, ts) DO NOTHING",
+            (batch_id,),
+        )
+        new = cur.rowcount
+        updated = 0
+        if new < len(obs):  # some keys were stored already: revise those whose value differs
+            cur.execute(
+                "UPDATE observations o SET value = s.value, batch_id = %s, revisions = o.revisions + 1 "
+                f"FROM {_STAGE} s WHERE o.series_id = s.series_id AND o.variable = s.variable "
+                "AND o.ts = TIMESTAMPTZ 'epoch' + s.us * INTERVAL '1 microsecond' AND o.value <> s.value",
+                (batch_id,),
+            )
+            updated = cur.rowcount
+        cur.execute(f"TRUNCATE {_STAGE}")
+    return UpsertCounts(new=new, updated=updated, unchanged=len(obs) - new - updated)
