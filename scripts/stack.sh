@@ -19,18 +19,57 @@ export STREAMCAST_DATA_DIR="$DATA"
 export TF_CPP_MIN_LOG_LEVEL=3
 mkdir -p "$RUN" "$DATA/mlartifacts"
 
+alive() {  # name: is any process of its group still running?
+  [[ -f "$RUN/$1.pid" ]] && kill -0 -- "-$(cat "$RUN/$1.pid")" 2>/dev/null
+}
+
+port_taken() {  # port
+  (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+require_free_port() {  # port, what wants it
+  if port_taken "$1"; then
+    echo "port $1 on 127.0.0.1 is already taken: cannot start $2 (stop what holds it, or set $3)" >&2
+    exit 1
+  fi
+}
+
 start_bg() {  # name, command...
   local name=$1; shift
-  if [[ -f "$RUN/$name.pid" ]] && kill -0 "$(cat "$RUN/$name.pid")" 2>/dev/null; then
+  if alive "$name"; then
     echo "$name already running (pid $(cat "$RUN/$name.pid"))"; return
   fi
-  nohup "$@" >"$RUN/$name.log" 2>&1 &
+  # Its own session and process group: stop ends the process and everything it spawned
+  # (the worker's flow runs, the MLflow server's workers).
+  nohup setsid "$@" >"$RUN/$name.log" 2>&1 &
   echo $! >"$RUN/$name.pid"
   echo "started $name (pid $!, log $RUN/$name.log)"
 }
 
+stop_bg() {  # name: TERM its process group, KILL what is left after 20 s
+  local name=$1 pgid
+  [[ -f "$RUN/$name.pid" ]] || return 0
+  pgid=$(cat "$RUN/$name.pid")
+  if kill -0 -- "-$pgid" 2>/dev/null; then
+    kill -TERM -- "-$pgid" 2>/dev/null || true
+    for _ in $(seq 1 40); do
+      kill -0 -- "-$pgid" 2>/dev/null || break
+      sleep 0.5
+    done
+    if kill -0 -- "-$pgid" 2>/dev/null; then
+      kill -KILL -- "-$pgid" 2>/dev/null || true
+      echo "stopped $name (killed after 20 s)"
+    else
+      echo "stopped $name"
+    fi
+  fi
+  rm -f "$RUN/$name.pid"
+}
+
 case "${1:-start}" in
   start)
+    alive prefect-server || require_free_port "$PREFECT_PORT" "the Prefect server" PREFECT_PORT
+    alive mlflow || require_free_port "$MLFLOW_PORT" "the MLflow UI" MLFLOW_PORT
     start_bg prefect-server "$BIN/prefect" server start --host 127.0.0.1 --port "$PREFECT_PORT"
     start_bg mlflow "$BIN/mlflow" server --backend-store-uri "$MLFLOW_TRACKING_URI" \
       --default-artifact-root "$DATA/mlartifacts" --host 127.0.0.1 --port "$MLFLOW_PORT"
@@ -60,17 +99,16 @@ MSG
     ;;
   stop)
     for name in worker mlflow prefect-server; do
-      if [[ -f "$RUN/$name.pid" ]]; then
-        kill "$(cat "$RUN/$name.pid")" 2>/dev/null && echo "stopped $name" || true
-        rm -f "$RUN/$name.pid"
-      fi
+      stop_bg "$name"
     done
     ;;
   status)
     for name in prefect-server mlflow worker; do
-      if [[ -f "$RUN/$name.pid" ]] && kill -0 "$(cat "$RUN/$name.pid")" 2>/dev/null; then
-        echo "$name: running (pid $(cat "$RUN/$name.pid"))"; else echo "$name: stopped"; fi
+      if alive "$name"; then echo "$name: running (pid $(cat "$RUN/$name.pid"))"; else echo "$name: stopped"; fi
     done
+    ;;
+  free-port)  # port, what wants it, the variable that moves it (for make mlflow-ui)
+    require_free_port "$2" "$3" "$4"
     ;;
   *) echo "usage: $0 start|stop|status"; exit 2 ;;
 esac
