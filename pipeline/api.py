@@ -13,13 +13,46 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pandas as pd
-from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel
+from starlette.exceptions import HTTPException
 
 from streamcast import queries
 from streamcast.config import DEFAULT_TARGET, Settings, get_settings
 from streamcast.store import Store
+
+
+class ErrorBody(BaseModel):
+    """Every error answer, whatever its status: one line saying what is wrong."""
+
+    error: str
+    status: int
+
+
+# Declared on every route, so the OpenAPI schema describes the error bodies actually sent.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorBody, "description": "Not found"},
+    422: {"model": ErrorBody, "description": "Invalid parameters"},
+}
+
+
+# An HTML route's errors are JSON all the same (a "model" would be documented as text/html).
+_ERROR_JSON = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+HTML_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"description": r["description"], "content": _ERROR_JSON} for status, r in ERROR_RESPONSES.items()
+}
+
+
+def validation_message(exc: RequestValidationError) -> str:
+    """A request's invalid parameters in one line: ``where: what`` for each."""
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err.get("loc", ()) if p not in ("query", "path", "body"))
+        parts.append(f"{where}: {err.get('msg', 'invalid')}" if where else str(err.get("msg", "invalid")))
+    return "; ".join(parts) or "invalid request"
 
 
 class ModelRef(BaseModel):
@@ -165,19 +198,27 @@ def create_app(settings: Settings | None = None, cache_seconds: float = 1.0) -> 
         yield
         store.dispose()
 
-    app = FastAPI(
+    # Swagger UI (/docs) and ReDoc (/redoc) from assets shipped in fastapi-offline: no CDN.
+    app = FastAPIOffline(
         lifespan=lifespan,
         title="streamcast",
         description="Latest forecasts, live scores and the model comparison, read from the streamcast store.",
         version="0.1.0",
+        responses=ERROR_RESPONSES,
     )
 
     def known_series() -> set[str]:
         return set(cache.get("series", store.series_ids))
 
+    # One error shape for every status: FastAPI's own 404 (unknown route), 405 and 422 too.
     @app.exception_handler(HTTPException)
     async def _json_errors(_request: Request, exc: HTTPException) -> JSONResponse:
-        return JSONResponse({"error": exc.detail, "status": exc.status_code}, status_code=exc.status_code)
+        body = ErrorBody(error=str(exc.detail), status=exc.status_code)
+        return JSONResponse(body.model_dump(), status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse(ErrorBody(error=validation_message(exc), status=422).model_dump(), status_code=422)
 
     @app.get("/health", response_model=Health)
     def health() -> Health:
@@ -212,7 +253,7 @@ def create_app(settings: Settings | None = None, cache_seconds: float = 1.0) -> 
         table = store.live_scores(target)
         return [ScoreRow(**r) for r in table.to_dict("records")]
 
-    @app.get("/", response_class=HTMLResponse)
+    @app.get("/", response_class=HTMLResponse, responses=HTML_ERROR_RESPONSES)
     def dashboard(target: str = Query(DEFAULT_TARGET, min_length=1), days: int = Query(3, ge=1, le=60)) -> HTMLResponse:
         return HTMLResponse(render_dashboard(store, target, days))
 

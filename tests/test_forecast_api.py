@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import socket
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -117,42 +119,56 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.mark.slow
-def test_dashboard_draws_a_forecast_chart_per_series_in_chromium(champion: Settings, tmp_path: Path) -> None:
+@contextlib.contextmanager
+def _serving(settings: Settings) -> Iterator[str]:
+    """The app on a real uvicorn server on 127.0.0.1; yields its base URL."""
     import uvicorn
 
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        pytest.fail("chromium is not installed: `make test` installs Debian's chromium package")
-    runner.invoke(app, ["forecast"])
     port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(champion), host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:
         deadline = time.time() + 20
         while not server.started and time.time() < deadline:
             time.sleep(0.1)
-        flags = [
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            f"--user-data-dir={tmp_path / 'profile'}",
-        ]
-        url = f"http://127.0.0.1:{port}/"
-        dom = subprocess.run([chromium, *flags, "--dump-dom", url], capture_output=True, text=True, timeout=90).stdout
-        shot = tmp_path / "dashboard.png"
-        subprocess.run(
-            [chromium, *flags, f"--screenshot={shot}", "--window-size=1200,1400", url], capture_output=True, timeout=90
-        )
+        yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def _chromium(tmp_path: Path) -> list[str]:
+    """Headless Chromium that can reach 127.0.0.1 only: every other host fails to resolve."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.fail("chromium is not installed: `make test` installs Debian's chromium package")
+    return [
+        chromium,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
+        f"--user-data-dir={tmp_path / 'profile'}",
+    ]
+
+
+@pytest.mark.slow
+def test_dashboard_draws_a_forecast_chart_per_series_in_chromium(champion: Settings, tmp_path: Path) -> None:
+    runner.invoke(app, ["forecast"])
+    browser = _chromium(tmp_path)
+    with _serving(champion) as base:
+        url = f"{base}/"
+        dom = subprocess.run([*browser, "--dump-dom", url], capture_output=True, text=True, timeout=90).stdout
+        shot = tmp_path / "dashboard.png"
+        subprocess.run(
+            [*browser, f"--screenshot={shot}", "--window-size=1200,1400", url], capture_output=True, timeout=90
+        )
     for sid in ("EWR", "JFK", "LGA"):
         chart = dom.split(f'data-series="{sid}"', 1)
         assert len(chart) == 2, f"no chart for {sid}"
@@ -164,3 +180,46 @@ def test_dashboard_draws_a_forecast_chart_per_series_in_chromium(champion: Setti
     pixels = Image.open(shot).convert("RGB").getcolors(maxcolors=1 << 20) or []
     blue = sum(n for n, (r, g, b) in pixels if b > 150 and r < 100)  # the forecast lines are blue
     assert blue > 500
+
+
+@pytest.mark.slow
+def test_swagger_ui_and_redoc_render_offline_in_chromium(settings: Settings, store: Store, tmp_path: Path) -> None:
+    """/docs and /redoc load their scripts from the API itself: with every host but
+    127.0.0.1 unreachable, Chromium still renders every operation."""
+    browser = _chromium(tmp_path)
+    with _serving(settings) as base:
+        pages = {
+            page: subprocess.run(
+                [*browser, "--virtual-time-budget=10000", "--dump-dom", f"{base}/{page}"],
+                capture_output=True,
+                text=True,
+                timeout=90,
+            ).stdout
+            for page in ("docs", "redoc")
+        }
+    for path in ("/forecasts/latest", "/series", "/scores", "/health"):
+        assert f'data-path="{path}"' in pages["docs"], f"Swagger UI did not render {path}"
+    assert "/forecasts/latest" in pages["redoc"] and "LatestForecast" in pages["redoc"]
+    assert "cdn" not in pages["docs"].lower() and "cdn" not in pages["redoc"].lower()
+
+
+def test_every_error_has_one_json_shape(settings: Settings, store: Store) -> None:
+    client = TestClient(create_app(settings))
+    errors = {
+        "unknown series": client.get("/forecasts/latest", params={"series_id": "XYZ"}),
+        "unknown route": client.get("/no/such/route"),
+        "wrong method": client.post("/health"),
+        "invalid parameter": client.get("/forecasts/latest", params={"target": ""}),
+        "invalid dashboard window": client.get("/", params={"days": 0}),
+    }
+    for what, res in errors.items():
+        body = res.json()
+        assert set(body) == {"error", "status"} and body["status"] == res.status_code >= 400, (what, body)
+        assert isinstance(body["error"], str) and "\n" not in body["error"] and body["error"], (what, body)
+    assert errors["unknown route"].status_code == 404 and errors["wrong method"].status_code == 405
+    assert errors["invalid parameter"].json()["error"].startswith("target: ")
+    # The schema describes those bodies: the 404 and 422 answers of every operation are ErrorBody.
+    spec = client.get("/openapi.json").json()
+    latest = spec["paths"]["/forecasts/latest"]["get"]["responses"]
+    assert latest["422"]["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorBody")
+    assert "HTTPValidationError" not in spec["components"]["schemas"]
