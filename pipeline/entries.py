@@ -71,6 +71,7 @@ def _one_by_one(frame: pd.DataFrame, bounds: dict[str, Bounds]) -> ParsedBatch:
         rows_read=len(frame),
         variables=sorted({v for p in parts for v in p.variables}),
         ignored_columns=sorted({c for p in parts for c in p.ignored_columns}),
+        hints=sorted({h for p in parts for h in p.hints}),
         duplicates_dropped=before - len(obs) + sum(p.duplicates_dropped for p in parts),
         missing=dict(missing),
     )

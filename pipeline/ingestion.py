@@ -39,6 +39,7 @@ class IngestSummary:
     duplicates_dropped: int = 0
     ignored_columns: list[str] = field(default_factory=list)
     missing: dict[str, int] = field(default_factory=dict)  # empty cells per variable: not stored, counted
+    hints: list[str] = field(default_factory=list)  # e.g. a column that looks like the series column
     watermark: pd.Timestamp | None = None
     elapsed_seconds: float = 0.0
 
@@ -105,6 +106,7 @@ def write_batch(
         duplicates_dropped=parsed.duplicates_dropped,
         ignored_columns=parsed.ignored_columns,
         missing=parsed.missing,
+        hints=parsed.hints,
         watermark=obs["ts"].max() if not obs.empty else None,
     )
     with store.transaction() as tx:

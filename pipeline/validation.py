@@ -48,6 +48,7 @@ class ParsedBatch:
     ignored_columns: list[str] = field(default_factory=list)
     duplicates_dropped: int = 0
     missing: dict[str, int] = field(default_factory=dict)  # empty cells per variable (rows with a usable key)
+    hints: list[str] = field(default_factory=list)  # what the input looks like it meant (one line each)
 
     @property
     def quarantine_by_reason(self) -> dict[str, int]:
@@ -138,6 +139,7 @@ def parse_wide(
     values, name_quarantine = _usable_names(frame, source, rows, values)
     obs, value_quarantine = _observations(frame, source, rows, values, bounds or {})
     obs, conflicts, dropped = _resolve_duplicates(obs, source, check=not rows.pairs_unique())
+    hint = _series_column_hint(frame, rows, ignored) if series_col is None else None
     return ParsedBatch(
         observations=obs,
         quarantine=quarantine + name_quarantine + value_quarantine + conflicts,
@@ -146,7 +148,30 @@ def parse_wide(
         ignored_columns=ignored,
         duplicates_dropped=dropped,
         missing={v: n for v, (_, present) in values.items() if (n := int(np.count_nonzero(rows.good & ~present)))},
+        hints=[hint] if hint else [],
     )
+
+
+def _series_column_hint(frame: pd.DataFrame, rows: _Rows, ignored: list[str]) -> str | None:
+    """Without a series column every row is one series, so timestamps that repeat collide.
+    A text column that tells those rows apart (each of its values has each time once)
+    is almost surely the series column: say so, and how to use it."""
+    good = np.flatnonzero(rows.good)
+    times = rows.ts[good]
+    if len(good) < 2 or len(np.unique(times)) == len(times):
+        return None
+    for col in ignored:
+        labels = frame[col].to_numpy(dtype=object)[good]
+        if pd.isna(labels).any():
+            continue
+        keys = pd.DataFrame({"label": labels.astype(str), "ts": times})
+        n_labels = keys["label"].nunique()
+        if 1 < n_labels < len(keys) and not keys.duplicated().any():
+            return (
+                f"column {col!r} looks like a series column ({n_labels:,} distinct values sharing timestamps), "
+                f"but every row went to one series; ingest again with --series-col {col}"
+            )
+    return None
 
 
 def _checked_frame(

@@ -165,3 +165,27 @@ def test_a_store_that_cannot_be_upgraded_is_one_line_and_exit_1(data_dir: Path) 
     assert out.returncode == 1
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: scores.model_name is missing"), out.stderr
+
+
+def test_a_csv_ingested_without_its_series_column_says_which_column_it_is(store: Store, data_dir: Path) -> None:
+    path = data_dir / "stations.csv"
+    lines = ["station,note,ts,temp"] + [
+        f"{sid},ok,2024-01-01T{h:02d}:00Z,{10 + h + k}" for h in range(6) for k, sid in enumerate(["[b]north", "south"])
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    res = _invoke("ingest", "--source", "csv", "--path", str(path), "--json")
+    assert res.exit_code == 0, res.output
+    hints = json.loads(res.output)[0]["hints"]
+    # "note" repeats within a timestamp, so only "station" tells the colliding rows apart.
+    assert hints == [
+        "column 'station' looks like a series column (2 distinct values sharing timestamps), "
+        "but every row went to one series; ingest again with --series-col station"
+    ]
+    human = _invoke("ingest", "--source", "csv", "--path", str(path))
+    assert "--series-col station" in " ".join(human.output.split())
+    # With the series column named, or with one series per file, nothing to hint.
+    named = _invoke("ingest", "--source", "csv", "--path", str(path), "--series-col", "station", "--json")
+    assert json.loads(named.output)[0]["hints"] == []
+    one = data_dir / "one.csv"
+    one.write_text("ts,site,temp\n2024-01-01T00:00Z,A,1\n2024-01-01T01:00Z,A,2\n")
+    assert json.loads(_invoke("ingest", "--source", "csv", "--path", str(one), "--json").output)[0]["hints"] == []

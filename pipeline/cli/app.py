@@ -128,6 +128,8 @@ def ingest(
         print(json.dumps([s.to_dict() for s in report.summaries], default=str, indent=2))
     else:
         print_all([render.ingest_summary(s) for s in report.summaries])
+        for hint in sorted({h for s in report.summaries for h in s.hints}):
+            console.print(Text(f"hint: {hint}", style="yellow"))
 
 
 @command(db_app, "upgrade")
