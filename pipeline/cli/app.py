@@ -19,19 +19,40 @@ from typing import Any, NoReturn, TypeVar
 import typer
 from rich.console import Console
 from rich.text import Text
+from typer.core import TyperOption
 
 from streamcast import queries, services
 from streamcast.cli import render
 from streamcast.config import DEFAULT_TARGET, get_settings
 from streamcast.errors import NotFoundError, StreamcastError
-from streamcast.models import DEFAULT_CANDIDATES
+from streamcast.models import CANDIDATES, DEFAULT_CANDIDATES
 from streamcast.specs import IngestSpec, Spec, StreamSpec, TrainSpec
+
+_METAVARS = {"str": "TEXT", "int": "INTEGER", "float": "FLOAT", "bool": "BOOLEAN", "Path": "PATH"}
+
+
+def _metavar(self: TyperOption, ctx: Any) -> str | None:
+    """Help shows plain metavars (TEXT, INTEGER, FLOAT, PATH, [a|b]) and none for a flag,
+    where typer 0.29 prints ``<bool>`` for every flag and ``<list[str]>`` for a list."""
+    if self.is_flag or self.count:
+        return None
+    if self.metavar is not None:
+        return self.metavar
+    desc = self.type_descriptor
+    if desc.is_choice:
+        return "[" + "|".join(str(getattr(c, "value", c)) for c in desc.choices or ()) + "]"
+    bare = self.bare_type()
+    if bare.startswith("list[") and bare.endswith("]"):
+        bare = bare[5:-1]
+    return _METAVARS.get(bare, bare.upper())
+
+
+TyperOption.display_type_rich = _metavar  # type: ignore[method-assign]
 
 app = typer.Typer(
     name="streamcast",
     help="Streaming time-series forecasting: ingest, train and compare, register, forecast, serve.",
     no_args_is_help=True,
-    add_completion=False,
     pretty_exceptions_enable=False,
 )
 predictions_app = typer.Typer(help="Query stored forecasts.", no_args_is_help=True)
@@ -41,6 +62,23 @@ app.add_typer(db_app, name="db")
 console = Console()
 err_console = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        console.print(Text(f"streamcast {version('streamcast')}"))
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    _version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Streaming time-series forecasting: ingest, train and compare, register, forecast, serve."""
 
 
 def report_error(exc: StreamcastError) -> None:
@@ -161,7 +199,13 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print as JSON."))
 @command()
 def train(
     target: str = typer.Option(DEFAULT_TARGET, "--target", help="Variable to forecast."),
-    models: str = typer.Option(",".join(DEFAULT_CANDIDATES), "--models", help="Comma-separated candidates."),
+    models: str = typer.Option(
+        ",".join(DEFAULT_CANDIDATES),
+        "--models",
+        metavar="NAMES",
+        show_default=False,
+        help=f"Comma-separated candidates (default: all): {', '.join(CANDIDATES)}.",
+    ),
     horizon: int = typer.Option(default(TrainSpec, "horizon"), "--horizon", min=1, help="Steps forecast at once (H)."),
     folds: int | None = typer.Option(
         None,
@@ -217,7 +261,9 @@ def training_progress() -> Iterator[Callable[[str, str], None]]:
 @command()
 def forecast(
     target: str = typer.Option(DEFAULT_TARGET, "--target", help="Variable to forecast."),
-    series: list[str] | None = typer.Option(None, "--series", help="Series to forecast (repeatable; default: all)."),
+    series: list[str] | None = typer.Option(
+        None, "--series", metavar="ID", help="Series to forecast (repeatable; default: all)."
+    ),
 ) -> None:
     """Forecast every series from its latest observations with the champion; store the points."""
     fc = services.forecast(target, series or None)
@@ -254,8 +300,8 @@ def predictions_latest(
 
 @command()
 def serve(
-    host: str = typer.Option("127.0.0.1", "--host"),
-    port: int = typer.Option(8000, "--port"),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
+    port: int = typer.Option(8000, "--port", help="Port to listen on."),
     workers: int = typer.Option(1, "--workers", min=1, help="Worker processes (each reads the store)."),
 ) -> None:
     """Serve the HTTP API and dashboard (reads the store only; loads no model)."""
@@ -285,7 +331,9 @@ def stream(
     stream: str = typer.Option(default(StreamSpec, "stream"), "--stream", help="Redis stream name."),
     group: str = typer.Option(default(StreamSpec, "group"), "--group", help="Redis consumer group."),
     consumer: str = typer.Option(default(StreamSpec, "consumer"), "--consumer", help="Consumer name in the group."),
-    redis_url: str = typer.Option(default(StreamSpec, "redis_url"), "--redis-url"),
+    redis_url: str = typer.Option(
+        default(StreamSpec, "redis_url"), "--redis-url", help="Redis to read the stream from."
+    ),
     batch_size: int = typer.Option(
         default(StreamSpec, "batch_size"), "--batch-size", min=1, help="Redis entries per batch."
     ),
@@ -310,7 +358,7 @@ def stream(
     ),
     max_polls: int | None = typer.Option(None, "--max-polls", min=1, help="open-meteo: stop after N polls."),
     series_id: str | None = typer.Option(None, "--series-id", help="open-meteo: series id (default lat,lon)."),
-    target: str = typer.Option(DEFAULT_TARGET, "--target"),
+    target: str = typer.Option(DEFAULT_TARGET, "--target", help="Variable to forecast."),
     retrain_models: str = typer.Option(
         ",".join(default(StreamSpec, "retrain_models")),
         "--retrain-models",
@@ -330,7 +378,8 @@ def stream(
 
 @command()
 def scores(
-    target: str = typer.Option(DEFAULT_TARGET, "--target"), as_json: bool = typer.Option(False, "--json")
+    target: str = typer.Option(DEFAULT_TARGET, "--target", help="Forecast variable."),
+    as_json: bool = typer.Option(False, "--json", help="Print as JSON."),
 ) -> None:
     """Live error of matured forecast points by model and step."""
     table, triggers = queries.live_scores(target)
