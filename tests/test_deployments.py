@@ -137,3 +137,21 @@ def test_deploy_all_schedules_and_worker_runs_forecast(backend: dict, data_dir: 
         except subprocess.TimeoutExpired:
             server.kill()
         store.dispose()
+
+
+def test_prefect_yaml_names_a_prefect_the_project_installs() -> None:
+    """prefect.yaml's prefect-version is one pyproject.toml's requirement accepts and no
+    newer than the Prefect installed here."""
+    import tomllib
+    from importlib.metadata import version
+
+    import yaml
+    from packaging.requirements import Requirement
+    from packaging.version import Version
+
+    root = Path(__file__).resolve().parents[1]
+    declared = Version(str(yaml.safe_load((root / "prefect.yaml").read_text())["prefect-version"]))
+    deps = tomllib.loads((root / "pyproject.toml").read_text())["project"]["dependencies"]
+    prefect = next(Requirement(d) for d in deps if Requirement(d).name == "prefect")
+    assert declared in prefect.specifier, (declared, prefect.specifier)
+    assert declared <= Version(version("prefect"))
