@@ -41,6 +41,13 @@ def pipeline_flow(
     local one."""
     check_task_runner(task_runner)
     summaries = ingest_task(ingest_spec)
+    for s in summaries:
+        quarantined = sum(s["quarantined"].values())
+        print(
+            f"ingest {s['source']} ({s['source_ref']}): {s['rows_read']:,} rows, {s['new']:,} new, "
+            f"{s['updated']:,} revised, {s['unchanged']:,} unchanged, {quarantined:,} quarantined "
+            f"in {s['elapsed_seconds']:.1f}s"
+        )
     publish_ingest_artifact(summaries)
     target = train_spec.target
     decision = retrain_decision_task(target)

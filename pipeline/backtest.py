@@ -254,7 +254,8 @@ def backtest_candidate(
     fc = with_actuals(calib.apply(fc), panel, cfg.target)
     log.info("%s: fit %.1fs", name, model.fit_seconds)
     if on_progress:
-        on_progress(name, "done")
+        mase = aggregate(score_points(fc, plan.scales), ["series_id"])["mase"].mean()
+        on_progress(name, f"done: fit {model.fit_seconds:.1f}s, MASE {mase:.3f}")
     return CandidateResult(name, model, fc, calib, model.fit_seconds, predict_seconds)
 
 

@@ -68,3 +68,20 @@ def test_conformal_quantile_is_finite_sample_correct() -> None:
     cal = Calibration.from_residuals(resid, horizon=2, level=0.8)
     # ceil((9+1)*0.8) = 8th smallest |residual| = 8; step 2 borrows step 1.
     assert cal.half_width.tolist() == [8.0, 8.0]
+
+
+def test_progress_reports_each_candidates_fit_seconds_and_mase() -> None:
+    """What `make run` and `streamcast train` show per candidate as it finishes."""
+    panel = synthetic_panel()
+    seen: list[tuple[str, str]] = []
+    out = run_backtest(
+        panel,
+        {n: create_model(n, horizon=12) for n in ("naive", "seasonal_naive")},
+        CFG,
+        on_progress=lambda name, stage: seen.append((name, stage)),
+    )
+    mase = out.comparison().set_index("candidate")["mase"]
+    for name in ("naive", "seasonal_naive"):
+        stages = [stage for who, stage in seen if who == name]
+        assert stages[0] == "fit" and stages[-1].startswith("done: fit ")
+        assert stages[-1].endswith(f"MASE {mase[name]:.3f}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,30 @@ def harness() -> Iterator[None]:
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+@contextmanager
+def _run_logs() -> Iterator[list[str]]:
+    """Messages of the flow and task run loggers (what `make run` prints) while inside."""
+    import logging
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            messages.append(record.getMessage())
+
+    messages: list[str] = []
+    handler = Collect(level=logging.INFO)
+    loggers = [logging.getLogger(name) for name in ("prefect.flow_runs", "prefect.task_runs")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+    try:
+        yield messages
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.removeHandler(handler)
+            logger.setLevel(level)
 
 
 def _artifacts(key: str) -> list:
@@ -69,8 +94,14 @@ def test_pipeline_flow_trains_only_when_due(harness: None, settings: Settings, d
 
     path = weather_csv(data_dir / "w.csv", end="2013-12-30")
     ingest, train = IngestSpec(source="csv", path=path, series_col="origin"), TrainSpec(models=["naive"], folds=2)
-    first = pipeline_flow(ingest, train)
+    with _run_logs() as messages:
+        first = pipeline_flow(ingest, train)
     assert first["decision"]["reason"] == "no_champion" and first["training"]["alias"] == "champion"
+    # The run's log (make run's console) shows the ingest summary and each candidate finishing.
+    logged = " ".join(messages)
+    rows = first["ingest"][0]["rows_read"]
+    assert f"ingest csv ({path}): {rows:,} rows, {first['ingest'][0]['new']:,} new" in logged, logged[-2000:]
+    assert "training: naive done: fit " in logged and ", MASE " in logged
     assert len(first["forecast_ids"]) == 3
     again = pipeline_flow(ingest, train)
     assert again["training"] is None and again["ingest"][0]["new"] == 0

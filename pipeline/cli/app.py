@@ -251,7 +251,7 @@ def training_progress() -> Iterator[Callable[[str, str], None]]:
             if name not in tasks:
                 tasks[name] = progress.add_task(description, total=1)  # type: ignore[arg-type]
             else:
-                progress.update(tasks[name], description=description, completed=stage == "done")  # type: ignore[arg-type]
+                progress.update(tasks[name], description=description, completed=stage.startswith("done"))  # type: ignore[arg-type]
 
         yield update
         for task in tasks.values():
