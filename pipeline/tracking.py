@@ -8,6 +8,8 @@ same backtest window, otherwise the new version becomes ``challenger``.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
 import tempfile
@@ -351,15 +353,21 @@ def register_winner(
             backtest_model=cand.model if refit else None,
         )
         signature = _pyfunc_signature(bundle, history_example)
+        # MLflow prints its registry notices ("Registered model ... already exists. Creating a
+        # new version", "Created version ...") straight to stderr, inside our progress
+        # display: keep them in the debug log, where the version is also recorded.
+        chatter = io.StringIO()
         with mlflow.start_run(run_id=runs.candidate_run_ids[winner]):
-            info = mlflow.pyfunc.log_model(
-                name="model",
-                python_model=StreamcastPyfunc(),
-                artifacts={"bundle": str(bundle)},
-                signature=signature,
-                input_example=history_example,
-                registered_model_name=name,
-            )
+            with contextlib.redirect_stderr(chatter):
+                info = mlflow.pyfunc.log_model(
+                    name="model",
+                    python_model=StreamcastPyfunc(),
+                    artifacts={"bundle": str(bundle)},
+                    signature=signature,
+                    input_example=history_example,
+                    registered_model_name=name,
+                )
+            log.debug("MLflow: %s", chatter.getvalue().strip())
             if refit:
                 mlflow.log_metric("refit_seconds", refit.seconds)
                 mlflow.set_tags({"streamcast.refit_train_end": refit.train_end.isoformat()})
