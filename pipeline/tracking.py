@@ -27,6 +27,7 @@ from streamcast.metrics import aggregate, score_points, with_actuals
 log = logging.getLogger(__name__)
 
 EXPERIMENT = "streamcast"
+EXPERIMENT_KIND = "custom_model_development"  # the MLflow UI opens it on its runs
 CHAMPION, CHALLENGER = "champion", "challenger"
 
 
@@ -60,8 +61,34 @@ def configure(settings: Settings) -> str:
             settings.artifact_root.mkdir(parents=True, exist_ok=True)
             artifact_location = settings.artifact_root.as_uri()
         client.create_experiment(EXPERIMENT, artifact_location=artifact_location)
+        exp = client.get_experiment_by_name(EXPERIMENT)
+    assert exp is not None
+    # MLflow 3.4+ opens an experiment by its kind: this one is model training, not GenAI.
+    if exp.tags.get("mlflow.experimentKind") != EXPERIMENT_KIND:
+        client.set_experiment_tag(exp.experiment_id, "mlflow.experimentKind", EXPERIMENT_KIND)
     mlflow.set_experiment(EXPERIMENT)
     return settings.tracking_uri
+
+
+def log_training_data(panel: dict[str, pd.DataFrame], target: str, source: str | None) -> None:
+    """The training input as an MLflow dataset on the active run (its Datasets column):
+    the target of every series in long form, with MLflow's digest of it and its source."""
+    import mlflow
+    from mlflow.data.pandas_dataset import from_pandas
+    from mlflow.exceptions import MlflowException
+
+    frame = pd.concat(
+        [pd.DataFrame({"series_id": sid, "ts": f.index, target: f[target].to_numpy()}) for sid, f in panel.items()],
+        ignore_index=True,
+    )
+    name = f"streamcast-{target}"
+    try:
+        if source is None:
+            raise MlflowException("no source")
+        dataset = from_pandas(frame, source=source, name=name, targets=target)
+    except MlflowException:  # none, or a database URL MLflow has no source type for: the run is
+        dataset = from_pandas(frame, name=name, targets=target)
+    mlflow.log_input(dataset, context="training")
 
 
 def _flatten(params: dict[str, Any], prefix: str = "") -> dict[str, str]:
@@ -161,6 +188,7 @@ def log_backtest(
     with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_name=run_name or f"train-{cfg.target}") as parent:
         tmpdir = Path(tmp)
         mlflow.set_tags({**tags, "streamcast.role": "training", "streamcast.target": cfg.target})
+        log_training_data(panel, cfg.target, tags.get("data.source"))
         if result.scale_fallbacks:
             mlflow.set_tag("streamcast.mase_scale_fallbacks", json.dumps(result.scale_fallbacks)[:4000])
         mlflow.log_params({f"backtest.{k}": v for k, v in cfg.model_dump().items()})

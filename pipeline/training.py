@@ -33,7 +33,7 @@ from streamcast.errors import InputError
 from streamcast.features import GAP_COLUMN, has_weekly_rhythm, panel_freq, prepare_panel, season_for
 from streamcast.models import Forecaster, create_model, get_model_class
 from streamcast.specs import TrainSpec
-from streamcast.store import Store
+from streamcast.store import Store, data_source
 from streamcast.tuning import TuningResult, tune
 
 Progress = Callable[[str, str], None]
@@ -220,6 +220,7 @@ def data_tags(panel: dict[str, pd.DataFrame], target: str, settings: Settings) -
         "data.end": max(f.index[-1] for f in panel.values()).isoformat(),
         "data.target_rows": str(sum(int(f[target].notna().sum()) for f in panel.values())),
         "data.store": settings.database_url.split("://")[0],
+        "data.source": data_source(settings.database_url),
     }
 
 

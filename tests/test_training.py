@@ -53,6 +53,13 @@ def test_train_logs_runs_registers_champion_then_challenger(weather_store: Setti
     parent = client.get_run(outcome.runs.parent_run_id)
     assert parent.data.tags["streamcast.winner"] == outcome.winner
     assert int(parent.data.tags["data.target_rows"]) > 4000
+    # The training input is an MLflow dataset (the UI's Datasets column), the experiment a model-training one.
+    (used,) = parent.inputs.dataset_inputs
+    assert used.dataset.name == "streamcast-temp" and used.dataset.digest
+    assert json.loads(used.dataset.source)["uri"] == str((weather_store.data_dir / "streamcast.db").resolve())
+    assert {t.key: t.value for t in used.tags}.get("mlflow.data.context") == "training"
+    experiment = client.get_experiment(parent.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     children = client.search_runs(
         [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
     )

@@ -21,7 +21,7 @@ import sqlalchemy as sa
 
 from streamcast.errors import InputError, UnavailableError
 from streamcast.store import migrate
-from streamcast.store.engine import as_utc, make_engine, optional_float, redact_url, utcnow
+from streamcast.store.engine import as_utc, data_source, make_engine, optional_float, redact_url, utcnow
 from streamcast.store.forecasts import POINT_COLUMNS, ForecastTables
 from streamcast.store.ingest_log import IngestLog
 from streamcast.store.observations import ObservationTables, UpsertCounts
@@ -117,6 +117,7 @@ __all__ = [
     "Transaction",
     "UpsertCounts",
     "as_utc",
+    "data_source",
     "optional_float",
     "redact_url",
     "upgrade_store",

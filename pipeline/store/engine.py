@@ -45,6 +45,15 @@ def redact_url(url: str) -> str:
     return sa.engine.make_url(url).render_as_string(hide_password=True)
 
 
+def data_source(url: str) -> str:
+    """Where stored data comes from, for provenance records: a SQLite store's file, else
+    the database URL without user name or password."""
+    parsed = sa.engine.make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return str(Path(parsed.database or "").resolve())
+    return parsed.set(username=None, password=None).render_as_string(hide_password=True)
+
+
 def optional_float(value: Any) -> float | None:
     """A value for a nullable float column: NaN and NA become NULL."""
     return None if value is None or pd.isna(value) else float(value)
