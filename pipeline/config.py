@@ -1,4 +1,11 @@
-"""Settings for streamcast, read from the environment (prefix ``STREAMCAST_``).
+"""Settings for streamcast: the environment (prefix ``STREAMCAST_``) over a config file
+over the defaults.
+
+The config file is ``streamcast.toml`` (its top-level keys) or the ``[tool.streamcast]``
+table of a ``pyproject.toml``, whichever is found first walking up from the current
+folder (``STREAMCAST_CONFIG`` names one explicitly). Relative paths in it, and relative
+SQLite URLs, resolve against the file's folder, and the data folder defaults to ``data``
+beside it, so every command finds the same store from any sub-folder.
 
 Nothing happens at import: call :func:`get_settings` where settings are needed,
 so tests and CLI flags can point everything at a temporary folder.
@@ -8,11 +15,18 @@ from __future__ import annotations
 
 import json
 import os
+import tomllib
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from streamcast.errors import InputError
+
+CONFIG_FILE = "streamcast.toml"
 
 # What is forecast when nobody says: the bundled data's temperature (°F).
 DEFAULT_TARGET = "temp"
@@ -35,11 +49,93 @@ def _default_bounds() -> dict[str, Bounds]:
 DEFAULT_BOUNDS: dict[str, Bounds] = _default_bounds()
 
 
+def find_config(start: Path | None = None) -> tuple[Path, dict[str, Any]] | None:
+    """The config file that applies in ``start`` (default: the current folder) and its
+    streamcast table, or None. A file that is not valid TOML is an :class:`InputError`."""
+    explicit = os.environ.get("STREAMCAST_CONFIG")
+    if explicit:
+        path = Path(explicit).expanduser().resolve()
+        if not path.is_file():
+            raise InputError(f"STREAMCAST_CONFIG: no config file at {path}")
+        return path, _table(path)
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / CONFIG_FILE).is_file():
+            return folder / CONFIG_FILE, _table(folder / CONFIG_FILE)
+        pyproject = folder / "pyproject.toml"
+        if pyproject.is_file():
+            table = _table(pyproject)
+            if table is not None:
+                return pyproject, table
+    return None
+
+
+def _table(path: Path) -> Any:
+    """A config file's streamcast settings: streamcast.toml's top level, pyproject's
+    ``[tool.streamcast]`` (None when it has none)."""
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: not valid TOML ({exc})") from None
+    if path.name == "pyproject.toml":
+        return doc.get("tool", {}).get("streamcast")
+    return doc
+
+
+def _resolved_sqlite(url: str, base: Path) -> str:
+    """A relative SQLite URL (``sqlite:///data/x.db``) made absolute against ``base``."""
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not url.startswith(prefix + "/") and url != prefix:
+        return prefix + str((base / url.removeprefix(prefix)).resolve())
+    return url
+
+
+class ConfigFileSource(PydanticBaseSettingsSource):
+    """Settings from the config file, below the environment and explicit values."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:  # pragma: no cover
+        return None, field_name, False  # __call__ reads the whole table at once
+
+    def __call__(self) -> dict[str, Any]:
+        found = find_config()
+        if found is None:
+            return {}
+        path, table = found
+        known = set(self.settings_cls.model_fields) - {"config_file"}
+        unknown = sorted(set(table) - known)
+        if unknown:
+            raise InputError(f"{path}: unknown setting {unknown[0]!r} (settings: {', '.join(sorted(known))})")
+        out = dict(table)
+        base = path.parent
+        data_dir = Path(str(out.get("data_dir", "data"))).expanduser()
+        out["data_dir"] = data_dir if data_dir.is_absolute() else (base / data_dir).resolve()
+        for key in ("db_url", "mlflow_tracking_uri"):
+            if isinstance(out.get(key), str):
+                out[key] = _resolved_sqlite(out[key], base)
+        if "mlflow_tracking_uri" in out:  # the field reads MLFLOW_TRACKING_URI from the environment
+            out["MLFLOW_TRACKING_URI"] = out.pop("mlflow_tracking_uri")
+        out["config_file"] = path
+        return out
+
+
 class Settings(BaseSettings):
-    """Runtime configuration. Every field can be set as ``STREAMCAST_<FIELD>``."""
+    """Runtime configuration. Every field can be set as ``STREAMCAST_<FIELD>``, or in the
+    config file (see the module docstring)."""
 
     model_config = SettingsConfigDict(env_prefix="STREAMCAST_", extra="ignore")
 
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, env_settings, ConfigFileSource(settings_cls), file_secret_settings
+
+    config_file: Path | None = None  # the config file these settings came from (None: none found)
     data_dir: Path = Path("data")
     db_url: str | None = None
     mlflow_tracking_uri: str | None = Field(default=None, validation_alias="MLFLOW_TRACKING_URI")

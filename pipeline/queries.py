@@ -99,6 +99,9 @@ class StoreStatus:
     quarantine: dict[str, int]
     tables: dict[str, int]
     last_batch: dict[str, Any] | None
+    tracking_uri: str = ""  # MLflow, password hidden
+    data_dir: str = ""
+    config_file: str | None = None  # where the settings came from (None: environment and defaults)
 
 
 def store_location(settings: Settings | None = None) -> str:
@@ -121,6 +124,9 @@ def store_status(settings: Settings | None = None) -> StoreStatus:
             quarantine=s.quarantine_counts(),
             tables=s.table_counts(),
             last_batch=s.last_batch(),
+            tracking_uri=redact_url(settings.tracking_uri) if "://" in settings.tracking_uri else settings.tracking_uri,
+            data_dir=str(settings.data_dir.resolve()),
+            config_file=str(settings.config_file) if settings.config_file else None,
         )
 
 

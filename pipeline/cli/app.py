@@ -192,7 +192,15 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print as JSON."))
         {**r, "first_ts": r["first_ts"].isoformat(), "last_ts": r["last_ts"].isoformat()}
         for r in st.series.to_dict("records")
     ]
-    out = {"store": st.store, "series": series, "quarantine": st.quarantine, "tables": st.tables}
+    out = {
+        "store": st.store,
+        "mlflow": st.tracking_uri,
+        "data_dir": st.data_dir,
+        "config_file": st.config_file,
+        "series": series,
+        "quarantine": st.quarantine,
+        "tables": st.tables,
+    }
     print(json.dumps({**out, "last_batch": st.last_batch}, default=str, indent=2))
 
 

@@ -61,7 +61,12 @@ def ingest_summary(summary: Any) -> Table:
 
 def store_status(status: Any) -> list[RenderableType]:
     """``streamcast status``: per series and variable, quarantine, last batch, forecast counts."""
-    out: list[RenderableType] = [Text(f"store: {status.store}")]
+    out: list[RenderableType] = [
+        Text(f"store: {status.store}"),
+        Text(f"MLflow: {status.tracking_uri}"),
+        Text(f"data folder: {status.data_dir}"),
+        Text(f"settings: {status.config_file or 'environment and defaults (no streamcast.toml found)'}"),
+    ]
     if status.series.empty:
         out.append(Text.assemble("no observations yet: run ", ("streamcast ingest", "bold")))
     else:

@@ -96,7 +96,8 @@ def check_readable(engine: Engine) -> None:
 
 
 _HOW_TO_POINT = (
-    "run `streamcast ingest` to create it, or point STREAMCAST_DATA_DIR (SQLite) or STREAMCAST_DB_URL at your store"
+    "run `streamcast ingest` to create it, or point data_dir or db_url in streamcast.toml "
+    "(or STREAMCAST_DATA_DIR, STREAMCAST_DB_URL) at your store"
 )
 
 
