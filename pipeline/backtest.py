@@ -277,16 +277,22 @@ def refit_winner(panel: dict[str, pd.DataFrame], result: BacktestResult) -> Refi
     The backtest scored the winner as fit before its first origin; deployed, that model
     would forecast from a fit that misses the backtest window and the validation slice
     before it. Refit, it has seen the most recent data, as a forecaster refit on all the
-    data does in darts or statsforecast."""
+    data does in darts or statsforecast.
+
+    Its intervals are calibrated on the backtest's residuals: forecasts issued 1 to F
+    steps after a fit ended, by a fit that never saw them, which is exactly how the
+    refit forecasts after deployment (the validation slice's residuals come from the
+    stretch early stopping and model selection looked at, and run narrow)."""
     cfg = result.config
-    winner = result.candidates[result.winner].model
+    cand = result.candidates[result.winner]
     freq = panel_freq(panel)
     train_end = max(f.index[-1] for f in panel.values())
     val_start = train_end - (cfg.val_steps - 1) * freq
     t0 = time.perf_counter()
-    model = winner.refit(panel, train_end, val_start)
+    model = cand.model.refit(panel, train_end, val_start)
+    scored = cand.forecasts.dropna(subset=["actual"])
     calib = Calibration.from_residuals(
-        validation_residuals(model, panel, val_start, train_end, cfg.target), cfg.horizon, cfg.level
+        scored.assign(residual=scored["actual"] - scored["yhat"]), cfg.horizon, cfg.level
     )
     return Refit(model, calib, train_end, val_start, time.perf_counter() - t0)
 

@@ -43,8 +43,8 @@ def test_every_sub_folder_finds_the_same_store(project: Path, monkeypatch: pytes
     assert status["config_file"] == str(project / "streamcast.toml")
     assert status["data_dir"] == str(project / "var" / "store")
     assert status["mlflow"] == f"sqlite:///{project / 'var' / 'store' / 'mlflow.db'}"
-    human = " ".join(runner.invoke(app, ["status"]).output.split())
-    assert f"settings: {project / 'streamcast.toml'}" in human and f"data folder: {project / 'var' / 'store'}" in human
+    human = "".join(runner.invoke(app, ["status"]).output.split())  # long paths wrap at the console's width
+    assert f"settings:{project / 'streamcast.toml'}" in human and f"datafolder:{project / 'var' / 'store'}" in human
     assert get_settings().max_gap_steps == 5
     assert not (project / "scripts" / "data").exists() and not (project / "notebooks" / "deep" / "data").exists()
 

@@ -365,6 +365,12 @@ def test_the_registered_version_is_the_winner_refit_on_all_the_data(weather_stor
     winner = outcome.result.candidates[outcome.winner].model
     assert bundle.model.scaler != winner.scaler  # refit: statistics through the last observation
     assert bundle.backtest_model.scaler == winner.scaler  # the backtest's fit travels along
+    # Intervals from the backtest's out-of-sample residuals, as the refit will forecast.
+    from streamcast.backtest import Calibration
+
+    bt = outcome.result.candidates[outcome.winner].forecasts.dropna(subset=["actual"])
+    expected = Calibration.from_residuals(bt.assign(residual=bt["actual"] - bt["yhat"]), 24, 0.9)
+    assert bundle.calibration.half_width.tolist() == pytest.approx(expected.half_width.tolist())
     client = mlflow.MlflowClient()
     run = client.get_run(outcome.registry.run_id)
     assert run.data.tags["streamcast.refit_train_end"] == last.isoformat() and "refit_seconds" in run.data.metrics
