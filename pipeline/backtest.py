@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field
 from streamcast.config import DEFAULT_TARGET
 from streamcast.errors import InputError
 from streamcast.features import panel_freq
-from streamcast.metrics import aggregate, mase_scale, score_points, with_actuals
+from streamcast.metrics import aggregate, coverage, mase_scale, score_points, with_actuals
 from streamcast.models.base import Forecaster
 
 log = logging.getLogger(__name__)
@@ -122,9 +122,7 @@ class BacktestResult:
                 "mae": overall["mae"],
                 "rmse": overall["rmse"],
                 "smape": overall["smape"],
-                "coverage": scored.assign(inside=(scored.actual >= scored.lo) & (scored.actual <= scored.hi))
-                .groupby("candidate")["inside"]
-                .mean(),
+                "coverage": coverage(scored, ["candidate"]),
                 "fit_seconds": pd.Series({n: c.fit_seconds for n, c in self.candidates.items()}),
             }
         )

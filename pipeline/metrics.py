@@ -81,3 +81,9 @@ def aggregate(scored: pd.DataFrame, by: list[str]) -> pd.DataFrame:
         }
     )
     return res.reset_index()
+
+
+def coverage(points: pd.DataFrame, by: list[str]) -> pd.Series:
+    """Share of actuals inside [lo, hi], per group of ``by``."""
+    inside = (points["actual"] >= points["lo"]) & (points["actual"] <= points["hi"])
+    return inside.groupby([points[k] for k in by]).mean()

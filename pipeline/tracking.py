@@ -22,7 +22,7 @@ import pandas as pd
 
 from streamcast.backtest import BacktestConfig, BacktestResult, CandidateResult, Refit
 from streamcast.config import Settings
-from streamcast.metrics import aggregate, score_points, with_actuals
+from streamcast.metrics import aggregate, coverage, score_points, with_actuals
 
 log = logging.getLogger(__name__)
 
@@ -242,13 +242,7 @@ def log_backtest(
                     mlflow.log_metric("mase_step", float(r.mase), step=int(r.step))
                 # Per-series metrics as one table (series ids are data, not metric names).
                 per_series = aggregate(mine, ["series_id"])
-                per_series["coverage"] = (
-                    mine.assign(inside=(mine.actual >= mine.lo) & (mine.actual <= mine.hi))
-                    .groupby("series_id")["inside"]
-                    .mean()
-                    .reindex(per_series["series_id"])
-                    .to_numpy()
-                )
+                per_series["coverage"] = coverage(mine, ["series_id"]).reindex(per_series["series_id"]).to_numpy()
                 (tmpdir / name).mkdir(exist_ok=True)
                 per_series.to_csv(tmpdir / name / "series_metrics.csv", index=False)
                 mlflow.log_artifact(str(tmpdir / name / "series_metrics.csv"))

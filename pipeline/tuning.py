@@ -7,8 +7,8 @@ early (Keras' ``max_fit_seconds``) stop at the deadline. The objective is the me
 absolute error of forecasts issued inside the validation slice, in units of each
 series' spread, so no station dominates, averaged over folds: the slice is cut into
 consecutive blocks and each block is forecast by a fit that ended where it starts, so
-a trial is never scored on what its fit or its early stopping saw. A fixed seed gives the same trials and the
-same best configuration. The default config is scored first: a tuned one replaces it
+a trial is never scored on what its fit or its early stopping saw. A fixed seed gives
+the same trials and the same best configuration. The default config is scored first: a tuned one replaces it
 only where it forecasts the validation slice better.
 """
 
@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from streamcast.features import panel_freq
 from streamcast.metrics import series_spread, with_actuals
 from streamcast.models import Forecaster, create_model
 from streamcast.models.search import Choice, FloatRange, IntRange, SearchSpace
@@ -88,8 +89,6 @@ def tuning_folds(
     ended where the block starts: no trial is scored on data its fit (or its early
     stopping) has seen, and a config must do well at several cut-offs, not one. Fewer
     folds when the slice is too short for every block to hold a whole forecast."""
-    from streamcast.features import panel_freq
-
     freq = panel_freq(panel)
     steps = int((train_end - val_start) / freq) + 1
     folds = max(1, min(folds, steps // (2 * horizon)))
@@ -114,17 +113,10 @@ def validation_error(
     return float((np.abs(fc["yhat"] - fc["actual"]) / spread).mean())
 
 
-def fold_error(
-    name: str, config: dict[str, Any], panel: dict[str, pd.DataFrame], folds: list[Fold]
-) -> tuple[float, float]:
-    """A config's mean validation error over ``folds``, each fit afresh before its block,
-    and the seconds its fits took."""
-    errors, fit_seconds = [], 0.0
-    for fold in folds:
-        model = create_model(name, **config).fit(panel, fold.start, fold.fit_val_start)
-        fit_seconds += model.fit_seconds
-        errors.append(validation_error(model, panel, fold.start, fold.end))
-    return float(np.mean(errors)), fit_seconds
+def fold_error(name: str, config: dict[str, Any], panel: dict[str, pd.DataFrame], fold: Fold) -> float:
+    """A config's validation error on one fold, fit afresh on the data before its block."""
+    model = create_model(name, **config).fit(panel, fold.start, fold.fit_val_start)
+    return validation_error(model, panel, fold.start, fold.end)
 
 
 def tune(
@@ -204,7 +196,7 @@ def _search(
             allowance = remaining - 2.0 * max(overheads) * len(folds)
         else:
             allowance = (0.25 if not durations else 0.5) * remaining
-        errors, fit_seconds = [], 0.0
+        errors = []
         try:
             for i, fold in enumerate(folds):
                 config = dict(overrides)
@@ -212,9 +204,7 @@ def _search(
                     spent = time.perf_counter() - t0
                     config["max_fit_seconds"] = max((allowance - spent) / (len(folds) - i), 0.5)
                 f0 = time.perf_counter()
-                error, seconds = fold_error(name, config, panel, [fold])
-                errors.append(error)
-                fit_seconds += seconds
+                errors.append(fold_error(name, config, panel, fold))
                 if interruptible:
                     # Whatever ran past the fit's limit (building, tracing, scoring) is overhead.
                     overheads.append(max(time.perf_counter() - f0 - config["max_fit_seconds"], 0.0))

@@ -64,12 +64,12 @@ def test_folds_cut_the_validation_slice_and_never_score_what_their_fit_saw() -> 
     # Fold 0's score depends only on data up to its block's end: rewriting everything after
     # it (fold 1's block included) leaves it unchanged; rewriting inside its block does not.
     config = {"horizon": 12, "seed": 3, "units": 60, "lookback": 12, "warmup": 24}
-    first = fold_error("esn", config, PANEL, folds[:1])[0]
+    first = fold_error("esn", config, PANEL, folds[0])
     later = {s: f.copy() for s, f in PANEL.items()}
     for f in later.values():
         f.loc[f.index > folds[0].end, "temp"] += 25.0
-    assert fold_error("esn", config, later, folds[:1])[0] == pytest.approx(first, rel=1e-9)
+    assert fold_error("esn", config, later, folds[0]) == pytest.approx(first, rel=1e-9)
     inside = {s: f.copy() for s, f in PANEL.items()}
     for f in inside.values():
         f.loc[(f.index > folds[0].start) & (f.index <= folds[0].end), "temp"] += 25.0
-    assert fold_error("esn", config, inside, folds[:1])[0] > 2 * first
+    assert fold_error("esn", config, inside, folds[0]) > 2 * first

@@ -93,10 +93,7 @@ class EnsembleForecaster(Forecaster):
         truth = base["actual"].to_numpy()
         scaled = {n: v["yhat"].to_numpy() / spread for n, v in val.items()}
         self.weights = select_weights(scaled, truth / spread, self.config.rounds)
-        self.members = {n: members[n] for n in self.weights}
-        # Shared state the base class keeps (scaler, freq) comes from the first member.
-        first = next(iter(self.members.values()))
-        self.scaler, self.freq, self.covariates = first.scaler, first.freq, first.covariates
+        self._adopt({n: members[n] for n in self.weights})
         self.fit_seconds = sum(m.fit_seconds for m in members.values())
         self.fit_info = {"weights": self.weights, "validation_points": int(np.isfinite(truth).sum())}
         return self
@@ -109,13 +106,18 @@ class EnsembleForecaster(Forecaster):
         candidate refit)."""
         self._check_fitted("refit")
         out = type(self)(self.config)
-        out.members = {n: m.refit(panel, train_end, val_start) for n, m in self.members.items()}
         out.weights = dict(self.weights)
-        first = next(iter(out.members.values()))
-        out.scaler, out.freq, out.covariates = first.scaler, first.freq, first.covariates
+        out._adopt({n: m.refit(panel, train_end, val_start) for n, m in self.members.items()})
         out.fit_seconds = sum(m.fit_seconds for m in out.members.values())
         out.fit_info = {**self.fit_info, "weights_from": "backtest validation slice"}
         return out
+
+    def _adopt(self, members: dict[str, Forecaster]) -> None:
+        """Take ``members``; the shared state the base class keeps (scaler, freq,
+        covariates) comes from the first of them."""
+        self.members = members
+        first = next(iter(members.values()))
+        self.scaler, self.freq, self.covariates = first.scaler, first.freq, first.covariates
 
     def _member(
         self, name: str, panel: dict[str, pd.DataFrame], train_end: pd.Timestamp, val_start: pd.Timestamp

@@ -255,5 +255,4 @@ def _copy_merge(conn: Connection, obs: pd.DataFrame, batch_id: int | None) -> Up
                 (batch_id,),
             )
             updated = cur.rowcount
-        cur.execute(f"TRUNCATE {_STAGE}")
     return UpsertCounts(new=new, updated=updated, unchanged=len(obs) - new - updated)
