@@ -408,7 +408,8 @@ def register_winner(
     for k, v in tags.items():
         client.set_model_version_tag(name, version, k, v)
     held_back = _too_short_to_crown(result, rescored[0] if rescored else None)
-    if rescored is None or (new_mase < rescored[1] and held_back is None):
+    better = rescored is None or beats(new_mase, rescored[1])
+    if better and held_back is None:
         alias = CHAMPION
         client.set_registered_model_alias(name, CHAMPION, version)
     else:
@@ -426,9 +427,15 @@ def register_winner(
         previous_champion=str(rescored[0].version) if rescored else None,
         previous_champion_mase=rescored[1] if rescored else None,
         run_id=runs.candidate_run_ids[winner],
-        held_back=held_back if alias == CHALLENGER and rescored and new_mase < rescored[1] else None,
+        held_back=held_back if alias == CHALLENGER and better else None,
         refit_through=refit.train_end.isoformat() if refit else None,
     )
+
+
+def beats(new_mase: float, champion_mase: float) -> bool:
+    """Better by more than float noise: the same model re-scored from its saved bundle can
+    differ from the one in memory in the last digits, and that is a tie."""
+    return new_mase < champion_mase * (1 - 1e-6)
 
 
 def _too_short_to_crown(result: BacktestResult, champion: Any | None) -> str | None:

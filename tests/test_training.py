@@ -434,3 +434,12 @@ def test_forecast_plots_have_a_fixed_budget_whatever_the_number_of_series(tmp_pa
     ]
     many = Image.open(plot_forecasts(cand, history, "temp", per_series, tmp_path / "41.png")).size
     assert many[0] == small[0] and many[1] <= small[1] * 4 / 3 + 1  # one panel more, not 38
+
+
+def test_a_challenger_beats_the_champion_only_by_more_than_float_noise() -> None:
+    """Seen on a 3-meter load panel: the same ESN re-scored from its bundle differed in the
+    last digits and train said the challenger was better but held back at MASE 0.703 vs 0.703."""
+    from streamcast.tracking import beats
+
+    assert not beats(0.70300000000001, 0.703) and not beats(0.703, 0.70300000000001)
+    assert beats(0.70, 0.703) and not beats(0.703, 0.70)
