@@ -49,15 +49,15 @@ test: $(STAMP) browser
 # mypy names modules after their folders: a link lets it check pipeline/ as the package
 # `streamcast` it is installed as (its editable install is an import hook mypy cannot follow).
 lint: $(STAMP)
-	$(VENV)/bin/ruff check pipeline flows tests bench
-	$(VENV)/bin/ruff format --check pipeline flows tests bench
+	$(VENV)/bin/ruff check pipeline flows tests bench examples
+	$(VENV)/bin/ruff format --check pipeline flows tests bench examples
 	@mkdir -p $(VENV)/typecheck && ln -sfn $(CURDIR)/pipeline $(VENV)/typecheck/streamcast
 	MYPYPATH=$(VENV)/typecheck $(VENV)/bin/mypy -p streamcast
 	$(VENV)/bin/lint-imports
 
 format: $(STAMP)
-	$(VENV)/bin/ruff format pipeline flows tests bench
-	$(VENV)/bin/ruff check --fix pipeline flows tests bench
+	$(VENV)/bin/ruff format pipeline flows tests bench examples
+	$(VENV)/bin/ruff check --fix pipeline flows tests bench examples
 
 # The quick benches (a few minutes each); `$(PY) bench/accuracy.py` takes about an hour.
 bench: $(STAMP)

@@ -30,7 +30,7 @@ import json, sys
 from flows.train import train_flow
 from streamcast.specs import TrainSpec
 spec = TrainSpec.of(models=sys.argv[1].split(",") if sys.argv[1] else None, folds=int(sys.argv[2]))
-result = train_flow(spec, task_runner=sys.argv[3])
+result = train_flow(spec, task_runner=sys.argv[3])[spec.target]
 print("RESULT " + json.dumps(result))
 """
 

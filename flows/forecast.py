@@ -13,6 +13,7 @@ from prefect import flow
 from flows.runners import check_task_runner, dask_task_runner
 from flows.tasks import forecast_task, latest_forecasts_task, publish_forecast_artifact, series_ids_task
 from streamcast.config import DEFAULT_TARGET
+from streamcast.specs import split_targets
 
 
 @flow(name="forecast-fan-out", log_prints=True)
@@ -47,9 +48,13 @@ def forecast_flow(
     dask_address: str | None = None,
     chunk_size: int = 50,
 ) -> list[str]:
-    ids = issue_forecasts(target, series, task_runner, dask_address, chunk_size)
-    publish_forecast_artifact(latest_forecasts_task(target), target)
-    print(f"issued {len(ids)} forecast(s) of {target}")
+    """``target``: one variable, or several comma-separated (each from its own champion)."""
+    ids: list[str] = []
+    for name in split_targets(target):
+        issued = issue_forecasts(name, series, task_runner, dask_address, chunk_size)
+        publish_forecast_artifact(latest_forecasts_task(name), name)
+        print(f"issued {len(issued)} forecast(s) of {name}")
+        ids += issued
     return ids
 
 

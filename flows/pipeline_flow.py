@@ -25,6 +25,7 @@ from flows.tasks import (
     retrain_decision_task,
 )
 from flows.train import train_on
+from streamcast import services
 from streamcast.specs import IngestSpec, TrainSpec
 
 
@@ -49,19 +50,22 @@ def pipeline_flow(
             f"in {s['elapsed_seconds']:.1f}s"
         )
     publish_ingest_artifact(summaries)
-    target = train_spec.target
-    decision = retrain_decision_task(target)
-    training = None
-    if retrain == "always" or (retrain == "auto" and decision["retrain"]):
-        print(f"training: {decision['reason'] or 'requested'} ({decision['detail']})")
-        training = train_on(train_spec, task_runner, dask_address)
-        publish_training_artifacts(training, target)
-    else:
-        print(f"no retraining: {decision['detail']}")
-    ids = issue_forecasts(target, None, task_runner, dask_address, chunk_size=50)
-    latest = latest_forecasts_task(target)
-    publish_forecast_artifact(latest, target)
-    return {"ingest": summaries, "training": training, "forecast_ids": ids, "latest": latest, "decision": decision}
+    targets = {}
+    for spec in services.training_specs(train_spec):  # several targets (temp,humid): each in turn
+        target = spec.target
+        decision = retrain_decision_task(target)
+        training = None
+        if retrain == "always" or (retrain == "auto" and decision["retrain"]):
+            print(f"training {target}: {decision['reason'] or 'requested'} ({decision['detail']})")
+            training = train_on(spec, task_runner, dask_address)
+            publish_training_artifacts(training, target)
+        else:
+            print(f"no retraining of {target}: {decision['detail']}")
+        ids = issue_forecasts(target, None, task_runner, dask_address, chunk_size=50)
+        latest = latest_forecasts_task(target)
+        publish_forecast_artifact(latest, target)
+        targets[target] = {"training": training, "forecast_ids": ids, "latest": latest, "decision": decision}
+    return {"ingest": summaries, "targets": targets}
 
 
 def main() -> None:
@@ -80,13 +84,14 @@ def main() -> None:
     out = pipeline_flow(IngestSpec.of(source=args.source), spec, args.retrain, args.task_runner, args.dask_address)
     # A wide table even when make's output is piped or logged.
     console = Console(width=None if sys.stdout.isatty() else 120)
-    tr = out["training"]
-    if tr:
-        console.print(render.comparison(tr["comparison"]))
-        console.print(
-            Text(f"champion: {tr['registered_model']} v{tr['version']} is @{tr['alias']} (winner {tr['winner']})")
-        )
-    console.print(render.latest_overview(out["latest"], spec.target))
+    for target, done in out["targets"].items():
+        tr = done["training"]
+        if tr:
+            console.print(render.comparison(tr["comparison"]))
+            console.print(
+                Text(f"champion: {tr['registered_model']} v{tr['version']} is @{tr['alias']} (winner {tr['winner']})")
+            )
+        console.print(render.latest_overview(done["latest"], target))
 
 
 if __name__ == "__main__":

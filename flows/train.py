@@ -67,11 +67,14 @@ def train_flow(
     dask_address: str | None = None,
 ) -> dict[str, Any]:
     """``task_runner``: ``default`` trains in this flow's process; ``dask`` fans the
-    candidates out over the Dask cluster at ``dask_address`` (else a local one)."""
-    result = train_on(spec, task_runner, dask_address)
-    publish_training_artifacts(result, spec.target)
-    print(f"winner {result['winner']}: {result['registered_model']} v{result['version']} -> @{result['alias']}")
-    return result
+    candidates out over the Dask cluster at ``dask_address`` (else a local one). Several
+    targets (``target: temp,humid``) train in turn; the result maps each to its training."""
+    results: dict[str, Any] = {}
+    for one in services.training_specs(spec):
+        result = results[one.target] = train_on(one, task_runner, dask_address)
+        publish_training_artifacts(result, one.target)
+        print(f"winner {result['winner']}: {result['registered_model']} v{result['version']} -> @{result['alias']}")
+    return results
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from streamcast.config import DEFAULT_TARGET, Settings, get_settings
+from streamcast.errors import InputError
 from streamcast.ingestion import IngestReport, run_ingest
 from streamcast.monitoring import RetrainDecision, retrain_decision
 from streamcast.specs import IngestSpec, StreamSpec, TrainSpec
@@ -61,6 +62,19 @@ def train(
 
     settings = settings or get_settings()
     return run_training(training_spec(spec or TrainSpec.of(**options), settings), settings, on_progress)
+
+
+def training_specs(spec: TrainSpec, settings: Settings | None = None) -> list[TrainSpec]:
+    """One spec per target of ``spec`` (``target="temp,humid"``), after checking that the
+    store holds every one of them: a misspelt second target stops before the first trains."""
+    settings = settings or get_settings()
+    specs = spec.each_target()
+    if len(specs) > 1:
+        with Store(settings.database_url, read_only=True) as store:
+            missing = [s.target for s in specs if not store.has_variable(s.target)]
+        if missing:
+            raise InputError(f"no variable {', '.join(map(repr, missing))} in the store; nothing was trained")
+    return specs
 
 
 def training_spec(spec: TrainSpec, settings: Settings | None = None) -> TrainSpec:

@@ -28,7 +28,7 @@ from pydantic import (
 from streamcast.backtest import BacktestConfig
 from streamcast.config import DEFAULT_TARGET
 from streamcast.errors import InputError
-from streamcast.models import CANDIDATES, DEFAULT_CANDIDATES
+from streamcast.models import candidates, default_candidates
 
 
 class Spec(BaseModel):
@@ -61,9 +61,10 @@ def _names(value: Any) -> Any:
 
 
 def _known_models(names: list[str]) -> list[str]:
-    unknown = [m for m in names if m not in CANDIDATES]
+    known = candidates()
+    unknown = [m for m in names if m not in known]
     if unknown:
-        raise ValueError(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(CANDIDATES)}")
+        raise ValueError(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(known)}")
     if not names:
         raise ValueError("no candidates given")
     return list(dict.fromkeys(names))  # in the order given, each once
@@ -72,11 +73,32 @@ def _known_models(names: list[str]) -> list[str]:
 ModelNames = Annotated[list[str], BeforeValidator(_names), AfterValidator(_known_models)]
 
 
+def split_targets(value: str | list[str]) -> list[str]:
+    """``"temp, humid"`` (CLI, deployment parameters) or a list: the variables to forecast,
+    in the order given, each once."""
+    names = list(dict.fromkeys(_names(value)))
+    if not names:
+        raise InputError("no target given")
+    return names
+
+
+def _targets(value: Any) -> str:
+    try:
+        return ",".join(split_targets(value))
+    except InputError as exc:
+        raise ValueError(str(exc)) from None
+
+
+# One variable, or several comma-separated: each is trained and registered on its own.
+TargetNames = Annotated[str, BeforeValidator(_targets)]
+
+
 class TrainSpec(Spec, BacktestConfig):
     """A training: which candidates race on the backtest (target, horizon, folds, step,
     validation slice, season and interval level come from :class:`BacktestConfig`)."""
 
-    models: ModelNames = Field(default_factory=lambda: list(DEFAULT_CANDIDATES))
+    target: TargetNames = Field(DEFAULT_TARGET, description="variable to forecast; several comma-separated")
+    models: ModelNames = Field(default_factory=default_candidates)
     epochs: int | None = Field(None, ge=1, description="at most this many epochs for Keras candidates")
     seed: int = 42
     tune_minutes: float = Field(0.0, ge=0, description="Optuna budget over all candidates")
@@ -92,7 +114,18 @@ class TrainSpec(Spec, BacktestConfig):
         "None: hour and day of year, day of week when the target has a weekly rhythm, holidays when set",
     )
 
+    @property
+    def targets(self) -> list[str]:
+        return self.target.split(",")
+
+    def each_target(self) -> list[TrainSpec]:
+        """One spec per target (``target="temp,humid"``): each trains and registers
+        ``streamcast-<target>`` on its own, with the same options."""
+        return [self if t == self.target else self.model_copy(update={"target": t}) for t in self.targets]
+
     def backtest_config(self) -> BacktestConfig:
+        if len(self.targets) > 1:
+            raise InputError(f"one target per training, not {self.target!r}: train each of spec.each_target()")
         return BacktestConfig(**self.model_dump(include=set(BacktestConfig.model_fields)))
 
 

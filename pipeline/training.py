@@ -117,7 +117,8 @@ def with_calendar(spec: TrainSpec, panel: dict[str, pd.DataFrame]) -> TrainSpec:
 
 def candidate_config(spec: TrainSpec, name: str, tuned: dict[str, Any] | None = None) -> dict[str, Any]:
     """A candidate's full config as plain data: what the spec asks of it (target, horizon,
-    seed, epochs where it has them, overrides) plus tuned values; a worker rebuilds it from this."""
+    seed, epochs where it has them, an ensemble's members: the other candidates in the race,
+    overrides) plus tuned values; a worker rebuilds it from this."""
     fields = get_model_class(name).config_cls.model_fields
     shared = {
         "target": spec.target,
@@ -128,6 +129,9 @@ def candidate_config(spec: TrainSpec, name: str, tuned: dict[str, Any] | None = 
         "season": spec.season,
     }
     config = {k: v for k, v in shared.items() if k in fields and v is not None}
+    others = [m for m in spec.models if m != name]
+    if "members" in fields and others:
+        config["members"] = others  # an ensemble in a race combines the other racers (overrides may say otherwise)
     config.update(spec.model_overrides.get(name, {}))
     config.update(tuned or {})
     return create_model(name, **config).config.model_dump()

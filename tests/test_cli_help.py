@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from streamcast.cli import app
-from streamcast.models import CANDIDATES
+from streamcast.models import candidates
 
 COMMANDS = [
     ["ingest"],
@@ -45,7 +45,7 @@ def test_every_option_has_a_plain_metavar_and_help(command: list[str]) -> None:
 
 def test_choices_version_and_completion_are_offered() -> None:
     train = " ".join(_help("train").split())
-    assert all(name in train for name in CANDIDATES)  # --models lists its choices
+    assert all(name in train for name in candidates())  # --models lists its choices
     assert "--refit --no-refit" in train
     assert "open-meteo" in _help("ingest")
     top = _help()

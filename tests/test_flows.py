@@ -71,7 +71,9 @@ def test_ingest_train_forecast_flows_write_rows_and_artifacts(
     assert (landing / "done" / "weather.csv").exists()
     assert any("weather.csv" in a.data for a in _artifacts("ingest-summary"))
 
-    result = train_flow(TrainSpec(models=["naive", "seasonal_naive"], folds=2))
+    results = train_flow(TrainSpec(models=["naive", "seasonal_naive"], folds=2))
+    assert list(results) == ["temp"]
+    result = results["temp"]
     assert result["alias"] == "champion" and result["version"] == "1"
     table = _artifacts("comparison-temp")
     assert table and "seasonal_naive" in table[0].data
@@ -93,19 +95,24 @@ def test_pipeline_flow_trains_only_when_due(harness: None, settings: Settings, d
     from flows.pipeline_flow import pipeline_flow
 
     path = weather_csv(data_dir / "w.csv", end="2013-12-30")
-    ingest, train = IngestSpec(source="csv", path=path, series_col="origin"), TrainSpec(models=["naive"], folds=2)
+    ingest = IngestSpec(source="csv", path=path, series_col="origin")
+    train = TrainSpec(target="temp,dewp", models=["naive"], folds=2)  # two targets, each on its own
     with _run_logs() as messages:
         first = pipeline_flow(ingest, train)
-    assert first["decision"]["reason"] == "no_champion" and first["training"]["alias"] == "champion"
+    assert list(first["targets"]) == ["temp", "dewp"]
+    for target, done in first["targets"].items():
+        assert done["decision"]["reason"] == "no_champion" and done["training"]["alias"] == "champion"
+        assert done["training"]["registered_model"] == f"streamcast-{target}"
+        assert len(done["forecast_ids"]) == 3 and {f["target"] for f in done["latest"]} == {target}
     # The run's log (make run's console) shows the ingest summary and each candidate finishing.
     logged = " ".join(messages)
     rows = first["ingest"][0]["rows_read"]
     assert f"ingest csv ({path}): {rows:,} rows, {first['ingest'][0]['new']:,} new" in logged, logged[-2000:]
     assert "training: naive done: fit " in logged and ", MASE " in logged
-    assert len(first["forecast_ids"]) == 3
     again = pipeline_flow(ingest, train)
-    assert again["training"] is None and again["ingest"][0]["new"] == 0
-    assert len(again["latest"]) == 3
+    assert again["ingest"][0]["new"] == 0
+    for done in again["targets"].values():
+        assert done["training"] is None and len(done["latest"]) == 3
 
 
 def test_train_flow_on_dask_fans_candidates_out_with_the_same_results(
@@ -124,8 +131,8 @@ def test_train_flow_on_dask_fans_candidates_out_with_the_same_results(
     path = weather_csv(data_dir / "w.csv", end="2013-12-30")
     ingest_flow(IngestSpec(source="csv", path=path, series_col="origin"))
     spec = TrainSpec(models=["naive", "seasonal_naive", "esn"], folds=2)
-    local = train_flow(spec)
-    fanned = train_flow(spec, task_runner="dask")
+    local = train_flow(spec)["temp"]
+    fanned = train_flow(spec, task_runner="dask")["temp"]
     mase = {r["candidate"]: r["mase"] for r in local["comparison"]}
     assert {r["candidate"]: r["mase"] for r in fanned["comparison"]} == pytest.approx(mase, rel=1e-9)
     assert fanned["winner"] == local["winner"] and fanned["version"] == "2"

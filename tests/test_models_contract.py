@@ -14,7 +14,7 @@ import pytest
 
 from streamcast.features import prepare_panel
 from streamcast.metrics import seasonal_naive_scale
-from streamcast.models import CANDIDATES, NotFittedError, create_model, get_model_class
+from streamcast.models import REGISTRY, NotFittedError, create_model, get_model_class
 from streamcast.models.base import Forecaster
 
 H = 12
@@ -87,7 +87,7 @@ def fitted() -> dict[str, Forecaster]:
 
 
 def test_every_candidate_is_in_the_contract_table() -> None:
-    assert set(CONTRACT) == set(CANDIDATES)
+    assert set(CONTRACT) == set(REGISTRY)
 
 
 @pytest.mark.parametrize("name", list(CONTRACT))

@@ -102,6 +102,32 @@ def test_train_logs_runs_registers_champion_then_challenger(weather_store: Setti
     assert float(challenger.tags["mase"]) == pytest.approx(mase["naive"], abs=1e-4)
 
 
+def test_several_targets_train_register_and_forecast_each(weather_store: Settings) -> None:
+    from mlflow import MlflowClient
+
+    runner = CliRunner()
+    res = runner.invoke(app, ["train", "--target", "temp,humd", "--models", "naive", "--folds", "3"])
+    assert res.exit_code == 2 and "no variable 'humd' in the store; nothing was trained" in res.output
+    client = MlflowClient()
+    assert client.search_registered_models() == []  # the first target did not train either
+
+    res = runner.invoke(app, ["train", "--target", "temp, humid", "--models", "naive,seasonal_naive", "--folds", "3"])
+    assert res.exit_code == 0, res.output
+    for target in ("temp", "humid"):
+        champion = client.get_model_version_by_alias(f"streamcast-{target}", "champion")
+        run = client.get_run(champion.run_id)
+        assert run.data.params["target"] == target  # the registered run is the candidate's: its config
+    res = runner.invoke(app, ["forecast", "--target", "temp,humid"])
+    assert res.exit_code == 0, res.output
+    assert "forecast(s) of temp" in res.output and "forecast(s) of humid" in res.output
+    for target in ("temp", "humid"):
+        res = runner.invoke(app, ["predictions", "latest", "--target", target, "--format", "json"])
+        latest = json.loads(res.output)
+        assert {f["target"] for f in latest} == {target} and len(latest) == 3
+    humid = json.loads(runner.invoke(app, ["predictions", "latest", "--target", "humid", "--format", "json"]).output)
+    assert all(0 <= p["yhat"] <= 100 for f in humid for p in f["points"])  # humidity, not temperature
+
+
 def test_train_rejects_unknown_model_and_empty_store(settings: Settings) -> None:
     res = CliRunner().invoke(app, ["train", "--models", "naive"])
     assert res.exit_code == 2 and "no observations" in res.output

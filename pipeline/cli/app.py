@@ -25,8 +25,8 @@ from streamcast import queries, services
 from streamcast.cli import render
 from streamcast.config import DEFAULT_TARGET, get_settings
 from streamcast.errors import NotFoundError, StreamcastError
-from streamcast.models import CANDIDATES, DEFAULT_CANDIDATES
-from streamcast.specs import IngestSpec, Spec, StreamSpec, TrainSpec
+from streamcast.models import candidates
+from streamcast.specs import IngestSpec, Spec, StreamSpec, TrainSpec, split_targets
 
 _METAVARS = {"str": "TEXT", "int": "INTEGER", "float": "FLOAT", "bool": "BOOLEAN", "Path": "PATH"}
 
@@ -206,13 +206,15 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print as JSON."))
 
 @command()
 def train(
-    target: str = typer.Option(DEFAULT_TARGET, "--target", help="Variable to forecast."),
-    models: str = typer.Option(
-        ",".join(DEFAULT_CANDIDATES),
+    target: str = typer.Option(
+        DEFAULT_TARGET, "--target", metavar="NAMES", help="Variable to forecast; several comma-separated (temp,humid)."
+    ),
+    models: str | None = typer.Option(
+        None,
         "--models",
         metavar="NAMES",
         show_default=False,
-        help=f"Comma-separated candidates (default: all): {', '.join(CANDIDATES)}.",
+        help=f"Comma-separated candidates (default: all): {', '.join(candidates())}.",
     ),
     horizon: int = typer.Option(default(TrainSpec, "horizon"), "--horizon", min=1, help="Steps forecast at once (H)."),
     folds: int | None = typer.Option(
@@ -238,12 +240,16 @@ def train(
         help="Register the winner refit on all the data (default), or as fit for the backtest.",
     ),
 ) -> None:
-    """Backtest the candidates, log to MLflow, register the winner (champion/challenger gate)."""
-    spec = TrainSpec.of(**locals())
-    with training_progress() as on_progress:
-        outcome = services.train(spec, on_progress=on_progress)
-    print_all(render.training(outcome, spec.tune_minutes * 60))
-    console.print(Text(f"MLflow: {get_settings().tracking_uri}  run {outcome.runs.parent_run_id}"))
+    """Backtest the candidates, log to MLflow, register the winner (champion/challenger gate);
+    each of several targets (--target temp,humid) in turn, as streamcast-<target>."""
+    specs = services.training_specs(TrainSpec.of(**locals()))
+    for spec in specs:
+        if len(specs) > 1:
+            console.rule(Text(f"{spec.target} (streamcast-{spec.target})"))
+        with training_progress() as on_progress:
+            outcome = services.train(spec, on_progress=on_progress)
+        print_all(render.training(outcome, spec.tune_minutes * 60))
+        console.print(Text(f"MLflow: {get_settings().tracking_uri}  run {outcome.runs.parent_run_id}"))
 
 
 @contextmanager
@@ -268,21 +274,25 @@ def training_progress() -> Iterator[Callable[[str, str], None]]:
 
 @command()
 def forecast(
-    target: str = typer.Option(DEFAULT_TARGET, "--target", help="Variable to forecast."),
+    target: str = typer.Option(
+        DEFAULT_TARGET, "--target", metavar="NAMES", help="Variable to forecast; several comma-separated (temp,humid)."
+    ),
     series: list[str] | None = typer.Option(
         None, "--series", metavar="ID", help="Series to forecast (repeatable; default: all)."
     ),
 ) -> None:
-    """Forecast every series from its latest observations with the champion; store the points."""
-    fc = services.forecast(target, series or None)
-    first = fc.iloc[0]
-    console.print(
-        Text(
-            f"issued {fc['forecast_id'].nunique()} forecast(s) of {target} with {first['model_name']} "
-            f"(streamcast-{target} version {first['model_version']}), {len(fc):,} points"
+    """Forecast every series from its latest observations with the champion; store the points.
+    Several targets (--target temp,humid): each with its own champion."""
+    for name in split_targets(target):
+        fc = services.forecast(name, series or None)
+        first = fc.iloc[0]
+        console.print(
+            Text(
+                f"issued {fc['forecast_id'].nunique()} forecast(s) of {name} with {first['model_name']} "
+                f"(streamcast-{name} version {first['model_version']}), {len(fc):,} points"
+            )
         )
-    )
-    print_all(render.forecast_tables(queries.latest_payload(fc)))
+        print_all(render.forecast_tables(queries.latest_payload(fc)))
 
 
 @command(predictions_app, "latest")

@@ -15,16 +15,17 @@ from typing import Any, Self
 
 import numpy as np
 import pandas as pd
+from pydantic import Field
 
 from streamcast.features import Design
 from streamcast.metrics import series_spread, with_actuals
-from streamcast.models import BASELINES, STATISTICAL
+from streamcast.models import ensemble_members
 from streamcast.models.base import Forecaster, ModelConfig
 from streamcast.models.streams import SeriesStream
 
 
 class EnsembleConfig(ModelConfig):
-    members: list[str] = ["esn", "hopfield", "rnn", "lstm", "cnn", "cnn_lstm", *STATISTICAL, *BASELINES]
+    members: list[str] = Field(default_factory=ensemble_members)
     rounds: int = 25  # greedy selection steps; weights are multiples of 1/(rounds kept)
     member_overrides: dict[str, dict[str, Any]] = {}
 

@@ -61,6 +61,11 @@ class ObservationTables(Bound):
         with self._conn() as conn:
             return [r[0] for r in conn.execute(q)]
 
+    def has_variable(self, variable: str) -> bool:
+        q = sa.select(observations.c.series_id).where(observations.c.variable == variable).limit(1)
+        with self._conn() as conn:
+            return conn.execute(q).first() is not None
+
     def load_observations(
         self,
         series_ids: Sequence[str] | None = None,
