@@ -15,6 +15,7 @@ import pandas as pd
 
 from streamcast.config import DEFAULT_TARGET, Settings, get_settings
 from streamcast.errors import InputError
+from streamcast.extras import require
 from streamcast.ingestion import IngestReport, run_ingest
 from streamcast.monitoring import RetrainDecision, retrain_decision
 from streamcast.specs import IngestSpec, StreamSpec, TrainSpec
@@ -58,6 +59,7 @@ def train(
 
     ``streamcast.train(models=["naive", "esn"], folds=10)``
     """
+    require("train", "training")
     from streamcast.training import run_training
 
     settings = settings or get_settings()
@@ -89,6 +91,7 @@ def training_spec(spec: TrainSpec, settings: Settings | None = None) -> TrainSpe
 def load_champion(target: str = DEFAULT_TARGET, *, settings: Settings | None = None) -> ChampionHandle:
     """The registered champion of ``target`` (downloaded once per version, then cached):
     ``load_champion().bundle.forecast_history(history_frame)`` forecasts any history."""
+    require("train", "loading the champion")
     from streamcast.forecasting import load_champion as load
 
     return load(settings or get_settings(), target)
@@ -99,6 +102,7 @@ def forecast(
 ) -> pd.DataFrame:
     """Forecast every series (or ``series``) from its latest observations with the
     champion; the points are stored with full provenance and returned."""
+    require("train", "forecasting")
     from streamcast.forecasting import issue_forecast
 
     return issue_forecast(settings or get_settings(), target, series)
@@ -115,11 +119,12 @@ def stream(
     """Process observations as they arrive until the source ends (or Ctrl-C): store,
     advance the champion, forecast, score, retrain when due. ``on_start`` hears what
     is being consumed."""
+    spec = spec or StreamSpec.of(**options)
+    require("stream" if spec.source == "redis" else "train", "streaming")
     from streamcast.sources import open_stream
     from streamcast.streaming import StreamProcessor
     from streamcast.training import run_training
 
-    spec = spec or StreamSpec.of(**options)
     settings = settings or get_settings()
     source = open_stream(spec, settings)
     if on_start:

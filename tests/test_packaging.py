@@ -3,14 +3,25 @@ with a user's own modules (``pipeline``, ``flows``)."""
 
 from __future__ import annotations
 
+import json
 import os
+import socket
 import subprocess
 import sys
 import sysconfig
+import time
 import zipfile
+from importlib.metadata import Distribution, distribution, requires
 from pathlib import Path
 
+import httpx
+import pandas as pd
 import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+from streamcast.config import Settings
+from streamcast.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -111,3 +122,124 @@ def test_installed_wheel_works_beside_a_users_own_pipeline_package(wheel: Path, 
     assert ingest.returncode == 2
     assert "missing.csv" in ingest.stderr + ingest.stdout
     assert "Traceback" not in ingest.stderr
+
+
+HEAVY = ("tensorflow", "keras", "reservoirpy", "statsforecast", "mlflow", "prefect", "prefect_dask", "redis", "optuna")
+
+
+def _core_closure() -> list[Distribution]:
+    """The installed distributions that streamcast's core requirements (no extras) pull in,
+    followed recursively: exactly what `pip install streamcast` would bring."""
+    todo = [(r, ("",)) for r in requires("streamcast") or []]
+    seen: dict[str, Distribution] = {}
+    while todo:
+        line, extras = todo.pop()
+        req = Requirement(line)
+        if req.marker is not None and not any(req.marker.evaluate({"extra": e}) for e in extras):
+            continue
+        name = canonicalize_name(req.name)
+        dist = seen.get(name) or distribution(req.name)
+        wanted = ("", *sorted(req.extras))
+        if name not in seen or req.extras:
+            todo += [(r, wanted) for r in dist.requires or []]
+        seen[name] = dist
+    return list(seen.values())
+
+
+def _core_site(root: Path) -> Path:
+    """A folder holding only the core closure's files (links into this environment)."""
+    site = root / "core-site"
+    site.mkdir()
+    for dist in _core_closure():
+        base = Path(str(dist.locate_file("")))
+        tops = {Path(str(f)).parts[0] for f in dist.files or [] if not str(f).startswith("..")}
+        for top in tops:
+            if top.endswith(".pth") or top == "__pycache__":
+                continue
+            if not (site / top).exists() and (base / top).exists():
+                (site / top).symlink_to(base / top)
+    return site
+
+
+def test_core_install_serves_forecasts_without_tensorflow_mlflow_or_prefect(wheel: Path, tmp_path: Path) -> None:
+    """The wheel with its core requirements only (no extras): ingest, status, predictions
+    and the HTTP API work; training says which extra to install, in one line."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    py = str(venv / "bin" / "python")
+    purelib = subprocess.run(
+        [py, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"], check=True, capture_output=True, text=True
+    ).stdout.strip()
+    (Path(purelib) / "core.pth").write_text(str(_core_site(tmp_path)) + "\n")
+    install = ["install", "--quiet", "--no-deps", "--no-index", str(wheel)]
+    subprocess.run([sys.executable, "-m", "pip", "--python", py, *install], check=True, capture_output=True)
+    probe = f"import importlib.util as u; print([m for m in {HEAVY!r} if u.find_spec(m)])"
+    assert subprocess.run([py, "-c", probe], check=True, capture_output=True, text=True).stdout.strip() == "[]"
+
+    data = tmp_path / "data"
+    env = {**os.environ, "STREAMCAST_DATA_DIR": str(data), "MLFLOW_TRACKING_URI": f"sqlite:///{data / 'mlflow.db'}"}
+    env.pop("STREAMCAST_DB_URL", None)
+    cli = str(venv / "bin" / "streamcast")
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([cli, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+
+    (tmp_path / "obs.csv").write_text("ts,station,temp\n2024-01-01T00:00Z,A,1\n2024-01-01T01:00Z,A,2\n")
+    assert run("ingest", "--source", "csv", "--path", "obs.csv", "--series-col", "station").returncode == 0
+    train = run("train", "--models", "naive")
+    assert train.returncode == 2 and "Traceback" not in train.stderr, train.stderr
+    message = train.stderr.strip().splitlines()
+    assert len(message) == 1 and "pip install 'streamcast[train]'" in message[0] and "mlflow" in message[0], message
+    forecast = run("forecast")
+    assert forecast.returncode == 2 and "streamcast[train]" in forecast.stderr
+
+    # A forecast written by a full install elsewhere (here: this process) is served by the core one.
+    origin = pd.Timestamp("2024-01-01T01:00Z")
+    points = pd.DataFrame(
+        {
+            "forecast_id": "f1",
+            "series_id": "A",
+            "target": "temp",
+            "issued_at": origin,
+            "origin_ts": origin,
+            "step": [1, 2],
+            "ts": [origin + pd.Timedelta(hours=h) for h in (1, 2)],
+            "yhat": [2.5, 3.0],
+            "lo": [1.0, 1.5],
+            "hi": [4.0, 4.5],
+            "model_name": "esn",
+            "model_version": "3",
+            "run_id": "r",
+        }
+    )
+    with Store(Settings(data_dir=data).database_url) as store:
+        store.write_forecasts(points)
+    latest = run("predictions", "latest", "--format", "json")
+    assert latest.returncode == 0, latest.stderr
+    model = json.loads(latest.stdout)[0]["model"]
+    assert (model["name"], model["version"]) == ("esn", "3")
+    assert run("status").returncode == 0
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen(
+        [cli, "serve", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        body = None
+        deadline = time.monotonic() + 60
+        while body is None and time.monotonic() < deadline and server.poll() is None:
+            try:
+                body = httpx.get(f"http://127.0.0.1:{port}/forecasts/latest?series_id=A", timeout=5).json()
+            except httpx.TransportError:
+                time.sleep(0.2)
+        assert body is not None, server.stderr.read().decode() if server.poll() is not None else "no answer"
+        assert [p["yhat"] for p in body["points"]] == [2.5, 3.0] and body["model"]["version"] == "3"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
