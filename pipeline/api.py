@@ -6,6 +6,7 @@ import contextlib
 import gc
 import html
 import json
+import math
 import threading
 import time
 from collections import OrderedDict
@@ -72,6 +73,7 @@ class ForecastPoint(BaseModel):
 class LatestForecast(BaseModel):
     series_id: str
     target: str
+    unit: str | None = None  # what the target is measured in, when ingest recorded it
     issued_at: str
     origin_ts: str
     forecast_id: str
@@ -176,7 +178,7 @@ def _latest_body(store: Store, known: set[str], series_id: str | None, target: s
     """Status and JSON body of ``/forecasts/latest``: one series' latest forecast, or all series'."""
     if series_id is not None and series_id not in known:
         return _not_found(f"unknown series {series_id!r}")
-    data = queries.latest_payload(store.latest_forecasts(series_id=series_id, target=target))
+    data = queries.latest_payload(store.latest_forecasts(series_id=series_id, target=target), store.units())
     if series_id is None:
         return 200, json.dumps(data).encode()
     if not data:
@@ -264,19 +266,45 @@ def create_app(settings: Settings | None = None, cache_seconds: float = 1.0) -> 
 # --- dashboard (server-side SVG: renders without internet or JavaScript) ----------
 
 
-def _svg_chart(sid: str, actual: pd.Series, fc: pd.DataFrame, width: int = 760, height: int = 240) -> str:
-    pad_l, pad_r, pad_t, pad_b = 48, 12, 12, 28
-    xs = list(actual.index) + list(fc["ts"]) if not fc.empty else list(actual.index)
+def nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
+    """About ``count`` round tick values (1, 2 or 5 times a power of ten apart) covering [lo, hi]."""
+    span = hi - lo if hi > lo else max(abs(hi), 1.0)
+    raw = span / max(count - 1, 1)
+    power = 10 ** math.floor(math.log10(raw))
+    step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
+    first = math.floor(lo / step) * step
+    ticks = [first + k * step for k in range(math.ceil((hi - first) / step) + 1)]
+    return [round(t, 10) for t in ticks]
+
+
+def _tick_label(v: float, step: float) -> str:
+    decimals = max(0, -math.floor(math.log10(step))) if step > 0 else 0
+    return f"{v:,.{decimals}f}"
+
+
+def _svg_chart(
+    sid: str,
+    actual: pd.Series,
+    fc: pd.DataFrame,
+    past: pd.DataFrame,
+    unit: str | None,
+    width: int = 1000,
+    height: int = 260,
+) -> str:
+    """One series: the actuals (black), earlier forecasts issued in the window (thin
+    dashed lines, so their errors show against what arrived), the latest forecast and
+    its interval; round y ticks with the unit, a date under each midnight."""
+    pad_l, pad_r, pad_t, pad_b = 64, 14, 14, 30
+    xs = list(actual.index) + list(fc["ts"]) + list(past["ts"])
     if not xs:
         return f'<p class="empty">no data for {html.escape(sid)}</p>'
-    ys = list(actual.dropna().to_numpy())
-    if not fc.empty:
-        ys += list(fc["yhat"]) + list(fc["lo"].dropna()) + list(fc["hi"].dropna())
+    ys = [*actual.dropna().to_numpy(), *fc["yhat"], *fc["lo"].dropna(), *fc["hi"].dropna(), *past["yhat"]]
     t0, t1 = min(xs), max(xs)
-    y0, y1 = min(ys), max(ys)
+    ticks = nice_ticks(min(ys), max(ys))
+    y0, y1 = ticks[0], ticks[-1]
+    if y1 <= y0:
+        y1 = y0 + 1.0
     span_t = max((t1 - t0).total_seconds(), 1.0)
-    span_y = max(y1 - y0, 1e-6)
-    y0, y1 = y0 - 0.05 * span_y, y1 + 0.05 * span_y
 
     def px(t: pd.Timestamp) -> float:
         return pad_l + (t - t0).total_seconds() / span_t * (width - pad_l - pad_r)
@@ -287,18 +315,29 @@ def _svg_chart(sid: str, actual: pd.Series, fc: pd.DataFrame, width: int = 760, 
     def path(points: list[tuple[float, float]]) -> str:
         return " ".join(f"{'M' if i == 0 else 'L'}{x:.1f},{y:.1f}" for i, (x, y) in enumerate(points))
 
+    label = html.escape(f"{sid} forecast" + (f" ({unit})" if unit else ""))
     parts = [
         f'<svg class="chart" data-series="{html.escape(sid)}" viewBox="0 0 {width} {height}" '
-        f'width="{width}" height="{height}" role="img" aria-label="{html.escape(sid)} forecast">'
+        f'preserveAspectRatio="xMinYMin meet" role="img" aria-label="{label}">'
     ]
-    for k in range(5):
-        v = y0 + (y1 - y0) * k / 4
+    step = ticks[1] - ticks[0] if len(ticks) > 1 else 1.0
+    for v in ticks:
         parts.append(
             f'<line x1="{pad_l}" x2="{width - pad_r}" y1="{py(v):.1f}" y2="{py(v):.1f}" class="grid"/>'
-            f'<text x="{pad_l - 6}" y="{py(v) + 4:.1f}" class="axis" text-anchor="end">{v:.0f}</text>'
+            f'<text x="{pad_l - 6}" y="{py(v) + 4:.1f}" class="axis" text-anchor="end">{_tick_label(v, step)}</text>'
         )
-    for day in pd.date_range(t0.ceil("D"), t1, freq="D"):
-        parts.append(f'<text x="{px(day):.1f}" y="{height - 8}" class="axis" text-anchor="middle">{day:%b %d}</text>')
+    if unit:
+        parts.append(f'<text x="4" y="{pad_t + 4}" class="axis unit">{html.escape(unit)}</text>')
+    days = pd.date_range(t0.ceil("D"), t1, freq="D")
+    every = max(1, math.ceil(len(days) / 12))  # at most a dozen date labels
+    for day in days[::every]:
+        parts.append(
+            f'<line x1="{px(day):.1f}" x2="{px(day):.1f}" y1="{pad_t}" y2="{height - pad_b}" class="grid"/>'
+            f'<text x="{px(day):.1f}" y="{height - 9}" class="axis" text-anchor="middle">{day:%b %d}</text>'
+        )
+    for _, one in past.groupby("forecast_id", sort=False):
+        pts = [(px(t), py(v)) for t, v in zip(one["ts"], one["yhat"], strict=True)]
+        parts.append(f'<path class="past" d="{path(pts)}"/>')
     obs = [(px(t), py(v)) for t, v in actual.dropna().items()]
     if obs:
         parts.append(f'<path class="actual" d="{path(obs)}"/>')
@@ -318,21 +357,38 @@ def _svg_chart(sid: str, actual: pd.Series, fc: pd.DataFrame, width: int = 760, 
 
 
 CSS = """
-body{font-family:system-ui,sans-serif;margin:24px;color:#222;max-width:1100px}
+body{font-family:system-ui,sans-serif;margin:20px 24px;color:#222}
 h1{font-size:22px;margin:0 0 4px} h2{font-size:17px;margin:22px 0 6px} .muted{color:#666;font-size:13px}
 table{border-collapse:collapse;font-size:13px} td,th{padding:3px 10px;border-bottom:1px solid #ddd;text-align:right}
 td:first-child,th:first-child{text-align:left} tr.best{font-weight:600;background:#eef7ee}
-.chart .grid{stroke:#eee} .chart .axis{font-size:11px;fill:#666} .chart .actual{fill:none;stroke:#222;stroke-width:1.4}
+.chart{display:block;width:100%;height:auto}
+.chart .grid{stroke:#eee} .chart .axis{font-size:12px;fill:#555} .chart .unit{font-weight:600}
+.chart .actual{fill:none;stroke:#222;stroke-width:1.4}
 .chart .forecast{fill:none;stroke:#1f77b4;stroke-width:2} .chart .interval{fill:#1f77b4;opacity:.18;stroke:none}
+.chart .past{fill:none;stroke:#ff7f0e;stroke-width:1.2;stroke-dasharray:5 3;opacity:.8}
 .chart .origin{stroke:#999;stroke-dasharray:4 3} .legend span{margin-right:14px;font-size:12px}
+.panels{display:flex;flex-wrap:wrap;gap:32px}
 """
+
+MAX_PAST_FORECASTS = 6  # per series: earlier forecasts overlaid on a chart
+
+
+def _spread_out(origins: list[pd.Timestamp], keep: int) -> list[pd.Timestamp]:
+    """At most ``keep`` of ``origins`` (sorted), evenly spaced, the newest always kept."""
+    if len(origins) <= keep:
+        return origins
+    idx = {round(k * (len(origins) - 1) / (keep - 1)) for k in range(keep)}
+    return [origins[i] for i in sorted(idx)]
 
 
 def render_dashboard(store: Store, target: str, days: int) -> str:
     latest = store.latest_forecasts(target=target)
     comparison = store.latest_comparison(target)
+    live = store.live_summary(target)
     series = store.series_ids()
-    body = [f"<h1>streamcast — {html.escape(target)}</h1>"]
+    unit = store.units().get(target)
+    shown = html.escape(target + (f" ({unit})" if unit else ""))
+    body = [f"<h1>streamcast — {shown}</h1>"]
     if not latest.empty:
         head = latest.iloc[0]
         body.append(
@@ -343,8 +399,9 @@ def render_dashboard(store: Store, target: str, days: int) -> str:
     else:
         body.append('<p class="muted">no forecasts yet: run <code>streamcast forecast</code></p>')
     body.append(
-        '<p class="legend"><span>— actual</span><span style="color:#1f77b4">— forecast</span>'
-        '<span style="color:#1f77b4;opacity:.6">■ 90% interval</span></p>'
+        '<p class="legend"><span>— actual</span><span style="color:#1f77b4">— latest forecast</span>'
+        '<span style="color:#1f77b4;opacity:.6">■ 90% interval</span>'
+        f'<span style="color:#ff7f0e">- - earlier forecasts (up to {MAX_PAST_FORECASTS} in the window)</span></p>'
     )
     for sid in series:
         fc = latest[latest.series_id == sid].sort_values("step")
@@ -359,11 +416,20 @@ def render_dashboard(store: Store, target: str, days: int) -> str:
         actual = obs.set_index("ts")["value"]
         if anchor is None and len(actual):
             actual = actual.loc[actual.index.max() - pd.Timedelta(days=days) :]
+        past = fc.iloc[:0]
+        if anchor is not None:
+            earlier = store.forecasts_issued_between(target, [sid], anchor - pd.Timedelta(days=days), anchor)
+            earlier = earlier[~earlier["forecast_id"].isin(fc["forecast_id"])]
+            keep = _spread_out(sorted(earlier["origin_ts"].unique()), MAX_PAST_FORECASTS)
+            # One forecast per kept origin (the last issued, if a retry re-issued it).
+            first_id = earlier[earlier["origin_ts"].isin(keep)].groupby("origin_ts")["forecast_id"].last()
+            past = earlier[earlier["forecast_id"].isin(first_id)]
         body.append(f"<h2>{html.escape(sid)}</h2>")
-        body.append(_svg_chart(sid, actual, fc))
+        body.append(_svg_chart(sid, actual, fc, past, unit))
+    body.append('<div class="panels">')
     if not comparison.empty:
         body.append(
-            "<h2>model comparison (latest training, rolling-origin backtest)</h2><table><tr>"
+            "<div><h2>model comparison (latest training, rolling-origin backtest)</h2><table><tr>"
             "<th>candidate</th><th>MASE</th><th>MAE</th><th>RMSE</th><th>sMAPE %</th><th>90% coverage</th>"
             "<th>fit s</th></tr>"
         )
@@ -374,7 +440,24 @@ def render_dashboard(store: Store, target: str, days: int) -> str:
                 f"<td>{r['rmse']:.2f}</td><td>{r['smape']:.1f}</td><td>{r['coverage']:.1%}</td>"
                 f"<td>{r['fit_seconds']:.1f}</td></tr>"
             )
+        body.append("</table></div>")
+    body.append('<div class="live"><h2>live scores (matured forecast points)</h2>')
+    if live.empty:
+        body.append('<p class="muted">no forecast point has matured yet</p>')
+    else:
+        body.append(
+            "<table><tr><th>model</th><th>version</th><th>points</th><th>MAE</th><th>MASE</th>"
+            "<th>interval coverage</th><th>last actual (UTC)</th></tr>"
+        )
+        for r in live.to_dict("records"):
+            mase = "n/a" if r["mase"] is None or pd.isna(r["mase"]) else f"{float(r['mase']):.3f}"
+            body.append(
+                f"<tr><td>{html.escape(str(r['model_name']))}</td><td>{html.escape(str(r['model_version']))}</td>"
+                f"<td>{int(r['n']):,}</td><td>{float(r['mae']):.2f}</td><td>{mase}</td>"
+                f"<td>{float(r['coverage']):.1%}</td><td>{r['last_ts']:%Y-%m-%d %H:%M}</td></tr>"
+            )
         body.append("</table>")
+    body.append("</div></div>")
     return (
         f"<!doctype html><html><head><meta charset='utf-8'><title>streamcast — {html.escape(target)}</title>"
         f"<style>{CSS}</style></head><body>{''.join(body)}</body></html>"

@@ -15,6 +15,7 @@ import pandas as pd
 from streamcast.config import Settings
 from streamcast.errors import InputError
 from streamcast.sources import WideInput, file_input, read_input
+from streamcast.sources.bundled import NYC_WEATHER_UNITS
 from streamcast.sources.files import content_hash
 from streamcast.specs import IngestSpec
 from streamcast.store import Store, Transaction, utcnow
@@ -139,9 +140,13 @@ def run_ingest(store: Store, spec: IngestSpec, settings: Settings) -> IngestRepo
     """Ingest what ``spec`` names. An unusable input raises :class:`InputError` before
     anything is written; bad rows are quarantined and the good ones kept."""
     if spec.source == "landing":
-        return ingest_landing(store, spec, settings)
-    started = time.perf_counter()
-    return IngestReport(summaries=[ingest_input(store, read_input(spec, settings), settings, started)])
+        report = ingest_landing(store, spec, settings)
+    else:
+        started = time.perf_counter()
+        report = IngestReport(summaries=[ingest_input(store, read_input(spec, settings), settings, started)])
+    # Units once the input was usable (the bundled data's are known; --unit wins).
+    store.set_units({**(NYC_WEATHER_UNITS if spec.source == "nyc-weather" else {}), **spec.units})
+    return report
 
 
 def ingest_landing(store: Store, spec: IngestSpec, settings: Settings) -> IngestReport:

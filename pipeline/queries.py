@@ -29,8 +29,9 @@ def opened(store: Store | None, settings: Settings | None) -> Iterator[Store]:
         yield own
 
 
-def latest_payload(points: pd.DataFrame) -> list[dict[str, Any]]:
-    """Stored forecast points grouped per forecast, in the API's JSON shape, by series."""
+def latest_payload(points: pd.DataFrame, units: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """Stored forecast points grouped per forecast, in the API's JSON shape, by series
+    (``unit``: what the target is measured in, when the store knows)."""
     out = []
     for fid, grp in points.groupby("forecast_id", sort=False):
         g = grp.sort_values("step")
@@ -39,6 +40,7 @@ def latest_payload(points: pd.DataFrame) -> list[dict[str, Any]]:
             {
                 "series_id": head["series_id"],
                 "target": head["target"],
+                "unit": (units or {}).get(head["target"]),
                 "issued_at": head["issued_at"].isoformat(),
                 "origin_ts": head["origin_ts"].isoformat(),
                 "forecast_id": fid,
@@ -82,7 +84,14 @@ def latest_forecasts(
 ) -> list[dict[str, Any]]:
     """The most recent forecast of ``target`` per series, as the API's JSON shape
     (series_id, target, issued_at, origin_ts, model, points); empty before any forecast."""
-    return latest_payload(latest_points(target, series_id, settings=settings, store=store))
+    with opened(store, settings) as s:
+        return latest_payload(latest_points(target, series_id, store=s), s.units())
+
+
+def units(*, settings: Settings | None = None, store: Store | None = None) -> dict[str, str]:
+    """Variable -> unit, as recorded on ingest (bundled data, --unit)."""
+    with opened(store, settings) as s:
+        return s.units()
 
 
 def series_ids(*, settings: Settings | None = None, store: Store | None = None) -> list[str]:

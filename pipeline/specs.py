@@ -149,6 +149,28 @@ class _OpenMeteoLocation(Spec):
         return self.series_id or f"{self.latitude:.2f},{self.longitude:.2f}"
 
 
+def _units(value: Any) -> Any:
+    """``["temp=°C", "load=kW"]`` (the CLI's repeated --unit) or a mapping."""
+    if value is None:
+        return {}
+    if isinstance(value, dict):
+        pairs = list(value.items())
+    else:
+        pairs = []
+        for item in [value] if isinstance(value, str) else value:
+            name, sep, unit = str(item).partition("=")
+            if not sep:
+                raise ValueError(f"--unit {item!r}: expected variable=unit, e.g. temp=°C")
+            pairs.append((name, unit))
+    out = {}
+    for name, unit in pairs:
+        name, unit = str(name).strip(), str(unit).strip()
+        if not name or not unit or len(unit) > 32:
+            raise ValueError(f"unit {name}={unit!r}: give a variable and a unit of at most 32 characters")
+        out[name] = unit
+    return out
+
+
 class IngestSpec(_OpenMeteoLocation):
     """An ingest: the bundled data, a file, the landing folder or Open-Meteo's archive."""
 
@@ -159,6 +181,9 @@ class IngestSpec(_OpenMeteoLocation):
     tz: str = Field("UTC", description="time zone of naive timestamps")
     start: str | None = Field(None, description="open-meteo archive start (YYYY-MM-DD)")
     end: str | None = Field(None, description="open-meteo archive end (YYYY-MM-DD)")
+    units: Annotated[dict[str, str], BeforeValidator(_units)] = Field(
+        default_factory=dict, description="variable -> unit (CLI: --unit temp=°C), recorded in the store"
+    )
 
     @field_validator("tz")
     @classmethod

@@ -151,7 +151,7 @@ def test_prefect_yaml_names_a_prefect_the_project_installs() -> None:
 
     root = Path(__file__).resolve().parents[1]
     declared = Version(str(yaml.safe_load((root / "prefect.yaml").read_text())["prefect-version"]))
-    deps = tomllib.loads((root / "pyproject.toml").read_text())["project"]["dependencies"]
+    deps = tomllib.loads((root / "pyproject.toml").read_text())["project"]["optional-dependencies"]["orchestrate"]
     prefect = next(Requirement(d) for d in deps if Requirement(d).name == "prefect")
     assert declared in prefect.specifier, (declared, prefect.specifier)
     assert declared <= Version(version("prefect"))

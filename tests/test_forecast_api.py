@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
+import re
 import shutil
 import socket
 import subprocess
@@ -21,7 +23,7 @@ from streamcast.api import create_app
 from streamcast.cli import app
 from streamcast.config import Settings
 from streamcast.store import Store
-from tests.conftest import ingest_weather
+from tests.conftest import ingest_weather, weather_csv
 
 runner = CliRunner()
 
@@ -159,8 +161,17 @@ def _chromium(tmp_path: Path) -> list[str]:
 
 
 @pytest.mark.slow
-def test_dashboard_draws_a_forecast_chart_per_series_in_chromium(champion: Settings, tmp_path: Path) -> None:
-    runner.invoke(app, ["forecast"])
+def test_dashboard_draws_a_forecast_chart_per_series_in_chromium(
+    champion: Settings, data_dir: Path, tmp_path: Path
+) -> None:
+    assert runner.invoke(app, ["forecast"]).exit_code == 0
+    # A day later: the first forecast has matured (scored, overlaid on the actuals) and a new one is issued.
+    later = weather_csv(data_dir / "later.csv", start="2013-12-30", end="2013-12-31")
+    res = runner.invoke(
+        app, ["ingest", "--source", "csv", "--path", str(later), "--series-col", "origin", "--unit", "temp=°F"]
+    )
+    assert res.exit_code == 0, res.output
+    assert runner.invoke(app, ["forecast"]).exit_code == 0
     browser = _chromium(tmp_path)
     with _serving(champion) as base:
         url = f"{base}/"
@@ -174,6 +185,15 @@ def test_dashboard_draws_a_forecast_chart_per_series_in_chromium(champion: Setti
         assert len(chart) == 2, f"no chart for {sid}"
         svg = chart[1].split("</svg>", 1)[0]
         assert 'class="forecast"' in svg and 'class="actual"' in svg and 'class="interval"' in svg
+        assert svg.count('class="past"') == 1  # the forecast issued a day earlier, against what arrived
+        assert "°F" in svg  # the unit on the y axis
+        ticks = [float(t.replace(",", "")) for t in re.findall(r'text-anchor="end">([-\d.,]+)</text>', svg)]
+        steps = {round(b - a, 6) for a, b in itertools.pairwise(ticks)}
+        assert len(ticks) >= 3 and len(steps) == 1 and steps.pop() in {1, 2, 5, 10, 20, 50}  # round tick values
+    assert "<h1>streamcast — temp (°F)</h1>" in dom
+    live = dom.split("live scores", 1)[1].split("</table>", 1)[0]
+    assert live.count("<tr>") == 2 and ("<td>naive</td>" in live or "<td>seasonal_naive</td>" in live)
+    assert "72" in live  # 3 series x 24 matured points
     assert shot.exists() and shot.stat().st_size > 20_000  # a rendered page, not a blank one
     from PIL import Image
 

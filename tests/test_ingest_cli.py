@@ -32,6 +32,8 @@ def _status_json() -> dict:
 def test_nyc_weather_twice_is_idempotent_and_a_change_is_one_revision(any_store: Store, data_dir: Path) -> None:
     first = _invoke("ingest", "--source", "nyc-weather", "--json")
     assert first.exit_code == 0, first.output
+    units = any_store.units()
+    assert units["temp"] == "°F" and units["humid"] == "%" and units["wind_speed"] == "mph"
     s1 = json.loads(first.output)[0]
     assert s1["new"] > 200_000 and s1["updated"] == 0
     assert s1["quarantined"] == {"out_of_bounds": 1}  # the famous 1048 mph wind at EWR
@@ -189,3 +191,34 @@ def test_a_csv_ingested_without_its_series_column_says_which_column_it_is(store:
     one = data_dir / "one.csv"
     one.write_text("ts,site,temp\n2024-01-01T00:00Z,A,1\n2024-01-01T01:00Z,A,2\n")
     assert json.loads(_invoke("ingest", "--source", "csv", "--path", str(one), "--json").output)[0]["hints"] == []
+
+
+def test_units_are_recorded_on_ingest_and_a_bad_one_is_one_line(any_store: Store, data_dir: Path) -> None:
+    csv = data_dir / "meters.csv"
+    csv.write_text("ts,meter,load,temp\n2024-01-01T00:00Z,m1,5,1\n2024-01-01T01:00Z,m1,6,2\n")
+    bad = _invoke("ingest", "--source", "csv", "--path", str(csv), "--series-col", "meter", "--unit", "load")
+    assert bad.exit_code == 2 and "expected variable=unit, e.g. temp=°C" in bad.output
+    assert len(bad.output.strip().splitlines()) == 1
+    missing = _invoke("ingest", "--source", "csv", "--path", str(data_dir / "nope.csv"), "--unit", "load=kW")
+    assert missing.exit_code == 2 and any_store.units() == {}  # an unusable input records nothing
+    ok = _invoke(
+        "ingest",
+        "--source",
+        "csv",
+        "--path",
+        str(csv),
+        "--series-col",
+        "meter",
+        "--unit",
+        "load=kW",
+        "--unit",
+        "temp=°C",
+    )
+    assert ok.exit_code == 0, ok.output
+    assert any_store.units() == {"load": "kW", "temp": "°C"}
+    # A later ingest corrects a unit; the others stay.
+    assert (
+        _invoke("ingest", "--source", "csv", "--path", str(csv), "--series-col", "meter", "--unit", "load=MW").exit_code
+        == 0
+    )
+    assert any_store.units() == {"load": "MW", "temp": "°C"}

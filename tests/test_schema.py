@@ -36,7 +36,7 @@ def _legacy_store(url: str) -> None:
     """A store as streamcast made it before migrations: tables, no version table, and a
     nullable column added in a later release missing."""
     engine = sa.create_engine(url)
-    metadata.create_all(engine)
+    metadata.create_all(engine, tables=[t for t in metadata.sorted_tables if t.name not in migrate.AFTER_BASELINE])
     with engine.begin() as conn:
         conn.exec_driver_sql("ALTER TABLE scores DROP COLUMN scaled_error")
         conn.exec_driver_sql(
@@ -58,6 +58,7 @@ def test_a_store_from_before_migrations_is_upgraded_by_one_command_and_keeps_its
         assert store.load_observations()["value"].tolist() == [1.5]
     columns = {c["name"] for c in sa.inspect(sa.create_engine(url)).get_columns("scores")}
     assert "scaled_error" in columns
+    assert sa.inspect(sa.create_engine(url)).has_table("variables")  # and the later migrations ran
     assert "up to date" in runner.invoke(app, ["db", "upgrade"]).output
 
 

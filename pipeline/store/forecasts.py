@@ -146,6 +146,45 @@ class ForecastTables(Bound):
         q = _POINTS.where(forecasts.c.ts >= py_datetime(start), forecasts.c.ts <= py_datetime(end))
         return utc_columns(self._frame(q, POINT_COLUMNS), _TIME_COLUMNS)
 
+    def forecasts_issued_between(
+        self, target: str, series_ids: Sequence[str], start: datetime | pd.Timestamp, end: datetime | pd.Timestamp
+    ) -> pd.DataFrame:
+        """Points of the forecasts of ``target`` for ``series_ids`` whose origin lies in
+        [start, end] (the dashboard overlays them on the actuals that arrived)."""
+        f = forecasts
+        q = _POINTS.where(
+            f.c.target == target,
+            f.c.series_id.in_(list(series_ids)),
+            f.c.origin_ts >= py_datetime(start),
+            f.c.origin_ts <= py_datetime(end),
+        ).order_by(f.c.series_id, f.c.origin_ts, f.c.issued_at, f.c.step)
+        return utc_columns(self._frame(q, POINT_COLUMNS), _TIME_COLUMNS)
+
+    def live_summary(self, target: str) -> pd.DataFrame:
+        """Per model and version, over every matured point of ``target``: points, MAE,
+        MASE and the share of actuals inside the interval the point was issued with."""
+        s, f = scores, forecasts
+        inside = sa.case(((f.c.lo.is_not(None)) & (s.c.actual >= f.c.lo) & (s.c.actual <= f.c.hi), 1.0), else_=0.0)
+        q = (
+            sa.select(
+                s.c.model_name,
+                s.c.model_version,
+                sa.func.count().label("n"),
+                sa.func.avg(s.c.abs_error).label("mae"),
+                sa.func.avg(s.c.scaled_error).label("mase"),
+                sa.func.avg(inside).label("coverage"),
+                sa.func.max(s.c.ts).label("last_ts"),
+            )
+            .select_from(s.join(f, (s.c.forecast_id == f.c.forecast_id) & (s.c.step == f.c.step)))
+            .where(s.c.target == target)
+            .group_by(s.c.model_name, s.c.model_version)
+            .order_by(sa.func.max(s.c.ts).desc())
+        )
+        df = utc_columns(
+            self._frame(q, ["model_name", "model_version", "n", "mae", "mase", "coverage", "last_ts"]), ("last_ts",)
+        )
+        return df
+
     def live_scores(self, target: str) -> pd.DataFrame:
         """Live MAE and MASE of matured forecast points by model, version and step."""
         s = scores

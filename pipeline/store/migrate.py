@@ -26,6 +26,7 @@ from streamcast.store.schema import metadata
 
 VERSION_TABLE = "streamcast_schema_version"  # not alembic_version: MLflow may share the database
 BASELINE = "0001"
+AFTER_BASELINE = {"variables"}  # tables the migrations after the baseline create (0002)
 _LOCK_KEY = 0x57C457  # the advisory lock every streamcast process takes to change the schema
 _current: set[str] = set()  # stores this process has seen at head
 
@@ -141,9 +142,10 @@ def _exclusive(engine: Engine) -> Iterator[Connection]:
 def _adopt_legacy(conn: Connection) -> None:
     """Bring a store from before migrations to the baseline: create missing tables and add
     missing nullable columns; a missing required column stops with what is missing."""
-    metadata.create_all(conn)
+    baseline = [t for t in metadata.sorted_tables if t.name not in AFTER_BASELINE]
+    metadata.create_all(conn, tables=baseline)
     inspector = sa.inspect(conn)
-    for table in metadata.sorted_tables:
+    for table in baseline:
         present = {c["name"] for c in inspector.get_columns(table.name)}
         for column in table.columns:
             if column.name in present:

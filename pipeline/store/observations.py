@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from streamcast.store.engine import Bound, as_utc, micros, micros_array, py_datetime, to_utc_index, utc_columns
-from streamcast.store.schema import observations
+from streamcast.store.schema import observations, variables
 
 OBS_COLUMNS = ["series_id", "variable", "ts", "value"]
 # Batches up to this size are matched against stored values in a dict (one range query);
@@ -60,6 +60,20 @@ class ObservationTables(Bound):
         q = sa.select(observations.c.series_id).distinct().order_by(observations.c.series_id)
         with self._conn() as conn:
             return [r[0] for r in conn.execute(q)]
+
+    def set_units(self, units: dict[str, str]) -> None:
+        """Record what variables are measured in (a later ingest may correct a unit)."""
+        if not units:
+            return
+        stmt = self._insert(variables)
+        stmt = stmt.on_conflict_do_update(index_elements=["name"], set_={"unit": stmt.excluded.unit})
+        with self._conn() as conn:
+            conn.execute(stmt, [{"name": k, "unit": v} for k, v in units.items()])
+
+    def units(self) -> dict[str, str]:
+        """Variable -> unit, for the variables whose unit is known."""
+        with self._conn() as conn:
+            return {r[0]: r[1] for r in conn.execute(sa.select(variables.c.name, variables.c.unit))}
 
     def has_variable(self, variable: str) -> bool:
         q = sa.select(observations.c.series_id).where(observations.c.variable == variable).limit(1)

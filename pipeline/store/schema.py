@@ -131,3 +131,11 @@ retrain_triggers = sa.Table(
     sa.Column("outcome", sa.String(256)),
     sa.Column("triggered_at", sa.DateTime(timezone=True), nullable=False),
 )
+
+# What each variable is measured in (set on ingest: by the bundled dataset, Open-Meteo or --unit).
+variables = sa.Table(
+    "variables",
+    metadata,
+    sa.Column("name", sa.String(128), primary_key=True),
+    sa.Column("unit", sa.String(32), nullable=False),
+)
