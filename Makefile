@@ -13,8 +13,10 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 
+# pip's and the build backend's notices go to a log, shown only if the install fails.
 $(STAMP): pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet -e '.[all,dev]'
+	@echo "installing streamcast and its dependencies into $(VENV) (a few minutes the first time)"
+	@$(PY) -m pip install --quiet -e '.[all,dev]' > $(VENV)/install.log 2>&1 || { cat $(VENV)/install.log; exit 1; }
 	rm -f $(VENV)/.installed-*
 	touch $@
 

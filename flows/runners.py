@@ -5,6 +5,7 @@ flows share when run as scripts (`python -m flows.train`, `make run`)."""
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 from typing import Any
 
@@ -42,9 +43,24 @@ def check_task_runner(name: str) -> None:
         raise ValueError(f"unknown task runner {name!r}; choose from {', '.join(TASK_RUNNERS)}")
 
 
+class _DropTemporaryServerNotice(logging.Filter):
+    """Prefect's "Starting temporary server on ..." (with a link to its docs) on every
+    script run in local mode: noise on a console that should show the flow's progress."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Starting temporary server")
+
+
+def quiet_prefect_notices() -> None:
+    prefect_logger = logging.getLogger("prefect")
+    if not any(isinstance(f, _DropTemporaryServerNotice) for f in prefect_logger.filters):
+        prefect_logger.addFilter(_DropTemporaryServerNotice())
+
+
 def parse_training_args(description: str, *extra: tuple[str, dict[str, Any]]) -> argparse.Namespace:
     """Parse a flow script's options: the training spec's (unset ones keep its defaults),
     the task runner, and ``extra`` ones; ``train_spec`` holds the built spec."""
+    quiet_prefect_notices()
     ap = argparse.ArgumentParser(description=description)
     for flag, kw in extra:
         ap.add_argument(flag, **kw)

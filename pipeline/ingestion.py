@@ -17,6 +17,7 @@ from streamcast.errors import InputError
 from streamcast.sources import WideInput, file_input, read_input
 from streamcast.sources.bundled import NYC_WEATHER_UNITS
 from streamcast.sources.files import content_hash
+from streamcast.sources.open_meteo import UNITS as OPEN_METEO_UNITS
 from streamcast.specs import IngestSpec
 from streamcast.store import Store, Transaction, utcnow
 from streamcast.validation import ParsedBatch, parse_wide
@@ -145,7 +146,8 @@ def run_ingest(store: Store, spec: IngestSpec, settings: Settings) -> IngestRepo
         started = time.perf_counter()
         report = IngestReport(summaries=[ingest_input(store, read_input(spec, settings), settings, started)])
     # Units once the input was usable (the bundled data's are known; --unit wins).
-    store.set_units({**(NYC_WEATHER_UNITS if spec.source == "nyc-weather" else {}), **spec.units})
+    known = {"nyc-weather": NYC_WEATHER_UNITS, "open-meteo": OPEN_METEO_UNITS}.get(spec.source, {})
+    store.set_units({**known, **spec.units})
     return report
 
 

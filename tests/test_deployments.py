@@ -155,3 +155,19 @@ def test_prefect_yaml_names_a_prefect_the_project_installs() -> None:
     prefect = next(Requirement(d) for d in deps if Requirement(d).name == "prefect")
     assert declared in prefect.specifier, (declared, prefect.specifier)
     assert declared <= Version(version("prefect"))
+
+
+def test_flow_scripts_drop_prefects_temporary_server_notice(caplog: pytest.LogCaptureFixture) -> None:
+    """`make run` (local mode) shows the flow's progress, not Prefect's notice about its temporary server."""
+    import logging
+
+    from flows.runners import quiet_prefect_notices
+
+    quiet_prefect_notices()
+    quiet_prefect_notices()  # once is enough, however often the scripts ask
+    logger = logging.getLogger("prefect")
+    assert sum(type(f).__name__ == "_DropTemporaryServerNotice" for f in logger.filters) == 1
+    with caplog.at_level(logging.INFO, logger="prefect"):
+        logger.info("Starting temporary server on http://127.0.0.1:8123\nSee https://www.prefect.io/docs ...")
+        logger.info("Flow run 'tidy-fox' - Finished in state Completed()")
+    assert [r.getMessage() for r in caplog.records] == ["Flow run 'tidy-fox' - Finished in state Completed()"]

@@ -143,6 +143,7 @@ def test_cli_ingest_open_meteo(fake: FakeOpenMeteo, data_dir, monkeypatch: pytes
     assert summary["new"] == 2 * 48
     store = Store(f"sqlite:///{data_dir / 'streamcast.db'}")
     assert store.series_ids() == ["40.70,-74.00"]
+    assert store.units()["temperature_2m"] == "°C" and store.units()["wind_direction_10m"] == "°"
     store.dispose()
     res = runner.invoke(app, ["ingest", "--source", "open-meteo", "--latitude", "40.7"])
     assert res.exit_code == 2 and "--longitude" in res.output

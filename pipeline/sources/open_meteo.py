@@ -25,6 +25,23 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# Open-Meteo's default units (streamcast asks for no other) of its common hourly variables.
+UNITS = {
+    "temperature_2m": "°C",
+    "apparent_temperature": "°C",
+    "dew_point_2m": "°C",
+    "relative_humidity_2m": "%",
+    "cloud_cover": "%",
+    "pressure_msl": "hPa",
+    "surface_pressure": "hPa",
+    "precipitation": "mm",
+    "rain": "mm",
+    "snowfall": "cm",
+    "wind_speed_10m": "km/h",
+    "wind_gusts_10m": "km/h",
+    "wind_direction_10m": "°",
+    "shortwave_radiation": "W/m²",
+}
 DEFAULT_VARIABLES = [
     "temperature_2m",
     "relative_humidity_2m",
