@@ -12,6 +12,7 @@ import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from typing import Any
+from urllib.parse import urlencode
 
 import pandas as pd
 from fastapi import FastAPI, Query, Request
@@ -256,8 +257,14 @@ def create_app(settings: Settings | None = None, cache_seconds: float = 1.0) -> 
         return [ScoreRow(**r) for r in table.to_dict("records")]
 
     @app.get("/", response_class=HTMLResponse, responses=HTML_ERROR_RESPONSES)
-    def dashboard(target: str = Query(DEFAULT_TARGET, min_length=1), days: int = Query(3, ge=1, le=60)) -> HTMLResponse:
-        return HTMLResponse(render_dashboard(store, target, days))
+    def dashboard(
+        target: str = Query(DEFAULT_TARGET, min_length=1),
+        days: int = Query(3, ge=1, le=60),
+        q: str = Query("", max_length=128, description="show the series whose id contains this text"),
+        page: int = Query(1, ge=1),
+        per_page: int = Query(DASHBOARD_PAGE, ge=1, le=100),
+    ) -> HTMLResponse:
+        return HTMLResponse(render_dashboard(store, target, days, q=q, page=page, per_page=per_page))
 
     app.state.store = store
     return app
@@ -367,7 +374,7 @@ td:first-child,th:first-child{text-align:left} tr.best{font-weight:600;backgroun
 .chart .forecast{fill:none;stroke:#1f77b4;stroke-width:2} .chart .interval{fill:#1f77b4;opacity:.18;stroke:none}
 .chart .past{fill:none;stroke:#ff7f0e;stroke-width:1.2;stroke-dasharray:5 3;opacity:.8}
 .chart .origin{stroke:#999;stroke-dasharray:4 3} .legend span{margin-right:14px;font-size:12px}
-.panels{display:flex;flex-wrap:wrap;gap:32px}
+.panels{display:flex;flex-wrap:wrap;gap:32px} .pager{font-size:13px;margin:6px 0} .pager a{margin:0 6px}
 """
 
 MAX_PAST_FORECASTS = 6  # per series: earlier forecasts overlaid on a chart
@@ -381,11 +388,40 @@ def _spread_out(origins: list[pd.Timestamp], keep: int) -> list[pd.Timestamp]:
     return [origins[i] for i in sorted(idx)]
 
 
-def render_dashboard(store: Store, target: str, days: int) -> str:
+DASHBOARD_PAGE = 12  # series charted per dashboard page
+
+
+def _page_links(target: str, days: int, q: str, page: int, per_page: int, shown: int, total: int) -> str:
+    """'series 13-24 of 1,000 (matching "x")', previous/next links and a search box (no JavaScript)."""
+
+    def href(p: int) -> str:
+        return "?" + html.escape(urlencode({"target": target, "days": days, "q": q, "page": p, "per_page": per_page}))
+
+    first = (page - 1) * per_page
+    matching = f" matching &quot;{html.escape(q)}&quot;" if q else ""
+    where = f"series {first + 1:,}&ndash;{first + shown:,} of {total:,}{matching}" if shown else f"no series{matching}"
+    links = [f'<a href="{href(page - 1)}">&lsaquo; previous</a>'] if page > 1 else []
+    if first + shown < total:
+        links.append(f'<a href="{href(page + 1)}">next &rsaquo;</a>')
+    return (
+        f'<form class="pager" method="get"><input type="hidden" name="target" value="{html.escape(target)}">'
+        f'<input type="hidden" name="days" value="{days}"><span>{where}</span> {" ".join(links)} '
+        f'<input name="q" value="{html.escape(q)}" placeholder="series id contains" size="18">'
+        '<button type="submit">find</button></form>'
+    )
+
+
+def render_dashboard(
+    store: Store, target: str, days: int, *, q: str = "", page: int = 1, per_page: int = DASHBOARD_PAGE
+) -> str:
+    """The dashboard: a page of series (``per_page``, those whose id contains ``q``), each
+    read in one query per kind for the whole page, so the page costs the same at 10 or
+    10,000 series."""
     latest = store.latest_forecasts(target=target)
     comparison = store.latest_comparison(target)
     live = store.live_summary(target)
-    series = store.series_ids()
+    matching = [sid for sid in store.series_ids() if q.casefold() in sid.casefold()]
+    series = matching[(page - 1) * per_page : page * per_page]
     unit = store.units().get(target)
     shown = html.escape(target + (f" ({unit})" if unit else ""))
     body = [f"<h1>streamcast — {shown}</h1>"]
@@ -403,22 +439,29 @@ def render_dashboard(store: Store, target: str, days: int) -> str:
         '<span style="color:#1f77b4;opacity:.6">■ 90% interval</span>'
         f'<span style="color:#ff7f0e">- - earlier forecasts (up to {MAX_PAST_FORECASTS} in the window)</span></p>'
     )
+    body.append(_page_links(target, days, q, page, per_page, len(series), len(matching)))
+    shown = latest[latest.series_id.isin(series)]
+    # One read per kind for the whole page: actuals since the earliest window start, and
+    # the forecasts issued in the window; each series then takes its own slice.
+    window = pd.Timedelta(days=days)
+    newest = store.newest_ts()
+    start = (shown["origin_ts"].min() if not shown.empty else (newest or pd.Timestamp.now(tz="UTC"))) - window
+    observed = store.load_observations(series_ids=series, variables=[target], start=start)
+    issued = (
+        store.forecasts_issued_between(target, series, start, shown["origin_ts"].max())
+        if not shown.empty
+        else shown.iloc[:0]
+    )
     for sid in series:
-        fc = latest[latest.series_id == sid].sort_values("step")
+        fc = shown[shown.series_id == sid].sort_values("step")
         anchor = fc["origin_ts"].iloc[0] if not fc.empty else None
-        end = fc["ts"].max() if not fc.empty else None
-        obs = store.load_observations(
-            series_ids=[sid],
-            variables=[target],
-            start=(anchor - pd.Timedelta(days=days)) if anchor is not None else None,
-            end=end,
-        )
-        actual = obs.set_index("ts")["value"]
-        if anchor is None and len(actual):
-            actual = actual.loc[actual.index.max() - pd.Timedelta(days=days) :]
+        actual = observed[observed.series_id == sid].set_index("ts")["value"]
+        if len(actual):
+            lo = (anchor if anchor is not None else actual.index.max()) - window
+            actual = actual.loc[lo : fc["ts"].max() if anchor is not None else None]
         past = fc.iloc[:0]
         if anchor is not None:
-            earlier = store.forecasts_issued_between(target, [sid], anchor - pd.Timedelta(days=days), anchor)
+            earlier = issued[(issued.series_id == sid) & (issued.origin_ts >= anchor - window)]
             earlier = earlier[~earlier["forecast_id"].isin(fc["forecast_id"])]
             keep = _spread_out(sorted(earlier["origin_ts"].unique()), MAX_PAST_FORECASTS)
             # One forecast per kept origin (the last issued, if a retry re-issued it).

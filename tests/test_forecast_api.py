@@ -13,7 +13,9 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
@@ -243,3 +245,66 @@ def test_every_error_has_one_json_shape(settings: Settings, store: Store) -> Non
     latest = spec["paths"]["/forecasts/latest"]["get"]["responses"]
     assert latest["422"]["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorBody")
     assert "HTTPValidationError" not in spec["components"]["schemas"]
+
+
+def test_dashboard_pages_and_searches_many_series_at_a_fixed_cost(settings: Settings, store: Store) -> None:
+    """30 series: a page charts `per_page` of them with previous/next links, `q` finds series
+    by id, and the number of queries a page makes does not grow with the series on it."""
+    import sqlalchemy as sa
+
+    ts = pd.date_range("2024-01-01", periods=48, freq="h", tz="UTC")
+    rows = [(f"meter-{k:02d}", t, float(k + i % 24)) for k in range(30) for i, t in enumerate(ts)]
+    wide = pd.DataFrame(rows, columns=["meter", "ts", "load"])
+    csv = settings.data_dir / "meters.csv"
+    wide.to_csv(csv, index=False)
+    services.ingest(settings=settings, source="csv", path=csv, series_col="meter")
+    origin = ts[-1]
+    points = pd.DataFrame(
+        [
+            {
+                "forecast_id": f"f-{sid}-{o:%H}",
+                "series_id": sid,
+                "target": "load",
+                "issued_at": o,
+                "origin_ts": o,
+                "step": h,
+                "ts": o + pd.Timedelta(hours=h),
+                "yhat": 1.0,
+                "lo": 0.0,
+                "hi": 2.0,
+                "model_name": "naive",
+                "model_version": "1",
+                "run_id": "r",
+            }
+            for sid in wide["meter"].unique()
+            for o in (origin - pd.Timedelta(hours=12), origin)
+            for h in (1, 2)
+        ]
+    )
+    store.write_forecasts(points)
+    client = TestClient(create_app(settings, cache_seconds=0))
+
+    page1 = client.get("/", params={"target": "load"}).text
+    assert page1.count('<svg class="chart"') == 12 and 'data-series="meter-00"' in page1
+    assert "series 1&ndash;12 of 30" in page1 and "page=2" in page1 and "previous" not in page1
+    page3 = client.get("/", params={"target": "load", "page": 3}).text
+    assert page3.count('<svg class="chart"') == 6 and 'data-series="meter-29"' in page3 and "next" not in page3
+    found = client.get("/", params={"target": "load", "q": "ER-1"}).text  # case-insensitive substring
+    assert found.count('<svg class="chart"') == 10 and "of 10 matching" in found
+    assert client.get("/", params={"target": "load", "q": "<nope>"}).text.count("<svg") == 0
+    assert "&lt;nope&gt;" in client.get("/", params={"target": "load", "q": "<nope>"}).text  # data, not markup
+
+    engine = client.app.state.store._engine  # type: ignore[attr-defined]
+    counts = []
+    for per_page in (2, 30):
+        statements: list[str] = []
+
+        def record(*args: Any, into: list[str] = statements) -> None:
+            into.append(args[2])
+
+        sa.event.listen(engine, "before_cursor_execute", record)
+        body = client.get("/", params={"target": "load", "per_page": per_page}).text
+        sa.event.remove(engine, "before_cursor_execute", record)
+        counts.append(len(statements))
+        assert body.count('class="past"') == per_page  # the earlier forecast, overlaid per series
+    assert counts[0] == counts[1], counts
