@@ -241,7 +241,8 @@ def main() -> None:
         "latest --format csv`; every issued forecast with actuals is scored (MASE scale: the seasonal naive "
         "in-sample MAE on the history).",
         f"statsforecast models are refit at every origin on the {args.sf_weeks} weeks before it "
-        "(MSTL seasons m and 7m); streamcast's champion is fit once before the backtest.",
+        "(MSTL seasons m and 7m); streamcast's champion is backtested fit once before the first origin, "
+        "then registered refit on all the history (intervals from the backtest residuals).",
         "ratio = streamcast champion MASE / best of statsforecast AutoETS, AutoTheta, MSTL.",
     ]
     write_section(
