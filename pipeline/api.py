@@ -97,6 +97,7 @@ class ScoreRow(BaseModel):
     n: int
     mae: float
     mase: float | None
+    coverage: float | None = None  # share of actuals inside the interval issued with the point
 
 
 class Health(BaseModel):
@@ -494,10 +495,11 @@ def render_dashboard(
         )
         for r in live.to_dict("records"):
             mase = "n/a" if r["mase"] is None or pd.isna(r["mase"]) else f"{float(r['mase']):.3f}"
+            cover = "n/a" if r["coverage"] is None or pd.isna(r["coverage"]) else f"{float(r['coverage']):.1%}"
             body.append(
                 f"<tr><td>{html.escape(str(r['model_name']))}</td><td>{html.escape(str(r['model_version']))}</td>"
                 f"<td>{int(r['n']):,}</td><td>{float(r['mae']):.2f}</td><td>{mase}</td>"
-                f"<td>{float(r['coverage']):.1%}</td><td>{r['last_ts']:%Y-%m-%d %H:%M}</td></tr>"
+                f"<td>{cover}</td><td>{r['last_ts']:%Y-%m-%d %H:%M}</td></tr>"
             )
         body.append("</table>")
     body.append("</div></div>")

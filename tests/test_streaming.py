@@ -72,6 +72,10 @@ def test_replay_forecasts_every_timestamp_and_scores_matured_points(settings: Se
     # Points of step h mature h hours after their origin: 35 - h + 1 per series.
     assert live.set_index("step")["n"].loc[1] == 3 * 35 and live.set_index("step")["n"].loc[24] == 3 * 12
     assert (live["mase"] > 0).all()
+    # Live coverage per step: the share of matured actuals inside the interval issued with them.
+    scored = store.recent_residuals("temp", "1", 100_000).merge(fc[["forecast_id", "step", "lo", "hi"]])
+    inside = ((scored["actual"] >= scored["lo"]) & (scored["actual"] <= scored["hi"])).groupby(scored["step"]).mean()
+    assert live.set_index("step")["coverage"].to_dict() == pytest.approx(inside.to_dict())
     # Replaying the same hours again doubles nothing.
     again = StreamProcessor(settings)
     again.run(replay_batches(frame, speed=0))

@@ -242,10 +242,11 @@ def live_scores(table: pd.DataFrame, triggers: pd.DataFrame, target: str) -> lis
     else:
         t = _table(
             f"live error of {target} forecasts by model and step",
-            [("model", "left"), *((c, "right") for c in ("version", "step", "n", "MAE", "MASE"))],
+            [("model", "left"), *((c, "right") for c in ("version", "step", "n", "MAE", "MASE", "coverage"))],
         )
         for r in table.to_dict("records"):
             mase = "-" if r["mase"] is None else f"{r['mase']:.3f}"
+            coverage = "-" if r.get("coverage") is None else f"{r['coverage']:.1%}"
             t.add_row(
                 Text(str(r["model_name"])),
                 str(r["model_version"]),
@@ -253,6 +254,7 @@ def live_scores(table: pd.DataFrame, triggers: pd.DataFrame, target: str) -> lis
                 f"{r['n']:,}",
                 f"{r['mae']:.3f}",
                 mase,
+                coverage,
             )
         out.append(t)
     for r in triggers.to_dict("records"):

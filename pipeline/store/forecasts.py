@@ -163,8 +163,7 @@ class ForecastTables(Bound):
     def live_summary(self, target: str) -> pd.DataFrame:
         """Per model and version, over every matured point of ``target``: points, MAE,
         MASE and the share of actuals inside the interval the point was issued with."""
-        s, f = scores, forecasts
-        inside = sa.case(((f.c.lo.is_not(None)) & (s.c.actual >= f.c.lo) & (s.c.actual <= f.c.hi), 1.0), else_=0.0)
+        s = scores
         q = (
             sa.select(
                 s.c.model_name,
@@ -172,10 +171,10 @@ class ForecastTables(Bound):
                 sa.func.count().label("n"),
                 sa.func.avg(s.c.abs_error).label("mae"),
                 sa.func.avg(s.c.scaled_error).label("mase"),
-                sa.func.avg(inside).label("coverage"),
+                sa.func.avg(_inside()).label("coverage"),
                 sa.func.max(s.c.ts).label("last_ts"),
             )
-            .select_from(s.join(f, (s.c.forecast_id == f.c.forecast_id) & (s.c.step == f.c.step)))
+            .select_from(_scored_points())
             .where(s.c.target == target)
             .group_by(s.c.model_name, s.c.model_version)
             .order_by(sa.func.max(s.c.ts).desc())
@@ -186,7 +185,9 @@ class ForecastTables(Bound):
         return df
 
     def live_scores(self, target: str) -> pd.DataFrame:
-        """Live MAE and MASE of matured forecast points by model, version and step."""
+        """Live MAE, MASE and interval coverage of matured forecast points by model,
+        version and step (coverage: the share of actuals inside the interval the point
+        was issued with; None where points were issued without one)."""
         s = scores
         q = (
             sa.select(
@@ -196,13 +197,16 @@ class ForecastTables(Bound):
                 sa.func.count().label("n"),
                 sa.func.avg(s.c.abs_error).label("mae"),
                 sa.func.avg(s.c.scaled_error).label("mase"),
+                sa.func.avg(_inside()).label("coverage"),
             )
+            .select_from(_scored_points())
             .where(s.c.target == target)
             .group_by(s.c.model_name, s.c.model_version, s.c.step)
             .order_by(s.c.model_name, s.c.model_version, s.c.step)
         )
         df = self._frame(q)
-        df["mase"] = df["mase"].astype(float).where(df["mase"].notna(), None)
+        for col in ("mase", "coverage"):
+            df[col] = df[col].astype(float).where(df[col].notna(), None)
         return df
 
     def recent_live_mase(self, target: str, since: datetime | pd.Timestamp, window: int) -> float | None:
@@ -227,3 +231,16 @@ class ForecastTables(Bound):
         if row[1] < max(window, 1):
             return None
         return float(row[0])
+
+
+def _scored_points() -> Any:
+    """Scores joined to the points they score (for the interval each was issued with)."""
+    return scores.join(
+        forecasts, (scores.c.forecast_id == forecasts.c.forecast_id) & (scores.c.step == forecasts.c.step)
+    )
+
+
+def _inside() -> Any:
+    """1 when the actual fell inside the point's interval, 0 outside, NULL without one."""
+    f, s = forecasts, scores
+    return sa.case((f.c.lo.is_(None), sa.null()), ((s.c.actual >= f.c.lo) & (s.c.actual <= f.c.hi), 1.0), else_=0.0)
