@@ -44,11 +44,12 @@ def check_task_runner(name: str) -> None:
 
 
 class _DropTemporaryServerNotice(logging.Filter):
-    """Prefect's "Starting temporary server on ..." (with a link to its docs) on every
-    script run in local mode: noise on a console that should show the flow's progress."""
+    """Prefect's "Starting temporary server on ..." (with a link to its docs) and
+    "Stopping temporary server" on every script run in local mode: noise on a console
+    that should show the flow's progress."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("Starting temporary server")
+        return not str(record.msg).startswith(("Starting temporary server", "Stopping temporary server"))
 
 
 def quiet_prefect_notices() -> None:

@@ -16,6 +16,7 @@ import pandas as pd
 
 from streamcast.config import DEFAULT_TARGET, Settings, get_settings
 from streamcast.errors import NotFoundError
+from streamcast.monitoring import DriftCheck, drift_check
 from streamcast.store import Store, redact_url
 
 
@@ -139,7 +140,11 @@ def store_status(settings: Settings | None = None) -> StoreStatus:
         )
 
 
-def live_scores(target: str = DEFAULT_TARGET, *, settings: Settings | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Live error by model, version and step, and the retrain triggers recorded so far."""
+def live_scores(
+    target: str = DEFAULT_TARGET, *, settings: Settings | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame, DriftCheck | None]:
+    """Live error by model, version and step, the retrain triggers recorded so far, and
+    what the drift trigger compares now."""
+    settings = settings or get_settings()
     with opened(None, settings) as s:
-        return s.live_scores(target), s.retrain_triggers()
+        return s.live_scores(target), s.retrain_triggers(), drift_check(s, settings, target)

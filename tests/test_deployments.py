@@ -170,4 +170,5 @@ def test_flow_scripts_drop_prefects_temporary_server_notice(caplog: pytest.LogCa
     with caplog.at_level(logging.INFO, logger="prefect"):
         logger.info("Starting temporary server on http://127.0.0.1:8123\nSee https://www.prefect.io/docs ...")
         logger.info("Flow run 'tidy-fox' - Finished in state Completed()")
+        logger.info("Stopping temporary server on http://127.0.0.1:8123")
     assert [r.getMessage() for r in caplog.records] == ["Flow run 'tidy-fox' - Finished in state Completed()"]

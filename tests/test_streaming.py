@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -13,8 +14,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from typer.testing import CliRunner
 
 from streamcast import services
+from streamcast.cli import app
 from streamcast.config import Settings, services_required
 from streamcast.features import prepare_panel
 from streamcast.sources.replay import replay_batches, replay_frame
@@ -57,7 +60,9 @@ def _wait_until_idle(client, stream: str, group: str, min_idle_ms: int, timeout:
     raise AssertionError(f"entries of {stream} still not idle for {min_idle_ms} ms after {timeout} s")
 
 
-def test_replay_forecasts_every_timestamp_and_scores_matured_points(settings: Settings, data_dir: Path) -> None:
+def test_replay_forecasts_every_timestamp_and_scores_matured_points(
+    settings: Settings, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     _history_and_champion(settings, data_dir, ["naive"])
     frame = replay_frame("nyc-weather", STREAM_START, STREAM_START + pd.Timedelta(hours=35))
     proc = StreamProcessor(settings)
@@ -76,6 +81,19 @@ def test_replay_forecasts_every_timestamp_and_scores_matured_points(settings: Se
     scored = store.recent_residuals("temp", "1", 100_000).merge(fc[["forecast_id", "step", "lo", "hi"]])
     inside = ((scored["actual"] >= scored["lo"]) & (scored["actual"] <= scored["hi"])).groupby(scored["step"]).mean()
     assert live.set_index("step")["coverage"].to_dict() == pytest.approx(inside.to_dict())
+    # `streamcast scores` shows what the drift trigger compares: the windowed live MASE and its threshold.
+    monkeypatch.setenv("STREAMCAST_DRIFT_WINDOW", "5")
+    monkeypatch.setenv("STREAMCAST_DRIFT_FACTOR", "1.5")
+    res = CliRunner().invoke(app, ["scores", "--json"])
+    assert res.exit_code == 0, res.output
+    drift = json.loads(res.output)["drift"]
+    trained = store.latest_comparison("temp")
+    since = pd.Timestamp(trained["created_at"].max())
+    since = since.tz_localize("UTC") if since.tzinfo is None else since
+    assert drift["window"] == 5 and drift["live_mase"] == pytest.approx(store.recent_live_mase("temp", since, 5))
+    assert drift["threshold"] == pytest.approx(1.5 * float(trained.sort_values("rank")["mase"].iloc[0]))
+    text = CliRunner().invoke(app, ["scores"]).output
+    assert "coverage" in text and "drift check: live MASE" in " ".join(text.split())
     # Replaying the same hours again doubles nothing.
     again = StreamProcessor(settings)
     again.run(replay_batches(frame, speed=0))

@@ -404,9 +404,15 @@ def scores(
     as_json: bool = typer.Option(False, "--json", help="Print as JSON."),
 ) -> None:
     """Live error of matured forecast points by model and step."""
-    table, triggers = queries.live_scores(target)
+    table, triggers, drift = queries.live_scores(target)
     if as_json:
-        out = {"scores": table.to_dict("records"), "retrains": triggers.astype(str).to_dict("records")}
+        out = {
+            "scores": table.to_dict("records"),
+            "drift": drift.to_dict() if drift else None,
+            "retrains": triggers.astype(str).to_dict("records"),
+        }
         print(json.dumps(out, default=str, indent=2))
     else:
         print_all(render.live_scores(table, triggers, target))
+        if drift is not None:
+            console.print(Text(f"drift check: {drift.describe()}"))
