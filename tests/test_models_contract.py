@@ -306,3 +306,22 @@ def test_statistical_models_take_series_never_seen_and_too_short(fitted: dict[st
     short = {"tiny": PANEL["B"].iloc[:2]}
     last = short["tiny"]["temp"].iloc[-1]
     np.testing.assert_allclose(model.predict(short)["yhat"].to_numpy(), np.full(H, last))
+
+
+def test_esn_readout_from_summed_blocks_equals_reservoirpys_ridge_on_all_rows() -> None:
+    """The ESN fits its readout series by series from summed statistics (memory independent
+    of the panel); the result is reservoirpy's Ridge on every row at once."""
+    from reservoirpy.nodes import Ridge
+
+    from streamcast.models.esn import _RidgeStats
+
+    rng = np.random.default_rng(0)
+    blocks = [(rng.normal(size=(n, 30)), rng.normal(size=(n, 4))) for n in (50, 7, 120)]
+    stats = _RidgeStats.of(*blocks[0])
+    for z, y in blocks[1:]:
+        stats.add(z, y)
+    Z, Y = np.concatenate([b[0] for b in blocks]), np.concatenate([b[1] for b in blocks])
+    node = Ridge(ridge=0.5)
+    node.fit(Z, Y)
+    mine = stats.solve(0.5)
+    assert np.allclose(mine.Wout, node.Wout, atol=1e-10) and np.allclose(mine.bias, np.ravel(node.bias), atol=1e-10)
