@@ -1,0 +1,172 @@
+"""How each step grows with the number of series, through the CLI as a user runs it.
+
+Synthetic hourly panels (two variables, 90 days; a daily cycle, a per-series level and
+AR(1) noise) of N series; for each N, in a fresh data folder, one `streamcast` process
+per step: ingest the CSV, train (`--models naive,seasonal_naive,esn --folds 5`),
+forecast, `predictions latest`, then a stream through Redis of the next hours (N
+entries an hour, one batch an hour): the first hour includes loading the champion and
+warming every series' state. Wall time and peak resident memory (the process and its
+children, sampled every 50 ms) per step; ratios to the smallest N, measured in one run.
+
+    python bench/scale.py [--series 10,100,1000] [--hours 3] [--redis-url URL]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import markdown_table, write_section
+
+from streamcast.sources.redis_stream import publish_rows
+
+STREAMCAST = str(Path(sys.executable).parent / "streamcast")
+DAYS = 90
+STEPS = ["ingest", "train", "forecast", "predictions latest", "first streamed hour", "later streamed hours"]
+
+
+def panel(n: int, hours: int, seed: int = 0) -> pd.DataFrame:
+    """n series x hours, wide: station, ts, temp, humid."""
+    rng = np.random.default_rng(seed)
+    ts = pd.date_range("2024-01-01", periods=hours, freq="h", tz="UTC")
+    hour = ts.hour.to_numpy()
+    noise = np.zeros((n, hours))
+    shocks = rng.normal(0, 1.0, (n, hours))
+    for t in range(1, hours):
+        noise[:, t] = 0.8 * noise[:, t - 1] + shocks[:, t]
+    level = rng.normal(50, 10, (n, 1))
+    temp = level + 8 * np.sin(2 * np.pi * (hour - 9) / 24)[None, :] + noise
+    humid = np.clip(70 - 0.8 * (temp - level) + rng.normal(0, 3, (n, hours)), 0, 100)
+    return pd.DataFrame(
+        {
+            "station": np.repeat([f"s{k:05d}" for k in range(n)], hours),
+            "ts": np.tile(ts, n),
+            "temp": temp.ravel().round(2),
+            "humid": humid.ravel().round(1),
+        }
+    )
+
+
+def measure(args: list[str], env: dict[str, str]) -> tuple[float, float, str]:
+    """Run one CLI command; (wall seconds, peak RSS MB of it and its children, stdout)."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    peak = 0.0
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        parent = psutil.Process(proc.pid)
+        while not done.is_set():
+            try:
+                procs = [parent, *parent.children(recursive=True)]
+                peak = max(peak, sum(p.memory_info().rss for p in procs) / 2**20)
+            except psutil.Error:
+                pass
+            time.sleep(0.05)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    out, err = proc.communicate()
+    elapsed = time.perf_counter() - t0
+    done.set()
+    sampler.join()
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(args[1:])} failed ({proc.returncode}): {err.strip()[-2000:]}")
+    return elapsed, peak, out
+
+
+def run(n: int, hours: int, redis_url: str) -> dict[str, tuple[float, float]]:
+    with tempfile.TemporaryDirectory(prefix="streamcast-scale-") as tmp:
+        data = Path(tmp)
+        env = {
+            **os.environ,
+            "STREAMCAST_DATA_DIR": str(data),
+            "MLFLOW_TRACKING_URI": f"sqlite:///{data / 'mlflow.db'}",
+            "TF_CPP_MIN_LOG_LEVEL": "3",
+        }
+        env.pop("STREAMCAST_DB_URL", None)
+        frame = panel(n, 24 * DAYS + hours)
+        cut = frame["ts"].max() - pd.Timedelta(hours=hours)
+        frame[frame["ts"] <= cut].to_csv(data / "panel.csv", index=False)
+        live = frame[frame["ts"] > cut].rename(columns={"station": "series_id"}).sort_values(["ts", "series_id"])
+        sc = [STREAMCAST]
+        out: dict[str, tuple[float, float]] = {}
+        out["ingest"] = measure([*sc, "ingest", "--source", "csv", "--path", str(data / "panel.csv"),
+                                 "--series-col", "station"], env)[:2]  # fmt: skip
+        out["train"] = measure([*sc, "train", "--target", "temp", "--models", "naive,seasonal_naive,esn",
+                                "--folds", "5"], env)[:2]  # fmt: skip
+        out["forecast"] = measure([*sc, "forecast", "--target", "temp"], env)[:2]
+        out["predictions latest"] = measure([*sc, "predictions", "latest", "--target", "temp", "--format", "csv"], env)[
+            :2
+        ]
+        stream = f"streamcast-scale-{uuid.uuid4().hex[:8]}"
+        publish_rows(redis_url, stream, live)
+        idle = 1.0
+        wall, peak, printed = measure(
+            [*sc, "stream", "--source", "redis", "--stream", stream, "--redis-url", redis_url,
+             "--batch-size", str(n), "--stop-after-idle", str(idle), "--target", "temp"],
+            env,
+        )  # fmt: skip
+        import redis
+
+        redis.Redis.from_url(redis_url).delete(stream)
+        # The stream's summary: the first batch's latency on its own, then p50 of the later ones.
+        text = " ".join(printed.split())
+        first = re.search(r"first batch ([\d.]+) ms", text)
+        p50 = re.search(r"latency p50 ([\d.]+) ms", text)
+        out["first streamed hour"] = (float(first.group(1)) / 1000 if first else wall - idle, peak)
+        out["later streamed hours"] = (float(p50.group(1)) / 1000 if p50 else float("nan"), peak)
+        return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--series", default="10,100,1000")
+    ap.add_argument("--hours", type=int, default=3, help="hours streamed after the ingested history")
+    ap.add_argument("--redis-url", default="redis://127.0.0.1:6379/15")
+    args = ap.parse_args()
+    sizes = [int(s) for s in args.series.split(",")]
+    results = {}
+    for n in sizes:
+        print(f"N={n} ...", flush=True)
+        results[n] = run(n, args.hours, args.redis_url)
+        print("  " + ", ".join(f"{k} {v[0]:.2f}s" for k, v in results[n].items()), flush=True)
+    base = sizes[0]
+    headers = [
+        "step",
+        *(f"N={n:,} s" for n in sizes),
+        *(f"N={n:,} / N={base:,}" for n in sizes[1:]),
+        "peak RSS MB (largest N)",
+    ]
+    rows = []
+    for step in STEPS:
+        secs = [results[n][step][0] for n in sizes]
+        ratios = [f"{s / secs[0]:.1f}" if secs[0] > 0 else "-" for s in secs[1:]]
+        rows.append([step, *(f"{s:.2f}" for s in secs), *ratios, f"{results[sizes[-1]][step][1]:,.0f}"])
+    body = (
+        f"Synthetic hourly panels: N series x {DAYS} days, two variables (temp, humid); one `streamcast` process "
+        "per step, wall time including its start-up; training `--models naive,seasonal_naive,esn --folds 5`; "
+        f"streamed hours through Redis ({args.hours} hours of N entries, `--batch-size N`): the first includes "
+        "loading the champion and warming every series' state; later hours are the stream's p50 batch latency. "
+        "Peak RSS: the process and its children.\n\n" + markdown_table(headers, rows)
+    )
+    print(body)
+    write_section("Scale: steps by number of series", body)
+
+
+if __name__ == "__main__":
+    main()
