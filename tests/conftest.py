@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -127,3 +128,25 @@ def weather_store(settings: Settings, data_dir: Path) -> Settings:
     """Settings whose store holds nyc-weather from late October to the end of 2013."""
     ingest_weather(settings, data_dir / "weather.csv")
     return settings
+
+
+def two_step_forecast(model_name: str = "naive", model_version: str = "1") -> pd.DataFrame:
+    """One stored forecast of series A's temp: two hourly points after 2024-01-01 01:00 UTC."""
+    origin = pd.Timestamp("2024-01-01T01:00Z")
+    return pd.DataFrame(
+        {
+            "forecast_id": "f1",
+            "series_id": "A",
+            "target": "temp",
+            "issued_at": origin,
+            "origin_ts": origin,
+            "step": [1, 2],
+            "ts": [origin + pd.Timedelta(hours=h) for h in (1, 2)],
+            "yhat": [2.5, 3.0],
+            "lo": [1.0, 1.5],
+            "hi": [4.0, 4.5],
+            "model_name": model_name,
+            "model_version": model_version,
+            "run_id": "r",
+        }
+    )

@@ -7,7 +7,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import schemathesis
 from hypothesis import HealthCheck, settings
 
@@ -15,6 +14,7 @@ from streamcast import services
 from streamcast.api import create_app
 from streamcast.config import Settings
 from streamcast.store import Store
+from tests.conftest import two_step_forecast
 
 
 def _app_on_a_store(tmp_path: Path) -> Any:
@@ -23,24 +23,7 @@ def _app_on_a_store(tmp_path: Path) -> Any:
     csv = tmp_path / "obs.csv"
     csv.write_text("ts,station,temp\n2024-01-01T00:00Z,A,1\n2024-01-01T01:00Z,A,2\n2024-01-01T00:00Z,[b],3\n")
     services.ingest(settings=cfg, source="csv", path=csv, series_col="station")
-    origin = pd.Timestamp("2024-01-01T01:00Z")
-    points = pd.DataFrame(
-        {
-            "forecast_id": "f1",
-            "series_id": "A",
-            "target": "temp",
-            "issued_at": origin,
-            "origin_ts": origin,
-            "step": [1, 2],
-            "ts": [origin + pd.Timedelta(hours=h) for h in (1, 2)],
-            "yhat": [2.5, 3.0],
-            "lo": [1.0, 1.5],
-            "hi": [4.0, 4.5],
-            "model_name": "naive",
-            "model_version": "1",
-            "run_id": "r",
-        }
-    )
+    points = two_step_forecast("naive", "1")
     with Store(cfg.database_url) as store:
         store.write_forecasts(points)
     return create_app(cfg, cache_seconds=0)

@@ -15,13 +15,13 @@ from importlib.metadata import Distribution, distribution, requires
 from pathlib import Path
 
 import httpx
-import pandas as pd
 import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from streamcast.config import Settings
 from streamcast.store import Store
+from tests.conftest import two_step_forecast
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -194,24 +194,7 @@ def test_core_install_serves_forecasts_without_tensorflow_mlflow_or_prefect(whee
     assert forecast.returncode == 2 and "streamcast[train]" in forecast.stderr
 
     # A forecast written by a full install elsewhere (here: this process) is served by the core one.
-    origin = pd.Timestamp("2024-01-01T01:00Z")
-    points = pd.DataFrame(
-        {
-            "forecast_id": "f1",
-            "series_id": "A",
-            "target": "temp",
-            "issued_at": origin,
-            "origin_ts": origin,
-            "step": [1, 2],
-            "ts": [origin + pd.Timedelta(hours=h) for h in (1, 2)],
-            "yhat": [2.5, 3.0],
-            "lo": [1.0, 1.5],
-            "hi": [4.0, 4.5],
-            "model_name": "esn",
-            "model_version": "3",
-            "run_id": "r",
-        }
-    )
+    points = two_step_forecast("esn", "3")
     with Store(Settings(data_dir=data).database_url) as store:
         store.write_forecasts(points)
     latest = run("predictions", "latest", "--format", "json")
