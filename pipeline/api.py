@@ -24,6 +24,7 @@ from starlette.exceptions import HTTPException
 
 from streamcast import queries
 from streamcast.config import DEFAULT_TARGET, Settings, get_settings
+from streamcast.monitoring import drift_check
 from streamcast.store import Store
 
 
@@ -98,6 +99,19 @@ class ScoreRow(BaseModel):
     mae: float
     mase: float | None
     coverage: float | None = None  # share of actuals inside the interval issued with the point
+
+
+class DriftBody(BaseModel):
+    """What the stream's drift trigger compares for a target, as it stands."""
+
+    target: str
+    live_mase: float | None  # over the last ``window`` scored points per series; None until there are that many
+    window: int
+    factor: float
+    backtest_mase: float
+    threshold: float
+    drifted: bool
+    trained_at: str
 
 
 class Health(BaseModel):
@@ -256,6 +270,14 @@ def create_app(settings: Settings | None = None, cache_seconds: float = 1.0) -> 
         """Live error of matured forecast points, by model and step."""
         table = store.live_scores(target)
         return [ScoreRow(**r) for r in table.to_dict("records")]
+
+    @app.get("/drift", response_model=DriftBody, responses={404: {"description": "No training of this target yet"}})
+    def drift(target: str = Query(DEFAULT_TARGET, min_length=1, max_length=128)) -> Any:
+        """The windowed live MASE that triggers a retrain, its threshold and whether it is crossed."""
+        check = drift_check(store, settings, target)
+        if check is None:
+            return JSONResponse(ErrorBody(error=f"no training of {target!r} yet", status=404).model_dump(), 404)
+        return DriftBody.model_validate({"target": target, **check.to_dict()})
 
     @app.get("/", response_class=HTMLResponse, responses=HTML_ERROR_RESPONSES)
     def dashboard(

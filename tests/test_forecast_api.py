@@ -97,6 +97,14 @@ def test_http_api_on_a_real_store(champion: Settings) -> None:
     assert client.get("/forecasts/latest", params={"target": ""}).status_code == 422
     assert client.get("/", params={"days": 0}).status_code == 422
     assert client.get("/scores").json() == []
+    drift = client.get("/drift").json()  # trained, nothing scored yet: the threshold, no live MASE
+    best = min(r["mase"] for r in client.app.state.store.latest_comparison("temp").to_dict("records"))  # type: ignore[attr-defined]
+    assert drift["live_mase"] is None and not drift["drifted"]
+    assert (
+        drift["threshold"] == pytest.approx(champion.drift_factor * best) and drift["window"] == champion.drift_window
+    )
+    untrained = client.get("/drift", params={"target": "humid"})
+    assert untrained.status_code == 404 and untrained.json() == {"error": "no training of 'humid' yet", "status": 404}
     spec = client.get("/openapi.json").json()
     assert "/forecasts/latest" in spec["paths"] and "LatestForecast" in spec["components"]["schemas"]
     page = client.get("/").text
