@@ -467,8 +467,9 @@ def render_dashboard(
     # One read per kind for the whole page: actuals since the earliest window start, and
     # the forecasts issued in the window; each series then takes its own slice.
     window = pd.Timedelta(days=days)
-    newest = store.newest_ts()
-    start = (shown["origin_ts"].min() if not shown.empty else (newest or pd.Timestamp.now(tz="UTC"))) - window
+    start = (
+        shown["origin_ts"].min() if not shown.empty else (store.newest_ts() or pd.Timestamp.now(tz="UTC"))
+    ) - window
     observed = store.load_observations(series_ids=series, variables=[target], start=start)
     issued = (
         store.forecasts_issued_between(target, series, start, shown["origin_ts"].max())

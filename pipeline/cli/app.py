@@ -286,8 +286,10 @@ def forecast(
 ) -> None:
     """Forecast every series from its latest observations with the champion; store the points.
     Several targets (--target temp,humid): each with its own champion."""
+    units: dict[str, str] | None = None
     for name in split_targets(target):
         fc = services.forecast(name, series or None)
+        units = queries.units() if units is None else units
         first = fc.iloc[0]
         console.print(
             Text(
@@ -295,7 +297,7 @@ def forecast(
                 f"(streamcast-{name} version {first['model_version']}), {len(fc):,} points"
             )
         )
-        print_all(render.forecast_tables(queries.latest_payload(fc, queries.units())))
+        print_all(render.forecast_tables(queries.latest_payload(fc, units)))
 
 
 @command(predictions_app, "latest")

@@ -168,10 +168,7 @@ class ForecastTables(Bound):
             sa.select(
                 s.c.model_name,
                 s.c.model_version,
-                sa.func.count().label("n"),
-                sa.func.avg(s.c.abs_error).label("mae"),
-                sa.func.avg(s.c.scaled_error).label("mase"),
-                sa.func.avg(_inside()).label("coverage"),
+                *_live_error(),
                 sa.func.max(s.c.ts).label("last_ts"),
             )
             .select_from(_scored_points())
@@ -194,10 +191,7 @@ class ForecastTables(Bound):
                 s.c.model_name,
                 s.c.model_version,
                 s.c.step,
-                sa.func.count().label("n"),
-                sa.func.avg(s.c.abs_error).label("mae"),
-                sa.func.avg(s.c.scaled_error).label("mase"),
-                sa.func.avg(_inside()).label("coverage"),
+                *_live_error(),
             )
             .select_from(_scored_points())
             .where(s.c.target == target)
@@ -238,6 +232,17 @@ def _scored_points() -> Any:
     return scores.join(
         forecasts, (scores.c.forecast_id == forecasts.c.forecast_id) & (scores.c.step == forecasts.c.step)
     )
+
+
+def _live_error() -> list[Any]:
+    """Matured points, their MAE, MASE and interval coverage (over scores joined to their points)."""
+    s = scores
+    return [
+        sa.func.count().label("n"),
+        sa.func.avg(s.c.abs_error).label("mae"),
+        sa.func.avg(s.c.scaled_error).label("mase"),
+        sa.func.avg(_inside()).label("coverage"),
+    ]
 
 
 def _inside() -> Any:
