@@ -22,9 +22,10 @@ from streamcast.features import prepare_panel
 from streamcast.metrics import mase_scale, point_errors
 from streamcast.store import Store, utcnow
 
-# History loaded for a forecast: enough for any lookback and for a reservoir's
-# state to forget its zero start (fading memory), far less than the whole store.
-HISTORY_DAYS = 30
+# History loaded for a forecast or a stream's warm-up: what the champion looks back at
+# (``Forecaster.history_steps``), and at least a week of seasons for the MASE scale of
+# live scores (the seasonal naive MAE over it); far less than the whole store.
+MIN_HISTORY_SEASONS = 7
 # Intervals follow the champion's latest matured points: the last RECALIBRATION_POINTS
 # of them, once there are at least MIN_LIVE_POINTS (before that, the validation slice's).
 RECALIBRATION_POINTS = 2000
@@ -44,6 +45,13 @@ class ChampionHandle:
     @property
     def max_gap(self) -> int:
         return int(self.bundle.meta["max_gap"])
+
+    @property
+    def history(self) -> pd.Timedelta:
+        """How far back a forecast or a stream's warm-up reads the store."""
+        model = self.bundle.model
+        steps = max(model.history_steps, MIN_HISTORY_SEASONS * model.config.season)
+        return steps * (model.freq or pd.Timedelta(hours=1))
 
 
 def load_champion(settings: Settings, target: str) -> ChampionHandle:
@@ -115,11 +123,10 @@ def issue_forecast(
         missing = sorted(set(series or []) - set(known))
         if missing:
             raise NotFoundError(f"unknown series: {', '.join(missing)} (known: {', '.join(known)})")
-        summary = store.series_summary()
-        last = summary[summary.variable == target]["last_ts"].max()
-        if pd.isna(last):
+        last = store.newest_ts(target)
+        if last is None:
             raise NotFoundError(f"no {target!r} observations in the store")
-        wide = store.load_wide(series_ids=series, start=last - pd.Timedelta(days=HISTORY_DAYS))
+        wide = store.load_wide(series_ids=series, start=last - handle.history)
         panel = prepare_panel(wide, max_gap=handle.max_gap)
         # What matured since the last forecast is scored first, so the new intervals know it.
         score_matured(store, target, panel, handle.bundle.model.config.season)

@@ -24,7 +24,6 @@ from streamcast.config import DEFAULT_TARGET, Settings
 from streamcast.entries import parse_entries
 from streamcast.features import prepare_panel
 from streamcast.forecasting import (
-    HISTORY_DAYS,
     ChampionHandle,
     forecast_id,
     live_calibration,
@@ -176,38 +175,56 @@ class StreamProcessor:
 
     def _advance_all(self, obs: pd.DataFrame) -> tuple[list[dict[str, Any]], list[tuple[SeriesState, datetime, float]]]:
         """Every series' new rows through its stream, in time order: the fresh forecasts'
-        points, and the target values that arrived (to score earlier forecasts with)."""
-        # Plain dicts, not pivot tables: a stream batch holds a handful of values.
+        points, and the target values that arrived (to score earlier forecasts with). The
+        series observed at one time move together (an ESN steps all their reservoirs in one
+        matrix product and forecasts them in another)."""
+        # Plain dicts, not pivot tables: a stream batch holds a handful of values per series.
         rows: dict[str, dict[pd.Timestamp, Row]] = {}
         for sid, var, t, v in zip(obs["series_id"], obs["variable"], obs["ts"], obs["value"], strict=True):
             rows.setdefault(str(sid), {}).setdefault(pd.Timestamp(t), {})[str(var)] = float(v)
-        forecast_rows: list[dict[str, Any]] = []
-        arrived = []
+        at: dict[pd.Timestamp, list[tuple[SeriesState, Row]]] = {}
         for sid, by_time in sorted(rows.items()):
             state = self.states.get(sid) or self._new_state(sid)
-            for ts, row in sorted(by_time.items()):
-                if state.last_ts is not None and ts <= state.last_ts:
-                    continue  # a late or redelivered observation: stored, not replayed through the model
-                forecast_rows += self._advance(state, ts, row)
+            for ts, row in by_time.items():
+                at.setdefault(ts, []).append((state, row))
+        forecast_rows: list[dict[str, Any]] = []
+        arrived = []
+        for ts in sorted(at):
+            # A late or redelivered observation is stored, not replayed through the model.
+            moving = [(st, row) for st, row in at[ts] if st.last_ts is None or ts > st.last_ts]
+            for st, _ in moving:
+                self._fill_gap(st, ts)
+            for group in _by_stream_class([st for st, _ in moving], [row for _, row in moving]):
+                type(group[0][0].stream).advance_all([st.stream for st, _ in group], ts, [r for _, r in group])
+            for st, row in moving:
+                st.last_ts = ts
+                st.has_target = st.has_target or self.target in row
                 if self.target in row:
-                    arrived.append((state, ts.to_pydatetime(), row[self.target]))
+                    arrived.append((st, ts.to_pydatetime(), row[self.target]))
+            ready = [st for st, _ in moving if st.has_target]  # no forecast before the target was seen
+            for group in _by_stream_class(ready, [{}] * len(ready)):
+                members = [st for st, _ in group]
+                yhats = type(members[0].stream).forecast_all([m.stream for m in members])
+                for st, yhat in zip(members, yhats, strict=True):
+                    forecast_rows += self._points(st, ts, yhat)
         return forecast_rows, arrived
 
-    def _advance(self, state: SeriesState, ts: pd.Timestamp, row: Row) -> list[dict[str, Any]]:
-        """Move ``state`` to the observation at ``ts`` and return the fresh forecast's points
-        as store records (none while the series has no target to forecast from)."""
-        assert self.handle is not None and self.calibration is not None
+    def _fill_gap(self, state: SeriesState, ts: pd.Timestamp) -> None:
+        """Steps of ``state``'s series that never arrived before ``ts``: taken with nothing
+        observed (forward filled), one at a time (rare)."""
+        assert self.handle is not None
+        if state.last_ts is None:
+            return
         freq = self.handle.bundle.model.freq or pd.Timedelta(hours=1)
-        if state.last_ts is not None:
-            # Steps that never arrived are taken with nothing observed (forward filled).
-            for k in range(max(round((ts - state.last_ts) / freq), 1) - 1, 0, -1):
-                state.stream.advance(ts - k * freq, {})
-        state.stream.advance(ts, row)
-        state.last_ts = ts
-        state.has_target = state.has_target or self.target in row
-        yhat = state.stream.forecast() if state.has_target else None
+        for k in range(max(round((ts - state.last_ts) / freq), 1) - 1, 0, -1):
+            state.stream.advance(ts - k * freq, {})
+
+    def _points(self, state: SeriesState, ts: pd.Timestamp, yhat: np.ndarray | None) -> list[dict[str, Any]]:
+        """The fresh forecast of ``state``'s series from ``ts`` as store records."""
+        assert self.handle is not None and self.calibration is not None
         if yhat is None:
             return []
+        freq = self.handle.bundle.model.freq or pd.Timedelta(hours=1)
         width = self.calibration.half_width[: len(yhat)]
         origin, step = ts.to_pydatetime(), freq.to_pytimedelta()
         common = {
@@ -260,27 +277,30 @@ class StreamProcessor:
         """The champion, and every series' state warmed on the stored history before ``before``."""
         self.handle = load_champion(self.settings, self.target)
         self.calibration = live_calibration(self.store, self.handle, self.target)
-        history = self.store.load_wide(
-            start=before - pd.Timedelta(days=HISTORY_DAYS), end=before - pd.Timedelta(seconds=1)
-        )
+        history = self.store.load_wide(start=before - self.handle.history, end=before - pd.Timedelta(seconds=1))
         self.states = {}
         if history.empty:
             return
         model = self.handle.bundle.model
         panel = prepare_panel(history, freq=model.freq, max_gap=self.handle.max_gap)
-        self.states = {sid: self._new_state(sid, frame) for sid, frame in panel.items()}
+        # Every series warmed at once (the ESN runs all reservoirs together over the history).
+        streams = model.streams(panel)
+        self.states = {sid: self._state(sid, streams[sid], frame) for sid, frame in panel.items()}
 
-    def _new_state(self, sid: str, history: pd.DataFrame | None = None) -> SeriesState:
-        """A series' stream positioned after its (regularised) history; none for a new series."""
+    def _new_state(self, sid: str) -> SeriesState:
+        """The stream of a series first seen now: nothing before it to warm on."""
         assert self.handle is not None
-        if history is None:
-            history = pd.DataFrame(index=pd.DatetimeIndex([], tz="UTC", name="ts"))
-        model = self.handle.bundle.model
-        seen = self.target in history and bool(history[self.target].notna().any())
-        scale = mase_scale(history[self.target], model.config.season)[0] if seen else float("nan")
-        state = SeriesState(sid, model.stream(sid, history), scale, history.index.max() if len(history) else None, seen)
+        history = pd.DataFrame(index=pd.DatetimeIndex([], tz="UTC", name="ts"))
+        state = self._state(sid, self.handle.bundle.model.stream(sid, history), history)
         self.states[sid] = state
         return state
+
+    def _state(self, sid: str, stream: SeriesStream, history: pd.DataFrame) -> SeriesState:
+        """A series' state: its stream positioned after its (regularised) history."""
+        assert self.handle is not None
+        seen = self.target in history and bool(history[self.target].notna().any())
+        scale = mase_scale(history[self.target], self.handle.bundle.model.config.season)[0] if seen else float("nan")
+        return SeriesState(sid, stream, scale, history.index.max() if len(history) else None, seen)
 
     def _maybe_retrain(self, at: pd.Timestamp | None) -> None:
         decision = retrain_decision(self.store, self.settings, self.target)
@@ -298,3 +318,12 @@ class StreamProcessor:
         self.stats.retrains.append({"reason": decision.reason, "detail": decision.detail, "outcome": outcome})
         if outcome == "retrained" and at is not None:
             self._load(at + pd.Timedelta(seconds=1))
+
+
+def _by_stream_class(states: list[SeriesState], rows: list[Row]) -> list[list[tuple[SeriesState, Row]]]:
+    """``states`` (with their rows) grouped by the class of their stream: the unit a family
+    batches over (one model's streams are all of one class)."""
+    groups: dict[type, list[tuple[SeriesState, Row]]] = {}
+    for st, row in zip(states, rows, strict=True):
+        groups.setdefault(type(st.stream), []).append((st, row))
+    return list(groups.values())

@@ -85,3 +85,25 @@ def test_progress_reports_each_candidates_fit_seconds_and_mase() -> None:
         stages = [stage for who, stage in seen if who == name]
         assert stages[0] == "fit" and stages[-1].startswith("done: fit ")
         assert stages[-1].endswith(f"MASE {mase[name]:.3f}")
+
+
+def test_validation_origins_are_bounded_on_a_large_panel(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every validation step is an origin on a small panel; on a large one the origins of all
+    series together stay under the cap (calibration needs a quantile per step, not millions
+    of points), spread over the slice and the same for every series."""
+    import streamcast.models.base as base
+
+    panel = synthetic_panel()
+    train_end = panel["A"].index[-100]
+    val_start = train_end - pd.Timedelta(hours=24 * 5 - 1)
+    model = create_model("naive", horizon=12).fit(panel, train_end, val_start)
+    every = model.validation_forecasts(panel, val_start, train_end)
+    per_series = 24 * 5 - 12  # origins whose 12 targets end by train_end
+    assert every.groupby("series_id")["origin_ts"].nunique().tolist() == [per_series] * 3
+    monkeypatch.setattr(base, "MAX_VALIDATION_ORIGINS", 60)
+    model = create_model("naive", horizon=12).fit(panel, train_end, val_start)
+    capped = model.validation_forecasts(panel, val_start, train_end)
+    origins = capped.groupby("series_id")["origin_ts"].unique()
+    assert 3 * len(origins["A"]) <= 60 and 3 * len(origins["A"]) >= 60 // 2  # most of the budget, no more
+    assert all(list(o) == list(origins["A"]) for o in origins)
+    assert origins["A"].min() == val_start and origins["A"].max() > train_end - pd.Timedelta(hours=24 + 12)

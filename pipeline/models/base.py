@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Self
 
@@ -40,6 +40,10 @@ from streamcast.features import (
 )
 from streamcast.models.search import SearchSpace
 from streamcast.models.streams import SeriesStream, WindowStream
+
+# Validation origins of all series together (each forecasts H points): enough residuals
+# per step for calibration, tuning and ensemble weights, bounded however many series.
+MAX_VALIDATION_ORIGINS = 20_000
 
 
 class NotFittedError(RuntimeError):
@@ -97,6 +101,13 @@ class Forecaster(ABC):
         return True
 
     @property
+    def history_steps(self) -> int:
+        """Recent steps a forecast or a stream is warmed on: what the model looks back at.
+        By default 30 seasons (30 days of hourly data); a family that knows it needs less
+        (the ESN's fading memory) says so, and forecasts load less history."""
+        return 30 * self.config.season
+
+    @property
     def member_names(self) -> list[str]:
         """Candidates this one is built from (an ensemble's); they are fitted first."""
         return []
@@ -147,7 +158,7 @@ class Forecaster(ABC):
         assert self.freq is not None
         H = self.config.horizon
         steps = np.arange(1, H + 1)
-        frames = []
+        todo: list[tuple[pd.DatetimeIndex, Design, np.ndarray]] = []
         for sid, frame in panel.items():
             wanted = pd.DatetimeIndex([frame.index[-1]] if origins is None else origins)
             wanted = wanted[wanted.isin(frame.index)]
@@ -155,8 +166,12 @@ class Forecaster(ABC):
                 continue
             # Cutting at the last origin makes leaks impossible, whatever _predict does.
             cut = frame.loc[: wanted.max()]
-            design = self._design(sid, cut)
-            scaled = self.forecast_scaled(design, cut.index.get_indexer(wanted))
+            todo.append((wanted, self._design(sid, cut), cut.index.get_indexer(wanted)))
+        # Every series at once: a family may batch them (the ESN runs its reservoirs together).
+        forecasts = self.forecast_scaled_many([d for _, d, _ in todo], [p for _, _, p in todo])
+        frames = []
+        for (wanted, design, _), scaled in zip(todo, forecasts, strict=True):
+            sid = design.series_id
             if scaled.shape != (len(wanted), H):
                 raise RuntimeError(f"{self.kind} returned shape {scaled.shape}, expected {(len(wanted), H)}")
             naive_origins = wanted.tz_convert("UTC").tz_localize(None).to_numpy()
@@ -183,6 +198,16 @@ class Forecaster(ABC):
         """Steps between the origins of :meth:`validation_forecasts` (1: every step)."""
         return 1
 
+    def validation_stride_for(
+        self, panel: Mapping[str, pd.DataFrame], val_start: pd.Timestamp, train_end: pd.Timestamp
+    ) -> int:
+        """:attr:`validation_stride`, widened on a large panel so that all series together have
+        at most ``MAX_VALIDATION_ORIGINS`` validation origins (a thousand series forecast at
+        every step of a 30-day slice would be 17 million points, for a quantile per step)."""
+        freq = panel_freq(dict(panel))
+        per_series = max(int((train_end - self.config.horizon * freq - val_start) / freq) + 1, 1)
+        return max(self.validation_stride, -(-per_series * len(panel) // MAX_VALIDATION_ORIGINS))
+
     def validation_forecasts(
         self,
         panel: dict[str, pd.DataFrame],
@@ -194,7 +219,7 @@ class Forecaster(ABC):
         the validation slice whose H targets end by ``train_end``: what calibration, tuning
         and ensemble weights may look at. Remembered per fit: calibration and the ensemble
         both ask."""
-        stride = stride or self.validation_stride
+        stride = stride or self.validation_stride_for(panel, val_start, train_end)
         key = (val_start, train_end, stride, tuple(sorted(panel)))
         cached = self._validation.get(key)
         if cached is None:
@@ -207,12 +232,18 @@ class Forecaster(ABC):
     def stream(self, series_id: str, frame: pd.DataFrame) -> SeriesStream:
         """Follow one series from the end of ``frame`` (its regularised recent history):
         the returned stream takes one observation at a time and forecasts after each."""
+        return self._stream(*self._stream_inputs(series_id, frame))
+
+    def streams(self, frames: Mapping[str, pd.DataFrame]) -> dict[str, SeriesStream]:
+        """:meth:`stream` for many series at once (a family may warm them together)."""
+        return {sid: self.stream(sid, frame) for sid, frame in frames.items()}
+
+    def _stream_inputs(self, series_id: str, frame: pd.DataFrame) -> tuple[Design, OnlineDesign]:
         self._check_fitted("stream")
         assert self.scaler is not None
         design = self._design(series_id, frame)
         cfg = self.config
-        online = OnlineDesign.after(frame, design, cfg.target, self.covariates, self.scaler, cfg.calendar)
-        return self._stream(design, online)
+        return design, OnlineDesign.after(frame, design, cfg.target, self.covariates, self.scaler, cfg.calendar)
 
     def save(self, path: Path) -> Path:
         """Write config, feature state and weights to the folder ``path``."""
@@ -269,6 +300,13 @@ class Forecaster(ABC):
         out = self._predict(design, positions)
         return out + _anchor(design, positions) if self.predicts_change else out
 
+    def forecast_scaled_many(self, designs: Sequence[Design], positions: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """:meth:`forecast_scaled` of many series in one call (:meth:`_predict_many`)."""
+        outs = self._predict_many(designs, positions)
+        if not self.predicts_change:
+            return outs
+        return [out + _anchor(d, p) for out, d, p in zip(outs, designs, positions, strict=True)]
+
     def _design(self, sid: str, frame: pd.DataFrame) -> Design:
         assert self.scaler is not None
         return build_design(sid, frame, self.config.target, self.covariates, self.scaler, self.config.calendar)
@@ -287,6 +325,10 @@ class Forecaster(ABC):
     def _predict(self, design: Design, positions: np.ndarray) -> np.ndarray:
         """Scaled forecasts (as change from the last value if ``predicts_change``), shape
         (len(positions), horizon), using data up to each position."""
+
+    def _predict_many(self, designs: Sequence[Design], positions: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """:meth:`_predict` for each series; a family that can batch series overrides it."""
+        return [self._predict(d, p) for d, p in zip(designs, positions, strict=True)]
 
     def _stream(self, design: Design, online: OnlineDesign) -> SeriesStream:
         """Default: keep a window of recent rows and re-predict from its end."""

@@ -9,7 +9,7 @@ that all lie before the training end: the backtest origins never influence them.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Self
 
@@ -69,6 +69,10 @@ class EnsembleForecaster(Forecaster):
         return bool(self.members)
 
     @property
+    def history_steps(self) -> int:
+        return max((m.history_steps for m in self.members.values()), default=super().history_steps)
+
+    @property
     def member_names(self) -> list[str]:
         return [m for m in self.config.members if m != self.kind]
 
@@ -80,7 +84,7 @@ class EnsembleForecaster(Forecaster):
     def fit(self, panel: dict[str, pd.DataFrame], train_end: pd.Timestamp, val_start: pd.Timestamp) -> Self:
         members = {name: self._member(name, panel, train_end, val_start) for name in self.member_names}
         # Every member forecasts at the same validation origins: the sparsest any of them allows.
-        stride = max(m.validation_stride for m in members.values())
+        stride = max(m.validation_stride_for(panel, val_start, train_end) for m in members.values())
         keys = ["series_id", "origin_ts", "step"]
         val = {
             name: m.validation_forecasts(panel, val_start, train_end, stride).sort_values(keys, ignore_index=True)
@@ -157,6 +161,12 @@ class EnsembleForecaster(Forecaster):
         self._check_fitted("stream")
         return EnsembleStream({n: m.stream(series_id, frame) for n, m in self.members.items()}, self.weights)
 
+    def streams(self, frames: Mapping[str, pd.DataFrame]) -> dict[str, SeriesStream]:
+        """Each member warms every series at once (its own :meth:`Forecaster.streams`)."""
+        self._check_fitted("stream")
+        by_member = {n: m.streams(frames) for n, m in self.members.items()}
+        return {sid: EnsembleStream({n: s[sid] for n, s in by_member.items()}, self.weights) for sid in frames}
+
     def _fit(self, designs: dict[str, Design], val_pos: dict[str, int]) -> None:  # pragma: no cover - fit overridden
         raise NotImplementedError
 
@@ -184,10 +194,32 @@ class EnsembleStream(SeriesStream):
             s.advance(ts, values)
 
     def forecast(self) -> np.ndarray | None:
+        return self._combine({name: s.forecast() for name, s in self.members.items()})
+
+    def _combine(self, forecasts: Mapping[str, np.ndarray | None]) -> np.ndarray | None:
         out: np.ndarray | None = None
         for name, w in self.weights.items():
-            fc = self.members[name].forecast()
+            fc = forecasts[name]
             if fc is None:
                 return None
             out = w * fc if out is None else out + w * fc
         return out
+
+    @classmethod
+    def advance_all(
+        cls, streams: Sequence[EnsembleStream], ts: pd.Timestamp, values: Sequence[Mapping[str, float]]
+    ) -> None:
+        """Each member's streams of all series advance together (the member's own batching)."""
+        for name in streams[0].members if streams else []:
+            members = [s.members[name] for s in streams]
+            type(members[0]).advance_all(members, ts, values)
+
+    @classmethod
+    def forecast_all(cls, streams: Sequence[EnsembleStream]) -> list[np.ndarray | None]:
+        if not streams:
+            return []
+        by_member = {}
+        for name in streams[0].members:
+            members = [s.members[name] for s in streams]
+            by_member[name] = type(members[0]).forecast_all(members)
+        return [s._combine({n: f[k] for n, f in by_member.items()}) for k, s in enumerate(streams)]

@@ -3,24 +3,28 @@ readout mapping the reservoir state (plus the current inputs and recent target
 values) to all H steps.
 
 Only the readout is trained, in closed form, which makes fitting orders of
-magnitude faster than backpropagation. The reservoir state can be advanced one
-observation at a time (:class:`ESNStream`) and gives exactly the forecast of a
-run over the whole history.
+magnitude faster than backpropagation. reservoirpy draws the reservoir's weights;
+its states are then computed for many series at once (:class:`_Recurrence`: one
+matrix product per time step for a whole block of series, where reservoirpy steps
+one series at a time). The reservoir state can be advanced one observation at a time
+(:class:`ESNStream`) and gives the forecast of a run over the whole history.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+import pandas as pd
 
 from streamcast.errors import InputError
 from streamcast.features import Design, OnlineDesign
 from streamcast.models.base import Forecaster, ModelConfig
 from streamcast.models.search import FloatRange, IntRange, SearchSpace
-from streamcast.models.streams import DesignStream
+from streamcast.models.streams import DesignStream, SeriesStream
 
 
 class ESNConfig(ModelConfig):
@@ -42,6 +46,11 @@ class ESNConfig(ModelConfig):
     ridge: float | None = None  # None: chosen on the validation slice from ridge_grid
     ridge_grid: list[float] = [1e-2, 1e-1, 1.0, 10.0, 100.0, 1e3, 1e4]
     warmup: int = 48  # first states still depend on the arbitrary zero start
+    # Forecasts run the reservoir from this many steps before their first origin, not from
+    # the start of the series: the state has forgotten an older start (fading memory; at
+    # the defaults a start 168 steps back moves forecasts by 1e-7, 336 by 1e-14), and a
+    # deployed forecast or stream loads no more history than this.
+    forecast_warmup: int = 336
 
 
 def _reservoir_cls() -> Any:
@@ -64,6 +73,84 @@ def _load_matrix(stem: Path) -> Any:
 
     sp = stem.with_suffix(".sparse.npz")
     return sparse.load_npz(sp) if sp.exists() else np.load(stem.with_suffix(".npy"))
+
+
+# Reservoir states held at once while a block of series runs (time x series x units x 8
+# bytes): 1,000 series x 90 days x 400 units would be 7 GB in one block.
+STATE_BLOCK_BYTES = 256 * 2**20
+
+
+class _Recurrence:
+    """reservoirpy 0.4's ``Reservoir._step``, ``s' = (1 - lr) s + lr tanh(W s + Win x + bias)``,
+    for a block of series at once: each time step is one dense matrix product over the
+    block's states (rows are series), where reservoirpy makes a sparse product per series
+    and step. Series start from the zero state at their own first row (aligned at the start,
+    longest first, so the series still running are always a prefix of the block)."""
+
+    def __init__(self, reservoir: Any) -> None:
+        from scipy import sparse
+
+        def dense(m: Any) -> np.ndarray:
+            return np.asarray(m.toarray() if sparse.issparse(m) else m, dtype=np.float64)
+
+        self.WT = np.ascontiguousarray(dense(reservoir.W).T)
+        self.WinT = np.ascontiguousarray(dense(reservoir.Win).T)
+        self.bias = np.asarray(reservoir.bias, dtype=np.float64).ravel()
+        self.lr = float(reservoir.lr)
+        self.units = self.WT.shape[0]
+
+    def step(self, S: np.ndarray, X: np.ndarray) -> np.ndarray:
+        """The next states of the rows of ``S`` (series x units) after inputs ``X`` (series x inputs)."""
+        pre = S @ self.WT
+        pre += X @ self.WinT
+        pre += self.bias
+        return (1.0 - self.lr) * S + self.lr * np.tanh(pre)
+
+    def run(self, inputs: Sequence[np.ndarray], last_only: bool = False) -> list[np.ndarray]:
+        """States after every row of each input sequence, (T_i, units) each; or with
+        ``last_only`` just the state after its last row, (units,) (zero for an empty one)."""
+        n = len(inputs)
+        lengths = np.array([len(x) for x in inputs], dtype=int)
+        order = np.argsort(-lengths, kind="stable")
+        lengths_sorted = lengths[order]
+        T = int(lengths_sorted[0]) if n else 0
+        n_in = self.WinT.shape[0]
+        U = np.zeros((T, n, n_in))
+        for k, i in enumerate(order):
+            U[: lengths[i], k] = inputs[i]
+        S = np.zeros((n, self.units))
+        out = None if last_only else np.empty((T, n, self.units))
+        last = np.zeros((n, self.units))
+        active = n
+        for t in range(T):
+            while active and lengths_sorted[active - 1] <= t:
+                active -= 1
+            S[:active] = self.step(S[:active], U[t, :active])
+            if out is not None:
+                out[t, :active] = S[:active]
+            ending = active
+            while ending and lengths_sorted[ending - 1] == t + 1:
+                ending -= 1
+            last[ending:active] = S[ending:active]
+        result: list[np.ndarray] = [np.empty(0)] * n
+        for k, i in enumerate(order):
+            result[i] = last[k].copy() if out is None else out[: lengths[i], k]
+        return result
+
+
+def _blocks(lengths: Sequence[int], units: int) -> Iterator[list[int]]:
+    """Indices of series in blocks whose states fit ``STATE_BLOCK_BYTES``."""
+    order = np.argsort(-np.asarray(lengths, dtype=int), kind="stable")
+    block: list[int] = []
+    longest = 0
+    for i in order:
+        longest = max(longest, int(lengths[i]))
+        if block and (len(block) + 1) * max(longest, 1) * units * 8 > STATE_BLOCK_BYTES:
+            yield block
+            block, longest = [], int(lengths[i])
+        block.append(int(i))
+    if block:
+        yield block
 
 
 # Validation windows scored when choosing the ridge: beyond this, every series gives an
@@ -120,6 +207,7 @@ class ESNForecaster(Forecaster):
     config: ESNConfig
     reservoir: Any = None  # set by fit or load
     readout: _Readout | None = None
+    _recurrence: _Recurrence | None = None
 
     # --- reservoir ----------------------------------------------------------
 
@@ -137,16 +225,35 @@ class ESNForecaster(Forecaster):
         res.initialize(np.zeros((1, n_inputs)))
         return res
 
+    @property
+    def history_steps(self) -> int:
+        return max(self.config.forecast_warmup, self.config.lookback)
+
+    @property
+    def recurrence(self) -> _Recurrence:
+        if self._recurrence is None:
+            self._recurrence = _Recurrence(self.reservoir)
+        return self._recurrence
+
     def states(self, design: Design) -> np.ndarray:
         """Reservoir states over a whole series, starting from zero: (T, units)."""
-        self.reservoir.reset()
-        return np.asarray(self.reservoir.run(design.X.astype(np.float64)))
+        return self.recurrence.run([design.X.astype(np.float64)])[0]
 
-    def readout_features(self, design: Design, states: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    def block_states(self, designs: Sequence[Design]) -> Iterator[tuple[list[int], list[np.ndarray]]]:
+        """Reservoir states of many series, a block of them at a time: (indices into
+        ``designs``, their states) with the states of a block computed together."""
+        for block in _blocks([len(d.X) for d in designs], self.config.units):
+            yield block, self.recurrence.run([designs[i].X.astype(np.float64) for i in block])
+
+    def readout_features(
+        self, design: Design, states: np.ndarray, positions: np.ndarray, offset: int = 0
+    ) -> np.ndarray:
+        """What the readout sees at each position: the reservoir state, the current inputs and
+        the last ``lookback`` target values (``states[k]`` is the state at ``offset + k``)."""
         L = self.config.lookback
         lag_idx = np.clip(positions[:, None] + np.arange(-L + 1, 1)[None, :], 0, len(design.X) - 1)
         lags = design.X[lag_idx, 0]
-        return np.hstack([states[positions], design.X[positions].astype(np.float64), lags.astype(np.float64)])
+        return np.hstack([states[positions - offset], design.X[positions].astype(np.float64), lags.astype(np.float64)])
 
     # --- fit / predict ------------------------------------------------------
 
@@ -165,18 +272,10 @@ class ESNForecaster(Forecaster):
         stats: _RidgeStats | None = None
         val_z: list[np.ndarray] = []
         val_y: list[np.ndarray] = []
-        for sid, d in designs.items():
-            train_ends, val_ends = ends[sid]
-            if not len(train_ends) and not len(val_ends):
-                continue
-            S = self.states(d)
-            if len(train_ends):
-                z, y = self.readout_features(d, S, train_ends), self.targets(d, train_ends)
-                stats = _RidgeStats.of(z, y) if stats is None else stats.add(z, y)
-            if len(val_ends):
-                kept = val_ends[::stride]
-                val_z.append(self.readout_features(d, S, kept))
-                val_y.append(self.targets(d, kept))
+        used = [sid for sid in designs if len(ends[sid][0]) or len(ends[sid][1])]
+        for block, block_states in self.block_states([designs[sid] for sid in used]):
+            for i, S in zip(block, block_states, strict=True):
+                stats = self._add_windows(designs[used[i]], S, *ends[used[i]], stride, stats, val_z, val_y)
         if stats is None:
             raise InputError("esn: no complete training windows")
         ridge = cfg.ridge
@@ -197,9 +296,53 @@ class ESNForecaster(Forecaster):
             "validation_rows": int(sum(len(z) for z in val_z)),
         }
 
+    def _add_windows(
+        self,
+        d: Design,
+        S: np.ndarray,
+        train_ends: np.ndarray,
+        val_ends: np.ndarray,
+        stride: int,
+        stats: _RidgeStats | None,
+        val_z: list[np.ndarray],
+        val_y: list[np.ndarray],
+    ) -> _RidgeStats | None:
+        """One series' training windows summed into ``stats``; every ``stride``-th validation window kept."""
+        if len(train_ends):
+            z, y = self.readout_features(d, S, train_ends), self.targets(d, train_ends)
+            stats = _RidgeStats.of(z, y) if stats is None else stats.add(z, y)
+        if len(val_ends):
+            kept = val_ends[::stride]
+            val_z.append(self.readout_features(d, S, kept))
+            val_y.append(self.targets(d, kept))
+        return stats
+
     def _predict(self, design: Design, positions: np.ndarray) -> np.ndarray:
-        assert self.readout is not None
-        return self.readout(self.readout_features(design, self.states(design), positions))
+        return self._predict_many([design], [positions])[0]
+
+    def _predict_many(self, designs: Sequence[Design], positions: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """All series' reservoirs run a block at a time (one matrix product per step)."""
+        readout = self.readout
+        assert readout is not None
+        warm = self.config.forecast_warmup
+        starts = [max(0, int(p.min()) - warm) if len(p) else len(d.X) for d, p in zip(designs, positions, strict=True)]
+        tails = [
+            Design(d.series_id, d.X[a:], d.y[a:], d.target_mean, d.target_std)
+            for d, a in zip(designs, starts, strict=True)
+        ]
+        if all(len(p) == 1 and p[0] == len(d.X) - 1 for d, p in zip(designs, positions, strict=True)):
+            # A forecast from the end of every series (``streamcast forecast``): only the last
+            # states are needed, so all series run in one block without a state history.
+            finals = self.recurrence.run([t.X.astype(np.float64) for t in tails], last_only=True)
+            return [
+                readout(self.readout_features(d, state[None, :], p, offset=int(p[0])))
+                for d, p, state in zip(designs, positions, finals, strict=True)
+            ]
+        out: list[np.ndarray] = [np.empty(0)] * len(designs)
+        for block, block_states in self.block_states(tails):
+            for i, S in zip(block, block_states, strict=True):
+                out[i] = readout(self.readout_features(designs[i], S, positions[i], offset=starts[i]))
+        return out
 
     # --- persistence --------------------------------------------------------
 
@@ -224,19 +367,36 @@ class ESNForecaster(Forecaster):
             W=W, Win=Win, bias=arrays["bias"], lr=cfg.leak_rate, sr=cfg.spectral_radius, input_scaling=cfg.input_scaling
         )
         self.reservoir.initialize(np.zeros((1, Win.shape[1])))
+        self._recurrence = None
         self.readout = _Readout(Wout=arrays["Wout"], bias=arrays["readout_bias"])
 
     # --- streaming ----------------------------------------------------------
 
     def _stream(self, design: Design, online: OnlineDesign) -> ESNStream:
         """Run the reservoir over the history once; afterwards one reservoir step per observation."""
+        return self._streams_after([design], [online])[0]
+
+    def streams(self, frames: Mapping[str, pd.DataFrame]) -> dict[str, SeriesStream]:
+        """Every series' stream, their reservoirs warmed together on their histories."""
+        built = [self._stream_inputs(sid, f) for sid, f in frames.items()]
+        streams = self._streams_after([d for d, _ in built], [o for _, o in built])
+        return dict(zip(frames, streams, strict=True))
+
+    def _streams_after(self, designs: Sequence[Design], onlines: Sequence[OnlineDesign]) -> list[ESNStream]:
         L = self.config.lookback
-        if len(design.y):
-            state, recent = self.states(design)[-1].copy(), design.X[-L:].astype(np.float64)
-            recent = np.vstack([np.repeat(recent[:1], L - len(recent), 0), recent])
-        else:  # a series never seen before starts from the reservoir's zero state
-            state, recent = np.zeros(self.config.units), np.zeros((L, design.X.shape[1]))
-        return ESNStream(online, self, state, recent)
+        # Only the last states are kept, so every series runs in one block; over the same
+        # tail a forecast from the last row runs (``forecast_warmup`` steps before it).
+        tail = self.config.forecast_warmup + 1
+        finals = self.recurrence.run([d.X[-tail:].astype(np.float64) for d in designs], last_only=True)
+        out = []
+        for design, online, state in zip(designs, onlines, finals, strict=True):
+            if len(design.y):
+                recent = design.X[-L:].astype(np.float64)
+                recent = np.vstack([np.repeat(recent[:1], L - len(recent), 0), recent])
+            else:  # a series never seen before starts from the reservoir's zero state
+                recent = np.zeros((L, design.X.shape[1]))
+            out.append(ESNStream(online, self, state, recent))
+        return out
 
 
 class ESNStream(DesignStream):
@@ -249,13 +409,34 @@ class ESNStream(DesignStream):
         self.recent = recent  # last ``lookback`` scaled input rows
 
     def _push(self, x: np.ndarray, y: float) -> None:
-        res = self.model.reservoir
-        res.state = {"out": self.state}
-        self.state = np.asarray(res.step(np.asarray(x, dtype=np.float64))).copy()
-        self.recent = np.vstack([self.recent[1:], x])
+        x64 = np.asarray(x, dtype=np.float64)
+        self.state = self.model.recurrence.step(self.state[None, :], x64[None, :])[0]
+        self.recent = np.vstack([self.recent[1:], x64])
+
+    def _features(self) -> np.ndarray:
+        return np.concatenate([self.state, self.recent[-1], self.recent[:, 0]])
 
     def _forecast_scaled(self) -> np.ndarray:
         assert self.model.readout is not None
-        x = self.recent[-1]
-        z = np.concatenate([self.state, x, self.recent[:, 0]])
-        return self.model.readout(z[None, :])[0] + x[0]
+        return self.model.readout(self._features()[None, :])[0] + self.recent[-1, 0]
+
+    @classmethod
+    def advance_all(cls, streams: Sequence[ESNStream], ts: pd.Timestamp, values: Sequence[Mapping[str, float]]) -> None:
+        """One reservoir step for all ``streams`` (of one model) in one matrix product."""
+        if not streams:
+            return
+        X = np.array([s.online.row(ts, v)[0] for s, v in zip(streams, values, strict=True)], dtype=np.float64)
+        states = streams[0].model.recurrence.step(np.array([s.state for s in streams]), X)
+        for s, state, x in zip(streams, states, X, strict=True):
+            s.state = state
+            s.recent = np.vstack([s.recent[1:], x])
+
+    @classmethod
+    def forecast_all(cls, streams: Sequence[ESNStream]) -> list[np.ndarray | None]:
+        """Every stream's forecast through the readout in one matrix product."""
+        if not streams:
+            return []
+        readout = streams[0].model.readout
+        assert readout is not None
+        scaled = readout(np.array([s._features() for s in streams]))
+        return [s.online.unscale(f + s.recent[-1, 0]) for s, f in zip(streams, scaled, strict=True)]

@@ -9,8 +9,8 @@ from its end; the ESN steps its reservoir instead, the ensemble combines its mem
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Self
 
 import numpy as np
 import pandas as pd
@@ -31,6 +31,19 @@ class SeriesStream(ABC):
     @abstractmethod
     def forecast(self) -> np.ndarray | None:
         """The next H values from the current state, or None while there is nothing to forecast from."""
+
+    # Many series at one time step: a family whose state is an array (the ESN's reservoir)
+    # advances and forecasts them all in one matrix product; by default one after another.
+    @classmethod
+    def advance_all(cls, streams: Sequence[Self], ts: pd.Timestamp, values: Sequence[Mapping[str, float]]) -> None:
+        """:meth:`advance` each stream (of this class) with its values at ``ts``."""
+        for stream, v in zip(streams, values, strict=True):
+            stream.advance(ts, v)
+
+    @classmethod
+    def forecast_all(cls, streams: Sequence[Self]) -> list[np.ndarray | None]:
+        """:meth:`forecast` of each stream (of this class)."""
+        return [stream.forecast() for stream in streams]
 
 
 class DesignStream(SeriesStream):
