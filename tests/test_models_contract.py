@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from streamcast.features import prepare_panel
+from streamcast.features import make_windows, prepare_panel
 from streamcast.metrics import seasonal_naive_scale
 from streamcast.models import REGISTRY, NotFittedError, create_model, get_model_class
 from streamcast.models.base import Forecaster
@@ -325,3 +325,26 @@ def test_esn_readout_from_summed_blocks_equals_reservoirpys_ridge_on_all_rows() 
     node.fit(Z, Y)
     mine = stats.solve(0.5)
     assert np.allclose(mine.Wout, node.Wout, atol=1e-10) and np.allclose(mine.bias, np.ravel(node.bias), atol=1e-10)
+
+
+def test_keras_windows_of_a_large_panel_are_an_even_share_of_every_series() -> None:
+    """Past ``max_train_windows`` / ``max_val_windows`` (all series together) a network
+    trains on every k-th window of each series, built only for those: bounded memory and
+    time on a thousand series, every series represented; below the caps every window."""
+    tiny = {**KERAS_TINY, "epochs": 1}
+    every = create_model("rnn", horizon=H, **tiny, max_train_windows=None, max_val_windows=None)
+    every.fit(PANEL, TRAIN_END, VAL_START)
+    capped = create_model("rnn", horizon=H, **tiny, max_train_windows=300, max_val_windows=60)
+    capped.fit(PANEL, TRAIN_END, VAL_START)
+    full, part = every.fit_info, capped.fit_info
+    assert full["train_windows"] > 300 and full["val_windows"] > 60
+    assert 150 < part["train_windows"] <= 300 + 3 and 30 < part["val_windows"] <= 60 + 3  # + one per series
+    # Three windows' worth: each series still gives (at least) its first one.
+    designs = {sid: capped._design(sid, f.loc[:TRAIN_END]) for sid, f in PANEL.items()}
+    val_pos = {sid: int(f.index.searchsorted(VAL_START)) for sid, f in PANEL.items()}
+    few = create_model("rnn", horizon=H, **tiny, max_train_windows=3)
+    few.scaler, few.covariates = capped.scaler, capped.covariates
+    X, _ = few._windows(designs, val_pos)["train"]
+    firsts = [make_windows(d, few.split_ends(d, val_pos[sid], few.config.lookback)[0][:1], 24, H)[0][0]
+              for sid, d in designs.items()]  # fmt: skip
+    assert 3 <= len(X) <= 6 and all(any(np.array_equal(x, f) for x in X) for f in firsts)

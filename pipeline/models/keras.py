@@ -66,9 +66,17 @@ class KerasConfig(ModelConfig):
     batch_size: int = 128
     learning_rate: float = 2e-3
     patience: int = 6
-    max_train_windows: int | None = None
+    # Windows of all series together, at most about (one more per series; None: every one):
+    # a large panel trains on every k-th window of each series, built only for those kept.
+    max_train_windows: int | None = 200_000
+    max_val_windows: int | None = 50_000
     max_fit_seconds: float | None = None  # stop training at this wall-clock budget (tuning)
     verbose: int = 0
+
+
+def _stride(total: int, cap: int | None) -> int:
+    """Every how many windows one is kept so that at most ``cap`` of ``total`` remain."""
+    return max(1, -(-total // cap)) if cap else 1
 
 
 def seed_everything(seed: int) -> None:
@@ -146,8 +154,14 @@ class KerasForecaster(Forecaster):
         """Pooled (window, target) arrays over every series, for "train" and "val"."""
         cfg = self.config
         parts: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = {"train": ([], []), "val": ([], [])}
+        split = {sid: self.split_ends(d, val_pos[sid], cfg.lookback) for sid, d in designs.items()}
+        strides = [
+            _stride(sum(len(ends[k]) for ends in split.values()), cap)
+            for k, cap in enumerate((cfg.max_train_windows, cfg.max_val_windows))
+        ]
         for sid, d in designs.items():
-            for part, ends in zip(parts.values(), self.split_ends(d, val_pos[sid], cfg.lookback), strict=True):
+            for part, ends, stride in zip(parts.values(), split[sid], strides, strict=True):
+                ends = ends[::stride]
                 if len(ends):
                     part[0].append(make_windows(d, ends, cfg.lookback, cfg.horizon)[0])
                     part[1].append(self.targets(d, ends))
@@ -167,9 +181,6 @@ class KerasForecaster(Forecaster):
             raise InputError(
                 f"{self.kind}: no complete training windows (lookback {cfg.lookback}, horizon {cfg.horizon})"
             )
-        if cfg.max_train_windows and len(X) > cfg.max_train_windows:
-            keep = np.random.default_rng(cfg.seed).choice(len(X), cfg.max_train_windows, replace=False)
-            X, Y = X[np.sort(keep)], Y[np.sort(keep)]
         self.network = self.build_network(X.shape[-1])
         self._forward_fn = None
         has_val = len(Xv) > 0
