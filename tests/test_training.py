@@ -469,3 +469,30 @@ def test_a_challenger_beats_the_champion_only_by_more_than_float_noise() -> None
 
     assert not beats(0.70300000000001, 0.703) and not beats(0.703, 0.70300000000001)
     assert beats(0.70, 0.703) and not beats(0.703, 0.70)
+
+
+def test_training_data_digest_covers_every_row(settings: Settings) -> None:
+    """The dataset logged with a training run: its digest changes with any row (MLflow's
+    own digest reads only the first 10,000), and its schema names the three columns."""
+    import mlflow
+    import numpy as np
+
+    from streamcast import tracking
+
+    tracking.configure(settings)
+    idx = pd.date_range("2024-01-01", periods=6000, freq="h", tz="UTC")
+    panel = {sid: pd.DataFrame({"temp": np.arange(6000.0) + k}, index=idx) for k, sid in enumerate(["a", "b"])}
+    edited = {**panel, "b": panel["b"].assign(temp=lambda f: f["temp"].where(f.index != idx[-1], -1.0))}
+    digests = []
+    for p in (panel, panel, edited):
+        with mlflow.start_run() as run:
+            tracking.log_training_data(p, "temp", None)
+        (used,) = mlflow.get_run(run.info.run_id).inputs.dataset_inputs
+        digests.append(used.dataset.digest)
+        schema = json.loads(used.dataset.schema)["mlflow_colspec"]
+        assert [(c["name"], c["type"]) for c in schema] == [
+            ("series_id", "string"),
+            ("ts", "datetime"),
+            ("temp", "double"),
+        ]
+    assert digests[0] == digests[1] != digests[2]
