@@ -34,6 +34,10 @@ def season_for(freq: pd.Timedelta) -> int:
 
 def infer_freq(index: pd.DatetimeIndex) -> pd.Timedelta:
     """The series step: the most common spacing between consecutive timestamps."""
+    if len(index) > 1 and index.is_monotonic_increasing:
+        d = np.diff(index.asi8)
+        if d[0] > 0 and (d == d[0]).all():  # already on a grid: the common case, without a mode
+            return pd.Timedelta(index[1] - index[0])
     idx = index.sort_values().unique()
     if len(idx) < 2:
         raise InputError("need at least two timestamps to infer a frequency")
@@ -82,7 +86,10 @@ def regularise(
     if not isinstance(frame.index, pd.DatetimeIndex):
         raise TypeError("regularise expects a DatetimeIndex")
     step = pd.Timedelta(freq) if freq is not None else infer_freq(frame.index)
-    resampled = frame.sort_index().resample(step).mean()
+    # Already regular and aligned as resample's bins would be: the same frame, without
+    # resampling (a stream's warm-up and a forecast regularise every series of a panel).
+    on_grid = _on_grid(frame.index, step)
+    resampled = frame.astype(float) if on_grid else frame.sort_index().resample(step).mean()
     filled = resampled.copy()
     for col in resampled.columns:
         missing = resampled[col].isna().to_numpy()
@@ -92,9 +99,22 @@ def regularise(
         interp = resampled[col].interpolate(method="time", limit_area="inside")
         short = missing & (runs <= max_gap)
         filled[col] = resampled[col].where(~short, interp)
-    filled[GAP_COLUMN] = filled.isna().all(axis=1)
+    filled[GAP_COLUMN] = np.isnan(filled.to_numpy(dtype=float)).all(axis=1)
     filled.index.freq = step  # type: ignore[misc]
     return filled
+
+
+def _on_grid(index: pd.DatetimeIndex, step: pd.Timedelta) -> bool:
+    """Whether ``index`` is strictly increasing by exactly ``step``, starting on a bin
+    edge of ``resample(step)`` (whose bins start at midnight of the first day)."""
+    if len(index) < 2 or not index.is_monotonic_increasing:
+        return len(index) == 1 and (index[0] - index[0].normalize()) % step == pd.Timedelta(0)
+    d = np.diff(index.asi8)
+    return (
+        bool((d == d[0]).all())
+        and index[1] - index[0] == step
+        and (index[0] - index[0].normalize()) % step == pd.Timedelta(0)
+    )
 
 
 # --- model inputs --------------------------------------------------------------

@@ -53,6 +53,29 @@ def test_infer_freq() -> None:
         infer_freq(idx[:1])
 
 
+@pytest.mark.parametrize(
+    "start, freq",
+    [("2024-01-01 00:00", "1h"), ("2024-01-01 00:30", "1h"), ("2024-01-01 00:00", "30min"), ("2024-01-01 03:00", "2h")],
+)
+def test_a_series_already_on_its_grid_regularises_as_resampling_would(
+    start: str, freq: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fast path for a series already on its grid (no resample) gives the frame the
+    resample path gives, gaps and all; an offset grid (bins start at midnight) resamples."""
+    import streamcast.features as features
+
+    idx = pd.date_range(start, periods=60, freq=freq, tz="UTC")
+    frame = pd.DataFrame({"temp": np.arange(60.0), "count": np.arange(60)}, index=idx)
+    frame.iloc[10:12, 0] = np.nan  # interpolated
+    frame.iloc[20:30] = np.nan  # a long silence in both
+    frame.loc[idx[40], "temp"] = np.nan
+    fast = regularise(frame)
+    monkeypatch.setattr(features, "_on_grid", lambda index, step: False)
+    slow = regularise(frame)
+    pd.testing.assert_frame_equal(fast, slow)
+    assert fast.index.freq == pd.Timedelta(freq) and fast["long_gap"].sum() == 10
+
+
 def _gappy_frame() -> pd.DataFrame:
     rng = np.random.default_rng(0)
     idx = pd.date_range("2024-12-30 20:00", periods=80, freq="h", tz="UTC")  # across a year end

@@ -79,8 +79,15 @@ def micros_array(ts: pd.Series) -> np.ndarray:
 
 def to_utc_index(values: Iterable[Any]) -> pd.DatetimeIndex:
     """Timestamps read from the store as a UTC DatetimeIndex (SQLite returns naive ones)."""
-    idx = pd.DatetimeIndex(pd.to_datetime(list(values) if not isinstance(values, pd.Series) else values))
+    values = list(values) if not isinstance(values, pd.Series) else values
+    # SQLite returns ISO text (or naive datetimes); PostgreSQL aware datetimes.
+    idx = pd.DatetimeIndex(pd.to_datetime(values, format="ISO8601") if _is_text(values) else pd.to_datetime(values))
     return idx.tz_localize("UTC") if idx.tz is None else idx.tz_convert("UTC")
+
+
+def _is_text(values: Any) -> bool:
+    first = values.iloc[0] if isinstance(values, pd.Series) else (values[0] if len(values) else None)
+    return isinstance(first, str)
 
 
 def utc_columns(frame: pd.DataFrame, columns: Iterable[str]) -> pd.DataFrame:
