@@ -297,7 +297,7 @@ def forecast(
                 f"(streamcast-{name} version {first['model_version']}), {len(fc):,} points"
             )
         )
-        print_all(render.forecast_tables(queries.latest_payload(fc, units)))
+        print_all(render.forecasts_view(queries.latest_payload(fc, units), name))
 
 
 @command(predictions_app, "latest")
@@ -319,7 +319,7 @@ def predictions_latest(
             out[c] = out[c].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
         sys.stdout.write(out.to_csv(index=False))
     else:
-        print_all(render.forecast_tables(queries.latest_payload(points, units)))
+        print_all(render.forecasts_view(queries.latest_payload(points, units), target))
 
 
 @command()

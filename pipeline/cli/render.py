@@ -213,6 +213,27 @@ def forecast_tables(payload: list[dict[str, Any]]) -> list[Table]:
     return tables
 
 
+# Forecasts shown step by step, one table each, up to this many; more are one row per
+# series, at most OVERVIEW_ROWS of them (a thousand tables help nobody; csv/json have all).
+DETAILED_FORECASTS = 3
+OVERVIEW_ROWS = 20
+
+
+def forecasts_view(payload: list[dict[str, Any]], target: str) -> list[RenderableType]:
+    """A few forecasts in full; many as one overview row each, bounded, with where to find the rest."""
+    if len(payload) <= DETAILED_FORECASTS:
+        return list(forecast_tables(payload))
+    out: list[RenderableType] = [latest_overview(payload[:OVERVIEW_ROWS], target)]
+    if len(payload) > OVERVIEW_ROWS:
+        out.append(
+            Text(
+                f"... and {len(payload) - OVERVIEW_ROWS:,} more series: `streamcast predictions latest --target "
+                f"{target} --format csv` lists every point, `--series ID` one series step by step"
+            )
+        )
+    return out
+
+
 def latest_overview(payload: list[dict[str, Any]], target: str, first: int = 6) -> Table:
     """One row per series: the first hours of its latest forecast and the last one with its interval."""
     steps = [f"+{h}h" for h in range(1, first + 1)]
