@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import itertools
 import json
 import re
@@ -316,3 +317,38 @@ def test_dashboard_pages_and_searches_many_series_at_a_fixed_cost(settings: Sett
         counts.append(len(statements))
         assert body.count('class="past"') == per_page  # the earlier forecast, overlaid per series
     assert counts[0] == counts[1], counts
+
+
+def test_forecast_of_many_series_prints_an_overview_not_a_table_each(settings: Settings, data_dir: Path) -> None:
+    """25 meters: the CLI shows one row for each of the first 20 and says where the other 5
+    are; csv has every point of every series."""
+    import numpy as np
+
+    ts = pd.date_range("2024-01-01", periods=24 * 28, freq="h", tz="UTC")
+    rng = np.random.default_rng(1)
+    frame = pd.concat(
+        pd.DataFrame(
+            {
+                "meter": f"m{k:02d}",
+                "ts": ts,
+                "load": 10 + k + np.sin(np.arange(len(ts)) / 4) + rng.normal(0, 0.1, len(ts)),
+            }
+        )
+        for k in range(25)
+    )
+    frame.to_csv(data_dir / "meters.csv", index=False)
+    res = runner.invoke(
+        app, ["ingest", "--source", "csv", "--path", str(data_dir / "meters.csv"), "--series-col", "meter"]
+    )
+    assert res.exit_code == 0, res.output
+    services.train(settings=settings, target="load", models=["naive", "seasonal_naive"], folds=5)
+    out = runner.invoke(app, ["forecast", "--target", "load"], terminal_width=200)
+    assert out.exit_code == 0, out.output
+    text = " ".join(out.output.split())
+    assert "issued 25 forecast(s)" in text and "... and 5 more series" in text
+    shown = {sid for sid in re.findall(r"\bm\d\d\b", out.output)}
+    assert shown == {f"m{k:02d}" for k in range(20)}
+    assert "ts (UTC)" not in out.output  # no per-step table
+    csv = runner.invoke(app, ["predictions", "latest", "--target", "load", "--format", "csv"])
+    points = pd.read_csv(io.StringIO(csv.output))
+    assert len(points) == 25 * 24 and points["series_id"].nunique() == 25
