@@ -54,6 +54,13 @@ class ChampionHandle:
         return steps * (model.freq or pd.Timedelta(hours=1))
 
 
+def champion_version(settings: Settings, target: str) -> str | None:
+    """The registry's ``@champion`` version of ``target`` now (None before the first)."""
+    tracking.configure(settings)
+    mv = tracking.current_champion(target)
+    return None if mv is None else str(mv.version)
+
+
 def load_champion(settings: Settings, target: str) -> ChampionHandle:
     """The champion's bundle, cached on disk per version so forecasts don't re-download it."""
     tracking.configure(settings)

@@ -23,6 +23,7 @@ from streamcast.store import Store
 
 if TYPE_CHECKING:
     from streamcast.forecasting import ChampionHandle
+    from streamcast.retraining import Launcher
     from streamcast.streaming import StreamStats
     from streamcast.training import TrainOutcome
 
@@ -114,26 +115,26 @@ def stream(
     settings: Settings | None = None,
     on_start: Callable[[str], None] | None = None,
     on_batch: Callable[[StreamStats], None] | None = None,
+    retrain: Launcher | None = None,
     **options: Any,
 ) -> StreamStats:
     """Process observations as they arrive until the source ends (or Ctrl-C): store,
     advance the champion, forecast, score, retrain when due. ``on_start`` hears what
-    is being consumed."""
+    is being consumed; ``retrain`` starts a training when a trigger fires (default: a
+    background ``streamcast train`` process the stream does not wait for)."""
     spec = spec or StreamSpec.of(**options)
     require("stream" if spec.source == "redis" else "train", "streaming")
+    from streamcast.retraining import background_launcher
     from streamcast.sources import open_stream
     from streamcast.streaming import StreamProcessor
-    from streamcast.training import run_training
 
     settings = settings or get_settings()
     source = open_stream(spec, settings)
     if on_start:
         on_start(source.description)
-
-    def retrain(_target: str) -> None:
-        run_training(spec.retrain_spec(), settings)
-
-    processor = StreamProcessor(settings, target=spec.target, retrain=retrain)
+    # A trigger starts `streamcast train` in a process of its own; the stream goes on.
+    launcher = retrain or background_launcher(spec.retrain_spec(), settings)
+    processor = StreamProcessor(settings, target=spec.target, retrain=launcher)
     try:
         return processor.run(source.batches, on_batch=on_batch)
     except KeyboardInterrupt:

@@ -25,6 +25,7 @@ from streamcast.entries import parse_entries
 from streamcast.features import prepare_panel
 from streamcast.forecasting import (
     ChampionHandle,
+    champion_version,
     forecast_id,
     live_calibration,
     load_champion,
@@ -34,6 +35,7 @@ from streamcast.ingestion import IngestSummary, write_batch
 from streamcast.metrics import mase_scale
 from streamcast.models.streams import SeriesStream
 from streamcast.monitoring import retrain_decision
+from streamcast.retraining import Launcher, RetrainJob
 from streamcast.sources.stream import StreamBatch
 from streamcast.store import Store, Transaction, utcnow
 
@@ -103,13 +105,14 @@ class StreamProcessor:
         self,
         settings: Settings,
         target: str = DEFAULT_TARGET,
-        retrain: Callable[[str], None] | None = None,
+        retrain: Launcher | None = None,
         check_every: int = 6,
     ) -> None:
         self.settings = settings
         self.target = target
         self.store = Store(settings.database_url)
-        self.retrain_fn = retrain
+        self.retrain_fn = retrain  # trains in place (returns None) or starts a RetrainJob
+        self.job: RetrainJob | None = None  # the retrain running elsewhere, if any
         self.check_every = check_every
         self.handle: ChampionHandle | None = None
         self.calibration: Calibration | None = None  # the champion's, recalibrated on matured points
@@ -303,6 +306,17 @@ class StreamProcessor:
         return SeriesState(sid, stream, scale, history.index.max() if len(history) else None, seen)
 
     def _maybe_retrain(self, at: pd.Timestamp | None) -> None:
+        """At a batch boundary: swap to a new champion if the registry's alias moved (a
+        retrain of ours or anyone's), follow a retrain running elsewhere, or start one
+        when a trigger fires; at most one at a time."""
+        self._follow_champion(at)
+        if self.job is not None:
+            code = self.job.poll()
+            if code is None:
+                return  # still training: the stream goes on with the current champion
+            self._record("retrain_done", self.job.description, f"exit {code}")
+            self.job = None
+            self._follow_champion(at)
         decision = retrain_decision(self.store, self.settings, self.target)
         if not decision.retrain:
             return
@@ -310,14 +324,30 @@ class StreamProcessor:
         outcome = "no retrain function configured"
         if self.retrain_fn is not None:
             try:
-                self.retrain_fn(self.target)
-                outcome = "retrained"
+                self.job = self.retrain_fn(self.target)
+                outcome = "retrained" if self.job is None else f"started: {self.job.description}"
             except Exception as exc:  # noqa: BLE001 - the stream must keep going; the trigger records why
                 outcome = f"failed: {type(exc).__name__}: {exc}"[:250]
-        self.store.record_retrain(self.target, decision.reason, decision.detail, outcome)
-        self.stats.retrains.append({"reason": decision.reason, "detail": decision.detail, "outcome": outcome})
+        self._record(decision.reason, decision.detail, outcome)
         if outcome == "retrained" and at is not None:
             self._load(at + pd.Timedelta(seconds=1))
+
+    def _follow_champion(self, at: pd.Timestamp | None) -> None:
+        """Swap to the registry's ``@champion`` when it is no longer the version streaming:
+        at a batch boundary, its state warmed on the stored history like the first batch's."""
+        if self.handle is None or at is None:
+            return
+        version = champion_version(self.settings, self.target)
+        if version is None or version == self.handle.version:
+            return
+        before = f"v{self.handle.version} ({self.handle.kind})"
+        self._load(at + pd.Timedelta(seconds=1))
+        assert self.handle is not None
+        self._record("swap", f"@champion moved from {before}", f"streaming v{self.handle.version} ({self.handle.kind})")
+
+    def _record(self, reason: str, detail: str, outcome: str) -> None:
+        self.store.record_retrain(self.target, reason, detail, outcome)
+        self.stats.retrains.append({"reason": reason, "detail": detail, "outcome": outcome})
 
 
 def _by_stream_class(states: list[SeriesState], rows: list[Row]) -> list[list[tuple[SeriesState, Row]]]:

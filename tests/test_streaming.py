@@ -148,6 +148,88 @@ def test_level_shift_triggers_a_drift_retrain(settings: Settings, data_dir: Path
     assert triggers["outcome"].iloc[0] == "retrained"
 
 
+def _shifted(hours: int) -> pd.DataFrame:
+    """``hours`` of streamed nyc-weather whose temperatures jump by 40 °F after 12 hours."""
+    frame = replay_frame("nyc-weather", STREAM_START, STREAM_START + pd.Timedelta(hours=hours - 1))
+    late = frame["ts"] >= STREAM_START + pd.Timedelta(hours=12)
+    frame.loc[late, "temp"] += 40 + np.arange(late.sum()) * 0.3
+    return frame
+
+
+def test_a_drift_retrain_runs_in_the_background_while_the_stream_goes_on(settings: Settings, data_dir: Path) -> None:
+    """The trigger starts `streamcast train` in a process of its own and returns: the
+    stream keeps forecasting with the current champion, starts no second retrain while
+    that one runs, and records how it ended at its next check after it did."""
+    from streamcast.retraining import ProcessJob, background_launcher
+    from streamcast.specs import TrainSpec
+
+    _history_and_champion(settings, data_dir, ["naive"])
+    frame = _shifted(60)
+    cfg = settings.model_copy(update={"drift_factor": 1.5, "drift_window": 24, "retrain_hours": 1e6})
+    launch = background_launcher(TrainSpec(target="temp", models=["naive", "seasonal_naive"], folds=2), cfg)
+    jobs: list[tuple[ProcessJob, int]] = []
+
+    def start(target: str) -> ProcessJob:
+        job = launch(target)
+        jobs.append((job, proc.stats.batches))
+        return job
+
+    proc = StreamProcessor(cfg, retrain=start, check_every=4)
+    cut = STREAM_START + pd.Timedelta(hours=48)
+    for batch in replay_batches(frame[frame["ts"] < cut], speed=0):
+        proc.process(batch)
+        if len(jobs) == 1 and jobs[0][1] == proc.stats.batches - 1:
+            assert jobs[0][0].poll() is None  # the trigger's batch returned; the training runs on
+    assert len(jobs) == 1, "one retrain at a time"
+    job, at_batch = jobs[0]
+    assert proc.stats.batches > at_batch and proc.handle is not None and proc.handle.version == "1"
+    assert job.process.wait(timeout=300) == 0, job.log_path.read_text()[-2000:]
+    assert "registered streamcast-temp version 2" in " ".join(job.log_path.read_text().split())
+    for batch in replay_batches(frame[frame["ts"] >= cut], speed=0):  # the next check sees it ended
+        proc.process(batch)
+    proc.close()
+    store = Store(settings.database_url)
+    triggers = store.retrain_triggers()
+    store.dispose()
+    assert triggers["reason"].tolist()[:2] == ["drift", "retrain_done"]
+    assert triggers["outcome"].iloc[0].startswith("started: streamcast train (pid")
+    assert triggers["outcome"].iloc[1] == "exit 0"
+    # A short backtest never moves @champion: the stream kept version 1 throughout.
+    assert proc.handle.version == "1" and "swap" not in set(triggers["reason"])
+
+
+def test_the_stream_swaps_to_a_new_champion_at_a_batch_boundary(settings: Settings, data_dir: Path) -> None:
+    """When the registry's @champion moves (a retrain, a deployment, a person), the stream
+    swaps at its next check: later forecasts come from the new version, warmed on history."""
+    import mlflow
+
+    _history_and_champion(settings, data_dir, ["naive"])
+    services.train(settings=settings, models=["seasonal_naive"], folds=2)  # v2, @challenger
+    frame = replay_frame("nyc-weather", STREAM_START, STREAM_START + pd.Timedelta(hours=23))
+    cfg = settings.model_copy(update={"retrain_hours": 1e6})
+    proc = StreamProcessor(cfg, check_every=4)
+    batches = list(replay_batches(frame, speed=0))
+    for batch in batches[:6]:
+        proc.process(batch)
+    assert proc.handle is not None and (proc.handle.version, proc.handle.kind) == ("1", "naive")
+    mlflow.MlflowClient(settings.tracking_uri).set_registered_model_alias("streamcast-temp", "champion", "2")
+    swapped_at = None
+    for batch in batches[6:]:
+        proc.process(batch)
+        if swapped_at is None and proc.handle.version == "2":
+            swapped_at = batch.frame["ts"].max()
+    proc.close()
+    assert swapped_at is not None and proc.handle.kind == "seasonal_naive"
+    store = Store(settings.database_url)
+    fc = store.forecasts_between(STREAM_START, STREAM_START + pd.Timedelta(days=3))
+    swaps = store.retrain_triggers()
+    store.dispose()
+    origins = pd.to_datetime(fc["origin_ts"], utc=True)
+    assert set(fc.loc[origins <= swapped_at, "model_version"]) == {"1"}  # the swap follows its batch
+    assert set(fc.loc[origins > swapped_at, "model_version"]) == {"2"}
+    assert swaps["reason"].tolist() == ["swap"] and swaps["outcome"].iloc[0] == "streaming v2 (seasonal_naive)"
+
+
 def test_redis_consumer_killed_mid_stream_loses_and_doubles_nothing(any_store: Store, data_dir: Path) -> None:
     settings = Settings(data_dir=data_dir, db_url=any_store.url)  # SQLite and PostgreSQL
     from streamcast.sources.redis_stream import publish_rows
