@@ -29,10 +29,12 @@ from _results import markdown_table, write_section
 
 from streamcast.config import Settings
 from streamcast.ingestion import ingest_frame
+from streamcast.retraining import background_launcher
 from streamcast.services import train
 from streamcast.sources.bundled import load_dataset
 from streamcast.sources.redis_stream import RedisStreamSource, publish_rows
 from streamcast.sources.replay import replay_batches, replay_frame
+from streamcast.specs import TrainSpec
 from streamcast.store import Store
 from streamcast.streaming import StreamProcessor
 
@@ -66,16 +68,34 @@ def postgres_database(admin_url: str) -> Iterator[str]:
         admin.dispose()
 
 
-def run(settings: Settings, batches, label: str) -> dict:
-    proc = StreamProcessor(settings, check_every=10**9)  # latency of the forecast path, not of retraining
+def run(settings: Settings, batches, label: str, retrain: bool = False) -> dict:
+    """Stream ``batches``; with ``retrain`` a drift trigger (factor 0.1) starts the background
+    retrain at the first check and only the batches processed while it ran are reported."""
+    if retrain:
+        settings = settings.model_copy(update={"drift_factor": 0.1, "drift_window": 6, "retrain_hours": 1e6})
+        spec = TrainSpec(target="temp", models=["naive", "seasonal_naive", "esn"])
+        proc = StreamProcessor(settings, retrain=background_launcher(spec, settings), check_every=6)
+    else:
+        proc = StreamProcessor(settings, check_every=10**9)  # latency of the forecast path, not of retraining
+    during: list[bool] = []
+
+    def note(_stats: object) -> None:
+        during.append(proc.job is not None and proc.job.poll() is None)
+
     t0 = time.perf_counter()
-    stats = proc.run(batches)
+    stats = proc.run(batches, on_batch=note)
     elapsed = time.perf_counter() - t0
+    if proc.job is not None:
+        proc.job.process.wait()  # type: ignore[attr-defined]
     proc.close()
     lat = np.asarray(stats.latencies_ms)
+    if retrain:
+        lat = lat[np.asarray(during)]
+        if not len(lat):
+            raise RuntimeError("the retrain ended before any batch was processed beside it")
     row = {
         "source": label,
-        "batches": stats.batches,
+        "batches": len(lat),
         "observations": stats.observations,
         "forecasts": stats.forecasts,
         "p50": float(np.percentile(lat, 50)),
@@ -122,6 +142,10 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp, postgres_database(args.postgres_url) as url:
             settings = setup(Path(tmp) / "postgres", db_url=url)
             rows.append(run(settings, replay_batches(frame, speed=0), "replay, PostgreSQL store"))
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = setup(Path(tmp) / "retrain")
+        slow = replay_batches(frame, speed=3600 * 60)  # a simulated hour every 1/60 s
+        rows.append(run(settings, slow, "replay while a retrain runs", retrain=True))
     if args.window_model:
         with tempfile.TemporaryDirectory() as tmp:
             settings = setup(Path(tmp) / "window", model=args.window_model)
@@ -145,7 +169,7 @@ def main() -> None:
                 f"{r['forecasts']:,}",
                 f"{r['p50']:.1f}",
                 f"{r['p99']:.1f}",
-                f"{r['first']:,.0f}",
+                f"{r['first']:,.0f}" if r["source"] != "replay while a retrain runs" else "-",
                 f"{r['obs_per_s']:,.0f}",
             ]
             for r in rows
@@ -157,7 +181,10 @@ def main() -> None:
         "runs its network for each observation, where the ESN takes one reservoir step. "
         "Latency: batch handed over -> observations upserted, reservoir advanced, forecasts stored, matured "
         "points scored (and Redis entries acknowledged). The first batch also loads the champion from the MLflow "
-        "registry and warms its reservoir on the stored history. Target: p99 < 100 ms.\n"
+        "registry and warms its reservoir on the stored history. "
+        "'While a retrain runs': a drift trigger starts `streamcast train --models naive,seasonal_naive,esn` in a "
+        "background process at the stream's first check; only the batches processed while it ran are counted "
+        "(it shares the 2 cores with the stream). Target: p99 < 100 ms.\n"
     )
     write_section("Streaming: observation to stored forecast", body)
 
