@@ -297,8 +297,7 @@ class Forecaster(ABC):
 
     def forecast_scaled(self, design: Design, positions: np.ndarray) -> np.ndarray:
         """Scaled forecasts at ``positions`` of ``design`` (what streams call between observations)."""
-        out = self._predict(design, positions)
-        return out + _anchor(design, positions) if self.predicts_change else out
+        return self.forecast_scaled_many([design], [positions])[0]
 
     def forecast_scaled_many(self, designs: Sequence[Design], positions: Sequence[np.ndarray]) -> list[np.ndarray]:
         """:meth:`forecast_scaled` of many series in one call (:meth:`_predict_many`)."""
