@@ -13,10 +13,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prefect.settings import PREFECT_API_URL, temporary_settings
 from sqlalchemy.engine import make_url
 
+from flows.retrain import deployment_launcher
 from streamcast import services
 from streamcast.config import Settings
+from streamcast.specs import StreamSpec
 from streamcast.store import Store
 from tests.conftest import _postgres_database, ingest_weather
 
@@ -109,6 +112,10 @@ def test_deploy_all_schedules_and_worker_runs_forecast(backend: dict, data_dir: 
             assert crons == ([cron] if cron else []), (name, crons)
             assert by_name[name]["work_pool_name"] == "streamcast-process"
 
+        # A stream's retrain trigger under Prefect: a run of the retrain deployment, polled.
+        with temporary_settings(updates={PREFECT_API_URL: api}):
+            job = deployment_launcher(StreamSpec(retrain_models=["naive"]))("temp")
+            assert job is not None and job.poll() is None  # scheduled; no worker has run it yet
         run("deployment", "run", "forecast/forecast-hourly")
         worker = subprocess.run(
             [prefect, "worker", "start", "--pool", "streamcast-process", "--run-once"],
@@ -123,6 +130,10 @@ def test_deploy_all_schedules_and_worker_runs_forecast(backend: dict, data_dir: 
         states = {r["name"]: r["state_type"] for r in runs}
         assert "COMPLETED" in states.values(), (states, worker.stdout[-2000:], worker.stderr[-2000:])
         assert store.table_counts()["forecasts"] == before + 72
+        with temporary_settings(updates={PREFECT_API_URL: api}):
+            assert job.poll() == 0, states  # the worker ran the retrain too
+        retrain = next(r for r in runs if r["id"] == str(job.flow_run_id))
+        assert retrain["parameters"]["spec"] == {"target": "temp", "models": ["naive"]}
         if backend["prefect_db"]:  # the server really kept its runs in PostgreSQL
             import sqlalchemy as sa
 
@@ -137,6 +148,11 @@ def test_deploy_all_schedules_and_worker_runs_forecast(backend: dict, data_dir: 
         except subprocess.TimeoutExpired:
             server.kill()
         store.dispose()
+
+
+def test_without_a_prefect_api_the_stream_flow_retrains_in_a_background_process() -> None:
+    with temporary_settings(updates={PREFECT_API_URL: None}):
+        assert deployment_launcher(StreamSpec()) is None  # services.stream then uses background_launcher
 
 
 def test_prefect_yaml_names_a_prefect_the_project_installs() -> None:
