@@ -297,7 +297,8 @@ def forecast(
                 f"(streamcast-{name} version {first['model_version']}), {len(fc):,} points"
             )
         )
-        print_all(render.forecasts_view(queries.latest_payload(fc, units), name))
+        shown, total = render.shown_points(fc)
+        print_all(render.forecasts_view(queries.latest_payload(shown, units), name, total))
 
 
 @command(predictions_app, "latest")
@@ -319,7 +320,8 @@ def predictions_latest(
             out[c] = out[c].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
         sys.stdout.write(out.to_csv(index=False))
     else:
-        print_all(render.forecasts_view(queries.latest_payload(points, units), target))
+        shown, total = render.shown_points(points)
+        print_all(render.forecasts_view(queries.latest_payload(shown, units), target, total))
 
 
 @command()

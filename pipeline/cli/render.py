@@ -219,15 +219,27 @@ DETAILED_FORECASTS = 3
 OVERVIEW_ROWS = 20
 
 
-def forecasts_view(payload: list[dict[str, Any]], target: str) -> list[RenderableType]:
-    """A few forecasts in full; many as one overview row each, bounded, with where to find the rest."""
-    if len(payload) <= DETAILED_FORECASTS:
+def shown_points(points: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """The points :func:`forecasts_view` shows (those of the first ``OVERVIEW_ROWS`` series),
+    and how many forecasts there are in all: the rest is never turned into payloads."""
+    total = points["forecast_id"].nunique()
+    if total <= OVERVIEW_ROWS:
+        return points, total
+    first = sorted(points["series_id"].unique())[:OVERVIEW_ROWS]
+    return points[points["series_id"].isin(first)], total
+
+
+def forecasts_view(payload: list[dict[str, Any]], target: str, total: int | None = None) -> list[RenderableType]:
+    """A few forecasts in full; many as one overview row each, bounded, with where to find the
+    rest (``total``: how many forecasts there are, when ``payload`` holds only those shown)."""
+    total = len(payload) if total is None else total
+    if total <= DETAILED_FORECASTS:
         return list(forecast_tables(payload))
     out: list[RenderableType] = [latest_overview(payload[:OVERVIEW_ROWS], target)]
-    if len(payload) > OVERVIEW_ROWS:
+    if total > OVERVIEW_ROWS:
         out.append(
             Text(
-                f"... and {len(payload) - OVERVIEW_ROWS:,} more series: `streamcast predictions latest --target "
+                f"... and {total - OVERVIEW_ROWS:,} more series: `streamcast predictions latest --target "
                 f"{target} --format csv` lists every point, `--series ID` one series step by step"
             )
         )
