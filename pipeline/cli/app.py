@@ -388,7 +388,8 @@ def stream(
     retrain_models: str = typer.Option(
         ",".join(default(StreamSpec, "retrain_models")),
         "--retrain-models",
-        help="Candidates compared when drift or the interval triggers a retrain.",
+        help="Candidates a retrain compares when drift or the interval triggers one "
+        "(it runs in a background process; the stream goes on).",
     ),
 ) -> None:
     """Process observations as they arrive: store, advance the champion, forecast, score, retrain."""
