@@ -54,9 +54,9 @@ class ChampionHandle:
         return steps * (model.freq or pd.Timedelta(hours=1))
 
 
-def champion_version(settings: Settings, target: str) -> str | None:
-    """The registry's ``@champion`` version of ``target`` now (None before the first)."""
-    tracking.configure(settings)
+def champion_version(target: str) -> str | None:
+    """The registry's ``@champion`` version of ``target`` now (None before the first), from
+    the MLflow that :func:`load_champion` configured (a stream asks at every check)."""
     mv = tracking.current_champion(target)
     return None if mv is None else str(mv.version)
 

@@ -337,7 +337,7 @@ class StreamProcessor:
         at a batch boundary, its state warmed on the stored history like the first batch's."""
         if self.handle is None or at is None:
             return
-        version = champion_version(self.settings, self.target)
+        version = champion_version(self.target)
         if version is None or version == self.handle.version:
             return
         before = f"v{self.handle.version} ({self.handle.kind})"

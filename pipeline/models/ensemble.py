@@ -158,8 +158,7 @@ class EnsembleForecaster(Forecaster):
         return out
 
     def stream(self, series_id: str, frame: pd.DataFrame) -> SeriesStream:
-        self._check_fitted("stream")
-        return EnsembleStream({n: m.stream(series_id, frame) for n, m in self.members.items()}, self.weights)
+        return self.streams({series_id: frame})[series_id]
 
     def streams(self, frames: Mapping[str, pd.DataFrame]) -> dict[str, SeriesStream]:
         """Each member warms every series at once (its own :meth:`Forecaster.streams`)."""
