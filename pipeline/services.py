@@ -134,7 +134,7 @@ def stream(
         on_start(source.description)
     # A trigger starts `streamcast train` in a process of its own; the stream goes on.
     launcher = retrain or background_launcher(spec.retrain_spec(), settings)
-    processor = StreamProcessor(settings, target=spec.target, retrain=launcher)
+    processor = StreamProcessor(settings, target=spec.target, retrain=launcher, adapt=spec.adapt)
     try:
         return processor.run(source.batches, on_batch=on_batch)
     except KeyboardInterrupt:

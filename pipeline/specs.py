@@ -210,6 +210,7 @@ class StreamSpec(_OpenMeteoLocation):
         default_factory=lambda: ["naive", "seasonal_naive", "esn"],
         description="candidates compared when drift or the interval triggers a retrain",
     )
+    adapt: bool = Field(True, description="an ESN champion's readout learns from each matured actual")
     # replay
     dataset: str = "nyc-weather"
     speed: float = Field(3600.0, ge=0, description="simulated seconds per real second (0: no waiting)")

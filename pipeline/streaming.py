@@ -9,6 +9,7 @@ starts when live MASE drifts from the backtest or the retrain interval elapses.
 
 from __future__ import annotations
 
+import io
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -33,6 +34,7 @@ from streamcast.forecasting import (
 )
 from streamcast.ingestion import IngestSummary, write_batch
 from streamcast.metrics import mase_scale
+from streamcast.models.esn import ESNForecaster, OnlineReadout
 from streamcast.models.streams import SeriesStream
 from streamcast.monitoring import retrain_decision
 from streamcast.retraining import Launcher, RetrainJob
@@ -107,6 +109,7 @@ class StreamProcessor:
         target: str = DEFAULT_TARGET,
         retrain: Launcher | None = None,
         check_every: int = 6,
+        adapt: bool = True,
     ) -> None:
         self.settings = settings
         self.target = target
@@ -114,6 +117,8 @@ class StreamProcessor:
         self.retrain_fn = retrain  # trains in place (returns None) or starts a RetrainJob
         self.job: RetrainJob | None = None  # the retrain running elsewhere, if any
         self.check_every = check_every
+        self.adapt = adapt  # an ESN champion's readout learns from matured actuals
+        self.readout: OnlineReadout | None = None  # the adapting readout, if any
         self.handle: ChampionHandle | None = None
         self.calibration: Calibration | None = None  # the champion's, recalibrated on matured points
         self.states: dict[str, SeriesState] = {}
@@ -136,6 +141,9 @@ class StreamProcessor:
         return self.stats
 
     def close(self) -> None:
+        checkpoint = self._checkpoint()
+        if checkpoint is not None:  # what was learnt since the last check (all of it is committed)
+            self.store.write_stream_checkpoint(*checkpoint)
         self.store.dispose()
 
     # --- one batch ----------------------------------------------------------------
@@ -158,10 +166,15 @@ class StreamProcessor:
             self._load(obs["ts"].min())
         forecast_rows, arrived = self._advance_all(obs)
         score_rows = self._score(arrived, forecast_rows)
+        self._since_check += obs["ts"].nunique()
+        checking = self._since_check >= self.check_every
+        checkpoint = self._checkpoint() if checking else None
 
         def write_derived(tx: Transaction) -> None:
             tx.write_forecast_records(forecast_rows)
             tx.write_scores(score_rows)
+            if checkpoint is not None:
+                tx.write_stream_checkpoint(*checkpoint)
 
         # One commit per batch: a crash leaves all of it or none (the entries are then redelivered).
         summary = write_batch(self.store, parsed, "stream", "stream", also=write_derived)
@@ -169,14 +182,15 @@ class StreamProcessor:
         if batch.ack:
             batch.ack()
         self.stats.latencies_ms.append((time.perf_counter() - batch.received_at) * 1000)
-        self._since_check += obs["ts"].nunique()
-        if self._since_check >= self.check_every:
+        if checking:
             self._since_check = 0
             if self.handle is not None:
                 self.calibration = live_calibration(self.store, self.handle, self.target)
             self._maybe_retrain(obs["ts"].max() if not obs.empty else None)
 
-    def _advance_all(self, obs: pd.DataFrame) -> tuple[list[dict[str, Any]], list[tuple[SeriesState, datetime, float]]]:
+    def _advance_all(
+        self, obs: pd.DataFrame, forecast: bool = True
+    ) -> tuple[list[dict[str, Any]], list[tuple[SeriesState, datetime, float]]]:
         """Every series' new rows through its stream, in time order: the fresh forecasts'
         points, and the target values that arrived (to score earlier forecasts with). The
         series observed at one time move together (an ESN steps all their reservoirs in one
@@ -204,7 +218,7 @@ class StreamProcessor:
                 st.has_target = st.has_target or self.target in row
                 if self.target in row:
                     arrived.append((st, ts.to_pydatetime(), row[self.target]))
-            ready = [st for st, _ in moving if st.has_target]  # no forecast before the target was seen
+            ready = [st for st, _ in moving if st.has_target and forecast]  # none before the target was seen
             for group in _by_stream_class(ready, [{}] * len(ready)):
                 members = [st for st, _ in group]
                 yhats = type(members[0].stream).forecast_all([m.stream for m in members])
@@ -277,18 +291,83 @@ class StreamProcessor:
     # --- champion and series state ---------------------------------------------------
 
     def _load(self, before: pd.Timestamp) -> None:
-        """The champion, and every series' state warmed on the stored history before ``before``."""
+        """The champion, and every series' state warmed on the stored history before ``before``.
+
+        An adapting ESN readout resumes from the target's checkpoint when it is of this
+        champion: the series are warmed up to where the checkpoint had processed each of
+        them, and what the store holds after that (batches committed after the last check)
+        is replayed through the same path as live entries, forecasts aside."""
         self.handle = load_champion(self.settings, self.target)
         self.calibration = live_calibration(self.store, self.handle, self.target)
         history = self.store.load_wide(start=before - self.handle.history, end=before - pd.Timedelta(seconds=1))
         self.states = {}
+        model = self.handle.bundle.model
+        self.readout = None
+        resumed: _Resume | None = None
+        if self.adapt and isinstance(model, ESNForecaster) and model.readout is not None:
+            registered = model.readout.base if isinstance(model.readout, OnlineReadout) else model.readout
+            self.readout = OnlineReadout(
+                registered, self.settings.adapt_forgetting, self.settings.adapt_prior, model.config.units
+            )
+            model.readout = self.readout  # this process's copy; the registered version never changes
+            resumed = self._resume(self.readout)
         if history.empty:
             return
-        model = self.handle.bundle.model
-        panel = prepare_panel(history, freq=model.freq, max_gap=self.handle.max_gap)
+        warm, replay = (history, None) if resumed is None else resumed.split(history)
+        panel = prepare_panel(warm, freq=model.freq, max_gap=self.handle.max_gap)
         # Every series warmed at once (the ESN runs all reservoirs together over the history).
         streams = model.streams(panel)
         self.states = {sid: self._state(sid, streams[sid], frame) for sid, frame in panel.items()}
+        if resumed is not None:
+            for sid, adapted in resumed.pending.items():
+                if sid in self.states:
+                    self.states[sid].stream.ring.restore_pending(adapted)  # type: ignore[attr-defined]
+        if replay is not None and not replay.empty:
+            long = replay.reset_index().melt(id_vars=["series_id", "ts"], var_name="variable").dropna()
+            self._advance_all(long, forecast=False)
+            log.info("resumed the adapted readout: replayed %d stored observations after its checkpoint", len(long))
+
+    def _checkpoint(self) -> tuple[str, str, str, bytes] | None:
+        """The adapted readout and how far it has processed each series, as a checkpoint row."""
+        if self.readout is None or self.handle is None:
+            return None
+        seen = {sid: st.last_ts for sid, st in self.states.items() if st.last_ts is not None}
+        order = sorted(seen)
+        H = self.readout.W0.shape[1]
+        arrays = {
+            **self.readout.state(),
+            "series": np.array(order, dtype=str),
+            "last_ns": np.array([seen[sid].value for sid in order], dtype=np.int64),
+            # The adapted forecasts of the origins still waiting for targets (scored when they mature).
+            "pending": np.array([self.states[sid].stream.ring.pending() for sid in order]).reshape(len(order), H, H),  # type: ignore[attr-defined]
+        }
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)  # type: ignore[arg-type]
+        return self.target, self.handle.version, self.handle.run_id, buf.getvalue()
+
+    def _resume(self, readout: OnlineReadout) -> _Resume | None:
+        """The target's checkpoint restored into ``readout`` if it is of the champion streaming."""
+        assert self.handle is not None
+        row = self.store.stream_checkpoint(self.target)
+        if row is None:
+            return None
+        if (row["model_version"], row["run_id"]) != (self.handle.version, self.handle.run_id):
+            log.info(
+                "stream checkpoint is of v%s, streaming v%s: the readout starts from the registered one",
+                row["model_version"],
+                self.handle.version,
+            )
+            return None
+        with np.load(io.BytesIO(row["state"]), allow_pickle=False) as arrays:
+            state = {k: arrays[k] for k in arrays.files}
+        try:
+            readout.restore(state)
+        except ValueError as exc:
+            log.warning("stream checkpoint not used (%s): the readout starts from the registered one", exc)
+            return None
+        last = dict(zip(state["series"].tolist(), state["last_ns"].tolist(), strict=True))
+        pending = dict(zip(state["series"].tolist(), state["pending"], strict=True))
+        return _Resume(last, readout.t, pending)
 
     def _new_state(self, sid: str) -> SeriesState:
         """The stream of a series first seen now: nothing before it to warm on."""
@@ -348,6 +427,24 @@ class StreamProcessor:
     def _record(self, reason: str, detail: str, outcome: str) -> None:
         self.store.record_retrain(self.target, reason, detail, outcome)
         self.stats.retrains.append({"reason": reason, "detail": detail, "outcome": outcome})
+
+
+@dataclass
+class _Resume:
+    """Where an adapted readout's checkpoint had processed each series (ns), and its time."""
+
+    last_ns: dict[str, int]
+    t: pd.Timestamp | None
+    pending: dict[str, np.ndarray]  # the adapted forecasts of each series' origins held at the checkpoint
+
+    def split(self, history: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """``history`` as (what the checkpoint had seen: warm up on it, what it had not: replay)."""
+        sids = history.index.get_level_values("series_id").astype(str)
+        ts = history.index.get_level_values("ts")
+        default = self.t.value if self.t is not None else np.iinfo(np.int64).min
+        cut = np.array([self.last_ns.get(s, default) for s in sids], dtype=np.int64)
+        seen = ts.as_unit("ns").asi8 <= cut
+        return history[seen], history[~seen]
 
 
 def _by_stream_class(states: list[SeriesState], rows: list[Row]) -> list[list[tuple[SeriesState, Row]]]:

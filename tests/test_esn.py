@@ -4,10 +4,11 @@ reservoirpy's own run of each series, whatever the blocks, in fit, predict and s
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from streamcast.models import create_model
-from streamcast.models.esn import ESNForecaster, _Recurrence
+from streamcast.models.esn import ESNForecaster, Matured, OnlineReadout, _Readout, _Recurrence
 from tests.test_models_contract import PANEL, TRAIN_END, VAL_START
 
 ESN_TINY = {"units": 60, "lookback": 12, "warmup": 24, "horizon": 12}
@@ -95,3 +96,109 @@ def test_a_forecast_from_the_end_equals_the_same_origin_among_others() -> None:
         both = model.predict({sid: frame}, [frame.index[-25], frame.index[-1]])
         expected = both[both["origin_ts"] == frame.index[-1]]["yhat"].to_numpy()
         np.testing.assert_allclose(last[last["series_id"] == sid]["yhat"].to_numpy(), expected, rtol=0, atol=1e-9)
+
+
+# --- the online readout of a stream (issue 16) ------------------------------------------
+
+
+def _online_fixture(units: int = 6, extra: int = 4, horizon: int = 3, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    base = _Readout(Wout=rng.normal(size=(units + extra, horizon)), bias=rng.normal(size=horizon))
+    return rng, base
+
+
+def test_the_online_readout_is_the_exact_forgetting_least_squares_solution() -> None:
+    """After any sequence of updates (gaps in time, a lagging series' late pair) each step's
+    weights are the closed-form minimiser of the forgetting-weighted, prior-anchored problem;
+    the state round-trips through a checkpoint."""
+    rng, base = _online_fixture()
+    lam, prior, units = 0.9, 0.5, 6
+    online = OnlineReadout(base, lam, prior, units)
+    hour = pd.Timedelta(hours=1)
+    t0 = pd.Timestamp("2024-01-01T00:00Z")
+    seen: list[tuple[pd.Timestamp, int, np.ndarray, float]] = []
+    for k in [0, 1, 2, 5, 6, 6, 4, 9]:  # 5 after 2: a gap; 4 after 6: a late pair
+        ts = t0 + k * hour
+        m = int(rng.integers(1, 6))
+        step, z, change = rng.integers(0, 3, size=m), rng.normal(size=(m, 10)), rng.normal(size=m)
+        online.update(ts, hour, Matured(step, z, change, np.zeros(m), np.full(m, ts.value)))
+        seen += [(ts, int(h), zz, float(c)) for h, zz, c in zip(step, z, change, strict=True)]
+    end = t0 + 9 * hour
+    W0 = np.vstack([base.Wout, base.bias[None, :]])
+    for h in range(3):
+        rows = [(ts, z, c) for ts, hh, z, c in seen if hh == h]
+        w = np.array([lam ** round((end - ts) / hour) for ts, _, _ in rows])
+        Z = np.array([np.append(z, 1.0) for _, z, _ in rows])
+        r = np.array([c for _, _, c in rows]) - Z @ W0[:, h]
+        Zl = Z[:, units:]
+        d = np.linalg.solve((Zl * w[:, None]).T @ Zl + prior * np.eye(Zl.shape[1]), (Zl * w[:, None]).T @ r)
+        expected = W0[:, h].copy()
+        expected[units:] += d
+        np.testing.assert_allclose(online.weights()[:, h], expected, rtol=1e-10, atol=1e-12)
+    assert online.pairs == len(seen)
+    again = OnlineReadout(base, lam, prior, units)
+    again.restore(online.state())
+    np.testing.assert_array_equal(again.weights(), online.weights())
+    with pytest.raises(ValueError, match="other settings"):
+        OnlineReadout(base, 0.5, prior, units).restore(online.state())
+
+
+def test_the_online_readout_forecasts_only_while_it_does_better() -> None:
+    rng, base = _online_fixture()
+    online = OnlineReadout(base, 0.99, 1.0, 6)
+    z = rng.normal(size=(2, 10))
+    registered = z @ base.Wout + base.bias
+    np.testing.assert_array_equal(online(z), registered)  # nothing learnt yet
+    hour, ts = pd.Timedelta(hours=1), pd.Timestamp("2024-01-01T00:00Z")
+    # Targets 5 above the registered forecasts, which the adapted one had forecast at their origins.
+    feats = rng.normal(size=(40, 10))
+    truth = np.einsum("mf,fm->m", np.hstack([feats, np.ones((40, 1))]), online.W0[:, np.zeros(40, int)]) + 5
+    online.update(ts, hour, Matured(np.zeros(40, int), feats, truth, truth - 0.1, np.full(40, ts.value)))
+    assert online.active
+    np.testing.assert_allclose(online(z), online.adapted(z))
+    assert not np.allclose(online(z), registered)
+    # Now the adapted forecasts were the worse ones: back to the registered readout.
+    online.update(ts + hour, hour, Matured(np.zeros(40, int), feats, truth, truth + 50, np.full(40, ts.value)))
+    assert not online.active
+    np.testing.assert_array_equal(online(z), registered)
+
+
+def test_an_adapting_stream_pairs_each_target_with_the_origins_it_completes() -> None:
+    """A stream's learning equals the readout fed with the pairs built from one batch run
+    over the whole series: each target against every forecast it matures, with its origin's
+    features and the change since that origin."""
+    model = create_model("esn", **ESN_TINY).fit(PANEL, TRAIN_END, VAL_START)
+    assert isinstance(model, ESNForecaster) and model.readout is not None
+    base = model.readout
+    lam, prior, units, H = 0.95, 1.0, ESN_TINY["units"], ESN_TINY["horizon"]
+    model.readout = online = OnlineReadout(base, lam, prior, units)
+    streamed = 30
+    frames = {sid: f.iloc[:-streamed] for sid, f in PANEL.items()}
+    streams = model.streams(frames)
+    cls = type(streams["A"])
+    times = PANEL["A"].index[-streamed:]
+    for ts in times:
+        values = [{k: float(v) for k, v in PANEL[sid].loc[ts].items() if k != "long_gap"} for sid in streams]
+        cls.advance_all(list(streams.values()), ts, values)
+    # The same pairs from a batch run, fed to a fresh readout one time step at a time.
+    batch = OnlineReadout(base, lam, prior, units)
+    step_ns = pd.Timedelta(hours=1).value
+    designs = {sid: model._design(sid, f) for sid, f in PANEL.items()}
+    states = {sid: model.states(d) for sid, d in designs.items()}
+    n = len(PANEL["A"])
+    for k in range(n - streamed, n):
+        parts = []
+        for sid, d in designs.items():
+            if not np.isfinite(d.y[k]):
+                continue
+            origins = np.array([k - b for b in range(1, H + 1) if np.isfinite(d.y[k - b])])
+            z = model.readout_features(d, states[sid], origins)
+            parts.append(
+                Matured(k - origins - 1, z, d.y[k] - d.X[origins, 0], np.zeros(len(origins)), np.zeros(len(origins)))
+            )
+        ts = PANEL["A"].index[k]
+        batch.update(ts, pd.Timedelta(hours=1), Matured.concat(parts))
+    assert online.pairs == batch.pairs > 0 and step_ns
+    np.testing.assert_allclose(online.A, batch.A, rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(online.B, batch.B, rtol=1e-6, atol=1e-8)
+    assert not np.allclose(online.weights(), online.W0)

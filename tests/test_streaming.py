@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -105,7 +107,7 @@ def test_replay_forecasts_every_timestamp_and_scores_matured_points(
 def test_esn_stream_state_matches_a_batch_run(settings: Settings, data_dir: Path) -> None:
     _history_and_champion(settings, data_dir, ["esn"], esn={"units": 60})
     frame = replay_frame("nyc-weather", STREAM_START, STREAM_START + pd.Timedelta(hours=11))
-    proc = StreamProcessor(settings)
+    proc = StreamProcessor(settings, adapt=False)  # the registered readout: the batch run's
     proc.run(replay_batches(frame, speed=0))
     proc.close()
     assert proc.handle is not None
@@ -120,6 +122,109 @@ def test_esn_stream_state_matches_a_batch_run(settings: Settings, data_dir: Path
     stored = store.latest_forecasts(series_id="JFK")
     store.dispose()
     np.testing.assert_allclose(stored.sort_values("step")["yhat"].to_numpy(), batch, rtol=0, atol=1e-6)
+
+
+def _readout_state(store: Store) -> dict[str, np.ndarray]:
+    row = store.stream_checkpoint("temp")
+    assert row is not None
+    with np.load(io.BytesIO(row["state"]), allow_pickle=False) as arrays:
+        return {k: arrays[k] for k in arrays.files}
+
+
+def test_a_stream_killed_after_its_checkpoint_resumes_the_same_adapted_readout(
+    settings: Settings, data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stream that dies with batches committed after its last checkpoint (kill -9: no
+    close) and is restarted through the CLI warms up to the checkpoint and replays the
+    stored rest: its readout equals an uninterrupted run's over the same entries, every
+    forecast is stored once, and the registered champion is untouched."""
+    _history_and_champion(settings, data_dir, ["esn"], esn={"units": 60})
+    twin_dir = tmp_path / "twin"
+    shutil.copytree(data_dir, twin_dir)
+    frame = _shifted(36)
+    monkeypatch.setenv("STREAMCAST_DRIFT_FACTOR", "1e6")  # the CLI's stream below: no retrain
+    cfg = settings.model_copy(update={"retrain_hours": 1e6, "drift_factor": 1e6})
+    whole = StreamProcessor(cfg.model_copy(update={"data_dir": twin_dir}), check_every=5)
+    whole.run(replay_batches(frame, speed=0))
+    whole.close()
+    assert whole.readout is not None and whole.readout.pairs > 0
+    assert not np.allclose(whole.readout.weights(), whole.readout.W0)  # it learnt from the shift
+
+    crashed = StreamProcessor(cfg, check_every=5)
+    crashed.run(replay_batches(frame[frame["ts"] < STREAM_START + pd.Timedelta(hours=18)], speed=0))
+    # Killed here: hours 15-17 are committed, the checkpoint (hour 14) does not cover them.
+    store = Store(settings.database_url)
+    at_kill = _readout_state(store)
+    assert pd.Timestamp(int(at_kill["t"][0]), tz="UTC") == STREAM_START + pd.Timedelta(hours=14)
+    store.dispose()
+    del crashed
+    from streamcast.sources.redis_stream import publish_rows
+
+    client = _redis()
+    name = f"streamcast-test-{uuid.uuid4().hex[:8]}"
+    publish_rows(REDIS_URL, name, frame[frame["ts"] >= STREAM_START + pd.Timedelta(hours=18)])
+    try:
+        res = CliRunner().invoke(
+            app,
+            [
+                "stream",
+                "--source",
+                "redis",
+                "--redis-url",
+                REDIS_URL,
+                "--stream",
+                name,
+                "--batch-size",
+                "3",
+                "--stop-after-idle",
+                "1",
+            ],
+            catch_exceptions=False,
+        )
+    finally:
+        client.delete(name)
+    assert res.exit_code == 0, res.output
+    store = Store(settings.database_url)
+    resumed = _readout_state(store)
+    fc = store.forecasts_between(STREAM_START, STREAM_START + pd.Timedelta(days=3))
+    store.dispose()
+    assert int(resumed["pairs"][0]) == whole.readout.pairs
+    for key in ("A", "B", "errors"):
+        np.testing.assert_allclose(resumed[key], getattr(whole.readout, key), rtol=1e-9, atol=1e-12)
+    twin = Store(Settings(data_dir=twin_dir).database_url)
+    fc_whole = twin.forecasts_between(STREAM_START, STREAM_START + pd.Timedelta(days=3))
+    twin.dispose()
+    assert len(fc) == len(fc_whole) == fc["forecast_id"].nunique() * 24  # once each, none lost
+    merged = fc.merge(fc_whole, on=["forecast_id", "step"])
+    assert len(merged) == len(fc)
+    np.testing.assert_allclose(merged["yhat_x"], merged["yhat_y"], rtol=0, atol=1e-6)
+    from streamcast.forecasting import load_champion
+
+    registered = load_champion(settings, "temp").bundle.model.readout
+    np.testing.assert_array_equal(np.vstack([registered.Wout, registered.bias[None, :]]), whole.readout.W0)
+    # --no-adapt streams the registered readout and leaves the checkpoint as it was.
+    publish_rows(REDIS_URL, name, frame.iloc[:0])
+    res = CliRunner().invoke(
+        app,
+        [
+            "stream",
+            "--source",
+            "redis",
+            "--redis-url",
+            REDIS_URL,
+            "--stream",
+            name,
+            "--no-adapt",
+            "--stop-after-idle",
+            "0.5",
+        ],
+        catch_exceptions=False,
+    )
+    client.delete(name)
+    assert res.exit_code == 0, res.output
+    store = Store(settings.database_url)
+    np.testing.assert_array_equal(_readout_state(store)["B"], resumed["B"])
+    store.dispose()
 
 
 def test_level_shift_triggers_a_drift_retrain(settings: Settings, data_dir: Path) -> None:

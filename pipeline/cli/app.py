@@ -391,6 +391,12 @@ def stream(
         help="Candidates a retrain compares when drift or the interval triggers one "
         "(it runs in a background process; the stream goes on).",
     ),
+    adapt: bool = typer.Option(
+        default(StreamSpec, "adapt"),
+        "--adapt/--no-adapt",
+        help="An ESN champion's readout learns from each matured actual (recursive least squares); "
+        "it forecasts only while it does better than the registered one.",
+    ),
 ) -> None:
     """Process observations as they arrive: store, advance the champion, forecast, score, retrain."""
     spec = StreamSpec.of(**{**locals(), "source": source.value})

@@ -201,12 +201,141 @@ class _Readout:
         return z @ self.Wout + self.bias
 
 
+@dataclass
+class Matured:
+    """Targets that matured at one time: per pair the step index (0 = one step ahead), the
+    readout features at its origin, the scaled change since the origin, the adapted
+    readout's forecast of that change made at the origin, and the origin's time (ns)."""
+
+    step: np.ndarray
+    features: np.ndarray
+    change: np.ndarray
+    adapted: np.ndarray
+    origin_ns: np.ndarray
+
+    @classmethod
+    def concat(cls, parts: Sequence[Matured]) -> Matured:
+        fields = ("step", "features", "change", "adapted", "origin_ns")
+        return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in fields))
+
+
+class OnlineReadout:
+    """The readout kept up to date from matured targets: recursive least squares with a
+    forgetting factor, exact per step, anchored to the registered readout ``w0``.
+
+    What adapts is the readout's linear part: its weights on the current inputs and the
+    recent target values, and its bias (one per step); the weights on the reservoir state
+    stay registered (hundreds of them, which a handful of series cannot re-estimate online
+    without fitting noise). Step ``h``'s correction minimises
+
+        sum over pairs  lam^(age in steps) (change - z w0_h - z_lin d)^2  +  prior |d|^2
+
+    over the (origin features, change) pairs of step ``h`` that have matured, in information
+    form (exact after every update; one small solve per step when a forecast needs it).
+
+    The adapted readout only forecasts while it is doing better: each pair also scores the
+    forecast the adapted readout made at its origin against the registered one's, as
+    exponentially weighted mean absolute errors with the same forgetting; until the adapted
+    one is the lower, forecasts are the registered readout's (learning goes on meanwhile)."""
+
+    def __init__(self, base: _Readout, forgetting: float, prior: float, units: int) -> None:
+        if not 0 < forgetting <= 1:
+            raise ValueError(f"forgetting factor must be in (0, 1], got {forgetting}")
+        if prior <= 0:
+            raise ValueError(f"prior must be positive, got {prior}")
+        self.base = base
+        self.forgetting, self.prior = float(forgetting), float(prior)
+        self.W0 = np.vstack([base.Wout, base.bias[None, :]])  # (features + 1, H)
+        n, H = self.W0.shape
+        self.linear = np.arange(units, n)  # inputs, lagged targets and the bias
+        m = len(self.linear)
+        self.A = np.zeros((H, m, m))  # per step: decayed sum of z z^T over its matured pairs
+        self.B = np.zeros((m, H))  # per step: decayed sum of z (change - z w0)
+        self.errors = np.zeros(3)  # decayed |error| sums: adapted, registered; decayed pair count
+        self.t: pd.Timestamp | None = None  # the time the sums are decayed to
+        self.pairs = 0  # matured (origin, step) targets learnt from
+        self._W: np.ndarray | None = self.W0
+
+    @property
+    def active(self) -> bool:
+        """Whether forecasts use the adapted weights (they have done better on matured targets)."""
+        return bool(self.errors[2] > 0 and self.errors[0] < self.errors[1])
+
+    def __call__(self, z: np.ndarray) -> np.ndarray:
+        W = self.weights() if self.active else self.W0
+        return z @ W[:-1] + W[-1]
+
+    def adapted(self, z: np.ndarray) -> np.ndarray:
+        """The adapted readout's forecast of ``z`` (rows) whether or not it is the active one."""
+        W = self.weights()
+        return z @ W[:-1] + W[-1]
+
+    def weights(self) -> np.ndarray:
+        """(features + 1, H): the adapted weights (the registered ones before any target)."""
+        if self._W is None:
+            from scipy import linalg
+
+            W = self.W0.copy()
+            eye = self.prior * np.eye(len(self.linear))
+            for h in range(W.shape[1]):
+                W[self.linear, h] += linalg.solve(self.A[h] + eye, self.B[:, h], assume_a="pos", check_finite=False)
+            self._W = W
+        return self._W
+
+    def update(self, ts: pd.Timestamp, steps: pd.Timedelta, matured: Matured) -> None:
+        """Learn the targets that ``matured`` at ``ts``; ``steps`` is the grid step, the unit
+        of the forgetting factor (a pair that arrives late, from a lagging series, is aged)."""
+        if self.t is None or ts > self.t:
+            if self.t is not None:
+                decay = self.forgetting ** round((ts - self.t) / steps)
+                self.A *= decay
+                self.B *= decay
+                self.errors *= decay
+            self.t = ts
+        if not len(matured.step):
+            return
+        weight = self.forgetting ** max(0, round((self.t - ts) / steps))
+        Z = np.hstack([matured.features, np.ones((len(matured.step), 1))])
+        registered = np.einsum("mf,fm->m", Z, self.W0[:, matured.step])
+        r = matured.change - registered
+        self.errors += weight * np.array([np.abs(matured.change - matured.adapted).sum(), np.abs(r).sum(), len(r)])
+        Zl = Z[:, self.linear]
+        for h in np.unique(matured.step):
+            take = matured.step == h
+            self.A[h] += weight * (Zl[take].T @ Zl[take])
+            self.B[:, h] += weight * (Zl[take].T @ r[take])
+        self.pairs += len(r)
+        self._W = None
+
+    # --- checkpoint ----------------------------------------------------------
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {
+            "A": self.A,
+            "B": self.B,
+            "errors": self.errors,
+            "t": np.array([-1 if self.t is None else self.t.value], dtype=np.int64),
+            "pairs": np.array([self.pairs]),
+            "settings": np.array([self.forgetting, self.prior]),
+        }
+
+    def restore(self, state: Mapping[str, np.ndarray]) -> None:
+        """Continue from :meth:`state` of a readout on the same registered weights and settings."""
+        if state["B"].shape != self.B.shape or not np.array_equal(state["settings"], [self.forgetting, self.prior]):
+            raise ValueError("checkpoint is of another readout or other settings")
+        self.A, self.B, self.errors = (np.array(state[k]) for k in ("A", "B", "errors"))
+        t = int(state["t"][0])
+        self.t = None if t < 0 else pd.Timestamp(t, tz="UTC")
+        self.pairs = int(state["pairs"][0])
+        self._W = None
+
+
 class ESNForecaster(Forecaster):
     kind = "esn"
     config_cls = ESNConfig
     config: ESNConfig
     reservoir: Any = None  # set by fit or load
-    readout: _Readout | None = None
+    readout: _Readout | OnlineReadout | None = None  # an OnlineReadout while a stream adapts it
     _recurrence: _Recurrence | None = None
 
     # --- reservoir ----------------------------------------------------------
@@ -352,12 +481,9 @@ class ESNForecaster(Forecaster):
         # reservoir does bit-for-bit the same arithmetic as the fitted one.
         for name in ("W", "Win"):
             _save_matrix(path / f"esn_{name}", getattr(self.reservoir, name))
-        np.savez(
-            path / "esn.npz",
-            bias=np.asarray(self.reservoir.bias),
-            Wout=self.readout.Wout,
-            readout_bias=self.readout.bias,
-        )
+        # A readout a stream adapted is never saved: the registered one is.
+        readout = self.readout.base if isinstance(self.readout, OnlineReadout) else self.readout
+        np.savez(path / "esn.npz", bias=np.asarray(self.reservoir.bias), Wout=readout.Wout, readout_bias=readout.bias)
 
     def _load(self, path: Path) -> None:
         arrays = np.load(path / "esn.npz")
@@ -383,35 +509,107 @@ class ESNForecaster(Forecaster):
         return dict(zip(frames, streams, strict=True))
 
     def _streams_after(self, designs: Sequence[Design], onlines: Sequence[OnlineDesign]) -> list[ESNStream]:
-        L = self.config.lookback
+        L, H = self.config.lookback, self.config.horizon
         # Only the last states are kept, so every series runs in one block; over the same
         # tail a forecast from the last row runs (``forecast_warmup`` steps before it).
         tail = self.config.forecast_warmup + 1
-        finals = self.recurrence.run([d.X[-tail:].astype(np.float64) for d in designs], last_only=True)
+        learning = isinstance(self.readout, OnlineReadout)
+        # An adapting readout also needs the features of the last H origins (their targets
+        # mature in the stream): the tail's last H rows are stepped one at a time for them.
+        keep = H if learning else 0
+        starts = [max(0, len(d.X) - tail) for d in designs]
+        cuts = [max(a, len(d.X) - keep) for d, a in zip(designs, starts, strict=True)]
+        S = np.array(
+            self.recurrence.run(
+                [d.X[a:c].astype(np.float64) for d, a, c in zip(designs, starts, cuts, strict=True)], last_only=True
+            )
+        ).reshape(len(designs), self.config.units)
+        ring_states: list[list[np.ndarray]] = [[] for _ in designs]
+        for j in range(keep):
+            rows = [c + j - (keep - (len(d.X) - c)) for d, c in zip(designs, cuts, strict=True)]
+            active = [i for i, (d, r) in enumerate(zip(designs, rows, strict=True)) if cuts[i] <= r < len(d.X)]
+            if not active:
+                continue
+            X = np.array([designs[i].X[rows[i]] for i in active], dtype=np.float64)
+            S[active] = self.recurrence.step(S[active], X)
+            for i in active:
+                ring_states[i].append(S[i].copy())
         out = []
-        for design, online, state in zip(designs, onlines, finals, strict=True):
+        for i, (design, online) in enumerate(zip(designs, onlines, strict=True)):
             if len(design.y):
                 recent = design.X[-L:].astype(np.float64)
                 recent = np.vstack([np.repeat(recent[:1], L - len(recent), 0), recent])
             else:  # a series never seen before starts from the reservoir's zero state
                 recent = np.zeros((L, design.X.shape[1]))
-            out.append(ESNStream(online, self, state, recent))
+            stream = ESNStream(online, self, S[i].copy(), recent)
+            if learning and ring_states[i]:
+                assert stream.ring is not None and isinstance(self.readout, OnlineReadout)
+                positions = np.arange(cuts[i], len(design.X))
+                z = self.readout_features(design, np.array(ring_states[i]), positions, offset=cuts[i])
+                for row, p, pred in zip(z, positions, self.readout.adapted(z), strict=True):
+                    stream.ring.push(row, float(design.X[p, 0]), bool(np.isfinite(design.y[p])), pred)
+            out.append(stream)
         return out
+
+
+class _Origins:
+    """The last H origins of one series (readout features, anchor, whether the target was
+    observed, the adapted readout's forecast made there), so that each arriving target pairs
+    with the forecasts it completes."""
+
+    def __init__(self, horizon: int, features: int) -> None:
+        self.z = np.zeros((horizon, features))
+        self.anchor = np.zeros(horizon)
+        self.ok = np.zeros(horizon, dtype=bool)
+        self.adapted = np.zeros((horizon, horizon))
+        self.count = 0  # origins pushed so far; the newest is at (count - 1) % H
+
+    def push(self, z: np.ndarray, anchor: float, ok: bool, adapted: np.ndarray) -> None:
+        k = self.count % len(self.ok)
+        self.z[k], self.anchor[k], self.ok[k], self.adapted[k] = z, anchor, ok, adapted
+        self.count += 1
+
+    def pending(self) -> np.ndarray:
+        """The adapted forecasts made at the origins held, oldest first (a checkpoint keeps them)."""
+        back = np.arange(len(self.ok), 0, -1)
+        return self.adapted[(self.count - back) % len(self.ok)]
+
+    def restore_pending(self, adapted: np.ndarray) -> None:
+        """:meth:`pending` of the same origins, from a checkpoint (the forecasts they were issued with)."""
+        back = np.arange(len(self.ok), 0, -1)
+        self.adapted[(self.count - back) % len(self.ok)] = adapted
+
+    def matured(self, y: float, ts_ns: int, step_ns: int) -> Matured:
+        """The pairs the target ``y`` (observed at ``ts_ns``, the time after the newest origin) completes."""
+        H = len(self.ok)
+        back = np.arange(1, min(H, self.count) + 1)
+        slots = (self.count - back) % H
+        use = self.ok[slots]
+        slots, back = slots[use], back[use]
+        return Matured(
+            back - 1, self.z[slots], y - self.anchor[slots], self.adapted[slots, back - 1], ts_ns - back * step_ns
+        )
 
 
 class ESNStream(DesignStream):
     """A reservoir state for one series, advanced one observation at a time: after the
-    same inputs it holds exactly the state of a run over the whole history."""
+    same inputs it holds exactly the state of a run over the whole history. With an
+    :class:`OnlineReadout` on the model, each observed target is learnt from (the pairs it
+    completes and the new origin) before the next forecast."""
 
     def __init__(self, online: OnlineDesign, model: ESNForecaster, state: np.ndarray, recent: np.ndarray) -> None:
         super().__init__(online)
         self.model, self.state = model, state
         self.recent = recent  # last ``lookback`` scaled input rows
+        learning = isinstance(model.readout, OnlineReadout)
+        n = len(state) + recent.shape[1] + recent.shape[0]
+        self.ring: _Origins = _Origins(model.config.horizon, n) if learning else None  # type: ignore[assignment]
 
-    def _push(self, x: np.ndarray, y: float) -> None:
-        x64 = np.asarray(x, dtype=np.float64)
-        self.state = self.model.recurrence.step(self.state[None, :], x64[None, :])[0]
-        self.recent = np.vstack([self.recent[1:], x64])
+    def advance(self, ts: pd.Timestamp, values: Mapping[str, float]) -> None:
+        type(self).advance_all([self], ts, [values])
+
+    def _push(self, x: np.ndarray, y: float) -> None:  # pragma: no cover - advance goes through advance_all
+        raise NotImplementedError
 
     def _features(self) -> np.ndarray:
         return np.concatenate([self.state, self.recent[-1], self.recent[:, 0]])
@@ -422,14 +620,30 @@ class ESNStream(DesignStream):
 
     @classmethod
     def advance_all(cls, streams: Sequence[ESNStream], ts: pd.Timestamp, values: Sequence[Mapping[str, float]]) -> None:
-        """One reservoir step for all ``streams`` (of one model) in one matrix product."""
+        """One reservoir step for all ``streams`` (of one model) in one matrix product; an
+        adapting readout learns from the targets observed at ``ts`` first."""
         if not streams:
             return
-        X = np.array([s.online.row(ts, v)[0] for s, v in zip(streams, values, strict=True)], dtype=np.float64)
-        states = streams[0].model.recurrence.step(np.array([s.state for s in streams]), X)
+        rows = [s.online.row(ts, v) for s, v in zip(streams, values, strict=True)]
+        X = np.array([x for x, _ in rows], dtype=np.float64)
+        model = streams[0].model
+        states = model.recurrence.step(np.array([s.state for s in streams]), X)
         for s, state, x in zip(streams, states, X, strict=True):
             s.state = state
             s.recent = np.vstack([s.recent[1:], x])
+        readout = model.readout
+        if not isinstance(readout, OnlineReadout):
+            return
+        step_ns = (model.freq or pd.Timedelta(hours=1)).value
+        # The targets observed now complete earlier origins' forecasts: learnt first, so that
+        # the origins of now (and their forecasts) already see them.
+        observed = [(s, y) for s, (_, y) in zip(streams, rows, strict=True) if np.isfinite(y)]
+        parts = [s.ring.matured(y, ts.value, step_ns) for s, y in observed]
+        if parts:
+            readout.update(ts, model.freq or pd.Timedelta(hours=1), Matured.concat(parts))
+        Z = np.array([s._features() for s in streams])
+        for s, (_, y), z, pred in zip(streams, rows, Z, readout.adapted(Z), strict=True):
+            s.ring.push(z, float(s.recent[-1, 0]), bool(np.isfinite(y)), pred)
 
     @classmethod
     def forecast_all(cls, streams: Sequence[ESNStream]) -> list[np.ndarray | None]:

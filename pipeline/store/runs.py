@@ -3,11 +3,13 @@ of each training and the retrain triggers the stream recorded."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pandas as pd
 import sqlalchemy as sa
 
 from streamcast.store.engine import Bound, utcnow
-from streamcast.store.schema import comparisons, retrain_triggers
+from streamcast.store.schema import comparisons, retrain_triggers, stream_checkpoints
 
 _METRICS = ("mase", "mae", "rmse", "smape", "coverage", "fit_seconds")
 
@@ -47,6 +49,22 @@ class RunLog(Bound):
                     target=target, reason=reason, detail=detail, outcome=outcome, triggered_at=utcnow()
                 )
             )
+
+    def write_stream_checkpoint(self, target: str, model_version: str, run_id: str, state: bytes) -> None:
+        """Replace ``target``'s stream checkpoint (call it in the batch's transaction)."""
+        with self._conn() as conn:
+            conn.execute(sa.delete(stream_checkpoints).where(stream_checkpoints.c.target == target))
+            conn.execute(
+                stream_checkpoints.insert().values(
+                    target=target, model_version=model_version, run_id=run_id, state=state, updated_at=utcnow()
+                )
+            )
+
+    def stream_checkpoint(self, target: str) -> dict[str, Any] | None:
+        """``target``'s stream checkpoint (model_version, run_id, state, updated_at), or None."""
+        with self._conn() as conn:
+            row = conn.execute(sa.select(stream_checkpoints).where(stream_checkpoints.c.target == target)).first()
+        return None if row is None else dict(row._mapping)
 
     def retrain_triggers(self) -> pd.DataFrame:
         return self._frame(sa.select(retrain_triggers).order_by(retrain_triggers.c.id))

@@ -139,3 +139,15 @@ variables = sa.Table(
     sa.Column("name", sa.String(128), primary_key=True),
     sa.Column("unit", sa.String(32), nullable=False),
 )
+
+# What a stream has learnt beyond its registered champion (an ESN's adapted readout), one
+# row per target, written in the same transaction as the batch it is current with.
+stream_checkpoints = sa.Table(
+    "stream_checkpoints",
+    metadata,
+    sa.Column("target", sa.String(128), primary_key=True),
+    sa.Column("model_version", sa.String(32), nullable=False),
+    sa.Column("run_id", sa.String(64), nullable=False),
+    sa.Column("state", sa.LargeBinary, nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
