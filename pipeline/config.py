@@ -148,7 +148,7 @@ class Settings(BaseSettings):
     # A streamed ESN champion's readout learns from each matured actual (recursive least
     # squares): past time steps count ``adapt_forgetting`` ** age, and the registered readout
     # stays in the problem with weight ``adapt_prior`` (a ridge toward it).
-    adapt_forgetting: float = Field(0.99, gt=0, le=1)
+    adapt_forgetting: float = Field(0.98, gt=0, le=1)
     adapt_prior: float = Field(10.0, gt=0)
     holidays: str | None = None  # train with this country's public holidays as an input (US, AU-VIC, ...)
     stream_max_ahead_hours: float = 168.0  # streamed times later than the newest observation by more: quarantined
