@@ -77,9 +77,17 @@ class StatisticalForecaster(Forecaster):
         """A fresh statsforecast model for a window of ``n`` observations."""
 
     def _fit(self, designs: dict[str, Design], val_pos: dict[str, int]) -> None:
-        for sid, design in designs.items():
-            y = _observed_tail(_levels(design)[: val_pos[sid]], self.window)
-            self.local[sid] = self._estimate(y)
+        tails = {sid: _observed_tail(_levels(d)[: val_pos[sid]], self.window) for sid, d in designs.items()}
+        workers = _workers() if len(tails) >= PARALLEL_FITS else 1
+        if workers <= 1:
+            self.local = {sid: self._estimate(y) for sid, y in tails.items()}
+        else:  # a model search per series: the series split across worker processes
+            sids, self.local = list(tails), {}
+            chunks = [c for c in np.array_split(np.arange(len(sids)), workers * 4) if len(c)]
+            with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+                futures = [pool.submit(_estimate_chunk, self._part([]), [tails[sids[i]] for i in c]) for c in chunks]
+                for c, future in zip(chunks, futures, strict=True):
+                    self.local.update(zip([sids[i] for i in c], future.result(), strict=True))
         self.fit_info = {"series": len(self.local), "window": self.window}
 
     def _estimate(self, y: np.ndarray) -> Any:
@@ -281,8 +289,10 @@ def stl_jumps(period: int, seasonal: int) -> dict[str, int]:
     }
 
 
-# Forecasts (series x origins) beyond which a panel's series are split across processes.
+# Forecasts (series x origins), and series to fit, beyond which a panel's series are split
+# across worker processes (starting them costs a few seconds).
 PARALLEL_FORWARDS = 2_000
+PARALLEL_FITS = 50
 
 
 def _workers() -> int:
@@ -291,6 +301,11 @@ def _workers() -> int:
     if multiprocessing.current_process().daemon:
         return 1
     return max(1, min(len(os.sched_getaffinity(0)), 8))
+
+
+def _estimate_chunk(model: StatisticalForecaster, tails: Sequence[np.ndarray]) -> list[Any]:
+    """One worker's share of a fit: each series' model estimated on its tail."""
+    return [model._estimate(y) for y in tails]
 
 
 def _predict_chunk(
