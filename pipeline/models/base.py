@@ -198,6 +198,10 @@ class Forecaster(ABC):
         """Steps between the origins of :meth:`validation_forecasts` (1: every step)."""
         return 1
 
+    # At most this many validation origins over all series (a model whose forecasts are
+    # dear, one decomposition or filter pass per series and origin, asks for fewer).
+    max_validation_origins: ClassVar[int] = MAX_VALIDATION_ORIGINS
+
     def validation_stride_for(
         self, panel: Mapping[str, pd.DataFrame], val_start: pd.Timestamp, train_end: pd.Timestamp
     ) -> int:
@@ -206,7 +210,7 @@ class Forecaster(ABC):
         every step of a 30-day slice would be 17 million points, for a quantile per step)."""
         freq = panel_freq(dict(panel))
         per_series = max(int((train_end - self.config.horizon * freq - val_start) / freq) + 1, 1)
-        return max(self.validation_stride, -(-per_series * len(panel) // MAX_VALIDATION_ORIGINS))
+        return max(self.validation_stride, -(-per_series * len(panel) // self.max_validation_origins))
 
     def validation_forecasts(
         self,
