@@ -526,7 +526,7 @@ class ESNForecaster(Forecaster):
         ).reshape(len(designs), self.config.units)
         ring_states: list[list[np.ndarray]] = [[] for _ in designs]
         for j in range(keep):
-            rows = [c + j - (keep - (len(d.X) - c)) for d, c in zip(designs, cuts, strict=True)]
+            rows = [len(d.X) - keep + j for d in designs]  # the last H rows, aligned at the end
             active = [i for i, (d, r) in enumerate(zip(designs, rows, strict=True)) if cuts[i] <= r < len(d.X)]
             if not active:
                 continue

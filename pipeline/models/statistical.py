@@ -19,7 +19,7 @@ import os
 import pickle
 import warnings
 from abc import abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
@@ -86,12 +86,13 @@ class StatisticalForecaster(Forecaster):
         if workers <= 1:
             self.local = {sid: self._estimate(y) for sid, y in tails.items()}
         else:  # a model search per series: the series split across worker processes
-            sids, self.local = list(tails), {}
-            chunks = [c for c in np.array_split(np.arange(len(sids)), workers * 4) if len(c)]
-            with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-                futures = [pool.submit(_estimate_chunk, self._part([]), [tails[sids[i]] for i in c]) for c in chunks]
-                for c, future in zip(chunks, futures, strict=True):
-                    self.local.update(zip([sids[i] for i in c], future.result(), strict=True))
+            sids = list(tails)
+            chunks = _chunks(len(sids), workers)
+            fitted = _in_workers(
+                workers, _estimate_chunk, [(self._part([]), [tails[sids[i]] for i in c]) for c in chunks]
+            )
+            pairs = (zip(c, models, strict=True) for c, models in zip(chunks, fitted, strict=True))
+            self.local = {sids[i]: m for chunk in pairs for i, m in chunk}
         self.fit_info = {"series": len(self.local), "window": self.window}
 
     def _estimate(self, y: np.ndarray) -> Any:
@@ -127,24 +128,16 @@ class StatisticalForecaster(Forecaster):
         workers = _workers() if total >= PARALLEL_FORWARDS else 1
         if workers <= 1 or len(designs) < 2:
             return [self._predict(d, p) for d, p in zip(designs, positions, strict=True)]
-        chunks = [c for c in np.array_split(np.arange(len(designs)), workers * 4) if len(c)]
-        # Spawned, not forked: a training process holds TensorFlow's and BLAS's threads.
-        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-            futures = [
-                pool.submit(
-                    _predict_chunk,
-                    self._part([designs[i].series_id for i in c]),
-                    [designs[i] for i in c],
-                    [positions[i] for i in c],
-                )
-                for c in chunks
-            ]
-            out: list[np.ndarray] = [np.empty(0)] * len(designs)
-            for c, future in zip(chunks, futures, strict=True):
-                preds, fallbacks = future.result()
-                self.fallbacks += fallbacks
-                for i, pred in zip(c, preds, strict=True):
-                    out[i] = pred
+        chunks = _chunks(len(designs), workers)
+        args = [
+            (self._part([designs[i].series_id for i in c]), [designs[i] for i in c], [positions[i] for i in c])
+            for c in chunks
+        ]
+        out: list[np.ndarray] = [np.empty(0)] * len(designs)
+        for c, (preds, fallbacks) in zip(chunks, _in_workers(workers, _predict_chunk, args), strict=True):
+            self.fallbacks += fallbacks
+            for i, pred in zip(c, preds, strict=True):
+                out[i] = pred
         return out
 
     def _part(self, series: Sequence[str]) -> StatisticalForecaster:
@@ -161,13 +154,17 @@ class StatisticalForecaster(Forecaster):
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    mean = np.asarray(model.forward(y=y, h=H)["mean"], dtype=np.float64)
+                    mean = self._mean(model, y, H)
                 if np.all(np.isfinite(mean)):
                     return mean
             except _MODEL_ERRORS:
                 pass
         self.fallbacks += 1
         return np.full(H, last)
+
+    def _mean(self, model: Any, y: np.ndarray, H: int) -> np.ndarray:
+        """The fitted model applied to the window ``y``: its next H values."""
+        return np.asarray(model.forward(y=y, h=H)["mean"], dtype=np.float64)
 
     def _stream(self, design: Design, online: OnlineDesign) -> SeriesStream:
         return WindowStream(self, design, online, self.window)
@@ -220,21 +217,10 @@ class MSTLForecaster(StatisticalForecaster):
             return AutoETS(model="ZZN")
         return MSTL(season_length=seasons, trend_forecaster=AutoETS(model="ZZN"))
 
-    def _forward(self, model: Any, y: np.ndarray, H: int) -> np.ndarray:
+    def _mean(self, model: Any, y: np.ndarray, H: int) -> np.ndarray:
         from statsforecast.models import MSTL
 
-        if not isinstance(model, MSTL) or len(y) < 3:
-            return super()._forward(model, y, H)
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                mean = mstl_forward(model, y, H)
-            if np.all(np.isfinite(mean)):
-                return mean
-        except _MODEL_ERRORS:
-            pass
-        self.fallbacks += 1
-        return np.full(H, y[-1])
+        return mstl_forward(model, y, H) if isinstance(model, MSTL) else super()._mean(model, y, H)
 
 
 def mstl_decompose(
@@ -305,6 +291,18 @@ def _workers() -> int:
     if multiprocessing.current_process().daemon:
         return 1
     return max(1, min(len(os.sched_getaffinity(0)), 8))
+
+
+def _chunks(n: int, workers: int) -> list[np.ndarray]:
+    """Indices 0..n-1 in a few chunks per worker (uneven series costs even out)."""
+    return [c for c in np.array_split(np.arange(n), workers * 4) if len(c)]
+
+
+def _in_workers(workers: int, fn: Callable[..., Any], calls: Sequence[tuple[Any, ...]]) -> list[Any]:
+    """``fn(*args)`` for each of ``calls`` in ``workers`` spawned processes, in order. Spawned,
+    not forked: a training process holds TensorFlow's and BLAS's threads."""
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+        return [f.result() for f in [pool.submit(fn, *args) for args in calls]]
 
 
 def _estimate_chunk(model: StatisticalForecaster, tails: Sequence[np.ndarray]) -> list[Any]:
