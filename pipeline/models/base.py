@@ -198,9 +198,9 @@ class Forecaster(ABC):
         """Steps between the origins of :meth:`validation_forecasts` (1: every step)."""
         return 1
 
-    # At most this many validation origins over all series (a model whose forecasts are
-    # dear, one decomposition or filter pass per series and origin, asks for fewer).
-    max_validation_origins: ClassVar[int] = MAX_VALIDATION_ORIGINS
+    # At most this many validation origins over all series (None: MAX_VALIDATION_ORIGINS; a
+    # model whose forecasts are dear, a filter pass per series and origin, asks for fewer).
+    max_validation_origins: ClassVar[int | None] = None
 
     def validation_stride_for(
         self, panel: Mapping[str, pd.DataFrame], val_start: pd.Timestamp, train_end: pd.Timestamp
@@ -210,7 +210,8 @@ class Forecaster(ABC):
         every step of a 30-day slice would be 17 million points, for a quantile per step)."""
         freq = panel_freq(dict(panel))
         per_series = max(int((train_end - self.config.horizon * freq - val_start) / freq) + 1, 1)
-        return max(self.validation_stride, -(-per_series * len(panel) // self.max_validation_origins))
+        cap = self.max_validation_origins or MAX_VALIDATION_ORIGINS
+        return max(self.validation_stride, -(-per_series * len(panel) // cap))
 
     def validation_forecasts(
         self,
