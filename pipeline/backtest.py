@@ -4,6 +4,7 @@ origins from only the data available at each, and score every candidate the same
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import time
@@ -63,12 +64,17 @@ class Calibration:
         widths = pd.Series(widths).ffill().bfill().fillna(0.0).to_numpy()
         return cls(level=level, half_width=widths, n=n)
 
-    def rescaled(self, scores: np.ndarray) -> Calibration:
-        """These widths stretched or shrunk to hold on recent data: ``scores`` are recent
+    def tracked(self, scores: np.ndarray, times: np.ndarray, rate: float) -> Calibration:
+        """These widths stretched or shrunk to hold on recent data. ``scores`` are recent
         absolute residuals in units of the width of their step (a point inside the interval
-        scores at most 1). The shape over steps stays the validation slice's; the level
-        follows the data (normalised split conformal)."""
-        return Calibration(self.level, self.half_width * conformal_quantile(scores, self.level), len(scores))
+        scores at most 1), matured at ``times``. The shape over steps stays the validation
+        slice's; the level starts from the scores' split-conformal quantile (normalised
+        split conformal) and is then tracked through them in time order, so a change in the
+        errors moves it within a few seasons instead of once the change fills the window
+        (:func:`tracked_quantile`)."""
+        start = conformal_quantile(scores, self.level)
+        q = tracked_quantile(scores, times, self.level, rate, start)
+        return Calibration(self.level, self.half_width * q, len(scores))
 
     def apply(self, forecast: pd.DataFrame) -> pd.DataFrame:
         out = forecast.copy()
@@ -145,6 +151,27 @@ def conformal_quantile(scores: np.ndarray, level: float) -> float:
     r = np.sort(scores)
     k = min(int(np.ceil((len(r) + 1) * level)), len(r))
     return float(r[k - 1])
+
+
+def tracked_quantile(scores: np.ndarray, times: np.ndarray, level: float, rate: float, start: float) -> float:
+    """The level of an online quantile tracker after ``scores`` arrived at ``times``
+    (Angelopoulos, Candes & Tibshirani 2023, "Conformal PID control", its P term; adaptive
+    conformal inference in the score's units). Points that mature at one time count as
+    one step: with ``miss`` the share of them above the level, ``log q`` moves by
+    ``rate * (miss - (1 - level))``. It rises while more than ``1 - level`` of the points
+    fall outside and sinks while fewer do; over any sequence, the share of misses after T
+    steps is within ``(|log q_T - log q_0| + rate) / (rate * T)`` of ``1 - level``. Works on
+    the log scale so the level stays positive and moves by the same factor at any scale."""
+    if len(scores) == 0:
+        return start
+    order = np.argsort(times, kind="stable")
+    s, t = np.asarray(scores, dtype=float)[order], np.asarray(times)[order]
+    bounds = np.flatnonzero(np.r_[True, t[1:] != t[:-1], True])
+    log_q = float(np.log(max(start, 1e-12)))
+    for a, b in itertools.pairwise(bounds):
+        miss = float(np.mean(s[a:b] > np.exp(log_q)))
+        log_q += rate * (miss - (1.0 - level))
+    return float(np.exp(log_q))
 
 
 def fit_to_history(panel: dict[str, pd.DataFrame], cfg: BacktestConfig, fixed: Collection[str]) -> BacktestConfig:

@@ -30,6 +30,9 @@ MIN_HISTORY_SEASONS = 7
 # of them, once there are at least MIN_LIVE_POINTS (before that, the validation slice's).
 RECALIBRATION_POINTS = 2000
 MIN_LIVE_POINTS = 48
+# ... and their level follows those points as they matured, by this much (log units) per
+# season of points all outside their interval (a quantile tracker, see tracked_quantile).
+INTERVAL_TRACKING_RATE = 4.0
 
 
 @dataclass
@@ -189,9 +192,10 @@ def score_matured(store: Store, target: str, panel: Mapping[str, pd.DataFrame], 
 
 
 def live_calibration(store: Store, handle: ChampionHandle, target: str) -> Calibration:
-    """The champion's intervals recalibrated on its most recent matured points (normalised
-    split conformal over the last ``RECALIBRATION_POINTS``); the validation slice's until
-    ``MIN_LIVE_POINTS`` have matured."""
+    """The champion's intervals recalibrated on its most recent matured points: normalised
+    split conformal over the last ``RECALIBRATION_POINTS``, then tracked through them in
+    the order they matured, so the width follows a change within hours rather than once
+    it fills the window; the validation slice's until ``MIN_LIVE_POINTS`` have matured."""
     base = handle.bundle.calibration
     recent = store.recent_residuals(target, handle.version, RECALIBRATION_POINTS)
     width = base.half_width[np.clip(recent["step"].to_numpy(dtype=int), 1, len(base.half_width)) - 1]
@@ -199,4 +203,6 @@ def live_calibration(store: Store, handle: ChampionHandle, target: str) -> Calib
     if usable.sum() < MIN_LIVE_POINTS:
         return base
     residual = np.abs(recent["actual"].to_numpy(dtype=float) - recent["yhat"].to_numpy(dtype=float))
-    return base.rescaled(residual[usable] / width[usable])
+    times = recent["ts"].to_numpy()[usable]
+    rate = INTERVAL_TRACKING_RATE / handle.bundle.model.config.season
+    return base.tracked(residual[usable] / width[usable], times, rate)

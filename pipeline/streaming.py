@@ -182,10 +182,11 @@ class StreamProcessor:
         if batch.ack:
             batch.ack()
         self.stats.latencies_ms.append((time.perf_counter() - batch.received_at) * 1000)
+        if self.handle is not None and (score_rows or checking):
+            # The next forecasts' intervals know what just matured (adaptive, per batch).
+            self.calibration = live_calibration(self.store, self.handle, self.target)
         if checking:
             self._since_check = 0
-            if self.handle is not None:
-                self.calibration = live_calibration(self.store, self.handle, self.target)
             self._maybe_retrain(obs["ts"].max() if not obs.empty else None)
 
     def _advance_all(

@@ -11,9 +11,10 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from streamcast.backtest import conformal_quantile, tracked_quantile
 from streamcast.cli import app
 from streamcast.config import Settings
-from streamcast.forecasting import MIN_LIVE_POINTS
+from streamcast.forecasting import INTERVAL_TRACKING_RATE, MIN_LIVE_POINTS
 from streamcast.store import Store
 
 runner = CliRunner()
@@ -79,3 +80,52 @@ def test_deployed_intervals_follow_the_matured_points(settings: Settings, data_d
     with Store(settings.database_url) as store:
         before, after = _coverage(store, slice(0, 2)), _coverage(store, slice(4, None))
     assert before < 0.7 and after >= 0.8, (before, after)
+
+
+def _track(scores: np.ndarray, per_time: int, rate: float, window: int) -> np.ndarray:
+    """Coverage of each time's points under the level tracked over the ``window`` points
+    before it (what the next forecast would be issued with)."""
+    times = np.repeat(np.arange(len(scores) // per_time), per_time)
+    hits = []
+    for t in range(10, times[-1] + 1):
+        past = slice(max(0, t * per_time - window), t * per_time)
+        q = tracked_quantile(scores[past], times[past], 0.9, rate, conformal_quantile(scores[past], 0.9))
+        hits.append(np.mean(scores[times == t] <= q))
+    return np.array(hits)
+
+
+def test_tracked_level_follows_a_change_the_window_still_averages_over() -> None:
+    # Three series' absolute errors, in units of the validation width; from t=200 they triple.
+    rng = np.random.default_rng(0)
+    scale = np.where(np.arange(400) < 200, 1.0, 3.0)
+    scores = np.abs(rng.normal(0, 1, (400, 3)) * scale[:, None]).ravel() / 1.645
+    window = 2000  # a plain conformal quantile over the same window takes ~220 times to follow
+    plain = np.array(
+        [
+            np.mean(scores[t * 3 : t * 3 + 3] <= conformal_quantile(scores[max(0, t * 3 - window) : t * 3], 0.9))
+            for t in range(10, 400)
+        ]
+    )
+    tracked = _track(scores, 3, rate=INTERVAL_TRACKING_RATE / 24, window=window)
+    after = slice(200 - 10 + 24, 200 - 10 + 96)  # the three days after the first one of the change
+    assert plain[after].mean() < 0.75
+    assert 0.85 <= tracked[after].mean() <= 0.95
+    # Before the change it holds as well as the plain quantile does.
+    assert abs(tracked[:190].mean() - 0.9) < 0.04
+
+
+def test_tracked_level_misses_at_the_nominal_rate_over_any_sequence() -> None:
+    # An adversarial sequence (scores jump between regimes every few steps): the long-run
+    # share of misses still approaches 1 - level, within the tracker's bound.
+    rng = np.random.default_rng(1)
+    n, rate = 3000, 0.1
+    scores = np.abs(rng.standard_cauchy(n)) * np.where((np.arange(n) // 7) % 2 == 0, 1.0, 20.0)
+    log_q, misses = 0.0, 0
+    for t in range(n):
+        q = tracked_quantile(scores[:t], np.arange(t), 0.9, rate, 1.0)
+        assert np.isclose(np.log(q), log_q)  # the same level as the one-pass tracker
+        miss = scores[t] > q
+        misses += miss
+        log_q += rate * (miss - 0.1)
+    bound = (abs(log_q) + rate) / (rate * n)
+    assert abs(misses / n - 0.1) <= bound
