@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -93,6 +94,24 @@ def test_load_wide_pivots_variables(any_store: Store) -> None:
     assert list(wide.columns) == ["dewp", "temp"]
     assert wide.loc[("A", pd.Timestamp("2024-03-01T01:00Z"))].tolist() == [8.0, 2.0]
     assert any_store.series_ids() == ["A", "B"]
+
+
+def test_newest_times_and_series_walk_the_key(any_store: Store) -> None:
+    # Series with different variables and ends; ids a user might have (quote, space, unicode).
+    assert any_store.newest_ts() is None and any_store.newest_ts("temp") is None and any_store.series_ids() == []
+    rng = np.random.default_rng(3)
+    parts = []
+    for sid in ["A", "B o'Hare", "C\u00fcrich", "D"]:
+        for variable in rng.choice(["dewp", "temp", "wind"], size=int(rng.integers(1, 4)), replace=False):
+            parts.append(_long(list(rng.normal(size=int(rng.integers(1, 30)))), series=sid, variable=str(variable)))
+    frame = pd.concat(parts)
+    _write(any_store, frame)
+    ends = frame.groupby("variable")["ts"].max()
+    assert any_store.newest_ts() == frame["ts"].max()
+    for variable, end in ends.items():
+        assert any_store.newest_ts(str(variable)) == end
+    assert any_store.newest_ts("humid") is None
+    assert any_store.series_ids() == sorted(frame["series_id"].unique())
 
 
 @pytest.mark.parametrize("n", [0])

@@ -23,6 +23,40 @@ _SMALL_BATCH = 5_000
 # two statements (COPY is several times faster than parameterised inserts).
 BULK_ROWS = 20_000
 
+# Which series (and series x variable pairs) are stored, found by walking the primary key
+# (series_id, variable, ts) from one key to the next ("loose index scan", recursive CTE):
+# one index probe per series, not a scan of every observation (4 million at 1,000 series).
+_SERIES = """
+    WITH RECURSIVE s(sid) AS (
+        SELECT min(series_id) FROM observations
+        UNION ALL
+        SELECT (SELECT min(o.series_id) FROM observations o WHERE o.series_id > s.sid) FROM s WHERE s.sid IS NOT NULL
+    )"""
+_NEXT_VARIABLE = "(SELECT min(o.variable) FROM observations o WHERE o.series_id = p.sid AND o.variable > p.var)"
+_NEXT_SERIES = "(SELECT min(o.series_id) FROM observations o WHERE o.series_id > p.sid)"
+_PAIRS = f"""
+    WITH RECURSIVE p(sid, var) AS (
+        SELECT f.sid, (SELECT min(o.variable) FROM observations o WHERE o.series_id = f.sid)
+        FROM (SELECT min(series_id) AS sid FROM observations) f
+        UNION ALL
+        SELECT CASE WHEN {_NEXT_VARIABLE} IS NOT NULL THEN p.sid ELSE {_NEXT_SERIES} END,
+               COALESCE({_NEXT_VARIABLE},
+                        (SELECT min(o.variable) FROM observations o WHERE o.series_id = {_NEXT_SERIES}))
+        FROM p WHERE p.sid IS NOT NULL
+    )"""
+_SERIES_IDS = sa.text(_SERIES + " SELECT sid FROM s WHERE sid IS NOT NULL ORDER BY sid")
+# The newest time per series (of one variable) or per pair is one probe at the end of its key range.
+_NEWEST_OF_VARIABLE = sa.text(
+    _SERIES
+    + """ SELECT max((SELECT max(o.ts) FROM observations o WHERE o.series_id = s.sid AND o.variable = :variable))
+    FROM s WHERE s.sid IS NOT NULL"""
+).columns(sa.column("newest", observations.c.ts.type))
+_NEWEST = sa.text(
+    _PAIRS
+    + """ SELECT max((SELECT max(o.ts) FROM observations o WHERE o.series_id = p.sid AND o.variable = p.var))
+    FROM p WHERE p.sid IS NOT NULL"""
+).columns(sa.column("newest", observations.c.ts.type))
+
 
 @dataclass(frozen=True)
 class UpsertCounts:
@@ -57,9 +91,8 @@ class ObservationTables(Bound):
         return UpsertCounts(new=new, updated=updated, unchanged=len(obs) - new - updated)
 
     def series_ids(self) -> list[str]:
-        q = sa.select(observations.c.series_id).distinct().order_by(observations.c.series_id)
         with self._conn() as conn:
-            return [r[0] for r in conn.execute(q)]
+            return [r[0] for r in conn.execute(_SERIES_IDS)]
 
     def set_units(self, units: dict[str, str]) -> None:
         """Record what variables are measured in (a later ingest may correct a unit)."""
@@ -119,11 +152,11 @@ class ObservationTables(Bound):
     def newest_ts(self, variable: str | None = None) -> pd.Timestamp | None:
         """The time of the latest stored observation of any series (of ``variable``, if given;
         None when there is none)."""
-        q = sa.select(sa.func.max(observations.c.ts))
-        if variable is not None:
-            q = q.where(observations.c.variable == variable)
         with self._conn() as conn:
-            value = conn.execute(q).scalar()
+            if variable is None:
+                value = conn.execute(_NEWEST).scalar()
+            else:
+                value = conn.execute(_NEWEST_OF_VARIABLE, {"variable": variable}).scalar()
         return None if value is None else pd.Timestamp(as_utc(value))
 
     def series_summary(self) -> pd.DataFrame:
