@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -112,6 +114,26 @@ def test_newest_times_and_series_walk_the_key(any_store: Store) -> None:
         assert any_store.newest_ts(str(variable)) == end
     assert any_store.newest_ts("humid") is None
     assert any_store.series_ids() == sorted(frame["series_id"].unique())
+
+
+def test_time_range_reads_every_series_in_order(any_store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A range read names the series in chunks; here 7 series in chunks of 3.
+    monkeypatch.setattr(importlib.import_module("streamcast.store.observations"), "_IN_CHUNK", 3)
+    frame = pd.concat(
+        [_long([float(k), float(k) + 0.5, 9.0], series=f"s{k}", variable=v) for k in range(7) for v in ("temp", "dewp")]
+    )
+    _write(any_store, frame)
+    got = any_store.load_observations(start=pd.Timestamp("2024-03-01T01:00Z"), end=pd.Timestamp("2024-03-01T01:00Z"))
+    assert len(got) == 14 and got["ts"].eq(pd.Timestamp("2024-03-01T01:00Z")).all()
+    assert list(zip(got["series_id"], got["variable"], strict=True)) == sorted(
+        (f"s{k}", v) for k in range(7) for v in ("dewp", "temp")
+    )
+    assert got.set_index(["series_id", "variable"])["value"].to_dict() == {
+        (f"s{k}", v): k + 0.5 for k in range(7) for v in ("dewp", "temp")
+    }
+    only = any_store.load_observations(series_ids=["s6", "s1"], variables=["temp"], start=pd.Timestamp("2024-03-01"))
+    assert only.groupby("series_id")["value"].apply(list).to_dict() == {"s1": [1.0, 1.5, 9.0], "s6": [6.0, 6.5, 9.0]}
+    assert any_store.load_observations(series_ids=[], start=pd.Timestamp("2024-03-01")).empty
 
 
 @pytest.mark.parametrize("n", [0])

@@ -19,6 +19,8 @@ OBS_COLUMNS = ["series_id", "variable", "ts", "value"]
 # Batches up to this size are matched against stored values in a dict (one range query);
 # larger ones query per series and variable and match with a join.
 _SMALL_BATCH = 5_000
+# Reads naming series ask for at most this many at once (bound parameters per statement).
+_IN_CHUNK = 2_000
 # On PostgreSQL, batches from this size are copied into a staging table and merged with
 # two statements (COPY is several times faster than parameterised inserts).
 BULK_ROWS = 20_000
@@ -44,6 +46,7 @@ _PAIRS = f"""
                         (SELECT min(o.variable) FROM observations o WHERE o.series_id = {_NEXT_SERIES}))
         FROM p WHERE p.sid IS NOT NULL
     )"""
+_VARIABLES = sa.text(_PAIRS + " SELECT DISTINCT var FROM p WHERE sid IS NOT NULL")
 _SERIES_IDS = sa.text(_SERIES + " SELECT sid FROM s WHERE sid IS NOT NULL ORDER BY sid")
 # The newest time per series (of one variable) or per pair is one probe at the end of its key range.
 _NEWEST_OF_VARIABLE = sa.text(
@@ -123,18 +126,33 @@ class ObservationTables(Bound):
         """Observations in long form (series_id, variable, ts[UTC], value), sorted."""
         t = observations
         # SQLite keeps times as ISO text: parsing them in one vectorised call is several
-        # times faster than SQLAlchemy's row-by-row conversion (millions of rows at scale).
+        # times faster than SQLAlchemy's row-by-row conversion (millions of rows at scale),
+        # and the rows are read from the driver's cursor as they come (plain values).
         ts = sa.type_coerce(t.c.ts, sa.String).label("ts") if self.dialect == "sqlite" else t.c.ts
         q = sa.select(t.c.series_id, t.c.variable, ts, t.c.value)
-        if series_ids is not None:
-            q = q.where(t.c.series_id.in_(list(series_ids)))
-        if variables is not None:
-            q = q.where(t.c.variable.in_(list(variables)))
         if start is not None:
             q = q.where(t.c.ts >= py_datetime(start))
         if end is not None:
             q = q.where(t.c.ts <= py_datetime(end))
-        df = utc_columns(self._frame(q.order_by(t.c.series_id, t.c.variable, t.c.ts), OBS_COLUMNS), ["ts"])
+        q = q.order_by(t.c.series_id, t.c.variable, t.c.ts)
+        with self._conn() as conn:
+            if start is not None or end is not None:
+                # A time range is read through the key (series, variable, ts): the series and
+                # variables are named so the database seeks to each range instead of scanning
+                # every observation ever stored.
+                series_ids = series_ids if series_ids is not None else [r[0] for r in conn.execute(_SERIES_IDS)]
+                variables = variables if variables is not None else [r[0] for r in conn.execute(_VARIABLES)]
+            chunks: list[list[str] | None] = [None]
+            if series_ids is not None:
+                series = list(series_ids)
+                chunks = [series[i : i + _IN_CHUNK] for i in range(0, len(series), _IN_CHUNK)]
+            rows: list[Any] = []
+            for chunk in chunks:
+                qc = q if chunk is None else q.where(t.c.series_id.in_(chunk))
+                if variables is not None:
+                    qc = qc.where(t.c.variable.in_(list(variables)))
+                rows.extend(conn.execute(qc).cursor.fetchall())
+        df = utc_columns(pd.DataFrame(rows, columns=OBS_COLUMNS), ["ts"])
         df["value"] = df["value"].astype(float)
         return df
 
