@@ -150,6 +150,9 @@ class Settings(BaseSettings):
     # stays in the problem with weight ``adapt_prior`` (a ridge toward it).
     adapt_forgetting: float = Field(0.98, gt=0, le=1)
     adapt_prior: float = Field(10.0, gt=0)
+    # Live intervals: their level moves by this much (log units) per season of matured
+    # points all outside their interval (a quantile tracker; see backtest.tracked_quantile).
+    interval_rate: float = Field(4.0, gt=0)
     holidays: str | None = None  # train with this country's public holidays as an input (US, AU-VIC, ...)
     stream_max_ahead_hours: float = 168.0  # streamed times later than the newest observation by more: quarantined
     mlflow_ui_url: str = "http://127.0.0.1:5000"

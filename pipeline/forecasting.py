@@ -30,9 +30,6 @@ MIN_HISTORY_SEASONS = 7
 # of them, once there are at least MIN_LIVE_POINTS (before that, the validation slice's).
 RECALIBRATION_POINTS = 2000
 MIN_LIVE_POINTS = 48
-# ... and their level follows those points as they matured, by this much (log units) per
-# season of points all outside their interval (a quantile tracker, see tracked_quantile).
-INTERVAL_TRACKING_RATE = 4.0
 
 
 @dataclass
@@ -140,7 +137,9 @@ def issue_forecast(
         panel = prepare_panel(wide, max_gap=handle.max_gap)
         # What matured since the last forecast is scored first, so the new intervals know it.
         score_matured(store, target, panel, handle.bundle.model.config.season)
-        fc = forecast_frame(handle, panel, target, calibration=live_calibration(store, handle, target))
+        fc = forecast_frame(
+            handle, panel, target, calibration=live_calibration(store, handle, target, settings.interval_rate)
+        )
         store.write_forecasts(fc, replace=True)
     return fc
 
@@ -191,11 +190,12 @@ def score_matured(store: Store, target: str, panel: Mapping[str, pd.DataFrame], 
     return store.write_scores(rows)
 
 
-def live_calibration(store: Store, handle: ChampionHandle, target: str) -> Calibration:
+def live_calibration(store: Store, handle: ChampionHandle, target: str, rate: float) -> Calibration:
     """The champion's intervals recalibrated on its most recent matured points: normalised
     split conformal over the last ``RECALIBRATION_POINTS``, then tracked through them in
     the order they matured, so the width follows a change within hours rather than once
-    it fills the window; the validation slice's until ``MIN_LIVE_POINTS`` have matured."""
+    it fills the window (``rate``: log units per season of points all outside, the
+    ``interval_rate`` setting); the validation slice's until ``MIN_LIVE_POINTS`` have matured."""
     base = handle.bundle.calibration
     recent = store.recent_residuals(target, handle.version, RECALIBRATION_POINTS)
     width = base.half_width[np.clip(recent["step"].to_numpy(dtype=int), 1, len(base.half_width)) - 1]
@@ -204,5 +204,5 @@ def live_calibration(store: Store, handle: ChampionHandle, target: str) -> Calib
         return base
     residual = np.abs(recent["actual"].to_numpy(dtype=float) - recent["yhat"].to_numpy(dtype=float))
     times = recent["ts"].to_numpy()[usable]
-    rate = INTERVAL_TRACKING_RATE / handle.bundle.model.config.season
-    return base.tracked(residual[usable] / width[usable], times, rate)
+    per_step = rate / handle.bundle.model.config.season
+    return base.tracked(residual[usable] / width[usable], times, per_step)

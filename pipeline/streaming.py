@@ -184,7 +184,7 @@ class StreamProcessor:
         self.stats.latencies_ms.append((time.perf_counter() - batch.received_at) * 1000)
         if self.handle is not None and (score_rows or checking):
             # The next forecasts' intervals know what just matured (adaptive, per batch).
-            self.calibration = live_calibration(self.store, self.handle, self.target)
+            self.calibration = live_calibration(self.store, self.handle, self.target, self.settings.interval_rate)
         if checking:
             self._since_check = 0
             self._maybe_retrain(obs["ts"].max() if not obs.empty else None)
@@ -299,7 +299,7 @@ class StreamProcessor:
         them, and what the store holds after that (batches committed after the last check)
         is replayed through the same path as live entries, forecasts aside."""
         self.handle = load_champion(self.settings, self.target)
-        self.calibration = live_calibration(self.store, self.handle, self.target)
+        self.calibration = live_calibration(self.store, self.handle, self.target, self.settings.interval_rate)
         history = self.store.load_wide(start=before - self.handle.history, end=before - pd.Timedelta(seconds=1))
         self.states = {}
         model = self.handle.bundle.model

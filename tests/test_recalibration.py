@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from streamcast.backtest import conformal_quantile, tracked_quantile
 from streamcast.cli import app
 from streamcast.config import Settings
-from streamcast.forecasting import INTERVAL_TRACKING_RATE, MIN_LIVE_POINTS
+from streamcast.forecasting import MIN_LIVE_POINTS
 from streamcast.store import Store
 
 runner = CliRunner()
@@ -106,7 +106,7 @@ def test_tracked_level_follows_a_change_the_window_still_averages_over() -> None
             for t in range(10, 400)
         ]
     )
-    tracked = _track(scores, 3, rate=INTERVAL_TRACKING_RATE / 24, window=window)
+    tracked = _track(scores, 3, rate=Settings().interval_rate / 24, window=window)
     after = slice(200 - 10 + 24, 200 - 10 + 96)  # the three days after the first one of the change
     assert plain[after].mean() < 0.75
     assert 0.85 <= tracked[after].mean() <= 0.95
