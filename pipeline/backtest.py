@@ -64,17 +64,9 @@ class Calibration:
         widths = pd.Series(widths).ffill().bfill().fillna(0.0).to_numpy()
         return cls(level=level, half_width=widths, n=n)
 
-    def tracked(self, scores: np.ndarray, times: np.ndarray, rate: float) -> Calibration:
-        """These widths stretched or shrunk to hold on recent data. ``scores`` are recent
-        absolute residuals in units of the width of their step (a point inside the interval
-        scores at most 1), matured at ``times``. The shape over steps stays the validation
-        slice's; the level starts from the scores' split-conformal quantile (normalised
-        split conformal) and is then tracked through them in time order, so a change in the
-        errors moves it within a few seasons instead of once the change fills the window
-        (:func:`tracked_quantile`)."""
-        start = conformal_quantile(scores, self.level)
-        q = tracked_quantile(scores, times, self.level, rate, start)
-        return Calibration(self.level, self.half_width * q, len(scores))
+    def scaled(self, factor: float) -> Calibration:
+        """These widths times ``factor`` (the shape over steps stays)."""
+        return Calibration(self.level, self.half_width * factor, self.n)
 
     def apply(self, forecast: pd.DataFrame) -> pd.DataFrame:
         out = forecast.copy()

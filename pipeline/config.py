@@ -153,6 +153,9 @@ class Settings(BaseSettings):
     # Live intervals: their level moves by this much (log units) per season of matured
     # points all outside their interval (a quantile tracker; see backtest.tracked_quantile).
     interval_rate: float = Field(4.0, gt=0)
+    # ... in the stream, which moves it after every batch by the points that matured from H
+    # different origins at once (a less noisy share than a daily forecast's), so faster.
+    stream_interval_rate: float = Field(12.0, gt=0)
     holidays: str | None = None  # train with this country's public holidays as an input (US, AU-VIC, ...)
     stream_max_ahead_hours: float = 168.0  # streamed times later than the newest observation by more: quarantined
     mlflow_ui_url: str = "http://127.0.0.1:5000"

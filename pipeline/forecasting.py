@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from streamcast import tracking
-from streamcast.backtest import Calibration
+from streamcast.backtest import Calibration, conformal_quantile, tracked_quantile
 from streamcast.bundle import ForecastBundle
 from streamcast.config import Settings
 from streamcast.errors import NotFoundError
@@ -191,18 +191,47 @@ def score_matured(store: Store, target: str, panel: Mapping[str, pd.DataFrame], 
 
 
 def live_calibration(store: Store, handle: ChampionHandle, target: str, rate: float) -> Calibration:
-    """The champion's intervals recalibrated on its most recent matured points: normalised
-    split conformal over the last ``RECALIBRATION_POINTS``, then tracked through them in
-    the order they matured, so the width follows a change within hours rather than once
-    it fills the window (``rate``: log units per season of points all outside, the
-    ``interval_rate`` setting); the validation slice's until ``MIN_LIVE_POINTS`` have matured."""
-    base = handle.bundle.calibration
+    """The champion's intervals recalibrated on its most recent matured points (see
+    :func:`live_factor`)."""
+    return handle.bundle.calibration.scaled(live_factor(store, handle, target, rate))
+
+
+def live_factor(store: Store, handle: ChampionHandle, target: str, rate: float) -> float:
+    """How much the champion's validation widths stretch to hold on its most recent matured
+    points: their errors in units of their step's width, starting from the conformal
+    quantile of the last ``RECALIBRATION_POINTS`` (normalised split conformal), then
+    tracked through them in the order they matured, so the width follows a change within
+    hours rather than once it fills the window (``rate``: log units per season of points
+    all outside, the ``interval_rate`` setting). 1 until ``MIN_LIVE_POINTS`` have matured."""
     recent = store.recent_residuals(target, handle.version, RECALIBRATION_POINTS)
-    width = base.half_width[np.clip(recent["step"].to_numpy(dtype=int), 1, len(base.half_width)) - 1]
-    usable = width > 0
+    scores, usable = _width_units(handle, recent["step"], recent["actual"], recent["yhat"])
     if usable.sum() < MIN_LIVE_POINTS:
-        return base
-    residual = np.abs(recent["actual"].to_numpy(dtype=float) - recent["yhat"].to_numpy(dtype=float))
-    times = recent["ts"].to_numpy()[usable]
+        return 1.0
+    level = handle.bundle.calibration.level
+    start = conformal_quantile(scores[usable], level)
     per_step = rate / handle.bundle.model.config.season
-    return base.tracked(residual[usable] / width[usable], times, per_step)
+    return tracked_quantile(scores[usable], recent["ts"].to_numpy()[usable], level, per_step, start)
+
+
+def tracked_factor(handle: ChampionHandle, factor: float, records: list[dict[str, Any]], rate: float) -> float:
+    """``factor`` (:func:`live_factor`) moved on by matured points as they arrive (the
+    stream's score records; those of other versions are not this champion's)."""
+    mine = [r for r in records if r["model_version"] == handle.version]
+    if not mine:
+        return factor
+    scores, usable = _width_units(
+        handle, [r["step"] for r in mine], [r["actual"] for r in mine], [r["yhat"] for r in mine]
+    )
+    times = np.array([pd.Timestamp(r["ts"]).value for r in mine])
+    per_step = rate / handle.bundle.model.config.season
+    return tracked_quantile(scores[usable], times[usable], handle.bundle.calibration.level, per_step, factor)
+
+
+def _width_units(handle: ChampionHandle, steps: Any, actual: Any, yhat: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Absolute errors in units of their step's validation width, and which are usable
+    (steps whose width is positive)."""
+    half = handle.bundle.calibration.half_width
+    width = half[np.clip(np.asarray(steps, dtype=int), 1, len(half)) - 1]
+    usable = width > 0
+    err = np.abs(np.asarray(actual, dtype=float) - np.asarray(yhat, dtype=float))
+    return np.divide(err, width, out=np.zeros_like(err), where=usable), usable

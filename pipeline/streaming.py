@@ -28,9 +28,10 @@ from streamcast.forecasting import (
     ChampionHandle,
     champion_version,
     forecast_id,
-    live_calibration,
+    live_factor,
     load_champion,
     score_records,
+    tracked_factor,
 )
 from streamcast.ingestion import IngestSummary, write_batch
 from streamcast.metrics import mase_scale
@@ -121,6 +122,7 @@ class StreamProcessor:
         self.readout: OnlineReadout | None = None  # the adapting readout, if any
         self.handle: ChampionHandle | None = None
         self.calibration: Calibration | None = None  # the champion's, recalibrated on matured points
+        self.interval_factor = 1.0  # its validation widths times this (live_factor, then tracked per batch)
         self.states: dict[str, SeriesState] = {}
         self.stats = StreamStats()
         self.newest: pd.Timestamp | None = None  # the newest observation stored: how far ahead entries may be
@@ -182,9 +184,12 @@ class StreamProcessor:
         if batch.ack:
             batch.ack()
         self.stats.latencies_ms.append((time.perf_counter() - batch.received_at) * 1000)
-        if self.handle is not None and (score_rows or checking):
-            # The next forecasts' intervals know what just matured (adaptive, per batch).
-            self.calibration = live_calibration(self.store, self.handle, self.target, self.settings.interval_rate)
+        if self.handle is not None and score_rows:
+            # The next forecasts' intervals know what just matured (a quantile tracker, per batch).
+            self.interval_factor = tracked_factor(
+                self.handle, self.interval_factor, score_rows, self.settings.stream_interval_rate
+            )
+            self.calibration = self.handle.bundle.calibration.scaled(self.interval_factor)
         if checking:
             self._since_check = 0
             self._maybe_retrain(obs["ts"].max() if not obs.empty else None)
@@ -299,7 +304,8 @@ class StreamProcessor:
         them, and what the store holds after that (batches committed after the last check)
         is replayed through the same path as live entries, forecasts aside."""
         self.handle = load_champion(self.settings, self.target)
-        self.calibration = live_calibration(self.store, self.handle, self.target, self.settings.interval_rate)
+        self.interval_factor = live_factor(self.store, self.handle, self.target, self.settings.stream_interval_rate)
+        self.calibration = self.handle.bundle.calibration.scaled(self.interval_factor)
         history = self.store.load_wide(start=before - self.handle.history, end=before - pd.Timedelta(seconds=1))
         self.states = {}
         model = self.handle.bundle.model

@@ -124,6 +124,33 @@ def test_esn_stream_state_matches_a_batch_run(settings: Settings, data_dir: Path
     np.testing.assert_allclose(stored.sort_values("step")["yhat"].to_numpy(), batch, rtol=0, atol=1e-6)
 
 
+def test_stream_intervals_follow_a_level_shift(settings: Settings, data_dir: Path) -> None:
+    # A frozen ESN champion (no adaptation, no retrain): after +10 °F from hour 24 its errors
+    # jump, and the intervals it issues must widen to keep covering about 90%.
+    _history_and_champion(settings, data_dir, ["esn"], esn={"units": 60})
+    shift = STREAM_START + pd.Timedelta(hours=24)
+    frame = replay_frame("nyc-weather", STREAM_START, shift + pd.Timedelta(hours=95))
+    frame.loc[frame["ts"] >= shift, "temp"] += 10.0
+    cfg = settings.model_copy(update={"drift_factor": 1e6, "retrain_hours": 1e6})
+    proc = StreamProcessor(cfg, adapt=False)
+    proc.run(replay_batches(frame, speed=0))
+    proc.close()
+    store = Store(settings.database_url)
+    scored = store.recent_residuals("temp", proc.handle.version if proc.handle else "", 1_000_000)
+    issued = store.forecasts_between(STREAM_START, shift + pd.Timedelta(hours=200))
+    store.dispose()
+    points = scored.merge(issued[["forecast_id", "step", "origin_ts", "lo", "hi"]], on=["forecast_id", "step"])
+    after = points[(points["origin_ts"] >= shift) & (points["origin_ts"] < shift + pd.Timedelta(hours=48))]
+    assert len(after) > 2000
+    inside = (after["actual"] >= after["lo"]) & (after["actual"] <= after["hi"])
+    assert 0.85 <= inside.mean() <= 0.95, inside.mean()
+    # The widths the stream issued just before the shift would have covered far less.
+    before = issued[issued["origin_ts"] == shift - pd.Timedelta(hours=1)].groupby("step")["hi"].first()
+    width = before - issued[issued["origin_ts"] == shift - pd.Timedelta(hours=1)].groupby("step")["yhat"].first()
+    frozen = (after["actual"] - after["yhat"]).abs() <= after["step"].map(width)
+    assert frozen.mean() < 0.8, frozen.mean()
+
+
 def _readout_state(store: Store) -> dict[str, np.ndarray]:
     row = store.stream_checkpoint("temp")
     assert row is not None
