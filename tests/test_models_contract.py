@@ -179,6 +179,23 @@ def test_refit_learns_the_latest_data_with_the_same_config(fitted: dict[str, For
         pd.testing.assert_frame_equal(fresh.predict(PANEL), latest)
 
 
+def test_a_network_refit_averages_the_backtest_fit_with_a_fit_on_all_the_data(
+    fitted: dict[str, Forecaster], tmp_path: Path
+) -> None:
+    model = fitted["rnn"]
+    end = INDEX[-1]
+    refit = model.refit(PANEL, end, end - pd.Timedelta(hours=24 * 5))
+    fresh = create_model("rnn", **model.config.model_dump()).fit(PANEL, end, end - pd.Timedelta(hours=24 * 5))
+    expected = (model.predict(PANEL)["yhat"].to_numpy() + fresh.predict(PANEL)["yhat"].to_numpy()) / 2
+    got = refit.predict(PANEL)
+    np.testing.assert_allclose(got["yhat"].to_numpy(), expected, rtol=0, atol=1e-6)
+    assert refit.config.horizon == H and refit.config.target == model.config.target
+    assert refit.scaler == fresh.scaler  # its statistics include the backtest window
+    # It saves and loads as one forecaster, as the registry stores it.
+    again = Forecaster.load(refit.save(tmp_path / "refit"))
+    np.testing.assert_allclose(again.predict(PANEL)["yhat"].to_numpy(), got["yhat"].to_numpy(), rtol=0, atol=1e-9)
+
+
 @pytest.mark.parametrize("name", ["esn", "rnn", "cnn", "hopfield", "ensemble"])
 def test_fixed_seed_reproduces_forecasts(fitted: dict[str, Forecaster], name: str) -> None:
     again = _fit(name)

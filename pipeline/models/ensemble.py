@@ -117,6 +117,19 @@ class EnsembleForecaster(Forecaster):
         out.fit_info = {**self.fit_info, "weights_from": "backtest validation slice"}
         return out
 
+    @classmethod
+    def of(cls, members: dict[str, Forecaster], weights: dict[str, float]) -> EnsembleForecaster:
+        """Fitted ``members`` combined with ``weights``: the config (target, horizon, season,
+        seed, calendar) is the first member's."""
+        first = next(iter(members.values()))
+        shared = {k: v for k, v in first.config.model_dump().items() if k in EnsembleConfig.model_fields}
+        out = cls(EnsembleConfig(**{**shared, "kind": cls.kind, "members": list(members)}))
+        out.weights = dict(weights)
+        out._adopt(members)
+        out.fit_seconds = sum(m.fit_seconds for m in members.values())
+        out.fit_info = {"weights": out.weights}
+        return out
+
     def _adopt(self, members: dict[str, Forecaster]) -> None:
         """Take ``members``; the shared state the base class keeps (scaler, freq,
         covariates) comes from the first of them."""
