@@ -156,7 +156,7 @@ def main() -> None:
         f"streamed unchanged, then {args.hours_after} h with the change, one hour per batch (replay, SQLite). Scores "
         "of the points whose target time is in the window, whatever their origin (about a quarter of the points in "
         "the 48 h after a change were issued before it), and of the forecasts issued in the 48 h after the change "
-        "(intervals recalibrated at every check on the champion's latest matured residuals). Adaptive: "
+        "(interval widths tracked after every batch on the points that just matured: STREAMCAST_STREAM_INTERVAL_RATE). Adaptive: "
         "forgetting RLS of the readout's inputs, lagged targets and bias (STREAMCAST_ADAPT_FORGETTING, "
         "STREAMCAST_ADAPT_PRIOR at their defaults), forecasting only "
         "while it scores better than the registered readout on matured targets. Target of issue 16: ratio <= 0.8 "
