@@ -89,6 +89,14 @@ def regularise(
     # Already regular and aligned as resample's bins would be: the same frame, without
     # resampling (a stream's warm-up and a forecast regularise every series of a panel).
     on_grid = _on_grid(frame.index, step)
+    if on_grid:
+        values = frame.to_numpy(dtype=float, copy=True)
+        if not np.isnan(values).any():
+            # Nothing to fill: numpy only (a forecast regularises a thousand such series).
+            columns = {c: values[:, j] for j, c in enumerate(frame.columns)}
+            columns[GAP_COLUMN] = np.zeros(len(values), dtype=bool)
+            index = pd.date_range(frame.index[0], periods=len(values), freq=step, name=frame.index.name)
+            return pd.DataFrame(columns, index=index, copy=False)
     resampled = frame.astype(float) if on_grid else frame.sort_index().resample(step).mean()
     filled = resampled.copy()
     for col in resampled.columns:
@@ -159,6 +167,21 @@ def check_calendar(calendar: Sequence[str]) -> list[str]:
 
 def calendar_features(index: pd.DatetimeIndex, calendar: Sequence[str] = DEFAULT_CALENDAR) -> np.ndarray:
     """The ``calendar`` inputs at each time of ``index`` (UTC), shape (T, columns)."""
+    if index.freq is not None and len(index) > 1:
+        # A panel's series share their time grid: computed once per grid, not per series.
+        step = pd.Timedelta(index.freq).value
+        tz = None if index.tz is None else str(index.tz)
+        return _calendar_on_grid(index[0].value, len(index), step, tz, tuple(calendar)).copy()
+    return _calendar_at(index, calendar)
+
+
+@functools.lru_cache(maxsize=64)
+def _calendar_on_grid(first: int, length: int, step: int, tz: str | None, calendar: tuple[str, ...]) -> np.ndarray:
+    index = pd.DatetimeIndex(first + step * np.arange(length, dtype=np.int64))
+    return _calendar_at(index if tz is None else index.tz_localize("UTC").tz_convert(tz), calendar)
+
+
+def _calendar_at(index: pd.DatetimeIndex, calendar: Sequence[str]) -> np.ndarray:
     hour = index.hour.to_numpy() + index.minute.to_numpy() / 60.0
     holidays = [_is_holiday(index, name.removeprefix("holiday:")) for name in calendar if name.startswith("holiday:")]
     return _calendar(hour, index.dayofyear.to_numpy(), index.dayofweek.to_numpy(), calendar, holidays)
@@ -223,10 +246,20 @@ def prepare_panel(
 ) -> dict[str, pd.DataFrame]:
     """Split a (series_id, ts)-indexed wide frame into regularised per-series frames."""
     panel: dict[str, pd.DataFrame] = {}
-    for sid, frame in wide.groupby(level="series_id", sort=True):
-        f = frame.droplevel("series_id")
-        f = expand_circular(f)
-        panel[str(sid)] = regularise(f, freq=freq, max_gap=max_gap)
+    if wide.empty:
+        return panel
+    # Split by position rather than groupby + droplevel (a third of the time at 1,000 series).
+    wide = wide if wide.index.is_monotonic_increasing else wide.sort_index()
+    sids = wide.index.get_level_values("series_id")
+    times = wide.index.get_level_values("ts")
+    values = wide.to_numpy()
+    codes, uniques = pd.factorize(sids, sort=True)
+    bounds = np.flatnonzero(np.diff(codes)) + 1
+    for a, b in zip(np.r_[0, bounds], np.r_[bounds, len(codes)], strict=True):
+        f = pd.DataFrame(values[a:b], index=times[a:b], columns=wide.columns)
+        if CIRCULAR_VARIABLES & set(f.columns):
+            f = expand_circular(f)
+        panel[str(uniques[codes[a]])] = regularise(f, freq=freq, max_gap=max_gap)
     return panel
 
 

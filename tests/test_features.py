@@ -74,6 +74,42 @@ def test_a_series_already_on_its_grid_regularises_as_resampling_would(
     slow = regularise(frame)
     pd.testing.assert_frame_equal(fast, slow)
     assert fast.index.freq == pd.Timedelta(freq) and fast["long_gap"].sum() == 10
+    monkeypatch.undo()
+    complete = frame.fillna(1.0)  # nothing to fill: the numpy-only path
+    fast = regularise(complete)
+    monkeypatch.setattr(features, "_on_grid", lambda index, step: False)
+    pd.testing.assert_frame_equal(fast, regularise(complete))
+    assert fast.index.freq == pd.Timedelta(freq) and not fast["long_gap"].any()
+
+
+def test_a_panel_splits_and_its_calendar_is_shared_as_series_by_series() -> None:
+    """prepare_panel splits by position and calendar_features reuse one grid's inputs: both
+    must give what the per-series path gives (series with their own spans and gaps)."""
+    import streamcast.features as features
+
+    rng = np.random.default_rng(1)
+    parts = []
+    for sid, start, n in (("b", "2024-01-01 03:00", 50), ("a", "2024-01-02", 30), ("c's", "2024-01-01", 40)):
+        idx = pd.date_range(start, periods=n, freq="h", tz="UTC", name="ts")
+        parts.append(
+            pd.DataFrame({"temp": rng.normal(size=n), "wind_dir": rng.uniform(0, 360, n)}, index=idx).assign(
+                series_id=sid
+            )
+        )
+    wide = pd.concat(parts).reset_index().set_index(["series_id", "ts"]).sort_index()
+    wide.iloc[5, 0] = np.nan
+    panel = features.prepare_panel(wide)
+    assert list(panel) == ["a", "b", "c's"]
+    for sid, frame in wide.groupby(level="series_id"):
+        expected = regularise(expand_circular(frame.droplevel("series_id")))
+        pd.testing.assert_frame_equal(panel[str(sid)], expected)
+    calendar = ["hour", "doy", "dow", "holiday:US"]
+    idx = panel["b"].index
+    shared = features.calendar_features(idx, calendar)
+    shared[:] = -9.0  # a caller's copy: the cache stays intact
+    again = features.calendar_features(idx, calendar)
+    assert np.array_equal(again, features._calendar_at(idx, calendar))
+    assert np.array_equal(again, features.calendar_features(pd.DatetimeIndex(list(idx)), calendar))  # no freq
 
 
 def _gappy_frame() -> pd.DataFrame:

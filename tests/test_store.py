@@ -225,3 +225,59 @@ def test_a_large_batch_is_stored_exactly_and_counted_like_a_small_one(any_store:
     assert (merged["_merge"] == "both").all() and len(merged) == len(second)
     np.testing.assert_array_equal(merged["value"].to_numpy(), merged["value_stored"].to_numpy())
     assert int(any_store.series_summary()["revised"].sum()) == 100
+
+
+def _points(series: str, yhat: list[float], origin: str, version: str = "1") -> pd.DataFrame:
+    ts = pd.date_range(pd.Timestamp(origin) + pd.Timedelta(hours=1), periods=len(yhat), freq="h")
+    return pd.DataFrame(
+        {
+            "forecast_id": f"{series}|{origin}",
+            "series_id": series,
+            "target": "temp",
+            "issued_at": pd.Timestamp("2024-03-02T01:02:03.456789+01:00"),
+            "origin_ts": pd.Timestamp(origin),
+            "ts": ts,
+            "step": np.arange(1, len(yhat) + 1),
+            "yhat": yhat,
+            "lo": [v - 1 for v in yhat],
+            "hi": [v + 1 for v in yhat],
+            "model_name": "esn",
+            "model_version": version,
+            "run_id": None,
+        }
+    )
+
+
+def test_forecast_points_round_trip_through_the_bulk_insert(any_store: Store) -> None:
+    """Forecasts go through the driver's executemany, not SQLAlchemy's types: times, NULLs
+    and odd ids must read back exactly, and replace / keep must hold per (forecast_id, step)."""
+    sid = 'Sta\'tion "Ö"; DROP TABLE forecasts; --'
+    first = _points(sid, [1.0, 2.0, 3.0], "2024-03-02T05:00:00+02:00")
+    first.loc[1, ["lo", "hi"]] = float("nan")  # a step without an interval
+    assert any_store.write_forecasts(first) == 3
+    got = any_store.latest_forecasts(series_id=sid).sort_values("step").reset_index(drop=True)
+    assert got["series_id"].unique().tolist() == [sid]
+    assert got["ts"].tolist() == [pd.Timestamp(f"2024-03-02T0{h}:00Z") for h in (4, 5, 6)]
+    assert got["issued_at"].iloc[0] == pd.Timestamp("2024-03-02T00:02:03.456789Z")
+    assert got["origin_ts"].iloc[0] == pd.Timestamp("2024-03-02T03:00Z")
+    assert got["yhat"].tolist() == [1.0, 2.0, 3.0] and got["lo"].iloc[[0, 2]].tolist() == [0.0, 2.0]
+    assert got["lo"].isna().tolist() == [False, True, False] and got["hi"].isna().tolist() == [False, True, False]
+    assert got["run_id"].isna().all()
+
+    # Without replace a forecast already stored is kept; with it, overwritten.
+    any_store.write_forecasts(first.assign(yhat=9.0, model_version="2"))
+    assert any_store.latest_forecasts(series_id=sid)["model_version"].unique().tolist() == ["1"]
+    any_store.write_forecasts(first.assign(yhat=9.0, model_version="2"), replace=True)
+    replaced = any_store.latest_forecasts(series_id=sid)
+    assert replaced["yhat"].tolist() == [9.0, 9.0, 9.0] and len(replaced) == 3
+    # The stream's records (driver types): a redelivered forecast changes nothing.
+    records = first.assign(yhat=7.0).to_dict("records")
+    for r in records:
+        for c in ("issued_at", "origin_ts", "ts"):
+            r[c] = r[c].to_pydatetime()
+    any_store.write_forecast_records(records)
+    assert any_store.latest_forecasts(series_id=sid)["yhat"].tolist() == [9.0, 9.0, 9.0]
+    # Points matured: their actuals arrive and are found by time, on both dialects.
+    _write(any_store, _long([4.0, 5.0], start="2024-03-02T04:00Z", series=sid))
+    unscored = any_store.unscored_points("temp", [sid], pd.Timestamp("2024-03-02", tz="UTC"))
+    assert sorted((p["step"], p["actual"]) for p in unscored) == [(1, 4.0), (2, 5.0)]

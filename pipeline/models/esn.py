@@ -138,6 +138,16 @@ class _Recurrence:
         return result
 
 
+@dataclass
+class _Weights:
+    """A loaded reservoir: what reservoirpy's Reservoir holds after ``initialize``."""
+
+    W: Any
+    Win: Any
+    bias: np.ndarray
+    lr: float
+
+
 def _blocks(lengths: Sequence[int], units: int) -> Iterator[list[int]]:
     """Indices of series in blocks whose states fit ``STATE_BLOCK_BYTES``."""
     order = np.argsort(-np.asarray(lengths, dtype=int), kind="stable")
@@ -486,13 +496,15 @@ class ESNForecaster(Forecaster):
         np.savez(path / "esn.npz", bias=np.asarray(self.reservoir.bias), Wout=readout.Wout, readout_bias=readout.bias)
 
     def _load(self, path: Path) -> None:
+        # The saved weights are all a loaded model runs (through _Recurrence); reservoirpy,
+        # a second to import, is only needed to draw new ones in fit.
         arrays = np.load(path / "esn.npz")
-        cfg = self.config
-        W, Win = _load_matrix(path / "esn_W"), _load_matrix(path / "esn_Win")
-        self.reservoir = _reservoir_cls()(
-            W=W, Win=Win, bias=arrays["bias"], lr=cfg.leak_rate, sr=cfg.spectral_radius, input_scaling=cfg.input_scaling
+        self.reservoir = _Weights(
+            W=_load_matrix(path / "esn_W"),
+            Win=_load_matrix(path / "esn_Win"),
+            bias=arrays["bias"],
+            lr=self.config.leak_rate,
         )
-        self.reservoir.initialize(np.zeros((1, Win.shape[1])))
         self._recurrence = None
         self.readout = _Readout(Wout=arrays["Wout"], bias=arrays["readout_bias"])
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -99,6 +99,55 @@ def utc_columns(frame: pd.DataFrame, columns: Iterable[str]) -> pd.DataFrame:
 
 def py_datetime(value: datetime | pd.Timestamp) -> datetime:
     return pd.Timestamp(value).to_pydatetime()
+
+
+# SQLAlchemy's SQLite DateTime stores this text (naive; every write here is UTC) and compares it as text.
+SQLITE_TIME_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
+
+
+def driver_insert(
+    conn: Connection,
+    table: sa.Table,
+    columns: Sequence[str],
+    rows: Iterable[Sequence[Any]],
+    keys: Sequence[str],
+    update: Sequence[str] = (),
+) -> int:
+    """``INSERT ... ON CONFLICT (keys) DO NOTHING`` (or ``DO UPDATE`` of ``update``) of
+    ``rows`` (tuples in ``columns``' order) through the driver's executemany: at tens of
+    thousands of points per forecast, SQLAlchemy's per-row parameter processing costs
+    several times the database's work. Aware datetimes in DateTime columns are written as
+    SQLAlchemy writes them (UTC; text on SQLite); rows given."""
+    dialect = conn.dialect.name
+    placeholder = {"sqlite": "?", "postgresql": "%s"}[dialect]
+    times = [i for i, c in enumerate(columns) if isinstance(table.c[c].type, sa.DateTime)]
+    text: dict[datetime, str] = {}
+
+    def bind(value: Any) -> Any:
+        if value is None or dialect != "sqlite":
+            return value
+        out = text.get(value)
+        if out is None:  # a forecast repeats its issue and origin times on every point
+            out = text[value] = as_utc(value).strftime(SQLITE_TIME_FORMAT)
+        return out
+
+    params = []
+    for row in rows:
+        values = list(row)
+        for i in times:
+            values[i] = bind(values[i])
+        params.append(tuple(values))
+    if not params:
+        return 0
+    names = ", ".join(f'"{c}"' for c in columns)
+    target = ", ".join(f'"{c}"' for c in keys)
+    action = "DO UPDATE SET " + ", ".join(f'"{c}" = excluded."{c}"' for c in update) if update else "DO NOTHING"
+    sql = (
+        f'INSERT INTO "{table.name}" ({names}) VALUES ({", ".join([placeholder] * len(columns))}) '
+        f"ON CONFLICT ({target}) {action}"
+    )
+    conn.exec_driver_sql(sql, params)
+    return len(params)
 
 
 class Bound:

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import operator
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from streamcast.store.engine import Bound, as_utc, optional_float, py_datetime, utc_columns
+from streamcast.store.engine import Bound, as_utc, driver_insert, py_datetime, utc_columns
 from streamcast.store.schema import forecasts, observations, scores
 
 # One stored forecast point, in the order `predictions latest --format csv` prints it.
@@ -29,45 +31,56 @@ POINT_COLUMNS = [
     "run_id",
 ]
 _TIME_COLUMNS = ("issued_at", "origin_ts", "ts")
+_POINT_KEY = ("forecast_id", "step")
 _POINTS = sa.select(*[forecasts.c[c] for c in POINT_COLUMNS])
+
+
+def _tuples(records: list[dict[str, Any]], columns: Sequence[str]) -> Iterator[tuple[Any, ...]]:
+    get = operator.itemgetter(*columns)
+    return (get(r) for r in records)
 
 
 class ForecastTables(Bound):
     def write_forecasts(self, frame: pd.DataFrame, replace: bool = False) -> int:
         """Insert forecast points (one row per forecast_id and step) from a frame; with
         ``replace`` a forecast already stored under the same id is overwritten, else kept."""
-        records = frame[POINT_COLUMNS].to_dict("records")
-        for r in records:
-            for k in _TIME_COLUMNS:
-                r[k] = py_datetime(r[k])
-            for k in ("yhat", "lo", "hi"):
-                r[k] = optional_float(r[k])
-            r["step"] = int(r["step"])
-        if replace and records:
-            stmt = self._insert(forecasts)
-            updated = {c: stmt.excluded[c] for c in POINT_COLUMNS if c not in ("forecast_id", "step")}
-            with self._conn() as conn:
-                conn.execute(stmt.on_conflict_do_update(index_elements=["forecast_id", "step"], set_=updated), records)
-            return len(records)
-        return self.write_forecast_records(records)
+        if frame.empty:
+            return 0
+        cols: dict[str, list[Any]] = {}
+        for c in POINT_COLUMNS:
+            values = frame[c]
+            if c in _TIME_COLUMNS:
+                # Each distinct time converted once: all points of a forecast share two of them.
+                codes, uniques = pd.factorize(pd.to_datetime(values, utc=True))
+                cols[c] = list(np.asarray(pd.DatetimeIndex(uniques).to_pydatetime(), dtype=object)[codes])
+            elif c in ("yhat", "lo", "hi"):
+                floats = values.astype(float)
+                cols[c] = [None if v != v else v for v in floats.tolist()]  # NaN -> NULL
+            elif c == "step":
+                cols[c] = values.astype(int).tolist()
+            else:
+                cols[c] = [None if v is None or v != v else str(v) for v in values.tolist()]
+        rows = zip(*(cols[c] for c in POINT_COLUMNS), strict=True)
+        update = [c for c in POINT_COLUMNS if c not in _POINT_KEY] if replace else []
+        with self._conn() as conn:
+            return driver_insert(conn, forecasts, POINT_COLUMNS, rows, _POINT_KEY, update)
 
     def write_forecast_records(self, records: list[dict[str, Any]]) -> int:
         """:meth:`write_forecasts` for rows already in driver types (the stream's path: a
         few points per observation, where a DataFrame costs more than the insert). Re-issuing
         the same forecast (a redelivered stream entry) changes nothing."""
-        if records:
-            stmt = self._insert(forecasts).on_conflict_do_nothing(index_elements=["forecast_id", "step"])
-            with self._conn() as conn:
-                conn.execute(stmt, records)
-        return len(records)
+        if not records:
+            return 0
+        with self._conn() as conn:
+            return driver_insert(conn, forecasts, POINT_COLUMNS, _tuples(records, POINT_COLUMNS), _POINT_KEY)
 
     def write_scores(self, rows: list[dict[str, Any]]) -> int:
         """Record matured forecast points against their actuals (idempotent per point)."""
-        if rows:
-            stmt = self._insert(scores).on_conflict_do_nothing(index_elements=["forecast_id", "step"])
-            with self._conn() as conn:
-                conn.execute(stmt, rows)
-        return len(rows)
+        if not rows:
+            return 0
+        columns = list(rows[0])
+        with self._conn() as conn:
+            return driver_insert(conn, scores, columns, _tuples(rows, columns), _POINT_KEY)
 
     def unscored_points(
         self, target: str, series_ids: Sequence[str], since: datetime | pd.Timestamp
