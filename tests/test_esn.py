@@ -121,7 +121,7 @@ def test_the_online_readout_is_the_exact_forgetting_least_squares_solution() -> 
         ts = t0 + k * hour
         m = int(rng.integers(1, 6))
         step, z, change = rng.integers(0, 3, size=m), rng.normal(size=(m, 10)), rng.normal(size=m)
-        online.update(ts, hour, Matured(step, z, change, np.zeros(m), np.full(m, ts.value)))
+        online.update(ts, hour, online.matured(step, z, change, np.zeros(m), np.full(m, ts.value)))
         seen += [(ts, int(h), zz, float(c)) for h, zz, c in zip(step, z, change, strict=True)]
     end = t0 + 9 * hour
     W0 = np.vstack([base.Wout, base.bias[None, :]])
@@ -153,12 +153,12 @@ def test_the_online_readout_forecasts_only_while_it_does_better() -> None:
     # Targets 5 above the registered forecasts, which the adapted one had forecast at their origins.
     feats = rng.normal(size=(40, 10))
     truth = np.einsum("mf,fm->m", np.hstack([feats, np.ones((40, 1))]), online.W0[:, np.zeros(40, int)]) + 5
-    online.update(ts, hour, Matured(np.zeros(40, int), feats, truth, truth - 0.1, np.full(40, ts.value)))
+    online.update(ts, hour, online.matured(np.zeros(40, int), feats, truth, truth - 0.1, np.full(40, ts.value)))
     assert online.active
     np.testing.assert_allclose(online(z), online.adapted(z))
     assert not np.allclose(online(z), registered)
     # Now the adapted forecasts were the worse ones: back to the registered readout.
-    online.update(ts + hour, hour, Matured(np.zeros(40, int), feats, truth, truth + 50, np.full(40, ts.value)))
+    online.update(ts + hour, hour, online.matured(np.zeros(40, int), feats, truth, truth + 50, np.full(40, ts.value)))
     assert not online.active
     np.testing.assert_array_equal(online(z), registered)
 
@@ -194,7 +194,9 @@ def test_an_adapting_stream_pairs_each_target_with_the_origins_it_completes() ->
             origins = np.array([k - b for b in range(1, H + 1) if np.isfinite(d.y[k - b])])
             z = model.readout_features(d, states[sid], origins)
             parts.append(
-                Matured(k - origins - 1, z, d.y[k] - d.X[origins, 0], np.zeros(len(origins)), np.zeros(len(origins)))
+                batch.matured(
+                    k - origins - 1, z, d.y[k] - d.X[origins, 0], np.zeros(len(origins)), np.zeros(len(origins))
+                )
             )
         ts = PANEL["A"].index[k]
         batch.update(ts, pd.Timedelta(hours=1), Matured.concat(parts))

@@ -214,19 +214,25 @@ class _Readout:
 @dataclass
 class Matured:
     """Targets that matured at one time: per pair the step index (0 = one step ahead), the
-    readout features at its origin, the scaled change since the origin, the adapted
-    readout's forecast of that change made at the origin, and the origin's time (ns)."""
+    adapting readout features at its origin (the inputs and lagged targets, not the
+    reservoir state, whose weights stay registered), the registered readout's forecast of
+    the change made there, the scaled change since the origin, the adapted readout's
+    forecast of it made there, and the origin's time (ns). Keeping the registered forecast
+    instead of the full features is what lets a stream of 1,000 series learn without
+    moving 24,000 x 400 states per hour."""
 
     step: np.ndarray
     features: np.ndarray
+    registered: np.ndarray
     change: np.ndarray
     adapted: np.ndarray
     origin_ns: np.ndarray
 
+    FIELDS: ClassVar[tuple[str, ...]] = ("step", "features", "registered", "change", "adapted", "origin_ns")
+
     @classmethod
     def concat(cls, parts: Sequence[Matured]) -> Matured:
-        fields = ("step", "features", "change", "adapted", "origin_ns")
-        return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in fields))
+        return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in cls.FIELDS))
 
 
 class OnlineReadout:
@@ -275,6 +281,17 @@ class OnlineReadout:
         W = self.weights() if self.active else self.W0
         return z @ W[:-1] + W[-1]
 
+    def registered(self, z: np.ndarray) -> np.ndarray:
+        """The registered readout's forecast of ``z`` (rows)."""
+        return z @ self.W0[:-1] + self.W0[-1]
+
+    def matured(
+        self, step: np.ndarray, z: np.ndarray, change: np.ndarray, adapted: np.ndarray, origin_ns: np.ndarray
+    ) -> Matured:
+        """:class:`Matured` pairs from their origins' full readout features ``z``."""
+        registered = np.einsum("mf,fm->m", z, self.W0[:-1][:, step]) + self.W0[-1][step]
+        return Matured(step, z[:, self.linear[:-1]], registered, change, adapted, origin_ns)
+
     def adapted(self, z: np.ndarray) -> np.ndarray:
         """The adapted readout's forecast of ``z`` (rows) whether or not it is the active one."""
         W = self.weights()
@@ -305,11 +322,9 @@ class OnlineReadout:
         if not len(matured.step):
             return
         weight = self.forgetting ** max(0, round((self.t - ts) / steps))
-        Z = np.hstack([matured.features, np.ones((len(matured.step), 1))])
-        registered = np.einsum("mf,fm->m", Z, self.W0[:, matured.step])
-        r = matured.change - registered
+        r = matured.change - matured.registered
         self.errors += weight * np.array([np.abs(matured.change - matured.adapted).sum(), np.abs(r).sum(), len(r)])
-        Zl = Z[:, self.linear]
+        Zl = np.hstack([matured.features, np.ones((len(r), 1))])
         for h in np.unique(matured.step):
             take = matured.step == h
             self.A[h] += weight * (Zl[take].T @ Zl[take])
@@ -558,27 +573,32 @@ class ESNForecaster(Forecaster):
                 assert stream.ring is not None and isinstance(self.readout, OnlineReadout)
                 positions = np.arange(cuts[i], len(design.X))
                 z = self.readout_features(design, np.array(ring_states[i]), positions, offset=cuts[i])
-                for row, p, pred in zip(z, positions, self.readout.adapted(z), strict=True):
-                    stream.ring.push(row, float(design.X[p, 0]), bool(np.isfinite(design.y[p])), pred)
+                forecasts = zip(self.readout.registered(z), self.readout.adapted(z), strict=True)
+                for row, p, (reg, pred) in zip(z, positions, forecasts, strict=True):
+                    stream.ring.push(row, float(design.X[p, 0]), bool(np.isfinite(design.y[p])), reg, pred)
             out.append(stream)
         return out
 
 
 class _Origins:
-    """The last H origins of one series (readout features, anchor, whether the target was
-    observed, the adapted readout's forecast made there), so that each arriving target pairs
-    with the forecasts it completes."""
+    """The last H origins of one series (the adapting part of their readout features, anchor,
+    whether the target was observed, the registered and the adapted readout's forecasts made
+    there), so that each arriving target pairs with the forecasts it completes."""
 
-    def __init__(self, horizon: int, features: int) -> None:
-        self.z = np.zeros((horizon, features))
+    def __init__(self, horizon: int, units: int, features: int) -> None:
+        self.units = units  # full features start with the reservoir state, which is not kept
+        self.z = np.zeros((horizon, features - units))
         self.anchor = np.zeros(horizon)
         self.ok = np.zeros(horizon, dtype=bool)
+        self.registered = np.zeros((horizon, horizon))
         self.adapted = np.zeros((horizon, horizon))
         self.count = 0  # origins pushed so far; the newest is at (count - 1) % H
 
-    def push(self, z: np.ndarray, anchor: float, ok: bool, adapted: np.ndarray) -> None:
+    def push(self, z: np.ndarray, anchor: float, ok: bool, registered: np.ndarray, adapted: np.ndarray) -> None:
+        """An origin: its full readout features ``z`` and the two readouts' forecasts from it."""
         k = self.count % len(self.ok)
-        self.z[k], self.anchor[k], self.ok[k], self.adapted[k] = z, anchor, ok, adapted
+        self.z[k], self.anchor[k], self.ok[k] = z[self.units :], anchor, ok
+        self.registered[k], self.adapted[k] = registered, adapted
         self.count += 1
 
     def pending(self) -> np.ndarray:
@@ -599,7 +619,12 @@ class _Origins:
         use = self.ok[slots]
         slots, back = slots[use], back[use]
         return Matured(
-            back - 1, self.z[slots], y - self.anchor[slots], self.adapted[slots, back - 1], ts_ns - back * step_ns
+            back - 1,
+            self.z[slots],
+            self.registered[slots, back - 1],
+            y - self.anchor[slots],
+            self.adapted[slots, back - 1],
+            ts_ns - back * step_ns,
         )
 
 
@@ -615,7 +640,7 @@ class ESNStream(DesignStream):
         self.recent = recent  # last ``lookback`` scaled input rows
         learning = isinstance(model.readout, OnlineReadout)
         n = len(state) + recent.shape[1] + recent.shape[0]
-        self.ring: _Origins = _Origins(model.config.horizon, n) if learning else None  # type: ignore[assignment]
+        self.ring: _Origins = _Origins(model.config.horizon, len(state), n) if learning else None  # type: ignore[assignment]
 
     def advance(self, ts: pd.Timestamp, values: Mapping[str, float]) -> None:
         type(self).advance_all([self], ts, [values])
@@ -654,8 +679,9 @@ class ESNStream(DesignStream):
         if parts:
             readout.update(ts, model.freq or pd.Timedelta(hours=1), Matured.concat(parts))
         Z = np.array([s._features() for s in streams])
-        for s, (_, y), z, pred in zip(streams, rows, Z, readout.adapted(Z), strict=True):
-            s.ring.push(z, float(s.recent[-1, 0]), bool(np.isfinite(y)), pred)
+        forecasts = zip(readout.registered(Z), readout.adapted(Z), strict=True)
+        for s, (_, y), z, (reg, pred) in zip(streams, rows, Z, forecasts, strict=True):
+            s.ring.push(z, float(s.recent[-1, 0]), bool(np.isfinite(y)), reg, pred)
 
     @classmethod
     def forecast_all(cls, streams: Sequence[ESNStream]) -> list[np.ndarray | None]:
