@@ -332,6 +332,18 @@ class Design:
 FILL_LIMIT = 24
 
 
+def forward_fill(values: np.ndarray, limit: int) -> np.ndarray:
+    """pandas' ``ffill(limit=limit).fillna(0.0)`` of the columns of ``values`` (T, k), in numpy:
+    each NaN takes the last value at most ``limit`` steps before it, else 0 (the training mean
+    of a scaled input)."""
+    rows = np.arange(len(values))[:, None]
+    last = np.where(np.isnan(values), -1, rows)
+    np.maximum.accumulate(last, axis=0, out=last)
+    usable = (last >= 0) & (rows - last <= limit)
+    taken = np.take_along_axis(values, np.maximum(last, 0), axis=0)
+    return np.where(usable, taken, 0.0)
+
+
 def build_design(
     sid: str,
     frame: pd.DataFrame,
@@ -347,7 +359,7 @@ def build_design(
         vals = frame[c].to_numpy(dtype=float) if c in frame else np.full(len(frame), np.nan)
         scaled[:, j] = (vals - m) / s
     y = scaled[:, 0].copy()
-    filled = pd.DataFrame(scaled).ffill(limit=FILL_LIMIT).fillna(0.0).to_numpy()
+    filled = forward_fill(scaled, FILL_LIMIT)
     X = np.hstack([filled, calendar_features(pd.DatetimeIndex(frame.index), calendar)]).astype(np.float32)
     m, s = scaler.stats(sid, target)
     return Design(series_id=sid, X=X, y=y, target_mean=m, target_std=s)

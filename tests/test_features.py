@@ -210,3 +210,17 @@ def test_the_season_follows_the_frequency(freq: str, season: int) -> None:
     from streamcast.features import season_for
 
     assert season_for(pd.Timedelta(pd.tseries.frequencies.to_offset(freq))) == season
+
+
+def test_forward_fill_is_pandas_ffill_with_a_limit_then_zero() -> None:
+    from streamcast.features import forward_fill
+
+    rng = np.random.default_rng(3)
+    values = rng.normal(size=(200, 4))
+    values[rng.random(values.shape) < 0.5] = np.nan
+    values[:7, 1] = np.nan  # missing before the first value
+    values[50:90, 2] = np.nan  # longer than the limit
+    for limit in (1, 3, 24):
+        expected = pd.DataFrame(values).ffill(limit=limit).fillna(0.0).to_numpy()
+        np.testing.assert_array_equal(forward_fill(values, limit), expected)
+    assert forward_fill(np.empty((0, 2)), 3).shape == (0, 2)

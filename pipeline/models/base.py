@@ -160,7 +160,11 @@ class Forecaster(ABC):
         steps = np.arange(1, H + 1)
         todo: list[tuple[pd.DatetimeIndex, Design, np.ndarray]] = []
         for sid, frame in panel.items():
-            wanted = pd.DatetimeIndex([frame.index[-1]] if origins is None else origins)
+            if origins is None:  # from the end of every series (a deployed forecast): nothing to cut
+                if len(frame):
+                    todo.append((frame.index[-1:], self._design(sid, frame), np.array([len(frame) - 1])))
+                continue
+            wanted = pd.DatetimeIndex(origins)
             wanted = wanted[wanted.isin(frame.index)]
             if len(wanted) == 0:
                 continue
@@ -169,29 +173,27 @@ class Forecaster(ABC):
             todo.append((wanted, self._design(sid, cut), cut.index.get_indexer(wanted)))
         # Every series at once: a family may batch them (the ESN runs its reservoirs together).
         forecasts = self.forecast_scaled_many([d for _, d, _ in todo], [p for _, _, p in todo])
-        frames = []
+        if not todo:
+            return pd.DataFrame(columns=["series_id", "origin_ts", "step", "ts", "yhat"])
+        sids, origin_ns, yhat = [], [], []
         for (wanted, design, _), scaled in zip(todo, forecasts, strict=True):
-            sid = design.series_id
             if scaled.shape != (len(wanted), H):
                 raise RuntimeError(f"{self.kind} returned shape {scaled.shape}, expected {(len(wanted), H)}")
-            naive_origins = wanted.tz_convert("UTC").tz_localize(None).to_numpy()
-            frames.append(
-                pd.DataFrame(
-                    {
-                        "series_id": sid,
-                        "origin_ts": np.repeat(naive_origins, H),
-                        "step": np.tile(steps, len(wanted)),
-                        "ts": (naive_origins[:, None] + steps[None, :] * self.freq.to_timedelta64()).ravel(),
-                        "yhat": design.unscale(scaled).ravel(),
-                    }
-                )
-            )
-        if not frames:
-            return pd.DataFrame(columns=["series_id", "origin_ts", "step", "ts", "yhat"])
-        out = pd.concat(frames, ignore_index=True)
-        for col in ("origin_ts", "ts"):
-            out[col] = pd.DatetimeIndex(out[col]).tz_localize("UTC")
-        return out
+            sids.append(np.repeat(np.array([design.series_id], dtype=object), len(wanted) * H))
+            origin_ns.append(np.repeat(wanted.tz_convert("UTC").as_unit("ns").asi8, H))
+            yhat.append(design.unscale(scaled).ravel())
+        # One frame for all series (a frame per series cost a second at 1,000 series).
+        origin = np.concatenate(origin_ns)
+        step = np.tile(steps, len(origin) // H)
+        return pd.DataFrame(
+            {
+                "series_id": np.concatenate(sids),
+                "origin_ts": pd.DatetimeIndex(origin, tz="UTC"),
+                "step": step,
+                "ts": pd.DatetimeIndex(origin + step * self.freq.value, tz="UTC"),
+                "yhat": np.concatenate(yhat),
+            }
+        )
 
     @property
     def validation_stride(self) -> int:
