@@ -163,7 +163,8 @@ class ObservationTables(Bound):
             return pd.DataFrame(
                 index=pd.MultiIndex.from_arrays([[], pd.DatetimeIndex([], tz="UTC")], names=["series_id", "ts"])
             )
-        wide = long.pivot_table(index=["series_id", "ts"], columns="variable", values="value", aggfunc="last")
+        # (series_id, variable, ts) is the key: an unstack, not a pivot_table's groupby.
+        wide = long.set_index(["series_id", "ts", "variable"])["value"].unstack("variable")
         wide.columns.name = None
         return wide.sort_index()
 
