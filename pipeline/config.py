@@ -145,11 +145,15 @@ class Settings(BaseSettings):
     retrain_hours: float = 24.0  # retrain when the last training is older than this
     drift_factor: float = 1.5  # ... or when live MASE exceeds backtest MASE by this factor
     drift_window: int = 72  # matured step-1..H points per series in the live MASE window
-    # A streamed ESN champion's readout learns from each matured actual (recursive least
-    # squares): past time steps count ``adapt_forgetting`` ** age, and the registered readout
-    # stays in the problem with weight ``adapt_prior`` (a ridge toward it).
-    adapt_forgetting: float = Field(0.98, gt=0, le=1)
-    adapt_prior: float = Field(10.0, gt=0)
+    # A streamed ESN champion's readout learns from each matured actual: per step, a scale
+    # and an offset of its output by recursive least squares, where past time steps count
+    # ``adapt_forgetting`` ** age and a ridge of weight ``adapt_prior`` holds them at the
+    # registered readout; the correction is used only as far as it stands out from the
+    # registered readout's validation noise (James-Stein shrinkage; ``adapt_threshold`` 0
+    # uses the raw least-squares correction).
+    adapt_forgetting: float = Field(0.95, gt=0, le=1)
+    adapt_prior: float = Field(5.0, gt=0)
+    adapt_threshold: float = Field(5.0, ge=0)
     # Live intervals: their level moves by this much (log units) per season of matured
     # points all outside their interval (a quantile tracker; see backtest.tracked_quantile).
     interval_rate: float = Field(4.0, gt=0)

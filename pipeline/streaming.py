@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -314,7 +315,11 @@ class StreamProcessor:
         if self.adapt and isinstance(model, ESNForecaster) and model.readout is not None:
             registered = model.readout.base if isinstance(model.readout, OnlineReadout) else model.readout
             self.readout = OnlineReadout(
-                registered, self.settings.adapt_forgetting, self.settings.adapt_prior, model.config.units
+                registered,
+                self.settings.adapt_forgetting,
+                self.settings.adapt_prior,
+                _validation_noise(self.handle.bundle.calibration, model),
+                self.settings.adapt_threshold,
             )
             model.readout = self.readout  # this process's copy; the registered version never changes
             resumed = self._resume(self.readout)
@@ -434,6 +439,18 @@ class StreamProcessor:
     def _record(self, reason: str, detail: str, outcome: str) -> None:
         self.store.record_retrain(self.target, reason, detail, outcome)
         self.stats.retrains.append({"reason": reason, "detail": detail, "outcome": outcome})
+
+
+def _validation_noise(calibration: Calibration, model: ESNForecaster) -> np.ndarray:
+    """Per step, the registered readout's residual variance on validation in its scaled
+    units: the 90% conformal half-width as 1.645 standard deviations of a normal error,
+    over the target's average training standard deviation (the readout works on each
+    series scaled by its own)."""
+    assert model.scaler is not None
+    std = float(np.mean([s[model.config.target] for s in model.scaler.std.values()]))
+    z = NormalDist().inv_cdf(0.5 + calibration.level / 2)
+    sd = np.maximum(calibration.half_width / z / std, 1e-6)
+    return sd**2
 
 
 @dataclass

@@ -109,58 +109,78 @@ def _online_fixture(units: int = 6, extra: int = 4, horizon: int = 3, seed: int 
 
 def test_the_online_readout_is_the_exact_forgetting_least_squares_solution() -> None:
     """After any sequence of updates (gaps in time, a lagging series' late pair) each step's
-    weights are the closed-form minimiser of the forgetting-weighted, prior-anchored problem;
-    the state round-trips through a checkpoint."""
+    correction is the closed-form minimiser of the forgetting-weighted, ridge-anchored
+    problem, shrunk by its James-Stein factor; the adapted weights forecast exactly what the
+    correction does; the state round-trips through a checkpoint."""
     rng, base = _online_fixture()
-    lam, prior, units = 0.9, 0.5, 6
-    online = OnlineReadout(base, lam, prior, units)
+    lam, prior, H = 0.9, 0.5, 3
+    noise = np.array([0.5, 1.0, 2.0])
+    online = OnlineReadout(base, lam, prior, noise, threshold=1.0)
     hour = pd.Timedelta(hours=1)
     t0 = pd.Timestamp("2024-01-01T00:00Z")
-    seen: list[tuple[pd.Timestamp, int, np.ndarray, float]] = []
+    seen: list[tuple[pd.Timestamp, int, float, float]] = []
     for k in [0, 1, 2, 5, 6, 6, 4, 9]:  # 5 after 2: a gap; 4 after 6: a late pair
         ts = t0 + k * hour
         m = int(rng.integers(1, 6))
-        step, z, change = rng.integers(0, 3, size=m), rng.normal(size=(m, 10)), rng.normal(size=m)
-        online.update(ts, hour, online.matured(step, z, change, np.zeros(m), np.full(m, ts.value)))
-        seen += [(ts, int(h), zz, float(c)) for h, zz, c in zip(step, z, change, strict=True)]
+        step, z = rng.integers(0, H, size=m), rng.normal(size=(m, 10))
+        pairs = online.matured(step, z, np.zeros(m), np.zeros(m), np.full(m, ts.value))
+        pairs.change = 1.5 * pairs.registered + 2.0 + rng.normal(scale=0.3, size=m)  # scale and offset moved
+        online.update(ts, hour, pairs)
+        seen += [(ts, int(h), float(f), float(c)) for h, f, c in zip(step, pairs.registered, pairs.change, strict=True)]
     end = t0 + 9 * hour
-    W0 = np.vstack([base.Wout, base.bias[None, :]])
-    for h in range(3):
-        rows = [(ts, z, c) for ts, hh, z, c in seen if hh == h]
+    z = rng.normal(size=(4, 10))
+    registered = z @ base.Wout + base.bias
+    expected = np.empty((H, 2))
+    for h in range(H):
+        rows = [(ts, f, c) for ts, hh, f, c in seen if hh == h]
         w = np.array([lam ** round((end - ts) / hour) for ts, _, _ in rows])
-        Z = np.array([np.append(z, 1.0) for _, z, _ in rows])
-        r = np.array([c for _, _, c in rows]) - Z @ W0[:, h]
-        Zl = Z[:, units:]
-        d = np.linalg.solve((Zl * w[:, None]).T @ Zl + prior * np.eye(Zl.shape[1]), (Zl * w[:, None]).T @ r)
-        expected = W0[:, h].copy()
-        expected[units:] += d
-        np.testing.assert_allclose(online.weights()[:, h], expected, rtol=1e-10, atol=1e-12)
-    assert online.pairs == len(seen)
-    again = OnlineReadout(base, lam, prior, units)
+        phi = np.array([[f, 1.0] for _, f, _ in rows])
+        r = np.array([c - f for _, f, c in rows])
+        M = (phi * w[:, None]).T @ phi + prior * np.eye(2)
+        theta = np.linalg.solve(M, (phi * w[:, None]).T @ r)
+        expected[h] = max(0.0, 1 - 2 * 1.0 / (theta @ M @ theta / noise[h])) * theta
+    np.testing.assert_allclose(online.correction(), expected, rtol=1e-10, atol=1e-12)
+    adapted = registered * (1 + expected[:, 0]) + expected[:, 1]
+    np.testing.assert_allclose(online(z), adapted, rtol=1e-10)
+    W = online.weights()
+    np.testing.assert_allclose(z @ W[:-1] + W[-1], adapted, rtol=1e-10)
+    assert online.pairs == len(seen) and online.active
+    again = OnlineReadout(base, lam, prior, noise, threshold=1.0)
     again.restore(online.state())
     np.testing.assert_array_equal(again.weights(), online.weights())
     with pytest.raises(ValueError, match="other settings"):
-        OnlineReadout(base, 0.5, prior, units).restore(online.state())
+        OnlineReadout(base, 0.5, prior, noise, threshold=1.0).restore(online.state())
+    with pytest.raises(ValueError, match="other settings"):
+        OnlineReadout(base, lam, prior, noise * 2, threshold=1.0).restore(online.state())
+    with pytest.raises(ValueError, match="noise"):
+        OnlineReadout(base, lam, prior, np.array([1.0, 0.0, 1.0]))
 
 
-def test_the_online_readout_forecasts_only_while_it_does_better() -> None:
+def test_the_online_readout_corrects_a_shift_and_leaves_noise_alone() -> None:
+    """Targets that only scatter around the registered forecasts (at the validation noise)
+    leave the forecasts exactly the registered readout's; targets moved by an offset several
+    times the noise are corrected toward it, step by step as their pairs mature."""
     rng, base = _online_fixture()
-    online = OnlineReadout(base, 0.99, 1.0, 6)
+    H, hour, t0 = 3, pd.Timedelta(hours=1), pd.Timestamp("2024-01-01T00:00Z")
     z = rng.normal(size=(2, 10))
     registered = z @ base.Wout + base.bias
-    np.testing.assert_array_equal(online(z), registered)  # nothing learnt yet
-    hour, ts = pd.Timedelta(hours=1), pd.Timestamp("2024-01-01T00:00Z")
-    # Targets 5 above the registered forecasts, which the adapted one had forecast at their origins.
-    feats = rng.normal(size=(40, 10))
-    truth = np.einsum("mf,fm->m", np.hstack([feats, np.ones((40, 1))]), online.W0[:, np.zeros(40, int)]) + 5
-    online.update(ts, hour, online.matured(np.zeros(40, int), feats, truth, truth - 0.1, np.full(40, ts.value)))
-    assert online.active
-    np.testing.assert_allclose(online(z), online.adapted(z))
-    assert not np.allclose(online(z), registered)
-    # Now the adapted forecasts were the worse ones: back to the registered readout.
-    online.update(ts + hour, hour, online.matured(np.zeros(40, int), feats, truth, truth + 50, np.full(40, ts.value)))
-    assert not online.active
-    np.testing.assert_array_equal(online(z), registered)
+
+    def feed(online: OnlineReadout, offset: np.ndarray, hours: int) -> None:
+        for k in range(hours):
+            step, feats = np.repeat(np.arange(H), 3), rng.normal(size=(3 * H, 10))
+            pairs = online.matured(step, feats, np.zeros(3 * H), np.zeros(3 * H), np.zeros(3 * H))
+            pairs.change = pairs.registered + offset[step] + rng.normal(scale=1.0, size=3 * H)
+            online.update(t0 + k * hour, hour, pairs)
+
+    calm = OnlineReadout(base, 0.95, 5.0, np.ones(H))
+    feed(calm, np.zeros(H), 200)
+    np.testing.assert_array_equal(calm(z), registered)
+    assert not calm.active and calm.pairs == 200 * 3 * H
+    shifted = OnlineReadout(base, 0.95, 5.0, np.ones(H))
+    feed(shifted, np.array([0.0, 0.0, 3.0]), 48)  # only step 3's targets moved
+    moved = shifted(z) - registered
+    np.testing.assert_array_equal(moved[:, :2], 0.0)
+    assert np.all((moved[:, 2] > 2.0) & (moved[:, 2] < 4.0)), moved
 
 
 def test_an_adapting_stream_pairs_each_target_with_the_origins_it_completes() -> None:
@@ -170,8 +190,8 @@ def test_an_adapting_stream_pairs_each_target_with_the_origins_it_completes() ->
     model = create_model("esn", **ESN_TINY).fit(PANEL, TRAIN_END, VAL_START)
     assert isinstance(model, ESNForecaster) and model.readout is not None
     base = model.readout
-    lam, prior, units, H = 0.95, 1.0, ESN_TINY["units"], ESN_TINY["horizon"]
-    model.readout = online = OnlineReadout(base, lam, prior, units)
+    lam, prior, H = 0.95, 1.0, ESN_TINY["horizon"]
+    model.readout = online = OnlineReadout(base, lam, prior, np.full(H, 1e-4), threshold=0.0)
     streamed = 30
     frames = {sid: f.iloc[:-streamed] for sid, f in PANEL.items()}
     streams = model.streams(frames)
@@ -181,7 +201,7 @@ def test_an_adapting_stream_pairs_each_target_with_the_origins_it_completes() ->
         values = [{k: float(v) for k, v in PANEL[sid].loc[ts].items() if k != "long_gap"} for sid in streams]
         cls.advance_all(list(streams.values()), ts, values)
     # The same pairs from a batch run, fed to a fresh readout one time step at a time.
-    batch = OnlineReadout(base, lam, prior, units)
+    batch = OnlineReadout(base, lam, prior, np.full(H, 1e-4), threshold=0.0)
     step_ns = pd.Timedelta(hours=1).value
     designs = {sid: model._design(sid, f) for sid, f in PANEL.items()}
     states = {sid: model.states(d) for sid, d in designs.items()}

@@ -214,21 +214,18 @@ class _Readout:
 @dataclass
 class Matured:
     """Targets that matured at one time: per pair the step index (0 = one step ahead), the
-    adapting readout features at its origin (the inputs and lagged targets, not the
-    reservoir state, whose weights stay registered), the registered readout's forecast of
-    the change made there, the scaled change since the origin, the adapted readout's
-    forecast of it made there, and the origin's time (ns). Keeping the registered forecast
-    instead of the full features is what lets a stream of 1,000 series learn without
-    moving 24,000 x 400 states per hour."""
+    registered readout's forecast of the change made at its origin, the scaled change since
+    the origin, the adapted readout's forecast of it made there, and the origin's time (ns).
+    Keeping the two forecasts instead of the origin's features is what lets a stream of
+    1,000 series learn without moving 24,000 x 400 states per hour."""
 
     step: np.ndarray
-    features: np.ndarray
     registered: np.ndarray
     change: np.ndarray
     adapted: np.ndarray
     origin_ns: np.ndarray
 
-    FIELDS: ClassVar[tuple[str, ...]] = ("step", "features", "registered", "change", "adapted", "origin_ns")
+    FIELDS: ClassVar[tuple[str, ...]] = ("step", "registered", "change", "adapted", "origin_ns")
 
     @classmethod
     def concat(cls, parts: Sequence[Matured]) -> Matured:
@@ -236,78 +233,89 @@ class Matured:
 
 
 class OnlineReadout:
-    """The readout kept up to date from matured targets: recursive least squares with a
-    forgetting factor, exact per step, anchored to the registered readout ``w0``.
+    """The readout kept up to date from matured targets: per step, an affine correction of
+    the registered readout's output fitted by recursive least squares with a forgetting
+    factor, and used only as far as it stands out from the registered readout's noise.
 
-    What adapts is the readout's linear part: its weights on the current inputs and the
-    recent target values, and its bias (one per step); the weights on the reservoir state
-    stay registered (hundreds of them, which a handful of series cannot re-estimate online
-    without fitting noise). Step ``h``'s correction minimises
+    Step ``h``'s adapted forecast of the change is ``(1 + a_h) f_h(z) + c_h``, with ``f_h``
+    the registered readout (so its weights are ``(1 + a_h) W0_h`` and its bias
+    ``(1 + a_h) b0_h + c_h``): a scale and an offset per output, two numbers that a few
+    series re-estimate within hours, where the hundreds of weights on the reservoir state
+    would fit noise. ``theta_h = (a_h, c_h)`` minimises
 
-        sum over pairs  lam^(age in steps) (change - z w0_h - z_lin d)^2  +  prior |d|^2
+        sum over pairs  lam^(age in steps) (change - f_h - theta_h . (f_h, 1))^2  +  prior |theta_h|^2
 
-    over the (origin features, change) pairs of step ``h`` that have matured, in information
-    form (exact after every update; one small solve per step when a forecast needs it).
+    over the (origin, change) pairs of step ``h`` that have matured, in information form
+    (exact after every update). The estimate is then shrunk toward the registered readout
+    by positive-part James-Stein: with ``Q_h = theta_h' M_h theta_h / noise_h`` (``M_h``
+    the information matrix, ``noise_h`` the registered readout's residual variance on
+    validation) the correction used is ``max(0, 1 - threshold * 2 / Q_h) theta_h``. In
+    steady data the correction is indistinguishable from noise and stays near zero; after
+    a shift it grows with the evidence."""
 
-    The adapted readout only forecasts while it is doing better: each pair also scores the
-    forecast the adapted readout made at its origin against the registered one's, as
-    exponentially weighted mean absolute errors with the same forgetting; until the adapted
-    one is the lower, forecasts are the registered readout's (learning goes on meanwhile)."""
-
-    def __init__(self, base: _Readout, forgetting: float, prior: float, units: int) -> None:
+    def __init__(
+        self, base: _Readout, forgetting: float, prior: float, noise: np.ndarray, threshold: float = 5.0
+    ) -> None:
         if not 0 < forgetting <= 1:
             raise ValueError(f"forgetting factor must be in (0, 1], got {forgetting}")
         if prior <= 0:
             raise ValueError(f"prior must be positive, got {prior}")
+        if threshold < 0:
+            raise ValueError(f"threshold must be >= 0, got {threshold}")
         self.base = base
-        self.forgetting, self.prior = float(forgetting), float(prior)
+        self.forgetting, self.prior, self.threshold = float(forgetting), float(prior), float(threshold)
         self.W0 = np.vstack([base.Wout, base.bias[None, :]])  # (features + 1, H)
-        n, H = self.W0.shape
-        self.linear = np.arange(units, n)  # inputs, lagged targets and the bias
-        m = len(self.linear)
-        self.A = np.zeros((H, m, m))  # per step: decayed sum of z z^T over its matured pairs
-        self.B = np.zeros((m, H))  # per step: decayed sum of z (change - z w0)
-        self.errors = np.zeros(3)  # decayed |error| sums: adapted, registered; decayed pair count
+        H = self.W0.shape[1]
+        noise = np.broadcast_to(np.asarray(noise, dtype=float), (H,))
+        if not np.all(np.isfinite(noise)) or np.any(noise <= 0):
+            raise ValueError("noise must be positive and finite for every step")
+        self.noise = np.array(noise)
+        self.A = np.zeros((H, 2, 2))  # per step: decayed sum of phi phi^T, phi = (registered, 1)
+        self.B = np.zeros((H, 2))  # per step: decayed sum of phi (change - registered)
         self.t: pd.Timestamp | None = None  # the time the sums are decayed to
         self.pairs = 0  # matured (origin, step) targets learnt from
-        self._W: np.ndarray | None = self.W0
+        self._theta: np.ndarray | None = np.zeros((H, 2))
+
+    def correction(self) -> np.ndarray:
+        """(H, 2): per step the (scale - 1, offset) in use, after shrinkage."""
+        if self._theta is None:
+            M = self.A + self.prior * np.eye(2)
+            theta = np.linalg.solve(M, self.B[..., None])[..., 0]
+            q = np.einsum("hi,hij,hj->h", theta, M, theta) / self.noise
+            keep = np.clip(1.0 - 2.0 * self.threshold / np.maximum(q, 1e-300), 0.0, 1.0)
+            self._theta = theta * keep[:, None]
+        return self._theta
 
     @property
     def active(self) -> bool:
-        """Whether forecasts use the adapted weights (they have done better on matured targets)."""
-        return bool(self.errors[2] > 0 and self.errors[0] < self.errors[1])
+        """Whether forecasts differ from the registered readout's (some step is corrected)."""
+        return bool(np.any(self.correction() != 0))
 
     def __call__(self, z: np.ndarray) -> np.ndarray:
-        W = self.weights() if self.active else self.W0
-        return z @ W[:-1] + W[-1]
+        return self.adapted(z)
 
     def registered(self, z: np.ndarray) -> np.ndarray:
         """The registered readout's forecast of ``z`` (rows)."""
         return z @ self.W0[:-1] + self.W0[-1]
+
+    def adapted(self, z: np.ndarray) -> np.ndarray:
+        """The adapted readout's forecast of ``z`` (rows)."""
+        theta = self.correction()
+        return self.registered(z) * (1.0 + theta[:, 0]) + theta[:, 1]
 
     def matured(
         self, step: np.ndarray, z: np.ndarray, change: np.ndarray, adapted: np.ndarray, origin_ns: np.ndarray
     ) -> Matured:
         """:class:`Matured` pairs from their origins' full readout features ``z``."""
         registered = np.einsum("mf,fm->m", z, self.W0[:-1][:, step]) + self.W0[-1][step]
-        return Matured(step, z[:, self.linear[:-1]], registered, change, adapted, origin_ns)
-
-    def adapted(self, z: np.ndarray) -> np.ndarray:
-        """The adapted readout's forecast of ``z`` (rows) whether or not it is the active one."""
-        W = self.weights()
-        return z @ W[:-1] + W[-1]
+        return Matured(step, registered, change, adapted, origin_ns)
 
     def weights(self) -> np.ndarray:
-        """(features + 1, H): the adapted weights (the registered ones before any target)."""
-        if self._W is None:
-            from scipy import linalg
-
-            W = self.W0.copy()
-            eye = self.prior * np.eye(len(self.linear))
-            for h in range(W.shape[1]):
-                W[self.linear, h] += linalg.solve(self.A[h] + eye, self.B[:, h], assume_a="pos", check_finite=False)
-            self._W = W
-        return self._W
+        """(features + 1, H): the adapted readout's weights (the registered ones before any target)."""
+        theta = self.correction()
+        W = self.W0 * (1.0 + theta[:, 0])
+        W[-1] += theta[:, 1]
+        return W
 
     def update(self, ts: pd.Timestamp, steps: pd.Timedelta, matured: Matured) -> None:
         """Learn the targets that ``matured`` at ``ts``; ``steps`` is the grid step, the unit
@@ -317,20 +325,16 @@ class OnlineReadout:
                 decay = self.forgetting ** round((ts - self.t) / steps)
                 self.A *= decay
                 self.B *= decay
-                self.errors *= decay
             self.t = ts
         if not len(matured.step):
             return
         weight = self.forgetting ** max(0, round((self.t - ts) / steps))
         r = matured.change - matured.registered
-        self.errors += weight * np.array([np.abs(matured.change - matured.adapted).sum(), np.abs(r).sum(), len(r)])
-        Zl = np.hstack([matured.features, np.ones((len(r), 1))])
-        for h in np.unique(matured.step):
-            take = matured.step == h
-            self.A[h] += weight * (Zl[take].T @ Zl[take])
-            self.B[:, h] += weight * (Zl[take].T @ r[take])
+        phi = np.stack([matured.registered, np.ones(len(r))], axis=1)
+        np.add.at(self.A, matured.step, weight * phi[:, :, None] * phi[:, None, :])
+        np.add.at(self.B, matured.step, weight * phi * r[:, None])
         self.pairs += len(r)
-        self._W = None
+        self._theta = None
 
     # --- checkpoint ----------------------------------------------------------
 
@@ -338,21 +342,25 @@ class OnlineReadout:
         return {
             "A": self.A,
             "B": self.B,
-            "errors": self.errors,
             "t": np.array([-1 if self.t is None else self.t.value], dtype=np.int64),
             "pairs": np.array([self.pairs]),
-            "settings": np.array([self.forgetting, self.prior]),
+            "settings": np.array([self.forgetting, self.prior, self.threshold, *self.noise]),
         }
 
     def restore(self, state: Mapping[str, np.ndarray]) -> None:
         """Continue from :meth:`state` of a readout on the same registered weights and settings."""
-        if state["B"].shape != self.B.shape or not np.array_equal(state["settings"], [self.forgetting, self.prior]):
+        settings = np.array([self.forgetting, self.prior, self.threshold, *self.noise])
+        if (
+            state["B"].shape != self.B.shape
+            or state["settings"].shape != settings.shape
+            or not np.array_equal(state["settings"], settings)
+        ):
             raise ValueError("checkpoint is of another readout or other settings")
-        self.A, self.B, self.errors = (np.array(state[k]) for k in ("A", "B", "errors"))
+        self.A, self.B = np.array(state["A"]), np.array(state["B"])
         t = int(state["t"][0])
         self.t = None if t < 0 else pd.Timestamp(t, tz="UTC")
         self.pairs = int(state["pairs"][0])
-        self._W = None
+        self._theta = None
 
 
 class ESNForecaster(Forecaster):
@@ -574,30 +582,28 @@ class ESNForecaster(Forecaster):
                 positions = np.arange(cuts[i], len(design.X))
                 z = self.readout_features(design, np.array(ring_states[i]), positions, offset=cuts[i])
                 forecasts = zip(self.readout.registered(z), self.readout.adapted(z), strict=True)
-                for row, p, (reg, pred) in zip(z, positions, forecasts, strict=True):
-                    stream.ring.push(row, float(design.X[p, 0]), bool(np.isfinite(design.y[p])), reg, pred)
+                for p, (reg, pred) in zip(positions, forecasts, strict=True):
+                    stream.ring.push(float(design.X[p, 0]), bool(np.isfinite(design.y[p])), reg, pred)
             out.append(stream)
         return out
 
 
 class _Origins:
-    """The last H origins of one series (the adapting part of their readout features, anchor,
-    whether the target was observed, the registered and the adapted readout's forecasts made
-    there), so that each arriving target pairs with the forecasts it completes."""
+    """The last H origins of one series (anchor, whether the target was observed, the
+    registered and the adapted readout's forecasts made there), so that each arriving target
+    pairs with the forecasts it completes."""
 
-    def __init__(self, horizon: int, units: int, features: int) -> None:
-        self.units = units  # full features start with the reservoir state, which is not kept
-        self.z = np.zeros((horizon, features - units))
+    def __init__(self, horizon: int) -> None:
         self.anchor = np.zeros(horizon)
         self.ok = np.zeros(horizon, dtype=bool)
         self.registered = np.zeros((horizon, horizon))
         self.adapted = np.zeros((horizon, horizon))
         self.count = 0  # origins pushed so far; the newest is at (count - 1) % H
 
-    def push(self, z: np.ndarray, anchor: float, ok: bool, registered: np.ndarray, adapted: np.ndarray) -> None:
-        """An origin: its full readout features ``z`` and the two readouts' forecasts from it."""
+    def push(self, anchor: float, ok: bool, registered: np.ndarray, adapted: np.ndarray) -> None:
+        """An origin: its anchor and the two readouts' forecasts from it."""
         k = self.count % len(self.ok)
-        self.z[k], self.anchor[k], self.ok[k] = z[self.units :], anchor, ok
+        self.anchor[k], self.ok[k] = anchor, ok
         self.registered[k], self.adapted[k] = registered, adapted
         self.count += 1
 
@@ -620,7 +626,6 @@ class _Origins:
         slots, back = slots[use], back[use]
         return Matured(
             back - 1,
-            self.z[slots],
             self.registered[slots, back - 1],
             y - self.anchor[slots],
             self.adapted[slots, back - 1],
@@ -639,8 +644,7 @@ class ESNStream(DesignStream):
         self.model, self.state = model, state
         self.recent = recent  # last ``lookback`` scaled input rows
         learning = isinstance(model.readout, OnlineReadout)
-        n = len(state) + recent.shape[1] + recent.shape[0]
-        self.ring: _Origins = _Origins(model.config.horizon, len(state), n) if learning else None  # type: ignore[assignment]
+        self.ring: _Origins = _Origins(model.config.horizon) if learning else None  # type: ignore[assignment]
 
     def advance(self, ts: pd.Timestamp, values: Mapping[str, float]) -> None:
         type(self).advance_all([self], ts, [values])
@@ -680,8 +684,8 @@ class ESNStream(DesignStream):
             readout.update(ts, model.freq or pd.Timedelta(hours=1), Matured.concat(parts))
         Z = np.array([s._features() for s in streams])
         forecasts = zip(readout.registered(Z), readout.adapted(Z), strict=True)
-        for s, (_, y), z, (reg, pred) in zip(streams, rows, Z, forecasts, strict=True):
-            s.ring.push(z, float(s.recent[-1, 0]), bool(np.isfinite(y)), reg, pred)
+        for s, (_, y), (reg, pred) in zip(streams, rows, forecasts, strict=True):
+            s.ring.push(float(s.recent[-1, 0]), bool(np.isfinite(y)), reg, pred)
 
     @classmethod
     def forecast_all(cls, streams: Sequence[ESNStream]) -> list[np.ndarray | None]:
