@@ -20,7 +20,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -135,6 +135,15 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return init_settings, env_settings, ConfigFileSource(settings_cls), file_secret_settings
 
+    def __init__(self, **values: Any) -> None:
+        """As pydantic-settings builds them; a value that does not validate is an
+        :class:`InputError` naming where it was set (option, environment variable or
+        config file key), on one line."""
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise InputError(_invalid_settings(exc, values)) from None
+
     config_file: Path | None = None  # the config file these settings came from (None: none found)
     data_dir: Path = Path("data")
     db_url: str | None = None
@@ -187,6 +196,28 @@ class Settings(BaseSettings):
     @property
     def landing_dir(self) -> Path:
         return self.data_dir / "landing"
+
+
+def _invalid_settings(exc: ValidationError, explicit: dict[str, Any]) -> str:
+    """``invalid setting STREAMCAST_SEED='abc': Input should be a valid integer, ...`` (each problem)."""
+    found = None
+    parts = []
+    for err in exc.errors():
+        loc = [str(p) for p in err["loc"]]
+        name = loc[0] if loc else ""
+        env = name if name.isupper() else f"STREAMCAST_{name.upper()}"
+        if name in explicit:
+            where = ".".join(loc)
+        elif env in os.environ:
+            where = env + "".join(f"[{p}]" for p in loc[1:])
+        else:
+            found = found or find_config()
+            where = f"{found[0].name}: {'.'.join(loc)}" if found else ".".join(loc)
+        value = err.get("input")
+        shown = f"={value!r}" if isinstance(value, str | int | float | bool) else ""
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        parts.append(f"{where}{shown}: {msg}")
+    return "invalid setting " + "; ".join(parts)
 
 
 def get_settings(**overrides: object) -> Settings:

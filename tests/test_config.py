@@ -97,3 +97,27 @@ def test_read_only_commands_never_create_a_store(project: Path, monkeypatch: pyt
         res = runner.invoke(app, command)
         assert res.exit_code == 2 and "no streamcast store at" in res.output, (command, res.output)
     assert not any(project.rglob("*.db"))
+
+
+@pytest.mark.parametrize(
+    ("where", "expected"),
+    [
+        ({"STREAMCAST_SEED": "abc"}, "invalid setting STREAMCAST_SEED='abc': Input should be a valid integer"),
+        ({"STREAMCAST_ADAPT_THRESHOLD": "-1"}, "invalid setting STREAMCAST_ADAPT_THRESHOLD='-1': Input should be"),
+        ("max_gap_steps = 'many'\n", "invalid setting streamcast.toml: max_gap_steps='many': Input should be"),
+    ],
+)
+def test_an_invalid_setting_is_one_line_naming_where_it_was_set(
+    project: Path, monkeypatch: pytest.MonkeyPatch, where: dict[str, str] | str, expected: str
+) -> None:
+    monkeypatch.chdir(project)
+    if isinstance(where, str):
+        (project / "streamcast.toml").write_text(where)
+    else:
+        for k, v in where.items():
+            monkeypatch.setenv(k, v)
+    res = runner.invoke(app, ["status"])
+    assert res.exit_code == 2, res.output
+    lines = [line for line in res.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: " + expected), res.output
+    assert not (project / "data").exists()  # nothing was created
