@@ -165,7 +165,10 @@ def main() -> None:
         "Peak RSS: the process and its children.\n\n" + markdown_table(headers, rows)
     )
     print(body)
-    write_section("Scale: steps by number of series", body)
+    title = "Scale: steps by number of series"
+    if args.series != "10,100,1000":  # another set of sizes is another table, not a replacement
+        title += f" (N = {', '.join(f'{n:,}' for n in sizes)})"
+    write_section(title, body)
 
 
 if __name__ == "__main__":
