@@ -56,6 +56,39 @@ def test_upsert_is_idempotent_and_counts_revisions(any_store: Store) -> None:
     assert summary.loc[0, "revised"] == 1
 
 
+@pytest.mark.parametrize("hours", [2, 80])  # a streamed hour or two of many series; a long backfill
+def test_large_batches_match_stored_values_by_key(
+    any_store: Store, monkeypatch: pytest.MonkeyPatch, hours: int
+) -> None:
+    """Past the small-batch size, a batch at a few times (10,000 series streaming an hour)
+    and one over a long period are matched against what is stored by two other paths: the
+    same new / revised / unchanged counts and values either way, series in several queries."""
+    obs_module = importlib.import_module("streamcast.store.observations")
+    monkeypatch.setattr(obs_module, "_SMALL_BATCH", 10)
+    monkeypatch.setattr(obs_module, "_IN_CHUNK", 7)
+    by_times = []
+    at_times = obs_module._stored_values_at_times
+    monkeypatch.setattr(obs_module, "_stored_values_at_times", lambda *a: by_times.append(1) or at_times(*a))
+    series = [f"s{i:02d}" for i in range(20)]
+    start = "2024-03-01T00:00Z"
+    first = pd.concat(
+        [_long([float(i)] * hours, start, sid, var) for i, sid in enumerate(series) for var in ("a", "b")]
+    )
+    counts = _write(any_store, first)
+    assert (counts.new, counts.updated, counts.unchanged) == (len(first), 0, 0)
+    later = pd.concat(
+        [_long([float(i)] * (hours + 1), start, sid, var) for i, sid in enumerate(series) for var in ("a", "b")]
+    )
+    later.loc[(later["series_id"] == "s03") & (later["variable"] == "b"), "value"] += 0.5  # revised, every time
+    counts = _write(any_store, later)
+    assert (counts.new, counts.updated, counts.unchanged) == (40, hours, len(first) - hours)
+    stored = any_store.load_observations().sort_values(["series_id", "variable", "ts"]).reset_index(drop=True)
+    expected = later.sort_values(["series_id", "variable", "ts"]).reset_index(drop=True)
+    np.testing.assert_array_equal(stored["value"].to_numpy(), expected["value"].to_numpy())
+    assert stored["series_id"].tolist() == expected["series_id"].tolist()
+    assert len(by_times) == (2 if hours <= obs_module._FEW_TIMES else 0)
+
+
 def test_timestamps_round_trip_in_utc(any_store: Store) -> None:
     obs = _long([5.0], start="2024-06-01T12:30:00+02:00")
     _write(any_store, obs)

@@ -17,8 +17,10 @@ from streamcast.store.schema import observations, variables
 
 OBS_COLUMNS = ["series_id", "variable", "ts", "value"]
 # Batches up to this size are matched against stored values in a dict (one range query);
-# larger ones query per series and variable and match with a join.
+# larger ones at a few times (a streamed hour of many series) by key lists, a few thousand
+# series per query; larger ones over longer periods per series and variable, with a join.
 _SMALL_BATCH = 5_000
+_FEW_TIMES = 64
 # Reads naming series ask for at most this many at once (bound parameters per statement).
 _IN_CHUNK = 2_000
 # On PostgreSQL, batches from this size are copied into a staging table and merged with
@@ -200,6 +202,8 @@ def _stored_values(conn: Connection, obs: pd.DataFrame) -> np.ndarray:
     """The stored value of each row's key in ``obs`` (NaN where the key is new)."""
     if len(obs) <= _SMALL_BATCH:
         return _stored_values_small(conn, obs)
+    if obs["ts"].nunique() <= _FEW_TIMES:
+        return _stored_values_at_times(conn, obs)
     t = observations
     frames = []
     for (sid, var), grp in obs.groupby(["series_id", "variable"], sort=False):
@@ -220,6 +224,27 @@ def _stored_values(conn: Connection, obs: pd.DataFrame) -> np.ndarray:
     existing = pd.concat(frames, ignore_index=True)
     merged = obs[OBS_COLUMNS].merge(existing, on=["series_id", "variable", "ts"], how="left")
     return merged["old"].to_numpy(dtype=float, na_value=np.nan)
+
+
+def _stored_values_at_times(conn: Connection, obs: pd.DataFrame) -> np.ndarray:
+    """The stored values of a batch with few distinct times and many series (a streamed
+    hour of 10,000 series: one query per series and variable would be 20,000 queries):
+    every key of the batch's series x variables x times, ``_IN_CHUNK`` series per query,
+    matched in a dict."""
+    t = observations
+    ids = obs["series_id"].unique().tolist()
+    variables_ = obs["variable"].unique().tolist()
+    times = [py_datetime(ts) for ts in pd.DatetimeIndex(obs["ts"].unique()).sort_values()]
+    found: dict[tuple[str, str, int], float] = {}
+    for i in range(0, len(ids), _IN_CHUNK):
+        q = sa.select(t.c.series_id, t.c.variable, t.c.ts, t.c.value).where(
+            t.c.series_id.in_(ids[i : i + _IN_CHUNK]), t.c.variable.in_(variables_), t.c.ts.in_(times)
+        )
+        found.update({(sid, var, micros(as_utc(ts))): value for sid, var, ts, value in conn.execute(q)})
+    if not found:
+        return np.full(len(obs), np.nan)
+    keys = zip(obs["series_id"].tolist(), obs["variable"].tolist(), micros_array(obs["ts"]).tolist(), strict=True)
+    return np.array([found.get(k, np.nan) for k in keys], dtype=float)
 
 
 def _stored_values_small(conn: Connection, obs: pd.DataFrame) -> np.ndarray:
