@@ -5,10 +5,11 @@ AR(1) noise) of N series; for each N, in a fresh data folder, one `streamcast` p
 per step: ingest the CSV, train (`--models naive,seasonal_naive,esn --folds 5`),
 forecast, `predictions latest`, then a stream through Redis of the next hours (N
 entries an hour, one batch an hour): the first hour includes loading the champion and
-warming every series' state. Wall time and peak resident memory (the process and its
+warming every series' state; the steady hours come after the first 24, once every hour
+scores a full horizon of matured points per series. Wall time and peak resident memory (the process and its
 children, sampled every 50 ms) per step; ratios to the smallest N, measured in one run.
 
-    python bench/scale.py [--series 10,100,1000] [--hours 3] [--redis-url URL]
+    python bench/scale.py [--series 10,100,1000] [--hours 30] [--redis-url URL]
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -35,7 +37,16 @@ from streamcast.sources.redis_stream import publish_rows
 
 STREAMCAST = str(Path(sys.executable).parent / "streamcast")
 DAYS = 90
-STEPS = ["ingest", "train", "forecast", "predictions latest", "first streamed hour", "later streamed hours"]
+STEPS = [
+    "ingest",
+    "train",
+    "forecast",
+    "predictions latest",
+    "first streamed hour",
+    "later streamed hours",
+    "steady streamed hours",
+]
+HORIZON = 24  # the default forecast horizon: a stream's hour scores this many points per series once it has run as long
 
 
 def panel(n: int, hours: int, seed: int = 0) -> pd.DataFrame:
@@ -130,13 +141,25 @@ def run(n: int, hours: int, redis_url: str) -> dict[str, tuple[float, float]]:
         p50 = re.search(r"latency p50 ([\d.]+) ms", text)
         out["first streamed hour"] = (float(first.group(1)) / 1000 if first else wall - idle, peak)
         out["later streamed hours"] = (float(p50.group(1)) / 1000 if p50 else float("nan"), peak)
+        out["steady streamed hours"] = (steady_hour(data / "streamcast.db", HORIZON), peak)
         return out
+
+
+def steady_hour(db: Path, horizon: int) -> float:
+    """The median time between consecutive stream commits once a full horizon of the
+    stream's own forecasts has matured (every hour then scores H points per series):
+    all hours were queued before the stream started, so each gap is one hour's work."""
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("SELECT finished_at FROM ingest_batches WHERE source = 'stream' ORDER BY id").fetchall()
+    done = pd.to_datetime([r[0] for r in rows]).asi8 / 1e9
+    gaps = np.diff(done)[horizon:]
+    return float(np.median(gaps)) if len(gaps) else float("nan")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--series", default="10,100,1000")
-    ap.add_argument("--hours", type=int, default=3, help="hours streamed after the ingested history")
+    ap.add_argument("--hours", type=int, default=HORIZON + 6, help="hours streamed after the ingested history")
     ap.add_argument("--redis-url", default="redis://127.0.0.1:6379/15")
     args = ap.parse_args()
     sizes = [int(s) for s in args.series.split(",")]
@@ -161,7 +184,9 @@ def main() -> None:
         f"Synthetic hourly panels: N series x {DAYS} days, two variables (temp, humid); one `streamcast` process "
         "per step, wall time including its start-up; training `--models naive,seasonal_naive,esn --folds 5`; "
         f"streamed hours through Redis ({args.hours} hours of N entries, `--batch-size N`): the first includes "
-        "loading the champion and warming every series' state; later hours are the stream's p50 batch latency. "
+        "loading the champion and warming every series' state; later hours are the stream's p50 batch latency "
+        f"over all the others; steady hours the median hour after the first {HORIZON} (each then scores {HORIZON} "
+        "matured points per series: the stream's cost from its second day on). "
         "Peak RSS: the process and its children.\n\n" + markdown_table(headers, rows)
     )
     print(body)

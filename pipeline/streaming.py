@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from statistics import NormalDist
 from typing import Any
 
@@ -115,7 +115,7 @@ class StreamProcessor:
     ) -> None:
         self.settings = settings
         self.target = target
-        self.store = Store(settings.database_url)
+        self.store = Store(settings.database_url, background_checkpoint=True)
         self.retrain_fn = retrain  # trains in place (returns None) or starts a RetrainJob
         self.job: RetrainJob | None = None  # the retrain running elsewhere, if any
         self.check_every = check_every
@@ -127,6 +127,7 @@ class StreamProcessor:
         self.states: dict[str, SeriesState] = {}
         self.stats = StreamStats()
         self.newest: pd.Timestamp | None = None  # the newest observation stored: how far ahead entries may be
+        self.outstanding = _Outstanding()  # forecasts issued here that have points still to mature
         self._since_check = 0
 
     def run(
@@ -185,6 +186,7 @@ class StreamProcessor:
         if batch.ack:
             batch.ack()
         self.stats.latencies_ms.append((time.perf_counter() - batch.received_at) * 1000)
+        self.outstanding.add(forecast_rows)  # committed: later batches score them from memory
         if self.handle is not None and score_rows:
             # The next forecasts' intervals know what just matured (a quantile tracker, per batch).
             self.interval_factor = tracked_factor(
@@ -276,15 +278,29 @@ class StreamProcessor:
     def _score(
         self, arrived: list[tuple[SeriesState, datetime, float]], pending: list[dict[str, Any]]
     ) -> list[dict[str, Any]]:
-        """Score every forecast point whose time has just been observed: those stored
-        before (one query per batch) and those issued earlier in this same batch."""
+        """Score every forecast point whose time has just been observed: those this process
+        issued in earlier batches (from memory), those issued earlier in this same batch,
+        and, where a point may have been issued before this process followed the series
+        (after a start, restart or swap), those stored (one query per batch)."""
         if not arrived:
             return []
         by_key = {(st.series_id, ts): (st, actual) for st, ts, actual in arrived}
-        matured = self.store.forecasts_for_times(
-            self.target, sorted({k[0] for k in by_key}), sorted({k[1] for k in by_key})
+        unknown = [k for k in by_key if not self.outstanding.covers(*k)]
+        stored = (
+            self.store.forecasts_for_times(
+                self.target, sorted({k[0] for k in unknown}), sorted({k[1] for k in unknown})
+            )
+            if unknown
+            else []
         )
-        matured = [r for r in matured + pending if (r["series_id"], r["ts"]) in by_key]
+        remembered = [r for sid, ts in by_key for r in self.outstanding.matured(sid, ts)]
+        matured: list[dict[str, Any]] = []
+        seen: set[tuple[str, int]] = set()
+        for r in remembered + pending + stored:
+            point = (r["forecast_id"], r["step"])
+            if point not in seen and (r["series_id"], r["ts"]) in by_key:
+                seen.add(point)
+                matured.append(r)
         if not matured:
             return []
         hits = [by_key[(r["series_id"], r["ts"])] for r in matured]
@@ -305,6 +321,7 @@ class StreamProcessor:
         them, and what the store holds after that (batches committed after the last check)
         is replayed through the same path as live entries, forecasts aside."""
         self.handle = load_champion(self.settings, self.target)
+        self.outstanding.forget_coverage()  # what was issued before this champion is read from the store
         self.interval_factor = live_factor(self.store, self.handle, self.target, self.settings.stream_interval_rate)
         self.calibration = self.handle.bundle.calibration.scaled(self.interval_factor)
         history = self.store.load_wide(start=before - self.handle.history, end=before - pd.Timedelta(seconds=1))
@@ -451,6 +468,99 @@ def _validation_noise(calibration: Calibration, model: ESNForecaster) -> np.ndar
     z = NormalDist().inv_cdf(0.5 + calibration.level / 2)
     sd = np.maximum(calibration.half_width / z / std, 1e-6)
     return sd**2
+
+
+@dataclass
+class _Issued:
+    """One forecast this stream issued and committed, as long as it has points to mature."""
+
+    forecast_id: str
+    origin: datetime
+    step: timedelta
+    yhat: np.ndarray
+    model_name: str
+    model_version: str | None
+    last: datetime  # the time of its last point
+
+
+class _Outstanding:
+    """The forecasts this process issued whose last step has not matured yet, per series.
+
+    A stream scores each arriving actual against every point forecast for its time: at
+    1,000 series that is 24,000 points an hour, which read back from the store cost more
+    than the rest of the batch. They are scored from here instead; a series' time is
+    *covered* once every origin that can have a point at it was issued (and remembered)
+    here, and uncovered times (the first horizon after a start, restart or champion swap,
+    or after a gap) are still read from the store. A forecast another process issues
+    meanwhile for a covered time (a batch ``streamcast forecast`` beside the stream) is
+    scored by that process's next run (``score_matured``), not by the stream."""
+
+    def __init__(self) -> None:
+        self.by_series: dict[str, list[_Issued]] = {}
+        self.since: dict[str, datetime] = {}  # per series: remembered every origin from this one on
+        self.last_origin: dict[str, datetime] = {}  # per series: the newest origin remembered
+
+    def add(self, records: list[dict[str, Any]]) -> None:
+        """Remember committed forecast points (store records, all points of a forecast together)."""
+        start = 0
+        while start < len(records):
+            first = records[start]
+            end = start + 1
+            while end < len(records) and records[end]["forecast_id"] == first["forecast_id"]:
+                end += 1
+            sid, origin = first["series_id"], first["origin_ts"]
+            issued = _Issued(
+                first["forecast_id"],
+                origin,
+                first["ts"] - origin,
+                np.array([r["yhat"] for r in records[start:end]]),
+                first["model_name"],
+                first["model_version"],
+                records[end - 1]["ts"],
+            )
+            last = self.last_origin.get(sid)
+            if sid not in self.since or last is None or origin - last != issued.step:
+                self.since[sid] = origin  # the first, or an origin skipped (a gap): covered from here
+            self.by_series.setdefault(sid, []).append(issued)
+            self.last_origin[sid] = origin
+            start = end
+
+    def covers(self, series_id: str, ts: datetime) -> bool:
+        """Every forecast with a point at ``ts`` of the series was issued here (is remembered)."""
+        since, last, held = self.since.get(series_id), self.last_origin.get(series_id), self.by_series.get(series_id)
+        if since is None or last is None or not held:
+            return False
+        step, horizon = held[-1].step, len(held[-1].yhat)
+        return ts - horizon * step >= since and ts - step <= last
+
+    def matured(self, series_id: str, ts: datetime) -> list[dict[str, Any]]:
+        """The remembered points at ``ts`` of the series, as store records (the scoring
+        path's); forecasts whose last point this was, or whose horizon passed, are dropped."""
+        held = self.by_series.get(series_id)
+        if not held:
+            return []
+        out = []
+        for f in held:
+            if f.origin < ts <= f.last:
+                k, rest = divmod(ts - f.origin, f.step)
+                if not rest:
+                    out.append(
+                        {
+                            "forecast_id": f.forecast_id,
+                            "step": k,
+                            "series_id": series_id,
+                            "ts": ts,
+                            "yhat": float(f.yhat[k - 1]),
+                            "model_name": f.model_name,
+                            "model_version": f.model_version,
+                        }
+                    )
+        self.by_series[series_id] = [f for f in held if f.last > ts]
+        return out
+
+    def forget_coverage(self) -> None:
+        """Read from the store again until a horizon of fresh forecasts is remembered (a new champion)."""
+        self.since.clear()
 
 
 @dataclass

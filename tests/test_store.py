@@ -314,3 +314,37 @@ def test_forecast_points_round_trip_through_the_bulk_insert(any_store: Store) ->
     _write(any_store, _long([4.0, 5.0], start="2024-03-02T04:00Z", series=sid))
     unscored = any_store.unscored_points("temp", [sid], pd.Timestamp("2024-03-02", tz="UTC"))
     assert sorted((p["step"], p["actual"]) for p in unscored) == [(1, 4.0), (2, 5.0)]
+
+
+def test_a_background_checkpoint_moves_committed_writes_into_the_database_file(tmp_path) -> None:
+    """The stream's store leaves its commits' write-ahead log to a thread: its connections
+    never checkpoint in a commit, and what they commit still reaches the main file."""
+    import shutil
+    import sqlite3
+    import time
+
+    path = tmp_path / "s.db"
+    store = Store(f"sqlite:///{path}", background_checkpoint=True)
+    plain = Store(f"sqlite:///{tmp_path / 'plain.db'}")
+    try:
+        with store._engine.connect() as conn, plain._engine.connect() as other:
+            assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 0
+            assert other.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 1000
+        obs = pd.concat([_long(list(range(500)), series=f"s{k}") for k in range(20)], ignore_index=True)
+        assert _write(store, obs).new == len(obs)
+        deadline = time.monotonic() + 60
+        while True:  # the database file alone (no log), copied while the store is open
+            shutil.copyfile(path, tmp_path / "copy.db")
+            with sqlite3.connect(tmp_path / "copy.db") as copy:
+                try:
+                    n = copy.execute("SELECT count(*) FROM observations").fetchone()[0]
+                except sqlite3.OperationalError:  # not even the schema checkpointed yet
+                    n = 0
+            if n == len(obs) or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert n == len(obs)
+    finally:
+        store.dispose()
+        plain.dispose()
+    assert store._checkpointer is None

@@ -104,6 +104,42 @@ def test_replay_forecasts_every_timestamp_and_scores_matured_points(
     store.dispose()
 
 
+def test_every_matured_point_is_scored_once_across_a_batch_forecast_a_restart_and_a_gap(
+    settings: Settings, data_dir: Path
+) -> None:
+    """The stream scores the points it issued from memory and reads the store only for
+    times an earlier issuer may have forecast: the batch forecast before it, its own
+    forecasts before a restart, the hours after a series' gap. Whichever way, every
+    forecast point whose actual arrived is scored exactly once, against that actual."""
+    _history_and_champion(settings, data_dir, ["naive"])
+    services.forecast(settings=settings)  # another process's forecast from the last stored hour
+    frame = replay_frame("nyc-weather", STREAM_START, STREAM_START + pd.Timedelta(hours=39))
+    gap = (frame["series_id"] == "EWR") & frame["ts"].between(
+        STREAM_START + pd.Timedelta(hours=8), STREAM_START + pd.Timedelta(hours=10)
+    )
+    frame = frame[~gap]
+    for part in (
+        frame[frame["ts"] < STREAM_START + pd.Timedelta(hours=20)],
+        frame[frame["ts"] >= STREAM_START + pd.Timedelta(hours=20)],
+    ):
+        proc = StreamProcessor(settings)  # the second one starts with nothing in memory (a restart)
+        proc.run(replay_batches(part, speed=0))
+        proc.close()
+    store = Store(settings.database_url)
+    points = store.forecasts_between(STREAM_START - pd.Timedelta(days=1), STREAM_START + pd.Timedelta(days=3))
+    actuals = store.load_wide(start=STREAM_START - pd.Timedelta(days=1))["temp"].dropna().rename("actual").reset_index()
+    due = points.merge(actuals, on=["series_id", "ts"])
+    scored = store.recent_residuals("temp", "1", 10**6)
+    store.dispose()
+    assert points["origin_ts"].min() < STREAM_START and due["ts"].max() == frame["ts"].max()
+    assert not scored.duplicated(["forecast_id", "step"]).any()
+    got = scored.set_index(["forecast_id", "step"]).sort_index()
+    want = due.set_index(["forecast_id", "step"]).sort_index()
+    assert got.index.equals(want.index), (len(got), len(want))
+    np.testing.assert_allclose(got["yhat"], want["yhat"])
+    np.testing.assert_allclose(got["actual"], want["actual"])
+
+
 def test_esn_stream_state_matches_a_batch_run(settings: Settings, data_dir: Path) -> None:
     _history_and_champion(settings, data_dir, ["esn"], esn={"units": 60})
     frame = replay_frame("nyc-weather", STREAM_START, STREAM_START + pd.Timedelta(hours=11))

@@ -21,7 +21,15 @@ import sqlalchemy as sa
 
 from streamcast.errors import InputError, UnavailableError
 from streamcast.store import migrate
-from streamcast.store.engine import as_utc, data_source, make_engine, optional_float, redact_url, utcnow
+from streamcast.store.engine import (
+    WalCheckpointer,
+    as_utc,
+    data_source,
+    make_engine,
+    optional_float,
+    redact_url,
+    utcnow,
+)
 from streamcast.store.forecasts import POINT_COLUMNS, ForecastTables
 from streamcast.store.ingest_log import IngestLog
 from streamcast.store.observations import ObservationTables, UpsertCounts
@@ -55,19 +63,25 @@ def _reachable(url: str) -> Iterator[None]:
 class Store(_Tables):
     """Reads and writes streamcast's tables."""
 
-    def __init__(self, url: str, *, read_only: bool = False) -> None:
+    def __init__(self, url: str, *, read_only: bool = False, background_checkpoint: bool = False) -> None:
         """Open the store at ``url``. Writers create it, or upgrade it when it is from an
         older streamcast; ``read_only`` opens (status, queries, the API) create and change
-        nothing and raise :class:`NotFoundError` / :class:`SchemaError` instead."""
+        nothing and raise :class:`NotFoundError` / :class:`SchemaError` instead.
+        ``background_checkpoint``: a SQLite file's write-ahead log is checkpointed on a
+        thread, not in commits (a long-running writer whose commit latency counts: the stream)."""
         self.url = url
+        parsed = sa.engine.make_url(url)
+        path = parsed.database if parsed.get_backend_name() == "sqlite" else None
+        background = background_checkpoint and bool(path) and path != ":memory:"
         with _reachable(url):
-            backend = sa.engine.make_url(url).get_backend_name()
+            backend = parsed.get_backend_name()
             if backend not in ("sqlite", "postgresql"):
                 raise InputError(f"the store must be SQLite or PostgreSQL; STREAMCAST_DB_URL names {backend!r}")
             if read_only:
                 migrate.refuse_missing_file(url)
-            self._engine = make_engine(url)
+            self._engine = make_engine(url, checkpoint_in_commit=not background)
         super().__init__(self._engine)
+        self._checkpointer: WalCheckpointer | None = None
         try:
             with _reachable(url):
                 if read_only:
@@ -77,6 +91,9 @@ class Store(_Tables):
         except BaseException:
             self._engine.dispose()
             raise
+        if background:
+            assert path is not None
+            self._checkpointer = WalCheckpointer(path)
 
     def __enter__(self) -> Store:
         return self
@@ -85,6 +102,9 @@ class Store(_Tables):
         self.dispose()
 
     def dispose(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
+            self._checkpointer = None
         self._engine.dispose()
 
     @contextmanager
