@@ -207,6 +207,31 @@ def test_fixed_seed_reproduces_forecasts(fitted: dict[str, Forecaster], name: st
     )
 
 
+def test_a_seeded_network_is_the_same_while_other_threads_draw_random_numbers(fitted: dict[str, Forecaster]) -> None:
+    """A Dask worker's or Prefect's threads draw from Python's global ``random`` while a
+    task fits: the same seed must still give the same network (Keras takes the seeds of
+    its initializers and dropout from a generator of its own)."""
+    import random
+    import threading
+
+    stop = threading.Event()
+
+    def draw() -> None:
+        while not stop.is_set():
+            random.random()
+            stop.wait(0.0005)
+
+    other = threading.Thread(target=draw, daemon=True)
+    other.start()
+    try:
+        again = _fit("rnn")
+    finally:
+        stop.set()
+        other.join()
+    for mine, theirs in zip(again.network.get_weights(), fitted["rnn"].network.get_weights(), strict=True):
+        np.testing.assert_array_equal(mine, theirs)
+
+
 @pytest.mark.parametrize("name", list(CONTRACT))
 def test_streaming_one_observation_at_a_time_equals_the_batch_forecast(
     fitted: dict[str, Forecaster], name: str

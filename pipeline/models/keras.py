@@ -9,6 +9,7 @@ training spends its capacity on the weather's dynamics.
 from __future__ import annotations
 
 import os
+import random
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -81,9 +82,20 @@ def _stride(total: int, cap: int | None) -> int:
 
 
 def seed_everything(seed: int) -> None:
-    """Same seed, same weights and same shuffles: reproducible metrics on one machine."""
+    """Same seed, same weights and same shuffles: reproducible metrics on one machine,
+    whatever else the process runs meanwhile."""
     keras = load_keras()
     keras.utils.set_random_seed(seed)
+    # Keras draws every seed a layer is not given (initializers, dropout) from Python's
+    # global `random`, which any other thread of the process draws from too: a Dask
+    # worker's threads did between this call and the network's construction, and the same
+    # seed gave other weights there (rnn MASE 0.80 in a worker, 0.59 in process). Keras
+    # gets a generator of its own, seeded here (the same sequence `random.seed` gives).
+    from keras.src.random import seed_generator
+
+    if not hasattr(seed_generator, "python_random"):  # pragma: no cover - a Keras that moved it
+        raise RuntimeError("keras.src.random.seed_generator.python_random not found: cannot seed Keras privately")
+    seed_generator.python_random = random.Random(seed)  # type: ignore[attr-defined]
     try:
         import tensorflow as tf
 
