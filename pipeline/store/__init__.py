@@ -70,11 +70,11 @@ class Store(_Tables):
         ``background_checkpoint``: a SQLite file's write-ahead log is checkpointed on a
         thread, not in commits (a long-running writer whose commit latency counts: the stream)."""
         self.url = url
-        parsed = sa.engine.make_url(url)
-        path = parsed.database if parsed.get_backend_name() == "sqlite" else None
-        background = background_checkpoint and bool(path) and path != ":memory:"
         with _reachable(url):
+            parsed = sa.engine.make_url(url)
             backend = parsed.get_backend_name()
+            path = parsed.database if backend == "sqlite" else None
+            background = background_checkpoint and bool(path) and path != ":memory:"
             if backend not in ("sqlite", "postgresql"):
                 raise InputError(f"the store must be SQLite or PostgreSQL; STREAMCAST_DB_URL names {backend!r}")
             if read_only:
