@@ -348,3 +348,26 @@ def test_a_background_checkpoint_moves_committed_writes_into_the_database_file(t
         store.dispose()
         plain.dispose()
     assert store._checkpointer is None
+
+
+def test_recalibration_reads_the_latest_scores_of_a_version_through_an_index(store: Store) -> None:
+    """Every forecast and stream start reads the champion version's latest matured points:
+    an index range, not a sort of the whole scores table (it grows by H points per series
+    and hour)."""
+    import sqlalchemy as sa
+
+    seen: list[tuple[str, object]] = []
+
+    def capture(conn, cursor, statement, parameters, context, executemany) -> None:  # noqa: ANN001
+        if "FROM scores" in statement:
+            seen.append((statement, parameters))
+
+    sa.event.listen(store._engine, "before_cursor_execute", capture)
+    try:
+        store.recent_residuals("temp", "1", 2000)
+    finally:
+        sa.event.remove(store._engine, "before_cursor_execute", capture)
+    statement, parameters = seen[-1]
+    with store._engine.connect() as conn:
+        plan = " ".join(row[-1] for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters))
+    assert "ix_scores_version_time" in plan and "TEMP B-TREE" not in plan, plan

@@ -101,6 +101,8 @@ scores = sa.Table(
     sa.Column("scaled_error", sa.Float, nullable=True),  # abs_error / the series' MASE scale
     *_model(),
     sa.Column("scored_at", sa.DateTime(timezone=True), nullable=False),
+    # Recalibration's latest points of one version (migration 0004).
+    sa.Index("ix_scores_version_time", "target", "model_version", "ts"),
 )
 
 comparisons = sa.Table(
