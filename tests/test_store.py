@@ -358,7 +358,7 @@ def test_recalibration_reads_the_latest_scores_of_a_version_through_an_index(sto
 
     seen: list[tuple[str, object]] = []
 
-    def capture(conn, cursor, statement, parameters, context, executemany) -> None:  # noqa: ANN001
+    def capture(conn, cursor, statement, parameters, context, executemany) -> None:
         if "FROM scores" in statement:
             seen.append((statement, parameters))
 
