@@ -187,7 +187,11 @@ def main() -> None:
     ap.add_argument("--sf-weeks", type=int, default=4, help="weeks of history statsforecast refits on")
     ap.add_argument("--train-args", default="", help="extra `streamcast train` arguments, e.g. '--models esn,ets'")
     args = ap.parse_args()
-    results = [run_dataset(n, args.days, args.sf_weeks, args.train_args.split()) for n in args.datasets.split(",")]
+    names = args.datasets.split(",")
+    unknown = sorted(set(names) - set(DATASETS))
+    if unknown:
+        ap.error(f"unknown datasets {', '.join(unknown)} (known: {', '.join(DATASETS)})")
+    results = [run_dataset(n, args.days, args.sf_weeks, args.train_args.split()) for n in names]
 
     rows = []
     for r in results:
@@ -245,10 +249,14 @@ def main() -> None:
         "then registered refit on all the history (intervals from the backtest residuals).",
         "ratio = streamcast champion MASE / best of statsforecast AutoETS, AutoTheta, MSTL.",
     ]
-    write_section(
-        "Accuracy across datasets: backtest and deployment",
-        md + "\n" + "\n".join(f"- {n}" for n in notes + detail),
-    )
+    title = "Accuracy across datasets: backtest and deployment"
+    # A subset of the datasets or other settings is another table, not a replacement.
+    variant = [", ".join(names)] if names != list(DATASETS) else []
+    changed = {k: v for k, v in vars(args).items() if k != "datasets" and v != ap.get_default(k)}
+    variant += [f"--{k.replace('_', '-')} {v}" for k, v in changed.items()]
+    if variant:
+        title += f" ({'; '.join(variant)})"
+    write_section(title, md + "\n" + "\n".join(f"- {n}" for n in notes + detail))
     print(md)
 
 
