@@ -183,11 +183,12 @@ def test_the_online_readout_corrects_a_shift_and_leaves_noise_alone() -> None:
     assert np.all((moved[:, 2] > 2.0) & (moved[:, 2] < 4.0)), moved
 
 
-def test_an_adapting_stream_pairs_each_target_with_the_origins_it_completes() -> None:
+@pytest.mark.parametrize("anchor", ["last", "seasonal"])
+def test_an_adapting_stream_pairs_each_target_with_the_origins_it_completes(anchor: str) -> None:
     """A stream's learning equals the readout fed with the pairs built from one batch run
     over the whole series: each target against every forecast it matures, with its origin's
-    features and the change since that origin."""
-    model = create_model("esn", **ESN_TINY).fit(PANEL, TRAIN_END, VAL_START)
+    features and the change from that origin's anchor for that step."""
+    model = create_model("esn", **ESN_TINY, anchor=anchor).fit(PANEL, TRAIN_END, VAL_START)
     assert isinstance(model, ESNForecaster) and model.readout is not None
     base = model.readout
     lam, prior, H = 0.95, 1.0, ESN_TINY["horizon"]
@@ -213,11 +214,10 @@ def test_an_adapting_stream_pairs_each_target_with_the_origins_it_completes() ->
                 continue
             origins = np.array([k - b for b in range(1, H + 1) if np.isfinite(d.y[k - b])])
             z = model.readout_features(d, states[sid], origins)
-            parts.append(
-                batch.matured(
-                    k - origins - 1, z, d.y[k] - d.X[origins, 0], np.zeros(len(origins)), np.zeros(len(origins))
-                )
-            )
+            steps = k - origins - 1
+            anchors = np.broadcast_to(model.anchor_at(d.X[:, 0], origins), (len(origins), H))
+            change = d.y[k] - anchors[np.arange(len(origins)), steps]
+            parts.append(batch.matured(steps, z, change, np.zeros(len(origins)), np.zeros(len(origins))))
         ts = PANEL["A"].index[k]
         batch.update(ts, pd.Timedelta(hours=1), Matured.concat(parts))
     assert online.pairs == batch.pairs > 0 and step_ns

@@ -390,3 +390,56 @@ def test_keras_windows_of_a_large_panel_are_an_even_share_of_every_series() -> N
     firsts = [make_windows(d, few.split_ends(d, val_pos[sid], few.config.lookback)[0][:1], 24, H)[0][0]
               for sid, d in designs.items()]  # fmt: skip
     assert 3 <= len(X) <= 6 and all(any(np.array_equal(x, f) for x in X) for f in firsts)
+
+
+def _one_series(temp: np.ndarray) -> dict[str, pd.DataFrame]:
+    idx = pd.date_range("2024-01-01", periods=len(temp), freq="h", tz="UTC")
+    return prepare_panel(pd.DataFrame({"series_id": "S", "ts": idx, "temp": temp}).set_index(["series_id", "ts"]))
+
+
+def test_the_anchor_follows_the_data_and_is_kept_through_refit_and_save(tmp_path: Path) -> None:
+    """A daily shape whose level and amplitude drift out of the training range (as climate
+    normals in a new season) is forecast as a change from the seasonal random walk
+    (y[t+h-24] + y[t] - y[t-24]); a random walk with a faint daily cycle as a change from
+    the last value. The choice is made on the
+    validation slice, kept by the refit and the saved model, and the seasonal anchor
+    forecasts the seasonal series better than the last value does."""
+    n = 24 * 40
+    t = np.arange(n)
+    rng = np.random.default_rng(1)
+    shaped = 50 - 0.03 * t + (8 - 6 * t / n) * np.sin(2 * np.pi * t / 24) + rng.normal(0, 0.02, n)
+    walk = 50 + np.cumsum(rng.normal(0, 1.0, n)) + 0.2 * np.sin(2 * np.pi * t / 24)
+    config = {"horizon": H, "units": 60, "lookback": 12, "warmup": 24}
+    for temp, expected in ((shaped, "seasonal"), (walk, "last")):
+        panel = _one_series(temp)
+        index = panel["S"].index
+        train_end, val_start = index[-24 * 6], index[-24 * 12]
+        model = create_model("esn", **config).fit(panel, train_end, val_start)
+        assert model.config.anchor == expected
+        assert model.refit(panel, index[-1], val_start).config.anchor == expected
+        model.save(tmp_path / expected)
+        assert Forecaster.load(tmp_path / expected).config.anchor == expected
+    panel = _one_series(shaped)
+    index = panel["S"].index
+    origins = list(index[-24 * 5 - 1 : -H : 24])
+    train_end, val_start = origins[0], origins[0] - pd.Timedelta(days=6)
+    truth = panel["S"]["temp"]
+    mae = {}
+    for anchor in ("seasonal", "last"):
+        fc = create_model("esn", **config, anchor=anchor).fit(panel, train_end, val_start).predict(panel, origins)
+        mae[anchor] = float(np.abs(fc["yhat"].to_numpy() - truth.loc[pd.DatetimeIndex(fc["ts"])].to_numpy()).mean())
+    assert mae["seasonal"] < 0.7 * mae["last"], mae
+
+
+@pytest.mark.parametrize("name", ["esn", "rnn"])
+def test_a_stream_forecasts_what_predict_does_with_the_last_value_anchor(name: str) -> None:
+    """The contract's panel takes the seasonal anchor; the last value's streams agree too."""
+    config, _ = CONTRACT[name]
+    model = create_model(name, horizon=H, seed=7, **config, anchor="last").fit(PANEL, TRAIN_END, VAL_START)
+    frame = PANEL["C"]
+    start = len(frame) - 60
+    stream = model.stream("C", frame.iloc[: start + 1])
+    for t in range(start + 1, start + 25):
+        stream.advance(frame.index[t], frame.iloc[t].to_dict())
+    batch = model.predict({"C": frame}, [frame.index[start + 24]])["yhat"].to_numpy()
+    np.testing.assert_allclose(stream.forecast(), batch, rtol=0, atol=1e-6)

@@ -18,7 +18,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Self
+from typing import Annotated, Any, ClassVar, Literal, Self
 
 import numpy as np
 import pandas as pd
@@ -67,6 +67,11 @@ class ModelConfig(BaseModel):
     calendar: Annotated[list[str], AfterValidator(check_calendar)] = Field(
         default_factory=lambda: list(DEFAULT_CALENDAR)
     )
+    # What a change-predicting model's forecast is a change from: the last value, or the
+    # value one season before each step moved by the last season's change (y[t+h-m] +
+    # y[t] - y[t-m], the seasonal random walk: a daily shape that drifts slowly). "auto"
+    # takes the seasonal anchor when it forecasts the validation slice clearly better.
+    anchor: Literal["auto", "last", "seasonal"] = "auto"
 
 
 class Forecaster(ABC):
@@ -74,8 +79,9 @@ class Forecaster(ABC):
 
     kind: ClassVar[str]
     config_cls: ClassVar[type[ModelConfig]] = ModelConfig
-    # Networks learn the change from the last observed value, so an untrained one starts
-    # from the naive forecast; the base class subtracts it from targets and adds it back.
+    # Networks learn the change from an anchor (the last observed value, or the seasonal
+    # random walk: ``ModelConfig.anchor``), so an untrained one starts from that forecast;
+    # the base class subtracts it from targets and adds it back.
     predicts_change: ClassVar[bool] = True
 
     def __init__(self, config: ModelConfig | None = None, **overrides: Any) -> None:
@@ -139,6 +145,8 @@ class Forecaster(ABC):
         self._validation = {}
         designs = {sid: self._design(sid, f) for sid, f in train.items()}
         val_pos = {sid: int(f.index.searchsorted(val_start)) for sid, f in train.items()}
+        if self.predicts_change and cfg.anchor == "auto":
+            self.config = cfg = cfg.model_copy(update={"anchor": choose_anchor(designs, val_pos, cfg)})
         self._fit(designs, val_pos)
         self.fit_seconds = time.perf_counter() - started
         return self
@@ -300,7 +308,7 @@ class Forecaster(ABC):
         """What ``_predict`` learns for each window end: the next H scaled target values,
         as change from the last value when the model predicts change."""
         future = design.y[ends[:, None] + np.arange(1, self.config.horizon + 1)[None, :]]
-        return future - _anchor(design, ends) if self.predicts_change else future
+        return future - self.anchor_at(design.X[:, 0], ends) if self.predicts_change else future
 
     def forecast_scaled(self, design: Design, positions: np.ndarray) -> np.ndarray:
         """Scaled forecasts at ``positions`` of ``design`` (what streams call between observations)."""
@@ -311,7 +319,13 @@ class Forecaster(ABC):
         outs = self._predict_many(designs, positions)
         if not self.predicts_change:
             return outs
-        return [out + _anchor(d, p) for out, d, p in zip(outs, designs, positions, strict=True)]
+        return [out + self.anchor_at(d.X[:, 0], p) for out, d, p in zip(outs, designs, positions, strict=True)]
+
+    def anchor_at(self, x: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        """What the forecasts at ``positions`` of the scaled, forward-filled target ``x`` are a
+        change from: (len(positions), 1) for the last value, (len(positions), H) seasonal."""
+        cfg = self.config
+        return anchor_values(x, positions, cfg.horizon, cfg.season, seasonal=cfg.anchor == "seasonal")
 
     def _design(self, sid: str, frame: pd.DataFrame) -> Design:
         assert self.scaler is not None
@@ -348,6 +362,38 @@ class Forecaster(ABC):
         pass
 
 
-def _anchor(design: Design, positions: np.ndarray) -> np.ndarray:
-    """The last (scaled, forward-filled) target value at each position, as a column."""
-    return design.X[positions, :1].astype(np.float64)
+def anchor_values(x: np.ndarray, positions: np.ndarray, horizon: int, season: int, seasonal: bool) -> np.ndarray:
+    """The last value of ``x`` at each position as a column, or with ``seasonal`` the seasonal
+    random walk's forecast of every step: x[p+h-km] + k (x[p] - x[p-m]), k = ceil(h/m).
+    Positions with less than a season before them fall back to the last value."""
+    p = np.asarray(positions, dtype=np.int64)
+    last = x[p, None].astype(np.float64)
+    if not seasonal:
+        return last
+    m = season
+    h = np.arange(1, horizon + 1)[None, :]
+    k = (h - 1) // m + 1
+    ok = p >= m
+    q = np.where(ok, p, m)[:, None]  # stand-in positions where a season is missing
+    out = x[q + h - k * m] + k * (x[q] - x[q - m])
+    return np.where(ok[:, None], out, last)
+
+
+def choose_anchor(designs: dict[str, Design], val_pos: dict[str, int], cfg: ModelConfig) -> str:
+    """ "seasonal" when the seasonal random walk forecasts the validation slice (every series'
+    origins in it) with at most ``ANCHOR_MARGIN`` of the last value's mean absolute error."""
+    H, m = cfg.horizon, cfg.season
+    err = {"last": 0.0, "seasonal": 0.0}
+    for sid, d in designs.items():
+        x = d.X[:, 0].astype(np.float64)
+        ends = np.arange(max(val_pos[sid], m), len(x) - H)
+        if not len(ends):
+            continue
+        future = d.y[ends[:, None] + np.arange(1, H + 1)[None, :]]
+        for kind in err:
+            e = np.abs(future - anchor_values(x, ends, H, m, seasonal=kind == "seasonal"))
+            err[kind] += float(np.nansum(e))
+    return "seasonal" if 0 < err["seasonal"] <= ANCHOR_MARGIN * err["last"] else "last"
+
+
+ANCHOR_MARGIN = 0.8  # the seasonal anchor must beat the last value by 20% on validation

@@ -543,8 +543,14 @@ class ESNForecaster(Forecaster):
         streams = self._streams_after([d for d, _ in built], [o for _, o in built])
         return dict(zip(frames, streams, strict=True))
 
+    @property
+    def recent_rows(self) -> int:
+        """Input rows a stream keeps: the readout's lags, and a season more for a seasonal anchor."""
+        cfg = self.config
+        return max(cfg.lookback, cfg.season + 1) if cfg.anchor == "seasonal" else cfg.lookback
+
     def _streams_after(self, designs: Sequence[Design], onlines: Sequence[OnlineDesign]) -> list[ESNStream]:
-        L, H = self.config.lookback, self.config.horizon
+        H = self.config.horizon
         # Only the last states are kept, so every series runs in one block; over the same
         # tail a forecast from the last row runs (``forecast_warmup`` steps before it).
         tail = self.config.forecast_warmup + 1
@@ -570,20 +576,22 @@ class ESNForecaster(Forecaster):
             for i in active:
                 ring_states[i].append(S[i].copy())
         out = []
+        R = self.recent_rows
         for i, (design, online) in enumerate(zip(designs, onlines, strict=True)):
             if len(design.y):
-                recent = design.X[-L:].astype(np.float64)
-                recent = np.vstack([np.repeat(recent[:1], L - len(recent), 0), recent])
+                recent = design.X[-R:].astype(np.float64)
+                recent = np.vstack([np.repeat(recent[:1], R - len(recent), 0), recent])
             else:  # a series never seen before starts from the reservoir's zero state
-                recent = np.zeros((L, design.X.shape[1]))
+                recent = np.zeros((R, design.X.shape[1]))
             stream = ESNStream(online, self, S[i].copy(), recent)
             if learning and ring_states[i]:
                 assert stream.ring is not None and isinstance(self.readout, OnlineReadout)
                 positions = np.arange(cuts[i], len(design.X))
                 z = self.readout_features(design, np.array(ring_states[i]), positions, offset=cuts[i])
                 forecasts = zip(self.readout.registered(z), self.readout.adapted(z), strict=True)
-                for p, (reg, pred) in zip(positions, forecasts, strict=True):
-                    stream.ring.push(float(design.X[p, 0]), bool(np.isfinite(design.y[p])), reg, pred)
+                anchors = self.anchor_at(design.X[:, 0], positions)
+                for p, a, (reg, pred) in zip(positions, anchors, forecasts, strict=True):
+                    stream.ring.push(a, bool(np.isfinite(design.y[p])), reg, pred)
             out.append(stream)
         return out
 
@@ -594,14 +602,14 @@ class _Origins:
     pairs with the forecasts it completes."""
 
     def __init__(self, horizon: int) -> None:
-        self.anchor = np.zeros(horizon)
+        self.anchor = np.zeros((horizon, horizon))  # per origin, what each step is a change from
         self.ok = np.zeros(horizon, dtype=bool)
         self.registered = np.zeros((horizon, horizon))
         self.adapted = np.zeros((horizon, horizon))
         self.count = 0  # origins pushed so far; the newest is at (count - 1) % H
 
-    def push(self, anchor: float, ok: bool, registered: np.ndarray, adapted: np.ndarray) -> None:
-        """An origin: its anchor and the two readouts' forecasts from it."""
+    def push(self, anchor: np.ndarray, ok: bool, registered: np.ndarray, adapted: np.ndarray) -> None:
+        """An origin: its anchor (one value, or one per step) and the two readouts' forecasts from it."""
         k = self.count % len(self.ok)
         self.anchor[k], self.ok[k] = anchor, ok
         self.registered[k], self.adapted[k] = registered, adapted
@@ -627,7 +635,7 @@ class _Origins:
         return Matured(
             back - 1,
             self.registered[slots, back - 1],
-            y - self.anchor[slots],
+            y - self.anchor[slots, back - 1],
             self.adapted[slots, back - 1],
             ts_ns - back * step_ns,
         )
@@ -642,7 +650,7 @@ class ESNStream(DesignStream):
     def __init__(self, online: OnlineDesign, model: ESNForecaster, state: np.ndarray, recent: np.ndarray) -> None:
         super().__init__(online)
         self.model, self.state = model, state
-        self.recent = recent  # last ``lookback`` scaled input rows
+        self.recent = recent  # last ``model.recent_rows`` scaled input rows
         learning = isinstance(model.readout, OnlineReadout)
         self.ring: _Origins = _Origins(model.config.horizon) if learning else None  # type: ignore[assignment]
 
@@ -653,11 +661,16 @@ class ESNStream(DesignStream):
         raise NotImplementedError
 
     def _features(self) -> np.ndarray:
-        return np.concatenate([self.state, self.recent[-1], self.recent[:, 0]])
+        return np.concatenate([self.state, self.recent[-1], self.recent[-self.model.config.lookback :, 0]])
+
+    def _anchor(self) -> np.ndarray:
+        """What the forecast from now is a change from, per step."""
+        x = self.recent[:, 0]
+        return self.model.anchor_at(x, np.array([len(x) - 1]))[0]
 
     def _forecast_scaled(self) -> np.ndarray:
         assert self.model.readout is not None
-        return self.model.readout(self._features()[None, :])[0] + self.recent[-1, 0]
+        return self.model.readout(self._features()[None, :])[0] + self._anchor()
 
     @classmethod
     def advance_all(cls, streams: Sequence[ESNStream], ts: pd.Timestamp, values: Sequence[Mapping[str, float]]) -> None:
@@ -685,7 +698,7 @@ class ESNStream(DesignStream):
         Z = np.array([s._features() for s in streams])
         forecasts = zip(readout.registered(Z), readout.adapted(Z), strict=True)
         for s, (_, y), (reg, pred) in zip(streams, rows, forecasts, strict=True):
-            s.ring.push(float(s.recent[-1, 0]), bool(np.isfinite(y)), reg, pred)
+            s.ring.push(s._anchor(), bool(np.isfinite(y)), reg, pred)
 
     @classmethod
     def forecast_all(cls, streams: Sequence[ESNStream]) -> list[np.ndarray | None]:
@@ -695,4 +708,4 @@ class ESNStream(DesignStream):
         readout = streams[0].model.readout
         assert readout is not None
         scaled = readout(np.array([s._features() for s in streams]))
-        return [s.online.unscale(f + s.recent[-1, 0]) for s, f in zip(streams, scaled, strict=True)]
+        return [s.online.unscale(f + s._anchor()) for s, f in zip(streams, scaled, strict=True)]
