@@ -306,7 +306,7 @@ class Forecaster(ABC):
 
     def targets(self, design: Design, ends: np.ndarray) -> np.ndarray:
         """What ``_predict`` learns for each window end: the next H scaled target values,
-        as change from the last value when the model predicts change."""
+        as change from the anchor (:meth:`anchor_at`) when the model predicts change."""
         future = design.y[ends[:, None] + np.arange(1, self.config.horizon + 1)[None, :]]
         return future - self.anchor_at(design.X[:, 0], ends) if self.predicts_change else future
 
@@ -393,7 +393,8 @@ def choose_anchor(designs: dict[str, Design], val_pos: dict[str, int], cfg: Mode
         for kind in err:
             e = np.abs(future - anchor_values(x, ends, H, m, seasonal=kind == "seasonal"))
             err[kind] += float(np.nansum(e))
-    return "seasonal" if 0 < err["seasonal"] <= ANCHOR_MARGIN * err["last"] else "last"
+    # (no validation points, or a constant target: both 0, the last value)
+    return "seasonal" if err["last"] > 0 and err["seasonal"] <= ANCHOR_MARGIN * err["last"] else "last"
 
 
 ANCHOR_MARGIN = 0.8  # the seasonal anchor must beat the last value by 20% on validation

@@ -663,14 +663,17 @@ class ESNStream(DesignStream):
     def _features(self) -> np.ndarray:
         return np.concatenate([self.state, self.recent[-1], self.recent[-self.model.config.lookback :, 0]])
 
-    def _anchor(self) -> np.ndarray:
-        """What the forecast from now is a change from, per step."""
-        x = self.recent[:, 0]
-        return self.model.anchor_at(x, np.array([len(x) - 1]))[0]
+    @staticmethod
+    def _anchors(streams: Sequence[ESNStream]) -> np.ndarray:
+        """What each stream's forecast from now is a change from, (len(streams), 1 or H): one
+        call over their recent targets laid end to end (each holds a season and more)."""
+        recent = np.concatenate([s.recent[:, 0] for s in streams])
+        R = len(streams[0].recent)
+        return streams[0].model.anchor_at(recent, np.arange(1, len(streams) + 1) * R - 1)
 
     def _forecast_scaled(self) -> np.ndarray:
         assert self.model.readout is not None
-        return self.model.readout(self._features()[None, :])[0] + self._anchor()
+        return self.model.readout(self._features()[None, :])[0] + self._anchors([self])[0]
 
     @classmethod
     def advance_all(cls, streams: Sequence[ESNStream], ts: pd.Timestamp, values: Sequence[Mapping[str, float]]) -> None:
@@ -696,9 +699,9 @@ class ESNStream(DesignStream):
         if parts:
             readout.update(ts, model.freq or pd.Timedelta(hours=1), Matured.concat(parts))
         Z = np.array([s._features() for s in streams])
-        forecasts = zip(readout.registered(Z), readout.adapted(Z), strict=True)
-        for s, (_, y), (reg, pred) in zip(streams, rows, forecasts, strict=True):
-            s.ring.push(s._anchor(), bool(np.isfinite(y)), reg, pred)
+        forecasts = zip(readout.registered(Z), readout.adapted(Z), cls._anchors(streams), strict=True)
+        for s, (_, y), (reg, pred, anchor) in zip(streams, rows, forecasts, strict=True):
+            s.ring.push(anchor, bool(np.isfinite(y)), reg, pred)
 
     @classmethod
     def forecast_all(cls, streams: Sequence[ESNStream]) -> list[np.ndarray | None]:
@@ -708,4 +711,4 @@ class ESNStream(DesignStream):
         readout = streams[0].model.readout
         assert readout is not None
         scaled = readout(np.array([s._features() for s in streams]))
-        return [s.online.unscale(f + s._anchor()) for s, f in zip(streams, scaled, strict=True)]
+        return [s.online.unscale(f) for s, f in zip(streams, scaled + cls._anchors(streams), strict=True)]
