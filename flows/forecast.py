@@ -30,12 +30,17 @@ def forecast_fan_out_flow(
 
 
 def issue_forecasts(
-    target: str, series: list[str] | None, task_runner: str, dask_address: str | None, chunk_size: int
+    target: str,
+    series: list[str] | None,
+    task_runner: str,
+    dask_address: str | None,
+    chunk_size: int,
+    dask_workers: int | None = None,
 ) -> list[str]:
     """Forecast in this flow's process or fanned out over Dask (call inside a flow)."""
     check_task_runner(task_runner)
     if task_runner == "dask":
-        fan_out = forecast_fan_out_flow.with_options(task_runner=dask_task_runner(dask_address))
+        fan_out = forecast_fan_out_flow.with_options(task_runner=dask_task_runner(dask_address, dask_workers))
         return fan_out(target, series, chunk_size)
     return forecast_task(target, series)
 
@@ -47,11 +52,13 @@ def forecast_flow(
     task_runner: Literal["default", "dask"] = "default",
     dask_address: str | None = None,
     chunk_size: int = 50,
+    dask_workers: int | None = None,
 ) -> list[str]:
-    """``target``: one variable, or several comma-separated (each from its own champion)."""
+    """``target``: one variable, or several comma-separated (each from its own champion);
+    ``dask_workers``: the size of a local Dask cluster (default: one per core)."""
     ids: list[str] = []
     for name in split_targets(target):
-        issued = issue_forecasts(name, series, task_runner, dask_address, chunk_size)
+        issued = issue_forecasts(name, series, task_runner, dask_address, chunk_size, dask_workers)
         publish_forecast_artifact(latest_forecasts_task(name), name)
         print(f"issued {len(issued)} forecast(s) of {name}")
         ids += issued

@@ -15,7 +15,7 @@ from typing import Any, Literal
 from prefect import flow
 
 from flows.forecast import issue_forecasts
-from flows.runners import check_task_runner, parse_training_args
+from flows.runners import DEFAULT_CHUNK_SIZE, check_task_runner, parse_training_args
 from flows.tasks import (
     ingest_task,
     latest_forecasts_task,
@@ -36,10 +36,12 @@ def pipeline_flow(
     retrain: Literal["auto", "always", "never"] = "auto",  # auto: when due or drifting
     task_runner: Literal["default", "dask"] = "default",
     dask_address: str | None = None,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    dask_workers: int | None = None,
 ) -> dict[str, Any]:
-    """``task_runner="dask"`` fans training (one task per candidate) and forecasting (one
-    task per chunk of series) out over the Dask cluster at ``dask_address``, else a
-    local one."""
+    """``task_runner="dask"`` fans training (tasks by candidate and by chunk of
+    ``chunk_size`` series) and forecasting (one task per chunk of 50 series) out over the
+    Dask cluster at ``dask_address``, else a local one of ``dask_workers`` processes."""
     check_task_runner(task_runner)
     summaries = ingest_task(ingest_spec)
     for s in summaries:
@@ -57,11 +59,11 @@ def pipeline_flow(
         training = None
         if retrain == "always" or (retrain == "auto" and decision["retrain"]):
             print(f"training {target}: {decision['reason'] or 'requested'} ({decision['detail']})")
-            training = train_on(spec, task_runner, dask_address)
+            training = train_on(spec, task_runner, dask_address, chunk_size, dask_workers)
             publish_training_artifacts(training, target)
         else:
             print(f"no retraining of {target}: {decision['detail']}")
-        ids = issue_forecasts(target, None, task_runner, dask_address, chunk_size=50)
+        ids = issue_forecasts(target, None, task_runner, dask_address, 50, dask_workers)
         latest = latest_forecasts_task(target)
         publish_forecast_artifact(latest, target)
         targets[target] = {"training": training, "forecast_ids": ids, "latest": latest, "decision": decision}
@@ -81,7 +83,15 @@ def main() -> None:
         ("--retrain", {"default": "auto", "choices": ["auto", "always", "never"]}),
     )
     spec = args.train_spec
-    out = pipeline_flow(IngestSpec.of(source=args.source), spec, args.retrain, args.task_runner, args.dask_address)
+    out = pipeline_flow(
+        IngestSpec.of(source=args.source),
+        spec,
+        args.retrain,
+        args.task_runner,
+        args.dask_address,
+        args.chunk_size,
+        args.dask_workers,
+    )
     # A wide table even when make's output is piped or logged.
     console = Console(width=None if sys.stdout.isatty() else 120)
     for target, done in out["targets"].items():

@@ -13,6 +13,7 @@ from streamcast.errors import InputError
 from streamcast.specs import TrainSpec
 
 TASK_RUNNERS = ("default", "dask")
+DEFAULT_CHUNK_SIZE = 250  # series per training task: 1,000 series are four chunks, enough for a few workers
 
 
 def dask_task_runner(address: str | None = None, n_workers: int | None = None) -> Any:
@@ -73,9 +74,21 @@ def parse_training_args(description: str, *extra: tuple[str, dict[str, Any]]) ->
     ap.add_argument(
         "--no-refit", dest="refit", action="store_false", default=None, help="register the winner as backtested"
     )
-    ap.add_argument("--task-runner", default="default", choices=TASK_RUNNERS, help="dask: one task per candidate")
+    ap.add_argument(
+        "--task-runner", default="default", choices=TASK_RUNNERS, help="dask: tasks by candidate and chunk of series"
+    )
     ap.add_argument("--dask-address", help="Dask scheduler, e.g. tcp://10.0.0.5:8786 (else a local cluster)")
+    ap.add_argument("--dask-workers", type=int, help="dask: processes of a local cluster (default: one per core)")
+    ap.add_argument(
+        "--chunk-size",
+        type=int,
+        default=DEFAULT_CHUNK_SIZE,
+        help="dask: series per training task (forecasting: 50 a task)",
+    )
     args = ap.parse_args()
+    for flag in ("chunk_size", "dask_workers"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
+            ap.error(f"--{flag.replace('_', '-')} must be at least 1")
     options = {k: getattr(args, k) for k in ("target", "models", "folds", "epochs", "tune_minutes", "refit")}
     try:
         args.train_spec = TrainSpec.of(**options)

@@ -41,36 +41,74 @@ def train_task(spec: TrainSpec) -> dict[str, Any]:
     return services.train(spec, on_progress=progress).summary()
 
 
-@task(name="plan-candidates", cache_policy=NO_CACHE)
-def plan_candidates_task(spec: TrainSpec) -> list[dict[str, Any]]:
-    """Each candidate's full config as plain data, for workers that rebuild it, and the
-    candidates it is built from (an ensemble's members)."""
+@task(name="plan-fan-out", cache_policy=NO_CACHE)
+def plan_fan_out_task(spec: TrainSpec, chunk_size: int) -> dict[str, Any]:
+    """The spec as in-process training completes it, each candidate's full config as plain
+    data (for workers that rebuild it), its members and how it fits, and the chunks of series."""
     from streamcast.models import create_model
-    from streamcast.training import candidate_config, fitted_to_data, load_panel
+    from streamcast.training import plan_fan_out
 
-    spec = fitted_to_data(spec, load_panel(get_settings(), spec.target))  # as in-process training decides it
-    configs = {name: candidate_config(spec, name) for name in spec.models}
-    return [{"name": n, "config": c, "members": create_model(n, **c).member_names} for n, c in configs.items()]
+    plan = plan_fan_out(spec, get_settings(), chunk_size)
+    for c in plan["candidates"]:
+        c["by_parts"] = create_model(c["name"], **c["config"]).fits_by_parts
+    return plan
+
+
+# Fits are not retried: a retry would repeat a long fit.
+@task(name="fit-candidate", cache_policy=NO_CACHE)
+def fit_candidate_task(
+    spec: TrainSpec, name: str, config: dict[str, Any], out_dir: str, members: dict[str, str], refit: bool = False
+) -> str:
+    """One candidate fit on the whole panel (a family fit by parts only begins here)."""
+    from streamcast.training import fit_candidate_to
+
+    return str(fit_candidate_to(spec, name, config, Path(out_dir), get_settings(), members, refit))
+
+
+@task(name="fit-part", cache_policy=NO_CACHE)
+def fit_part_task(spec: TrainSpec, folder: str, series: list[str], index: int) -> str:
+    from streamcast.training import fit_part_to
+
+    return str(fit_part_to(spec, Path(folder), get_settings(), series, index))
+
+
+@task(name="end-fit", cache_policy=NO_CACHE)
+def end_fit_task(folder: str, parts: list[str]) -> str:
+    from streamcast.training import end_fit_to
+
+    return str(end_fit_to(Path(folder), parts))
+
+
+@task(name="backtest-chunk", cache_policy=NO_CACHE)
+def forecast_chunk_task(spec: TrainSpec, folder: str, series: list[str], index: int) -> str:
+    """A fitted candidate's backtest forecasts and validation residuals for one chunk of series."""
+    from streamcast.training import forecast_chunk_to
+
+    return str(forecast_chunk_to(spec, Path(folder), get_settings(), series, index))
 
 
 @task(name="backtest-candidate", cache_policy=NO_CACHE)
-def backtest_candidate_task(
-    spec: TrainSpec, name: str, config: dict[str, Any], out_dir: str, members: dict[str, str]
-) -> str:
-    """One candidate's fit and backtest, wherever the task runner puts it; returns the
-    folder holding its result. Not retried: a retry would repeat a long fit."""
-    from streamcast.training import backtest_candidate_to
+def assemble_candidate_task(name: str, folder: str, chunks: list[str]) -> str:
+    """One candidate's backtest put together from its chunks; returns its result folder."""
+    from streamcast.training import assemble_candidate_to
 
-    return str(backtest_candidate_to(spec, name, config, Path(out_dir), get_settings(), members))
+    return str(assemble_candidate_to(name, Path(folder), chunks))
+
+
+@task(name="choose-winner", cache_policy=NO_CACHE)
+def winner_task(spec: TrainSpec, results: dict[str, str]) -> str:
+    from streamcast.training import winner_of
+
+    return winner_of(spec, results, get_settings())
 
 
 @task(name="log-and-register", cache_policy=NO_CACHE)
-def finish_training_task(spec: TrainSpec, results: dict[str, str]) -> dict[str, Any]:
+def finish_training_task(spec: TrainSpec, results: dict[str, str], refit_model: str | None = None) -> dict[str, Any]:
     """Log the candidates' backtests to MLflow and register the winner (not retried: a
     retry after a partial log would leave a second parent run)."""
     from streamcast.training import finish_training_from
 
-    return finish_training_from(spec, results, get_settings()).summary()
+    return finish_training_from(spec, results, get_settings(), refit_model).summary()
 
 
 @task(name="issue-forecast", **IO_RETRIES)

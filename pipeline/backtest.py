@@ -219,11 +219,17 @@ def plan_origins(panel: dict[str, pd.DataFrame], cfg: BacktestConfig) -> list[pd
 
 
 def validation_residuals(
-    model: Forecaster, panel: dict[str, pd.DataFrame], val_start: pd.Timestamp, train_end: pd.Timestamp, target: str
+    model: Forecaster,
+    panel: dict[str, pd.DataFrame],
+    val_start: pd.Timestamp,
+    train_end: pd.Timestamp,
+    target: str,
+    stride: int | None = None,
 ) -> pd.DataFrame:
     """Residuals of forecasts issued inside the validation slice whose targets are all
-    at or before ``train_end``: calibration never sees the points it is scored on."""
-    fc = with_actuals(model.validation_forecasts(panel, val_start, train_end), panel, target)
+    at or before ``train_end``: calibration never sees the points it is scored on
+    (``stride``: steps between origins, else the model's choice for this panel)."""
+    fc = with_actuals(model.validation_forecasts(panel, val_start, train_end, stride), panel, target)
     fc["residual"] = fc["actual"] - fc["yhat"]
     return fc.dropna(subset=["residual"])
 
@@ -287,9 +293,11 @@ class Refit:
     seconds: float
 
 
-def refit_winner(panel: dict[str, pd.DataFrame], result: BacktestResult) -> Refit:
+def refit_winner(panel: dict[str, pd.DataFrame], result: BacktestResult, model: Forecaster | None = None) -> Refit:
     """Fit the backtest's winner again (same config, same seed) on every observation, with
     the validation slice moved to the end of the data, and calibrate its intervals there.
+
+    ``model``: the winner already refit so (by parts, on other workers).
 
     The backtest scored the winner as fit before its first origin; deployed, that model
     would forecast from a fit that misses the backtest window and the validation slice
@@ -306,12 +314,13 @@ def refit_winner(panel: dict[str, pd.DataFrame], result: BacktestResult) -> Refi
     train_end = max(f.index[-1] for f in panel.values())
     val_start = train_end - (cfg.val_steps - 1) * freq
     t0 = time.perf_counter()
-    model = cand.model.refit(panel, train_end, val_start)
+    seconds = model.fit_seconds if model is not None else 0.0
+    model = model if model is not None else cand.model.refit(panel, train_end, val_start)
     scored = cand.forecasts.dropna(subset=["actual"])
     calib = Calibration.from_residuals(
         scored.assign(residual=scored["actual"] - scored["yhat"]), cfg.horizon, cfg.level
     )
-    return Refit(model, calib, train_end, val_start, time.perf_counter() - t0)
+    return Refit(model, calib, train_end, val_start, seconds + time.perf_counter() - t0)
 
 
 def run_backtest(

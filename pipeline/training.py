@@ -1,13 +1,16 @@
 """Train and compare: backtest the candidates, log everything to MLflow, register the winner.
 
 :func:`run_training` does it all in this process. The fan-out path splits the same work
-so that a task runner can spread it: :func:`backtest_candidate_to` backtests one
-candidate wherever it runs and saves the result in a folder, and
-:func:`finish_training_from` logs and registers from those folders.
+by candidate and by chunk of series so that a task runner can spread it (see the
+section at the end); :func:`finish_training_from` logs and registers from the folders
+its steps write.
 """
 
 from __future__ import annotations
 
+import json
+import pickle
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,17 +23,21 @@ from streamcast import tracking
 from streamcast.backtest import (
     BacktestConfig,
     BacktestResult,
-    backtest_candidate,
+    Calibration,
+    CandidateResult,
+    Refit,
     fit_to_history,
     load_candidate,
     plan_backtest,
     refit_winner,
     run_backtest,
     save_candidate,
+    validation_residuals,
 )
 from streamcast.config import Settings
 from streamcast.errors import InputError
 from streamcast.features import GAP_COLUMN, has_weekly_rhythm, panel_freq, prepare_panel, season_for
+from streamcast.metrics import with_actuals
 from streamcast.models import Forecaster, create_model, get_model_class
 from streamcast.specs import TrainSpec
 from streamcast.store import Store, data_source
@@ -191,13 +198,13 @@ def finish_training(
     tuning: TuningResult | None = None,
     on_progress: Progress | None = None,
     refit: bool = True,
+    final: Refit | None = None,
 ) -> TrainOutcome:
     """Log the backtest to MLflow, register the winner (refit on all the data unless
-    ``refit`` is off) behind the champion gate and record the comparison in the store
+    ``refit`` is off, or ``final``: refit already) behind the champion gate and record the comparison in the store
     (the dashboard reads it there, never from MLflow)."""
     target = result.config.target
-    final = None
-    if refit:
+    if refit and final is None:
         if on_progress:
             on_progress(f"refit {result.winner}", "fit on all the data")
         final = refit_winner(panel, result)
@@ -241,36 +248,161 @@ def history_example(panel: dict[str, pd.DataFrame], hours: int = 96) -> pd.DataF
     return out
 
 
-# --- fan-out: one candidate per worker -------------------------------------------------
+# --- fan-out: by candidate and by chunk of series ---------------------------------------
+#
+# A task runner spreads a training as: fit each candidate once on the whole panel
+# (:func:`fit_candidate_to`; a family fit by parts, the ESN, only begins there and sums
+# :func:`fit_part_to` over chunks of series, finished by :func:`end_fit_to`); forecast its
+# backtest origins and validation slice chunk by chunk (:func:`forecast_chunk_to`); put the
+# chunks together (:func:`assemble_candidate_to`); log and register
+# (:func:`finish_training_from`, with the winner refit by parts where it can be). Every
+# step takes and returns plain values and folder paths and reads the store itself, so it
+# runs on any worker that shares the data folder.
+
+BEGUN = "begun.pkl"
 
 
-def backtest_candidate_to(
+def series_chunks(series: list[str], chunk_size: int) -> list[list[str]]:
+    """``series`` in chunks of at most ``chunk_size`` (in order)."""
+    if chunk_size < 1:
+        raise InputError("the chunk size must be at least 1 series")
+    return [series[i : i + chunk_size] for i in range(0, len(series), chunk_size)]
+
+
+def plan_fan_out(spec: TrainSpec, settings: Settings, chunk_size: int) -> dict[str, Any]:
+    """What the fan-out runs: the spec with the data's decisions taken (season, calendar),
+    each candidate's full config and members, and the chunks of series."""
+    panel = load_panel(settings, spec.target)
+    spec = fitted_to_data(spec, panel)  # as in-process training decides it
+    configs = {name: candidate_config(spec, name) for name in spec.models}
+    return {
+        "spec": spec,
+        "candidates": [
+            {"name": n, "config": c, "members": create_model(n, **c).member_names} for n, c in configs.items()
+        ],
+        "chunks": series_chunks(sorted(panel), chunk_size),
+    }
+
+
+def fit_candidate_to(
     spec: TrainSpec,
     name: str,
     config: dict[str, Any],
     out_dir: Path,
     settings: Settings,
     members: dict[str, str] | None = None,
+    refit: bool = False,
 ) -> Path:
-    """Backtest one candidate from its config on the store's data and save the result
-    under ``out_dir/name`` (a candidate with members loads their saved results first).
-
-    This is the unit a task runner spreads over workers: it takes and returns plain
-    values and paths, and reads the data from the store itself.
-    """
+    """Fit one candidate on the whole panel before the backtest's first origin (with
+    ``refit``, on all the data, the validation slice at its end) into ``out_dir/name``; a
+    family fit by parts only begins (its chunks follow: :func:`fit_part_to`). The folder's
+    ``window.json`` holds the backtest's origins and validation slice for the chunks."""
     panel = load_panel(settings, spec.target)
     plan = plan_backtest(panel, backtest_for(spec, panel))
+    train_end, val_start = plan.train_end, plan.val_start
+    if refit:
+        train_end = max(f.index[-1] for f in panel.values())
+        val_start = train_end - (plan.config.val_steps - 1) * panel_freq(panel)
     model = create_model(name, **config)
     wanted = {n: p for n, p in (members or {}).items() if n in model.member_names}
     model.attach({n: load_candidate(Path(p)).model for n, p in wanted.items()})
-    return save_candidate(backtest_candidate(panel, plan, name, model), out_dir / name)
+    folder = out_dir / (f"{name}-refit" if refit else name)
+    folder.mkdir(parents=True, exist_ok=True)
+    window = {
+        "origins": [o.isoformat() for o in plan.origins],
+        "train_end": plan.train_end.isoformat(),
+        "val_start": plan.val_start.isoformat(),
+        # chosen on the whole panel: a chunk keeps the same validation origins
+        "stride": model.validation_stride_for(panel, plan.val_start, plan.train_end),
+        "horizon": plan.config.horizon,
+        "level": plan.config.level,
+        "by_parts": model.fits_by_parts,
+    }
+    (folder / "window.json").write_text(json.dumps(window))
+    if model.fits_by_parts:
+        with (folder / BEGUN).open("wb") as fh:
+            pickle.dump(model.begin_fit(panel, train_end, val_start), fh)  # our own file, read back by our tasks
+    else:
+        model.fit(panel, train_end, val_start).save(folder / "model")
+    return folder
 
 
-def finish_training_from(spec: TrainSpec, results: dict[str, str], settings: Settings) -> TrainOutcome:
-    """:func:`finish_training` for candidates backtested elsewhere and saved with
-    :func:`backtest_candidate_to`."""
+def fit_part_to(spec: TrainSpec, folder: Path, settings: Settings, series: list[str], index: int) -> Path:
+    """What the chunk ``series`` adds to a fit begun in ``folder``, saved beside it."""
+    with (folder / BEGUN).open("rb") as fh:
+        model = pickle.load(fh)
+    started = time.perf_counter()
+    arrays = model.fit_part(load_panel(settings, spec.target, series))
+    path = folder / f"part-{index:05d}.npz"
+    np.savez(path, seconds=np.array(time.perf_counter() - started), **arrays)
+    return path
+
+
+def end_fit_to(folder: Path, parts: list[str]) -> Path:
+    """Finish a fit by parts from its chunks' parts; the fitted model goes to ``folder/model``."""
+    with (folder / BEGUN).open("rb") as fh:
+        model = pickle.load(fh)
+    loaded = [dict(np.load(p)) for p in parts]
+    model.end_fit(loaded, part_seconds=float(sum(float(p.pop("seconds")) for p in loaded)))
+    model.save(folder / "model")
+    return folder
+
+
+def forecast_chunk_to(spec: TrainSpec, folder: Path, settings: Settings, series: list[str], index: int) -> Path:
+    """The fitted candidate's backtest forecasts (with actuals) and validation residuals for
+    the chunk ``series``, from only the data available at each origin."""
+    window = json.loads((folder / "window.json").read_text())
+    model = Forecaster.load(folder / "model")
+    panel = load_panel(settings, spec.target, series)
+    started = time.perf_counter()
+    origins = [pd.Timestamp(o) for o in window["origins"]]
+    forecasts = with_actuals(model.predict(panel, origins), panel, spec.target)
+    seconds = time.perf_counter() - started
+    train_end, val_start = pd.Timestamp(window["train_end"]), pd.Timestamp(window["val_start"])
+    residuals = validation_residuals(model, panel, val_start, train_end, spec.target, stride=window["stride"])
+    path = folder / f"chunk-{index:05d}"
+    path.mkdir(exist_ok=True)
+    forecasts.to_parquet(path / "forecasts.parquet")
+    residuals[["series_id", "step", "residual"]].to_parquet(path / "residuals.parquet")
+    (path / "seconds.json").write_text(json.dumps({"predict": seconds}))
+    return path
+
+
+def assemble_candidate_to(name: str, folder: Path, chunks: list[str]) -> Path:
+    """One candidate's backtest from its chunks: forecasts, intervals calibrated on every
+    chunk's validation residuals, timings; saved as :func:`load_candidate` reads it."""
+    window = json.loads((folder / "window.json").read_text())
+    forecasts = pd.concat([pd.read_parquet(Path(c) / "forecasts.parquet") for c in chunks], ignore_index=True)
+    residuals = pd.concat([pd.read_parquet(Path(c) / "residuals.parquet") for c in chunks], ignore_index=True)
+    calibration = Calibration.from_residuals(residuals, window["horizon"], window["level"])
+    columns = [*forecasts.columns.drop("actual"), "lo", "hi", "actual"]  # as backtest_candidate orders them
+    forecasts = calibration.apply(forecasts)[columns]
+    predict = sum(json.loads((Path(c) / "seconds.json").read_text())["predict"] for c in chunks)
+    model = Forecaster.load(folder / "model")
+    result = CandidateResult(name, model, forecasts, calibration, model.fit_seconds, predict)
+    return save_candidate(result, folder / "result")
+
+
+def finish_training_from(
+    spec: TrainSpec, results: dict[str, str], settings: Settings, refit_model: str | None = None
+) -> TrainOutcome:
+    """:func:`finish_training` for candidates backtested elsewhere (folders written by
+    :func:`assemble_candidate_to`); ``refit_model``: the winner already refit elsewhere
+    (a folder of :func:`fit_candidate_to` with ``refit``), else it is refit here."""
     panel = load_panel(settings, spec.target)
     result = plan_backtest(panel, backtest_for(spec, panel))
     for name, path in results.items():
         result.candidates[name] = load_candidate(Path(path))
-    return finish_training(settings, panel, result, refit=spec.refit)
+    final = None
+    if refit_model is not None:
+        final = refit_winner(panel, result, Forecaster.load(Path(refit_model) / "model"))
+    return finish_training(settings, panel, result, refit=spec.refit, final=final)
+
+
+def winner_of(spec: TrainSpec, results: dict[str, str], settings: Settings) -> str:
+    """The backtest's winner among candidates backtested elsewhere."""
+    panel = load_panel(settings, spec.target)
+    result = plan_backtest(panel, backtest_for(spec, panel))
+    for name, path in results.items():
+        result.candidates[name] = load_candidate(Path(path))
+    return result.winner

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -118,8 +119,9 @@ def test_pipeline_flow_trains_only_when_due(harness: None, settings: Settings, d
 def test_train_flow_on_dask_fans_candidates_out_with_the_same_results(
     harness: None, settings: Settings, data_dir: Path
 ) -> None:
-    """--task-runner dask: each candidate is its own task on a local Dask cluster of worker
-    processes; the comparison equals the in-process run's (a Keras network's too), and the
+    """--task-runner dask: each candidate is fitted in its own task and backtested by chunks
+    of series on a local Dask cluster of worker processes (the ESN fitted by parts over the
+    chunks); the comparison equals the in-process run's (a Keras network's too), and the
     runs report to the flow's Prefect API."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, TaskRunFilter, TaskRunFilterName
@@ -135,18 +137,24 @@ def test_train_flow_on_dask_fans_candidates_out_with_the_same_results(
     tiny_rnn = {"units": 8, "epochs": 6, "lookback": 24, "batch_size": 64, "patience": 3}
     spec = TrainSpec(models=["naive", "seasonal_naive", "esn", "rnn"], folds=2, model_overrides={"rnn": tiny_rnn})
     local = train_flow(spec)["temp"]
-    fanned = train_flow(spec, task_runner="dask")["temp"]
+    fanned = train_flow(spec, task_runner="dask", chunk_size=2)["temp"]  # EWR, JFK | LGA
     mase = {r["candidate"]: r["mase"] for r in local["comparison"]}
     assert {r["candidate"]: r["mase"] for r in fanned["comparison"]} == pytest.approx(mase, rel=1e-9)
     assert fanned["winner"] == local["winner"] and fanned["version"] == "2"
     assert not any((data_dir / "backtests").glob("*/*"))  # hand-over folders are cleaned up
+
+    def task_runs(name: str) -> list[Any]:
+        with get_client(sync_client=True) as client:
+            return client.read_task_runs(task_run_filter=TaskRunFilter(name=TaskRunFilterName(like_=name)))
+
+    chunks, parts = task_runs("backtest-chunk"), task_runs("fit-part")
+    assert len(chunks) == 4 * 2 and all(r.state is not None and r.state.is_completed() for r in chunks)
+    assert len(parts) == 2 * (2 if fanned["winner"] == "esn" else 1)  # the ESN's fit (and refit) by chunks
     with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(task_run_filter=TaskRunFilter(name=TaskRunFilterName(like_="backtest-candidate")))
         flows = client.read_flow_runs(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=list({r.flow_run_id for r in runs})))
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=list({r.flow_run_id for r in chunks + parts})))
         )
-    assert len(runs) == 4 and all(r.state is not None and r.state.is_completed() for r in runs)
-    assert len(flows) == 1  # all four belong to the one fan-out run
+    assert len(flows) == 1  # all belong to the one fan-out run
 
     # Forecasting fans out too: three series in chunks of two are two tasks.
     def forecast_tasks() -> int:

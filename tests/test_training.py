@@ -9,8 +9,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
+import numpy as np
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
@@ -19,6 +21,7 @@ from streamcast import services, training
 from streamcast.cli import app
 from streamcast.config import Settings
 from streamcast.errors import InputError
+from streamcast.models import Forecaster
 from streamcast.specs import TrainSpec
 
 pytestmark = pytest.mark.slow
@@ -229,21 +232,74 @@ def test_tuning_trials_are_nested_mlflow_runs(weather_store: Settings) -> None:
     assert float(esn.data.params["leak_rate"]) == float(chosen["leak_rate"])
 
 
-def test_candidates_backtested_apart_give_the_same_training(weather_store: Settings, tmp_path: Path) -> None:
-    """The fan-out path (one candidate per worker, results handed over as folders, the
-    ensemble attaching its members' saved models) compares and registers like train()."""
-    ensemble = {"members": ["naive", "seasonal_naive"], "rounds": 10}
-    spec = TrainSpec(models=["naive", "seasonal_naive", "ensemble"], folds=3, model_overrides={"ensemble": ensemble})
+def _train_apart(
+    spec: TrainSpec, settings: Settings, out_dir: Path, chunk_size: int
+) -> tuple[training.TrainOutcome, Path]:
+    """The fan-out flow's steps in the order it runs them, in this process; and the ESN
+    refit on all the data by parts (the flow does that when it wins)."""
+    plan = training.plan_fan_out(spec, settings, chunk_size)
+    spec, chunks = plan["spec"], plan["chunks"]
+
+    def fit(c: dict[str, Any], members: dict[str, str], refit: bool = False) -> Path:
+        folder = training.fit_candidate_to(spec, c["name"], c["config"], out_dir, settings, members, refit)
+        if (folder / training.BEGUN).exists():
+            parts = [str(training.fit_part_to(spec, folder, settings, ch, k)) for k, ch in enumerate(chunks)]
+            folder = training.end_fit_to(folder, parts)
+        return folder
+
+    results: dict[str, str] = {}
+    for c in sorted(plan["candidates"], key=lambda c: bool(c["members"])):  # the ensemble last
+        folder = fit(c, dict(results))
+        parts = [str(training.forecast_chunk_to(spec, folder, settings, ch, k)) for k, ch in enumerate(chunks)]
+        results[c["name"]] = str(training.assemble_candidate_to(c["name"], folder, parts))
+    winner = next(c for c in plan["candidates"] if c["name"] == training.winner_of(spec, results, settings))
+    refit = str(fit(winner, {}, refit=True)) if winner["name"] == "esn" else None
+    esn = next(c for c in plan["candidates"] if c["name"] == "esn")
+    return training.finish_training_from(spec, results, settings, refit), fit(esn, {}, refit=True)
+
+
+def test_candidates_backtested_by_chunks_of_series_give_the_same_training(
+    weather_store: Settings, tmp_path: Path
+) -> None:
+    """The fan-out path (each candidate fit once, the ESN by parts over chunks of series,
+    every backtest forecast chunk by chunk, results handed over as folders, the ensemble
+    attaching its members' saved models, the ESN winner refit by parts) compares,
+    calibrates and registers like train()."""
+    ensemble = {"members": ["naive", "seasonal_naive", "esn"], "rounds": 10}
+    esn = {"units": 40, "forecast_warmup": 96}
+    spec = TrainSpec(
+        models=["naive", "seasonal_naive", "esn", "ensemble"],
+        folds=3,
+        model_overrides={"ensemble": ensemble, "esn": esn},
+    )
     together = services.train(spec, settings=weather_store)
-    paths: dict[str, str] = {}
-    for name in spec.models:  # the ensemble last, attaching its members' saved models
-        config = training.candidate_config(spec, name)
-        paths[name] = str(training.backtest_candidate_to(spec, name, config, tmp_path, weather_store, dict(paths)))
-    apart = training.finish_training_from(spec, paths, weather_store)
-    a = together.comparison.set_index("candidate")["mase"]
-    b = apart.comparison.set_index("candidate")["mase"]
-    pd.testing.assert_series_equal(a.sort_index(), b.sort_index(), rtol=1e-12)
+    apart, esn_refit = _train_apart(spec, weather_store, tmp_path, chunk_size=2)  # EWR, JFK | LGA
+    a = together.comparison.set_index("candidate").sort_index()
+    b = apart.comparison.set_index("candidate").sort_index()
+    pd.testing.assert_frame_equal(a.drop(columns="fit_seconds"), b.drop(columns="fit_seconds"), rtol=1e-9)
     assert apart.registry.version == "2" and apart.winner == together.winner
+    for name, mine in apart.result.candidates.items():
+        theirs = together.result.candidates[name]
+        np.testing.assert_allclose(mine.calibration.half_width, theirs.calibration.half_width, rtol=1e-9)
+        keys = ["series_id", "origin_ts", "step"]
+        pd.testing.assert_frame_equal(
+            mine.forecasts.sort_values(keys).reset_index(drop=True),
+            theirs.forecasts.sort_values(keys).reset_index(drop=True),
+            rtol=1e-9,
+        )
+    # Refit by parts on all the data, the ESN forecasts as refit in one process.
+    panel = training.load_panel(weather_store, "temp")
+    end = max(f.index[-1] for f in panel.values())
+    val_start = end - (together.result.config.val_steps - 1) * pd.Timedelta(hours=1)
+    in_one = together.result.candidates["esn"].model.refit(panel, end, val_start)
+    by_parts = Forecaster.load(esn_refit / "model")
+    assert by_parts.fit_info["train_rows"] == in_one.fit_info["train_rows"] > 0
+    pd.testing.assert_frame_equal(by_parts.predict(panel), in_one.predict(panel), rtol=1e-9)
+
+
+def test_a_chunk_size_below_one_is_refused(weather_store: Settings) -> None:
+    with pytest.raises(InputError, match="chunk size"):
+        training.plan_fan_out(TrainSpec(models=["naive"]), weather_store, 0)
 
 
 def test_store_and_mlflow_both_on_postgresql(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -94,6 +94,7 @@ class Forecaster(ABC):
         self.freq: pd.Timedelta | None = None
         self.fit_seconds: float = 0.0
         self.fit_info: dict[str, Any] = {}
+        self._fit_window: tuple[pd.Timestamp, pd.Timestamp] | None = None
         self._validation: dict[tuple[Any, ...], pd.DataFrame] = {}
 
     # --- public API ---------------------------------------------------------
@@ -129,12 +130,22 @@ class Forecaster(ABC):
     def fit(self, panel: dict[str, pd.DataFrame], train_end: pd.Timestamp, val_start: pd.Timestamp) -> Self:
         """Fit on data up to ``train_end``; ``[val_start, train_end]`` is the validation slice
         (early stopping, model selection) and is never used for gradient steps."""
+        started = time.perf_counter()
+        designs, val_pos = self._prepare(panel, train_end, val_start)
+        self._fit(designs, val_pos)
+        self.fit_seconds = time.perf_counter() - started
+        return self
+
+    def _prepare(
+        self, panel: dict[str, pd.DataFrame], train_end: pd.Timestamp, val_start: pd.Timestamp
+    ) -> tuple[dict[str, Design], dict[str, int]]:
+        """What every fit decides first: cut at ``train_end``, frequency, covariates, scaling
+        (training data only), the anchor; the scaled designs and validation positions."""
         if not panel:
             raise InputError("cannot fit on an empty panel")
         if not val_start <= train_end:
             raise InputError("val_start must not be after train_end")
         cfg = self.config
-        started = time.perf_counter()
         train = {sid: f.loc[:train_end] for sid, f in panel.items()}
         for sid, f in train.items():
             if cfg.target not in f.columns:
@@ -147,9 +158,52 @@ class Forecaster(ABC):
         val_pos = {sid: int(f.index.searchsorted(val_start)) for sid, f in train.items()}
         if self.predicts_change and cfg.anchor == "auto":
             self.config = cfg = cfg.model_copy(update={"anchor": choose_anchor(designs, val_pos, cfg)})
-        self._fit(designs, val_pos)
+        return designs, val_pos
+
+    # --- fitting by parts: a family whose fit sums over series ----------------------------
+    # (the ESN's ridge readout) can be fit on chunks of series in different processes:
+    # ``begin_fit`` on the whole panel takes the decisions that need every series (frequency,
+    # covariates, scaling, anchor, the family's own), ``fit_part`` on each chunk returns
+    # arrays to sum, ``end_fit`` solves. ``fit`` is the same three steps over one part.
+
+    fits_by_parts: ClassVar[bool] = False
+
+    def begin_fit(self, panel: dict[str, pd.DataFrame], train_end: pd.Timestamp, val_start: pd.Timestamp) -> Self:
+        """The decisions of a fit that need every series; then :meth:`fit_part` per chunk."""
+        if not self.fits_by_parts:
+            raise TypeError(f"{self.kind} is not fitted by parts")
+        started = time.perf_counter()
+        designs, val_pos = self._prepare(panel, train_end, val_start)
+        self._fit_window = (train_end, val_start)
+        self._begin_parts(designs, val_pos)
         self.fit_seconds = time.perf_counter() - started
         return self
+
+    def fit_part(self, panel: dict[str, pd.DataFrame]) -> dict[str, np.ndarray]:
+        """What the series of ``panel`` (a chunk of the panel ``begin_fit`` saw) add to the fit."""
+        if self._fit_window is None:
+            raise NotFittedError(f"{self.kind}: call begin_fit() before fit_part()")
+        train_end, val_start = self._fit_window
+        train = {sid: f.loc[:train_end] for sid, f in panel.items()}
+        designs = {sid: self._design(sid, f) for sid, f in train.items()}
+        val_pos = {sid: int(f.index.searchsorted(val_start)) for sid, f in train.items()}
+        return self._fit_part(designs, val_pos)
+
+    def end_fit(self, parts: Sequence[Mapping[str, np.ndarray]], part_seconds: float = 0.0) -> Self:
+        """Finish the fit from every chunk's :meth:`fit_part` (``part_seconds``: their time)."""
+        started = time.perf_counter()
+        self._end_parts(parts)
+        self.fit_seconds += part_seconds + time.perf_counter() - started
+        return self
+
+    def _begin_parts(self, designs: dict[str, Design], val_pos: dict[str, int]) -> None:
+        raise NotImplementedError
+
+    def _fit_part(self, designs: dict[str, Design], val_pos: dict[str, int]) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def _end_parts(self, parts: Sequence[Mapping[str, np.ndarray]]) -> None:
+        raise NotImplementedError
 
     def refit(self, panel: dict[str, pd.DataFrame], train_end: pd.Timestamp, val_start: pd.Timestamp) -> Forecaster:
         """A new forecaster with this one's config (and seed) fit on data up to ``train_end``:

@@ -183,6 +183,21 @@ class _RidgeStats:
     def of(cls, z: np.ndarray, y: np.ndarray) -> _RidgeStats:
         return cls(z.T @ z, z.T @ y, z.sum(axis=0), y.sum(axis=0), len(z))
 
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"xxt": self.xxt, "yxt": self.yxt, "x_sum": self.x_sum, "y_sum": self.y_sum, "rows": np.array(self.rows)}
+
+    @classmethod
+    def from_arrays(cls, a: Mapping[str, np.ndarray]) -> _RidgeStats:
+        return cls(np.array(a["xxt"]), np.array(a["yxt"]), np.array(a["x_sum"]), np.array(a["y_sum"]), int(a["rows"]))
+
+    def merge(self, other: _RidgeStats) -> _RidgeStats:
+        self.xxt += other.xxt
+        self.yxt += other.yxt
+        self.x_sum += other.x_sum
+        self.y_sum += other.y_sum
+        self.rows += other.rows
+        return self
+
     def add(self, z: np.ndarray, y: np.ndarray) -> _RidgeStats:
         self.xxt += z.T @ z
         self.yxt += z.T @ y
@@ -419,31 +434,64 @@ class ESNForecaster(Forecaster):
 
     # --- fit / predict ------------------------------------------------------
 
+    # The readout's fit sums over series (ridge sufficient statistics), so a panel too large
+    # for one process is fit by parts: chunks of series in other processes, summed here.
+    fits_by_parts: ClassVar[bool] = True
+    _val_stride: int = 1
+
     def _fit(self, designs: dict[str, Design], val_pos: dict[str, int]) -> None:
-        """Ridge readout from sufficient statistics accumulated series by series (reservoirpy's
-        Ridge worker/master sums): memory does not grow with the panel. The ridge is chosen
-        by validation MAE on at most ``MAX_VALIDATION_ROWS`` validation windows, taken evenly
-        from every series when there are more."""
+        """The fit by parts in one part: the whole panel."""
+        self._begin_parts(designs, val_pos)
+        self._end_parts([self._fit_part(designs, val_pos)])
+
+    def _begin_parts(self, designs: dict[str, Design], val_pos: dict[str, int]) -> None:
+        """Draw the reservoir and fix the share of validation windows every series keeps: at
+        most ``MAX_VALIDATION_ROWS`` over the whole panel, whichever chunks it is fit in."""
         cfg = self.config
         n_inputs = next(iter(designs.values())).X.shape[1]
         self.reservoir = self._make_reservoir(n_inputs)
+        self._recurrence = None
+        self.readout = None
+        start = max(cfg.warmup, cfg.lookback - 1)
+        n_val = sum(len(self.split_ends(d, val_pos[sid], cfg.lookback, start)[1]) for sid, d in designs.items())
+        self._val_stride = max(1, -(-n_val // MAX_VALIDATION_ROWS))
+
+    def _fit_part(self, designs: dict[str, Design], val_pos: dict[str, int]) -> dict[str, np.ndarray]:
+        """Ridge sufficient statistics of these series' training windows (reservoirpy's Ridge
+        worker sums) and their kept validation windows: memory does not grow with the panel."""
+        cfg = self.config
         start = max(cfg.warmup, cfg.lookback - 1)
         ends = {sid: self.split_ends(d, val_pos[sid], cfg.lookback, start) for sid, d in designs.items()}
-        n_val = sum(len(v) for _, v in ends.values())
-        stride = max(1, -(-n_val // MAX_VALIDATION_ROWS))
         stats: _RidgeStats | None = None
         val_z: list[np.ndarray] = []
         val_y: list[np.ndarray] = []
         used = [sid for sid in designs if len(ends[sid][0]) or len(ends[sid][1])]
         for block, block_states in self.block_states([designs[sid] for sid in used]):
             for i, S in zip(block, block_states, strict=True):
-                stats = self._add_windows(designs[used[i]], S, *ends[used[i]], stride, stats, val_z, val_y)
+                stats = self._add_windows(designs[used[i]], S, *ends[used[i]], self._val_stride, stats, val_z, val_y)
+        features = self.config.units + next(iter(designs.values())).X.shape[1] + cfg.lookback if designs else 0
+        empty = np.empty((0, features))
+        return {
+            **(stats.arrays() if stats is not None else {}),
+            "val_z": np.concatenate(val_z) if val_z else empty,
+            "val_y": np.concatenate(val_y) if val_y else np.empty((0, cfg.horizon)),
+        }
+
+    def _end_parts(self, parts: Sequence[Mapping[str, np.ndarray]]) -> None:
+        """Sum the parts' statistics and solve; the ridge is chosen by validation MAE on the
+        kept validation windows of every part."""
+        cfg = self.config
+        stats: _RidgeStats | None = None
+        for part in parts:
+            if "rows" in part:
+                stats = _RidgeStats.from_arrays(part) if stats is None else stats.merge(_RidgeStats.from_arrays(part))
         if stats is None:
             raise InputError("esn: no complete training windows")
+        Zva = np.concatenate([p["val_z"] for p in parts])
+        Yva = np.concatenate([p["val_y"] for p in parts])
         ridge = cfg.ridge
         scores: dict[str, float] = {}
-        if ridge is None and val_z:
-            Zva, Yva = np.concatenate(val_z), np.concatenate(val_y)
+        if ridge is None and len(Zva):
             scores = {str(r): float(np.abs(stats.solve(r)(Zva) - Yva).mean()) for r in cfg.ridge_grid}
             ridge = float(min(cfg.ridge_grid, key=lambda r: scores[str(r)]))
         elif ridge is None:
@@ -455,7 +503,7 @@ class ESNForecaster(Forecaster):
             "train_rows": stats.rows,
             "ridge": ridge,
             "val_mae_by_ridge": scores,
-            "validation_rows": int(sum(len(z) for z in val_z)),
+            "validation_rows": len(Zva),
         }
 
     def _add_windows(
