@@ -42,11 +42,11 @@ def train_fan_out_flow(spec: TrainSpec, chunk_size: int = DEFAULT_CHUNK_SIZE) ->
     """Fit every candidate as its own task and backtest it chunk by chunk of series, on
     whatever task runner this flow runs with; the ESN's fit (and refit) is itself spread
     over the chunks. Candidates built from others (the ensemble) go last."""
-    plan = plan_fan_out_task(spec, chunk_size)
-    spec, chunks = plan["spec"], plan["chunks"]
     out_dir = str((get_settings().data_dir / "backtests" / uuid.uuid4().hex[:12]).resolve())
     results: dict[str, str] = {}
     try:
+        plan = plan_fan_out_task(spec, chunk_size, out_dir)
+        spec, chunks = plan["spec"], plan["chunks"]
         for built_from_others in (False, True):
             futures = {}
             for c in plan["candidates"]:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import pickle
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -262,17 +264,38 @@ def history_example(panel: dict[str, pd.DataFrame], hours: int = 96) -> pd.DataF
 BEGUN = "begun.pkl"
 
 
+_RUN_PANELS: OrderedDict[tuple[Any, ...], dict[str, pd.DataFrame]] = OrderedDict()
+_RUN_PANELS_KEPT = 4  # the whole panel and a few chunks of the latest run
+_RUN_PANELS_LOCK = threading.Lock()
+
+
+def run_panel(
+    settings: Settings, target: str, run_dir: Path, series: list[str] | None = None
+) -> dict[str, pd.DataFrame]:
+    """The regularised panel (or chunk of it) as one fan-out run sees it: loaded once per
+    worker process and run (every step of a run sees the same data, even if more arrives
+    meanwhile; a worker given several steps of a run reads the store once)."""
+    key = (str(run_dir), settings.database_url, target, settings.max_gap_steps, tuple(series or ()) or None)
+    with _RUN_PANELS_LOCK:  # a worker may run tasks on several threads
+        if key not in _RUN_PANELS:
+            _RUN_PANELS[key] = load_panel(settings, target, series)
+            while len(_RUN_PANELS) > _RUN_PANELS_KEPT:
+                _RUN_PANELS.popitem(last=False)
+        _RUN_PANELS.move_to_end(key)
+        return dict(_RUN_PANELS[key])
+
+
 def series_chunks(series: list[str], chunk_size: int) -> list[list[str]]:
     """``series`` in chunks of at most ``chunk_size`` (in order)."""
-    if chunk_size < 1:
-        raise InputError("the chunk size must be at least 1 series")
     return [series[i : i + chunk_size] for i in range(0, len(series), chunk_size)]
 
 
-def plan_fan_out(spec: TrainSpec, settings: Settings, chunk_size: int) -> dict[str, Any]:
-    """What the fan-out runs: the spec with the data's decisions taken (season, calendar),
-    each candidate's full config and members, and the chunks of series."""
-    panel = load_panel(settings, spec.target)
+def plan_fan_out(spec: TrainSpec, settings: Settings, chunk_size: int, out_dir: Path) -> dict[str, Any]:
+    """What the fan-out run in ``out_dir`` runs: the spec with the data's decisions taken
+    (season, calendar), each candidate's full config and members, and the chunks of series."""
+    if chunk_size < 1:
+        raise InputError("the chunk size must be at least 1 series")
+    panel = run_panel(settings, spec.target, out_dir)
     spec = fitted_to_data(spec, panel)  # as in-process training decides it
     configs = {name: candidate_config(spec, name) for name in spec.models}
     return {
@@ -297,7 +320,7 @@ def fit_candidate_to(
     ``refit``, on all the data, the validation slice at its end) into ``out_dir/name``; a
     family fit by parts only begins (its chunks follow: :func:`fit_part_to`). The folder's
     ``window.json`` holds the backtest's origins and validation slice for the chunks."""
-    panel = load_panel(settings, spec.target)
+    panel = run_panel(settings, spec.target, out_dir)
     plan = plan_backtest(panel, backtest_for(spec, panel))
     train_end, val_start = plan.train_end, plan.val_start
     if refit:
@@ -332,7 +355,7 @@ def fit_part_to(spec: TrainSpec, folder: Path, settings: Settings, series: list[
     with (folder / BEGUN).open("rb") as fh:
         model = pickle.load(fh)
     started = time.perf_counter()
-    arrays = model.fit_part(load_panel(settings, spec.target, series))
+    arrays = model.fit_part(run_panel(settings, spec.target, folder.parent, series))
     path = folder / f"part-{index:05d}.npz"
     np.savez(path, seconds=np.array(time.perf_counter() - started), **arrays)
     return path
@@ -353,7 +376,7 @@ def forecast_chunk_to(spec: TrainSpec, folder: Path, settings: Settings, series:
     the chunk ``series``, from only the data available at each origin."""
     window = json.loads((folder / "window.json").read_text())
     model = Forecaster.load(folder / "model")
-    panel = load_panel(settings, spec.target, series)
+    panel = run_panel(settings, spec.target, folder.parent, series)
     started = time.perf_counter()
     origins = [pd.Timestamp(o) for o in window["origins"]]
     forecasts = with_actuals(model.predict(panel, origins), panel, spec.target)
@@ -389,7 +412,7 @@ def finish_training_from(
     """:func:`finish_training` for candidates backtested elsewhere (folders written by
     :func:`assemble_candidate_to`); ``refit_model``: the winner already refit elsewhere
     (a folder of :func:`fit_candidate_to` with ``refit``), else it is refit here."""
-    panel = load_panel(settings, spec.target)
+    panel = run_panel(settings, spec.target, _run_of(results))
     result = plan_backtest(panel, backtest_for(spec, panel))
     for name, path in results.items():
         result.candidates[name] = load_candidate(Path(path))
@@ -401,8 +424,13 @@ def finish_training_from(
 
 def winner_of(spec: TrainSpec, results: dict[str, str], settings: Settings) -> str:
     """The backtest's winner among candidates backtested elsewhere."""
-    panel = load_panel(settings, spec.target)
+    panel = run_panel(settings, spec.target, _run_of(results))
     result = plan_backtest(panel, backtest_for(spec, panel))
     for name, path in results.items():
         result.candidates[name] = load_candidate(Path(path))
     return result.winner
+
+
+def _run_of(results: dict[str, str]) -> Path:
+    """The run folder of candidates' results (``<run>/<name>/result``)."""
+    return Path(next(iter(results.values()))).parent.parent

@@ -47,6 +47,22 @@ def test_blocks_of_series_change_nothing(monkeypatch: pytest.MonkeyPatch) -> Non
     np.testing.assert_allclose(a["yhat"].to_numpy(), b["yhat"].to_numpy(), rtol=0, atol=1e-9)
 
 
+def test_a_fit_by_parts_over_chunks_of_series_is_the_fit_in_one() -> None:
+    """begin_fit on the panel, fit_part per chunk of series (in any order), end_fit: the
+    readout, its ridge and its forecasts are the one-process fit's."""
+    whole = create_model("esn", **ESN_TINY).fit(PANEL, TRAIN_END, VAL_START)
+    sids = sorted(PANEL)
+    begun = create_model("esn", **ESN_TINY).begin_fit(PANEL, TRAIN_END, VAL_START)
+    chunks = [sids[1:], sids[:1]]
+    parts = [begun.fit_part({sid: PANEL[sid] for sid in chunk}) for chunk in chunks]
+    by_parts = begun.end_fit(parts)
+    assert by_parts.fit_info["ridge"] == whole.fit_info["ridge"]
+    assert by_parts.fit_info["train_rows"] == whole.fit_info["train_rows"]
+    pd.testing.assert_frame_equal(by_parts.predict(PANEL), whole.predict(PANEL), rtol=1e-9)
+    with pytest.raises(TypeError, match="not fitted by parts"):
+        create_model("naive").begin_fit(PANEL, TRAIN_END, VAL_START)
+
+
 @pytest.mark.parametrize("name", ["esn", "ensemble"])
 def test_streams_warmed_and_advanced_together_forecast_what_each_alone_does(name: str) -> None:
     """``streams`` warms every series in one run and ``advance_all``/``forecast_all`` move

@@ -177,3 +177,20 @@ def test_train_flow_refuses_an_unknown_task_runner(harness: None) -> None:
 
     with pytest.raises(Exception, match="task_runner"):
         train_flow(TrainSpec(models=["naive"], folds=2), task_runner="ray")  # type: ignore[arg-type]
+
+
+def test_flow_scripts_take_the_fan_out_options_and_refuse_bad_ones(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`python -m flows.train` / `make run`: --chunk-size and --dask-workers parsed, below 1 refused."""
+    from flows.runners import DEFAULT_CHUNK_SIZE, parse_training_args
+
+    monkeypatch.setattr("sys.argv", ["train", "--task-runner", "dask", "--dask-workers", "3", "--chunk-size", "10"])
+    args = parse_training_args("test")
+    assert (args.task_runner, args.dask_workers, args.chunk_size) == ("dask", 3, 10)
+    monkeypatch.setattr("sys.argv", ["train"])
+    args = parse_training_args("test")
+    assert (args.dask_workers, args.chunk_size) == (None, DEFAULT_CHUNK_SIZE)
+    for flag in ("--dask-workers", "--chunk-size"):
+        monkeypatch.setattr("sys.argv", ["train", flag, "0"])
+        with pytest.raises(SystemExit) as exc:
+            parse_training_args("test")
+        assert exc.value.code == 2

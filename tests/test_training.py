@@ -237,7 +237,7 @@ def _train_apart(
 ) -> tuple[training.TrainOutcome, Path]:
     """The fan-out flow's steps in the order it runs them, in this process; and the ESN
     refit on all the data by parts (the flow does that when it wins)."""
-    plan = training.plan_fan_out(spec, settings, chunk_size)
+    plan = training.plan_fan_out(spec, settings, chunk_size, out_dir)
     spec, chunks = plan["spec"], plan["chunks"]
 
     def fit(c: dict[str, Any], members: dict[str, str], refit: bool = False) -> Path:
@@ -297,9 +297,9 @@ def test_candidates_backtested_by_chunks_of_series_give_the_same_training(
     pd.testing.assert_frame_equal(by_parts.predict(panel), in_one.predict(panel), rtol=1e-9)
 
 
-def test_a_chunk_size_below_one_is_refused(weather_store: Settings) -> None:
+def test_a_chunk_size_below_one_is_refused(weather_store: Settings, tmp_path: Path) -> None:
     with pytest.raises(InputError, match="chunk size"):
-        training.plan_fan_out(TrainSpec(models=["naive"]), weather_store, 0)
+        training.plan_fan_out(TrainSpec(models=["naive"]), weather_store, 0, tmp_path)
 
 
 def test_store_and_mlflow_both_on_postgresql(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
