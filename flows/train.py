@@ -60,7 +60,8 @@ def train_fan_out_flow(spec: TrainSpec, chunk_size: int = DEFAULT_CHUNK_SIZE) ->
         print(f"backtested {', '.join(results)} in {len(chunks)} chunk(s) of series each")
         refit = None
         if spec.refit:
-            winner = next(c for c in plan["candidates"] if c["name"] == winner_task(spec, results))
+            name = winner_task(spec, results)
+            winner = next(c for c in plan["candidates"] if c["name"] == name)
             if winner["by_parts"]:  # else the last task refits it (a network averages two fits)
                 refit = _fit(spec, winner, chunks, out_dir, {}, refit=True).result()
         return finish_training_task(spec, results, refit)

@@ -148,6 +148,7 @@ def test_train_flow_on_dask_fans_candidates_out_with_the_same_results(
             return client.read_task_runs(task_run_filter=TaskRunFilter(name=TaskRunFilterName(like_=name)))
 
     chunks, parts = task_runs("backtest-chunk"), task_runs("fit-part")
+    assert len(task_runs("choose-winner")) == 1
     assert len(chunks) == 4 * 2 and all(r.state is not None and r.state.is_completed() for r in chunks)
     assert len(parts) == 2 * (2 if fanned["winner"] == "esn" else 1)  # the ESN's fit (and refit) by chunks
     with get_client(sync_client=True) as client:
