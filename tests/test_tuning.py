@@ -39,9 +39,13 @@ def test_keras_trials_stop_at_the_deadline() -> None:
     budget = 12.0  # each config is two fits (one per validation fold), each with its own tracing
     t0 = time.perf_counter()
     result = tune(PANEL, _candidates("rnn", seed=3, epochs=500, patience=500), TRAIN_END, VAL_START, budget)
-    assert time.perf_counter() - t0 <= budget * 1.1
+    # Fits stop at the deadline (checked every batch); building and tracing a network and
+    # scoring a fold cannot be interrupted and took up to 3.3 s past it on a busy 2-core
+    # CI machine: the search must end within that of the budget, not run its 500 epochs.
+    slack = max(0.1 * budget, 5.0)
+    assert time.perf_counter() - t0 <= budget + slack
     assert result.trials
-    assert result.seconds <= budget * 1.1
+    assert result.seconds <= budget + slack
 
 
 def test_fixed_seed_gives_the_same_search() -> None:
