@@ -45,13 +45,9 @@ def train_task(spec: TrainSpec) -> dict[str, Any]:
 def plan_fan_out_task(spec: TrainSpec, chunk_size: int, out_dir: str) -> dict[str, Any]:
     """The spec as in-process training completes it, each candidate's full config as plain
     data (for workers that rebuild it), its members and how it fits, and the chunks of series."""
-    from streamcast.models import create_model
     from streamcast.training import plan_fan_out
 
-    plan = plan_fan_out(spec, get_settings(), chunk_size, Path(out_dir))
-    for c in plan["candidates"]:
-        c["by_parts"] = create_model(c["name"], **c["config"]).fits_by_parts
-    return plan
+    return plan_fan_out(spec, get_settings(), chunk_size, Path(out_dir))
 
 
 # Fits are not retried: a retry would repeat a long fit.

@@ -300,11 +300,14 @@ def plan_fan_out(spec: TrainSpec, settings: Settings, chunk_size: int, out_dir: 
     configs = {name: candidate_config(spec, name) for name in spec.models}
     return {
         "spec": spec,
-        "candidates": [
-            {"name": n, "config": c, "members": create_model(n, **c).member_names} for n, c in configs.items()
-        ],
+        "candidates": [_planned(n, c) for n, c in configs.items()],
         "chunks": series_chunks(sorted(panel), chunk_size),
     }
+
+
+def _planned(name: str, config: dict[str, Any]) -> dict[str, Any]:
+    model = create_model(name, **config)
+    return {"name": name, "config": config, "members": model.member_names, "by_parts": model.fits_by_parts}
 
 
 def fit_candidate_to(
@@ -339,7 +342,6 @@ def fit_candidate_to(
         "stride": model.validation_stride_for(panel, plan.val_start, plan.train_end),
         "horizon": plan.config.horizon,
         "level": plan.config.level,
-        "by_parts": model.fits_by_parts,
     }
     (folder / "window.json").write_text(json.dumps(window))
     if model.fits_by_parts:
@@ -412,10 +414,7 @@ def finish_training_from(
     """:func:`finish_training` for candidates backtested elsewhere (folders written by
     :func:`assemble_candidate_to`); ``refit_model``: the winner already refit elsewhere
     (a folder of :func:`fit_candidate_to` with ``refit``), else it is refit here."""
-    panel = run_panel(settings, spec.target, _run_of(results))
-    result = plan_backtest(panel, backtest_for(spec, panel))
-    for name, path in results.items():
-        result.candidates[name] = load_candidate(Path(path))
+    panel, result = _gathered(spec, results, settings)
     final = None
     if refit_model is not None:
         final = refit_winner(panel, result, Forecaster.load(Path(refit_model) / "model"))
@@ -424,13 +423,16 @@ def finish_training_from(
 
 def winner_of(spec: TrainSpec, results: dict[str, str], settings: Settings) -> str:
     """The backtest's winner among candidates backtested elsewhere."""
-    panel = run_panel(settings, spec.target, _run_of(results))
+    return _gathered(spec, results, settings)[1].winner
+
+
+def _gathered(
+    spec: TrainSpec, results: dict[str, str], settings: Settings
+) -> tuple[dict[str, pd.DataFrame], BacktestResult]:
+    """The run's panel and its backtest with the candidates' results (``<run>/<name>/result``) loaded."""
+    run_dir = Path(next(iter(results.values()))).parent.parent
+    panel = run_panel(settings, spec.target, run_dir)
     result = plan_backtest(panel, backtest_for(spec, panel))
     for name, path in results.items():
         result.candidates[name] = load_candidate(Path(path))
-    return result.winner
-
-
-def _run_of(results: dict[str, str]) -> Path:
-    """The run folder of candidates' results (``<run>/<name>/result``)."""
-    return Path(next(iter(results.values()))).parent.parent
+    return panel, result
