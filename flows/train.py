@@ -45,7 +45,8 @@ def train_fan_out_flow(spec: TrainSpec, chunk_size: int = DEFAULT_CHUNK_SIZE) ->
     out_dir = str((get_settings().data_dir / "backtests" / uuid.uuid4().hex[:12]).resolve())
     results: dict[str, str] = {}
     try:
-        plan = plan_fan_out_task(spec, chunk_size, out_dir)
+        # On a worker: the one that plans keeps the run's panel for the fits that follow.
+        plan = plan_fan_out_task.submit(spec, chunk_size, out_dir).result()
         spec, chunks = plan["spec"], plan["chunks"]
         for built_from_others in (False, True):
             futures = {}
@@ -60,11 +61,11 @@ def train_fan_out_flow(spec: TrainSpec, chunk_size: int = DEFAULT_CHUNK_SIZE) ->
         print(f"backtested {', '.join(results)} in {len(chunks)} chunk(s) of series each")
         refit = None
         if spec.refit:
-            name = winner_task(spec, results)
+            name = winner_task.submit(spec, results).result()  # on a worker holding the panel
             winner = next(c for c in plan["candidates"] if c["name"] == name)
             if winner["by_parts"]:  # else the last task refits it (a network averages two fits)
                 refit = _fit(spec, winner, chunks, out_dir, {}, refit=True).result()
-        return finish_training_task(spec, results, refit)
+        return finish_training_task.submit(spec, results, refit).result()
     finally:
         shutil.rmtree(out_dir, ignore_errors=True)  # MLflow holds the logged models now
 

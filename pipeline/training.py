@@ -264,25 +264,35 @@ def history_example(panel: dict[str, pd.DataFrame], hours: int = 96) -> pd.DataF
 BEGUN = "begun.pkl"
 
 
-_RUN_PANELS: OrderedDict[tuple[Any, ...], dict[str, pd.DataFrame]] = OrderedDict()
-_RUN_PANELS_KEPT = 4  # the whole panel and a few chunks of the latest run
+_RUN_PANELS: OrderedDict[tuple[Any, ...], dict[tuple[str, ...] | None, dict[str, pd.DataFrame]]] = OrderedDict()
+_RUNS_KEPT = 2  # runs whose panels a worker keeps (a run's chunks together are at most its whole panel)
 _RUN_PANELS_LOCK = threading.Lock()
 
 
 def run_panel(
     settings: Settings, target: str, run_dir: Path, series: list[str] | None = None
 ) -> dict[str, pd.DataFrame]:
-    """The regularised panel (or chunk of it) as one fan-out run sees it: loaded once per
-    worker process and run (every step of a run sees the same data, even if more arrives
-    meanwhile; a worker given several steps of a run reads the store once)."""
-    key = (str(run_dir), settings.database_url, target, settings.max_gap_steps, tuple(series or ()) or None)
+    """The regularised panel (or the chunk ``series`` of it) as one fan-out run sees it:
+    read from the store once per worker process and run, so every step of a run sees the
+    same data even if more arrives meanwhile. A chunk is cut from the run's whole panel
+    when this worker holds it (regularising is per series), else read on its own: a
+    worker that only forecasts chunks reads only them."""
+    run = (str(run_dir), settings.database_url, target, settings.max_gap_steps)
+    part = tuple(series) if series else None
     with _RUN_PANELS_LOCK:  # a worker may run tasks on several threads
-        if key not in _RUN_PANELS:
-            _RUN_PANELS[key] = load_panel(settings, target, series)
-            while len(_RUN_PANELS) > _RUN_PANELS_KEPT:
-                _RUN_PANELS.popitem(last=False)
-        _RUN_PANELS.move_to_end(key)
-        return dict(_RUN_PANELS[key])
+        loaded = _RUN_PANELS.setdefault(run, {})
+        _RUN_PANELS.move_to_end(run)
+        while len(_RUN_PANELS) > _RUNS_KEPT:
+            _RUN_PANELS.popitem(last=False)
+        whole = loaded.get(None)
+        if part is not None and whole is not None:
+            return {sid: whole[sid] for sid in part if sid in whole}
+        if part not in loaded:
+            loaded[part] = load_panel(settings, target, series)
+            if part is None:  # the chunks read before are in it now
+                for key in [k for k in loaded if k is not None]:
+                    del loaded[key]
+        return dict(loaded[part])
 
 
 def series_chunks(series: list[str], chunk_size: int) -> list[list[str]]:

@@ -302,6 +302,28 @@ def test_a_chunk_size_below_one_is_refused(weather_store: Settings, tmp_path: Pa
         training.plan_fan_out(TrainSpec(models=["naive"]), weather_store, 0, tmp_path)
 
 
+def test_every_step_of_a_fan_out_run_sees_the_panel_of_its_first_read(weather_store: Settings, tmp_path: Path) -> None:
+    """A worker reads a run's panel once: each chunk is cut from it (however many chunks
+    it is given), even after more observations arrive; another run reads the new data."""
+    from tests.conftest import ingest_weather
+
+    run = tmp_path / "run"
+    whole = training.run_panel(weather_store, "temp", run)
+    ingest_weather(weather_store, tmp_path / "earlier.csv", start="2013-10-01", end="2013-10-20")
+    for chunk in (["EWR"], ["JFK"], ["LGA"], ["EWR", "JFK"], ["JFK", "LGA"], ["EWR", "LGA"]):
+        part = training.run_panel(weather_store, "temp", run, chunk)
+        assert list(part) == chunk
+        for sid in chunk:
+            pd.testing.assert_frame_equal(part[sid], whole[sid])
+    again = training.run_panel(weather_store, "temp", run)
+    assert all(again[sid].index.equals(f.index) for sid, f in whole.items())
+    later = training.run_panel(weather_store, "temp", tmp_path / "another-run")
+    assert later["EWR"].index[0] < whole["EWR"].index[0] == pd.Timestamp("2013-10-20", tz="UTC")
+    # A chunk read on its own (a worker without the whole panel) is the same regularised data.
+    alone = training.run_panel(weather_store, "temp", tmp_path / "a-third-run", ["JFK"])
+    pd.testing.assert_frame_equal(alone["JFK"], later["JFK"])
+
+
 def test_store_and_mlflow_both_on_postgresql(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Multi-machine set-up: the store and MLflow's tracking store and registry on
     PostgreSQL (artifacts in the data folder); train, register, forecast."""
