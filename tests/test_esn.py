@@ -3,6 +3,8 @@ reservoirpy's own run of each series, whatever the blocks, in fit, predict and s
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -47,17 +49,28 @@ def test_blocks_of_series_change_nothing(monkeypatch: pytest.MonkeyPatch) -> Non
     np.testing.assert_allclose(a["yhat"].to_numpy(), b["yhat"].to_numpy(), rtol=0, atol=1e-9)
 
 
-def test_a_fit_by_parts_over_chunks_of_series_is_the_fit_in_one() -> None:
+@pytest.mark.parametrize("cap", [None, 500])
+def test_a_fit_by_parts_over_chunks_of_series_is_the_fit_in_one(cap: int | None) -> None:
     """begin_fit on the panel, fit_part per chunk of series (in any order), end_fit: the
-    readout, its ridge and its forecasts are the one-process fit's."""
-    whole = create_model("esn", **ESN_TINY).fit(PANEL, TRAIN_END, VAL_START)
+    readout, its ridge and its forecasts are the one-process fit's; with a cap on the
+    training windows, each series keeps the same share however the panel is split."""
+    config = {**ESN_TINY, "max_train_windows": cap}
+    whole = create_model("esn", **config).fit(PANEL, TRAIN_END, VAL_START)
     sids = sorted(PANEL)
-    begun = create_model("esn", **ESN_TINY).begin_fit(PANEL, TRAIN_END, VAL_START)
+    begun = create_model("esn", **config).begin_fit(PANEL, TRAIN_END, VAL_START)
     chunks = [sids[1:], sids[:1]]
     parts = [begun.fit_part({sid: PANEL[sid] for sid in chunk}) for chunk in chunks]
     by_parts = begun.end_fit(parts)
     assert by_parts.fit_info["ridge"] == whole.fit_info["ridge"]
     assert by_parts.fit_info["train_rows"] == whole.fit_info["train_rows"]
+    assert by_parts.fit_info["train_stride"] == whole.fit_info["train_stride"]
+    if cap is not None:  # every k-th window of each series: about the cap, not all of them
+        every = create_model("esn", **ESN_TINY).fit(PANEL, TRAIN_END, VAL_START).fit_info["train_rows"]
+        stride = whole.fit_info["train_stride"]
+        assert stride >= -(-every // cap) > 1
+        assert every // stride <= whole.fit_info["train_rows"] <= cap + len(PANEL)
+        # no factor shared with the daily and weekly seasons: every hour of the day is trained on
+        assert math.gcd(stride, 7 * whole.config.season) == 1
     pd.testing.assert_frame_equal(by_parts.predict(PANEL), whole.predict(PANEL), rtol=1e-9)
     with pytest.raises(TypeError, match="not fitted by parts"):
         create_model("naive").begin_fit(PANEL, TRAIN_END, VAL_START)

@@ -385,7 +385,13 @@ def test_keras_windows_of_a_large_panel_are_an_even_share_of_every_series() -> N
     capped.fit(PANEL, TRAIN_END, VAL_START)
     full, part = every.fit_info, capped.fit_info
     assert full["train_windows"] > 300 and full["val_windows"] > 60
-    assert 150 < part["train_windows"] <= 300 + 3 and 30 < part["val_windows"] <= 60 + 3  # + one per series
+    assert part["train_windows"] <= 300 + 3 and part["val_windows"] <= 60 + 3  # + one per series
+    # every k-th window, k the smallest stride within the cap that does not alias the seasons
+    from streamcast.models.base import window_stride
+
+    season = capped.config.season
+    assert part["train_windows"] >= full["train_windows"] // window_stride(full["train_windows"], 300, season)
+    assert part["val_windows"] >= full["val_windows"] // window_stride(full["val_windows"], 60, season)
     # Three windows' worth: each series still gives (at least) its first one.
     designs = {sid: capped._design(sid, f.loc[:TRAIN_END]) for sid, f in PANEL.items()}
     val_pos = {sid: int(f.index.searchsorted(VAL_START)) for sid, f in PANEL.items()}
@@ -444,3 +450,16 @@ def test_a_stream_forecasts_what_predict_does_with_the_last_value_anchor(name: s
     model = create_model(name, horizon=H, seed=7, **config, anchor="last").fit(PANEL, TRAIN_END, VAL_START)
     assert model.config.anchor == "last"
     _assert_stream_equals_batch(model, "C")
+
+
+@pytest.mark.parametrize(("total", "cap", "season"), [(1_500_000, 200_000, 24), (40_000, 9_000, 48), (900, 100, 7)])
+def test_a_window_cap_keeps_every_phase_of_the_seasons(total: int, cap: int, season: int) -> None:
+    """A capped panel keeps every k-th window of each series: at most the cap, and k never
+    aliases the daily or weekly season (every 8th hourly window is 3 hours of the day)."""
+    from streamcast.models.base import window_stride
+
+    k = window_stride(total, cap, season)
+    kept = np.arange(0, total, k)
+    assert len(kept) <= cap
+    assert set(kept % (7 * season)) == set(range(7 * season))  # every hour of every weekday
+    assert window_stride(total, None, season) == window_stride(cap, cap, season) == 1

@@ -14,6 +14,7 @@ or the store.
 from __future__ import annotations
 
 import json
+import math
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
@@ -431,6 +432,19 @@ def anchor_values(x: np.ndarray, positions: np.ndarray, horizon: int, season: in
     q = np.where(ok, p, m)[:, None]  # stand-in positions where a season is missing
     out = x[q + h - k * m] + k * (x[q] - x[q - m])
     return np.where(ok[:, None], out, last)
+
+
+def window_stride(total: int, cap: int | None, season: int = 1) -> int:
+    """Every how many windows one is kept so that at most ``cap`` of ``total`` remain (each
+    series keeps its evenly spaced share). The stride shares no factor with the daily and
+    weekly seasons (``season`` and ``7 * season``): every 8th hourly window would train on
+    three hours of the day only, every 11th meets all of them in every series."""
+    if not cap or total <= cap:
+        return 1
+    stride = -(-total // cap)
+    while math.gcd(stride, 7 * season) != 1:
+        stride += 1
+    return stride
 
 
 def choose_anchor(designs: dict[str, Design], val_pos: dict[str, int], cfg: ModelConfig) -> str:

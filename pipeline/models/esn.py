@@ -22,7 +22,7 @@ import pandas as pd
 
 from streamcast.errors import InputError
 from streamcast.features import Design, OnlineDesign
-from streamcast.models.base import Forecaster, ModelConfig
+from streamcast.models.base import Forecaster, ModelConfig, window_stride
 from streamcast.models.search import FloatRange, IntRange, SearchSpace
 from streamcast.models.streams import DesignStream, SeriesStream
 
@@ -51,6 +51,10 @@ class ESNConfig(ModelConfig):
     # the defaults a start 168 steps back moves forecasts by 1e-7, 336 by 1e-14), and a
     # deployed forecast or stream loads no more history than this.
     forecast_warmup: int = 336
+    # Training windows of all series together the readout is fit on, at most about (None:
+    # every one): a large panel keeps every k-th window of each series. The reservoir
+    # still runs over every step; the readout's sums, the other half of the work, shrink.
+    max_train_windows: int | None = 200_000
 
 
 def _reservoir_cls() -> Any:
@@ -438,6 +442,7 @@ class ESNForecaster(Forecaster):
     # for one process is fit by parts: chunks of series in other processes, summed here.
     fits_by_parts: ClassVar[bool] = True
     _val_stride: int = 1
+    _train_stride: int = 1
 
     def _fit(self, designs: dict[str, Design], val_pos: dict[str, int]) -> None:
         """The fit by parts in one part: the whole panel."""
@@ -445,23 +450,28 @@ class ESNForecaster(Forecaster):
         self._end_parts([self._fit_part(designs, val_pos)])
 
     def _begin_parts(self, designs: dict[str, Design], val_pos: dict[str, int]) -> None:
-        """Draw the reservoir and fix the share of validation windows every series keeps: at
-        most ``MAX_VALIDATION_ROWS`` over the whole panel, whichever chunks it is fit in."""
+        """Draw the reservoir and fix the share of training and validation windows every
+        series keeps: at most ``max_train_windows`` and ``MAX_VALIDATION_ROWS`` over the
+        whole panel, whichever chunks it is fit in."""
         cfg = self.config
         n_inputs = next(iter(designs.values())).X.shape[1]
         self.reservoir = self._make_reservoir(n_inputs)
         self._recurrence = None
         self.readout = None
         start = max(cfg.warmup, cfg.lookback - 1)
-        n_val = sum(len(self.split_ends(d, val_pos[sid], cfg.lookback, start)[1]) for sid, d in designs.items())
-        self._val_stride = max(1, -(-n_val // MAX_VALIDATION_ROWS))
+        ends = [self.split_ends(d, val_pos[sid], cfg.lookback, start) for sid, d in designs.items()]
+        self._train_stride = window_stride(sum(len(train) for train, _ in ends), cfg.max_train_windows, cfg.season)
+        self._val_stride = window_stride(sum(len(val) for _, val in ends), MAX_VALIDATION_ROWS)
 
     def _fit_part(self, designs: dict[str, Design], val_pos: dict[str, int]) -> dict[str, np.ndarray]:
         """Ridge sufficient statistics of these series' training windows (reservoirpy's Ridge
         worker sums) and their kept validation windows: memory does not grow with the panel."""
         cfg = self.config
         start = max(cfg.warmup, cfg.lookback - 1)
-        ends = {sid: self.split_ends(d, val_pos[sid], cfg.lookback, start) for sid, d in designs.items()}
+        ends = {}
+        for sid, d in designs.items():
+            train, val = self.split_ends(d, val_pos[sid], cfg.lookback, start)
+            ends[sid] = (train[:: self._train_stride], val)
         stats: _RidgeStats | None = None
         val_z: list[np.ndarray] = []
         val_y: list[np.ndarray] = []
@@ -501,6 +511,7 @@ class ESNForecaster(Forecaster):
         self.readout = stats.solve(ridge)
         self.fit_info = {
             "train_rows": stats.rows,
+            "train_stride": self._train_stride,
             "ridge": ridge,
             "val_mae_by_ridge": scores,
             "validation_rows": len(Zva),

@@ -22,7 +22,7 @@ import pandas as pd
 
 from streamcast.errors import InputError
 from streamcast.features import Design, make_windows
-from streamcast.models.base import Forecaster, ModelConfig
+from streamcast.models.base import Forecaster, ModelConfig, window_stride
 from streamcast.models.search import Choice, FloatRange, SearchSpace
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -74,11 +74,6 @@ class KerasConfig(ModelConfig):
     max_val_windows: int | None = 50_000
     max_fit_seconds: float | None = None  # stop training at this wall-clock budget (tuning)
     verbose: int = 0
-
-
-def _stride(total: int, cap: int | None) -> int:
-    """Every how many windows one is kept so that at most ``cap`` of ``total`` remain."""
-    return max(1, -(-total // cap)) if cap else 1
 
 
 def seed_everything(seed: int) -> None:
@@ -181,7 +176,7 @@ class KerasForecaster(Forecaster):
         parts: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = {"train": ([], []), "val": ([], [])}
         split = {sid: self.split_ends(d, val_pos[sid], cfg.lookback) for sid, d in designs.items()}
         strides = [
-            _stride(sum(len(ends[k]) for ends in split.values()), cap)
+            window_stride(sum(len(ends[k]) for ends in split.values()), cap, cfg.season)
             for k, cap in enumerate((cfg.max_train_windows, cfg.max_val_windows))
         ]
         for sid, d in designs.items():
