@@ -463,3 +463,19 @@ def test_a_window_cap_keeps_every_phase_of_the_seasons(total: int, cap: int, sea
     assert len(kept) <= cap
     assert set(kept % (7 * season)) == set(range(7 * season))  # every hour of every weekday
     assert window_stride(total, None, season) == window_stride(cap, cap, season) == 1
+
+
+def test_hopfield_chooses_beta_on_a_capped_share_of_validation_windows() -> None:
+    """Past ``max_val_windows`` (all series together) the Hopfield memory chooses beta and
+    the lookback on every k-th validation window of each series; the grid's retrievals
+    share one similarity product and return what each beta alone does."""
+    every = create_model("hopfield", horizon=H, max_val_windows=None).fit(PANEL, TRAIN_END, VAL_START)
+    capped = create_model("hopfield", horizon=H, max_val_windows=60).fit(PANEL, TRAIN_END, VAL_START)
+    full, part = every.fit_info["validation_windows"], capped.fit_info["validation_windows"]
+    assert full > 60 and part <= 60 + len(PANEL)
+    assert set(capped.fit_info["val_mae"]) == set(every.fit_info["val_mae"])  # the whole grid still scored
+    assert capped.keys is not None and capped.values is not None
+    Q = capped.keys[:50]
+    grid = capped.config.beta_grid
+    for beta, together in zip(grid, capped.retrieve_each(Q, capped.keys, capped.values, grid), strict=True):
+        np.testing.assert_array_equal(together, capped.retrieve(Q, capped.keys, capped.values, beta))
