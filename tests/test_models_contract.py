@@ -479,3 +479,17 @@ def test_hopfield_chooses_beta_on_a_capped_share_of_validation_windows() -> None
     grid = capped.config.beta_grid
     for beta, together in zip(grid, capped.retrieve_each(Q, capped.keys, capped.values, grid), strict=True):
         np.testing.assert_array_equal(together, capped.retrieve(Q, capped.keys, capped.values, beta))
+
+
+def test_a_keras_fit_takes_at_most_its_budget_of_updates() -> None:
+    """``max_updates`` bounds the optimizer steps: a panel with more batches an epoch runs
+    fewer epochs (a count, so the same seed gives the same weights anywhere); a small one
+    keeps its epochs."""
+    tiny = {**KERAS_TINY, "epochs": 8, "patience": 20}
+    free = create_model("rnn", horizon=H, **tiny, max_updates=None).fit(PANEL, TRAIN_END, VAL_START)
+    batches = -(-free.fit_info["train_windows"] // tiny["batch_size"])
+    assert free.fit_info["epochs_allowed"] == free.fit_info["epochs_run"] == 8
+    capped = create_model("rnn", horizon=H, **tiny, max_updates=3 * batches + 1).fit(PANEL, TRAIN_END, VAL_START)
+    assert capped.fit_info["epochs_allowed"] == capped.fit_info["epochs_run"] == 3
+    roomy = create_model("rnn", horizon=H, **tiny, max_updates=100 * batches).fit(PANEL, TRAIN_END, VAL_START)
+    assert roomy.fit_info["epochs_allowed"] == 8
