@@ -272,11 +272,12 @@ class Forecaster(ABC):
     ) -> int:
         """:attr:`validation_stride`, widened on a large panel so that all series together have
         at most ``MAX_VALIDATION_ORIGINS`` validation origins (a thousand series forecast at
-        every step of a 30-day slice would be 17 million points, for a quantile per step)."""
+        every step of a 30-day slice would be 17 million points, for a quantile per step); the
+        widened stride is :func:`window_stride`'s, so origins still meet every hour of the week."""
         freq = panel_freq(dict(panel))
         per_series = max(int((train_end - self.config.horizon * freq - val_start) / freq) + 1, 1)
         cap = self.max_validation_origins or MAX_VALIDATION_ORIGINS
-        return max(self.validation_stride, -(-per_series * len(panel) // cap))
+        return max(self.validation_stride, window_stride(per_series * len(panel), cap, self.config.season))
 
     def validation_forecasts(
         self,

@@ -461,7 +461,7 @@ class ESNForecaster(Forecaster):
         start = max(cfg.warmup, cfg.lookback - 1)
         ends = [self.split_ends(d, val_pos[sid], cfg.lookback, start) for sid, d in designs.items()]
         self._train_stride = window_stride(sum(len(train) for train, _ in ends), cfg.max_train_windows, cfg.season)
-        self._val_stride = window_stride(sum(len(val) for _, val in ends), MAX_VALIDATION_ROWS)
+        self._val_stride = window_stride(sum(len(val) for _, val in ends), MAX_VALIDATION_ROWS, cfg.season)
 
     def _fit_part(self, designs: dict[str, Design], val_pos: dict[str, int]) -> dict[str, np.ndarray]:
         """Ridge sufficient statistics of these series' training windows (reservoirpy's Ridge
