@@ -253,6 +253,33 @@ def _assert_stream_equals_batch(model: Forecaster, sid: str) -> None:
     np.testing.assert_allclose(stream.forecast(), batch, rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize("name", ["rnn", "theta"])
+def test_window_streams_forecast_together_what_each_alone_does(fitted: dict[str, Forecaster], name: str) -> None:
+    """``forecast_all`` of window streams asks their model once for every series (a network:
+    one forward pass, where one per series made a streamed hour of 1,000 series take
+    seconds); each series gets what its stream alone forecasts, and a series with nothing
+    observed yet gets None."""
+    model = fitted[name]
+    streams = model.streams({sid: f.iloc[:-24] for sid, f in PANEL.items()})
+    streams["new"] = model.stream("new", PANEL["A"].iloc[:0])
+    cls = type(streams["A"])
+    calls: list[int] = []
+    if name == "rnn":
+        forward = model._forward()
+        model._forward_fn = lambda x: calls.append(len(x)) or forward(x)  # type: ignore[attr-defined]
+    for ts in INDEX[-24:-22]:
+        for sid in PANEL:
+            streams[sid].advance(ts, {k: float(v) for k, v in PANEL[sid].loc[ts].items() if k != "long_gap"})
+        calls.clear()
+        together = cls.forecast_all(list(streams.values()))
+        if name == "rnn":
+            assert calls == [len(PANEL)]  # the three series' windows in one pass; none for "new"
+        assert together[-1] is None
+        for sid, fc in zip(PANEL, together, strict=False):
+            np.testing.assert_allclose(fc, streams[sid].forecast(), rtol=0, atol=1e-6)
+        assert not np.allclose(together[0], together[1])
+
+
 @pytest.mark.parametrize("name", list(CONTRACT))
 def test_search_space_names_config_fields(name: str) -> None:
     config_cls = get_model_class(name).config_cls

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import random
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
@@ -242,14 +242,29 @@ class KerasForecaster(Forecaster):
         }
 
     def _predict(self, design: Design, positions: np.ndarray) -> np.ndarray:
-        L = self.config.lookback
-        # Windows at the very start of a series are padded with its first row.
-        X = np.vstack([np.repeat(design.X[:1], L - 1, 0), design.X])
-        windows = X[positions[:, None] + np.arange(L)[None, :]]
+        return self._predict_many([design], [positions])[0]
+
+    def _predict_many(self, designs: Sequence[Design], positions: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Every series' windows through the network together: forward passes of 2,048
+        windows, however few each series has (a stream asks for one window per series)."""
+        if not designs:
+            return []
+        L, batch = self.config.lookback, 2048
+        steps = np.arange(L)[None, :]
         forward = self._forward()
-        return np.concatenate(
-            [np.asarray(forward(windows[i : i + 2048]), dtype=np.float64) for i in range(0, len(windows), 2048)]
-        )
+        pending: list[np.ndarray] = []  # windows built, not yet through the network
+        queued = 0
+        outs: list[np.ndarray] = []
+        for k, (d, p) in enumerate(zip(designs, positions, strict=True)):
+            # Windows at the very start of a series are padded with its first row.
+            pending.append(np.vstack([np.repeat(d.X[:1], L - 1, 0), d.X])[p[:, None] + steps])
+            queued += len(p)
+            if queued >= 8 * batch or k == len(designs) - 1:  # memory stays bounded on a large panel
+                stacked = np.concatenate(pending)
+                outs += [np.asarray(forward(stacked[i : i + batch]), dtype=np.float64) for i in range(0, queued, batch)]
+                pending, queued = [], 0
+        out = np.concatenate(outs) if outs else np.empty((0, self.config.horizon))
+        return np.split(out, np.cumsum([len(p) for p in positions])[:-1])
 
     def _forward(self) -> Any:
         """The network's forward pass, compiled once for any batch size. An eager call steps

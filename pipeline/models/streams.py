@@ -93,6 +93,27 @@ class WindowStream(DesignStream):
     def _forecast_scaled(self) -> np.ndarray | None:
         if self._n == 0:
             return None
+        return self.model.forecast_scaled(self._window(), np.array([self._n - 1]))[0]
+
+    def _window(self) -> Design:
         d = self._design
-        window = Design(d.series_id, self._X[: self._n], self._y[: self._n], d.target_mean, d.target_std)
-        return self.model.forecast_scaled(window, np.array([self._n - 1]))[0]
+        return Design(d.series_id, self._X[: self._n], self._y[: self._n], d.target_mean, d.target_std)
+
+    @classmethod
+    def forecast_all(cls, streams: Sequence[WindowStream]) -> list[np.ndarray | None]:
+        """Every stream's forecast with one :meth:`Forecaster.forecast_scaled_many` call per
+        model (a network forecasts all its series in one batched forward pass, where one call
+        per series cost ~2 ms each: 7 s an hour for an ensemble of two networks at 1,000 series)."""
+        out: list[np.ndarray | None] = [None] * len(streams)
+        by_model: dict[int, list[int]] = {}
+        for k, stream in enumerate(streams):
+            if stream._n:
+                by_model.setdefault(id(stream.model), []).append(k)
+        for ks in by_model.values():
+            model = streams[ks[0]].model
+            scaled = model.forecast_scaled_many(
+                [streams[k]._window() for k in ks], [np.array([streams[k]._n - 1]) for k in ks]
+            )
+            for k, forecast in zip(ks, scaled, strict=True):
+                out[k] = streams[k].online.unscale(forecast[0])
+        return out
