@@ -9,7 +9,10 @@ warming every series' state; the steady hours come after the first 24, once ever
 scores a full horizon of matured points per series. Wall time and peak resident memory (the process and its
 children, sampled every 50 ms) per step; ratios to the smallest N, measured in one run.
 
-    python bench/scale.py [--series 10,100,1000] [--hours 30] [--redis-url URL]
+    python bench/scale.py [--series 10,100,1000] [--hours 30] [--models naive,seasonal_naive,esn] [--redis-url URL]
+
+``--models`` changes the candidates trained, and so the champion streamed (``naive,cnn``:
+a window-model champion, re-predicting every series' window each hour).
 """
 
 from __future__ import annotations
@@ -100,7 +103,11 @@ def measure(args: list[str], env: dict[str, str]) -> tuple[float, float, str]:
     return elapsed, peak, out
 
 
-def run(n: int, hours: int, redis_url: str) -> dict[str, tuple[float, float]]:
+DEFAULT_MODELS = "naive,seasonal_naive,esn"
+
+
+def run(n: int, hours: int, redis_url: str, models: str = DEFAULT_MODELS) -> tuple[dict[str, tuple[float, float]], str]:
+    """Each step's (seconds, peak RSS MB) at ``n`` series, and the champion trained."""
     with tempfile.TemporaryDirectory(prefix="streamcast-scale-") as tmp:
         data = Path(tmp)
         env = {
@@ -118,8 +125,10 @@ def run(n: int, hours: int, redis_url: str) -> dict[str, tuple[float, float]]:
         out: dict[str, tuple[float, float]] = {}
         out["ingest"] = measure([*sc, "ingest", "--source", "csv", "--path", str(data / "panel.csv"),
                                  "--series-col", "station"], env)[:2]  # fmt: skip
-        out["train"] = measure([*sc, "train", "--target", "temp", "--models", "naive,seasonal_naive,esn",
-                                "--folds", "5"], env)[:2]  # fmt: skip
+        wall, peak, trained = measure([*sc, "train", "--target", "temp", "--models", models, "--folds", "5"], env)
+        out["train"] = (wall, peak)
+        won = re.search(r"winner: (\S+)", trained)
+        champion = won.group(1) if won else "?"
         out["forecast"] = measure([*sc, "forecast", "--target", "temp"], env)[:2]
         out["predictions latest"] = measure([*sc, "predictions", "latest", "--target", "temp", "--format", "csv"], env)[
             :2
@@ -142,7 +151,7 @@ def run(n: int, hours: int, redis_url: str) -> dict[str, tuple[float, float]]:
         out["first streamed hour"] = (float(first.group(1)) / 1000 if first else wall - idle, peak)
         out["later streamed hours"] = (float(p50.group(1)) / 1000 if p50 else float("nan"), peak)
         out["steady streamed hours"] = (steady_hour(data / "streamcast.db", HORIZON), peak)
-        return out
+        return out, champion
 
 
 def steady_hour(db: Path, horizon: int) -> float:
@@ -161,12 +170,13 @@ def main() -> None:
     ap.add_argument("--series", default="10,100,1000")
     ap.add_argument("--hours", type=int, default=HORIZON + 6, help="hours streamed after the ingested history")
     ap.add_argument("--redis-url", default="redis://127.0.0.1:6379/15")
+    ap.add_argument("--models", default=DEFAULT_MODELS, help="candidates trained (the best is the champion streamed)")
     args = ap.parse_args()
     sizes = [int(s) for s in args.series.split(",")]
-    results = {}
+    results, champions = {}, {}
     for n in sizes:
         print(f"N={n} ...", flush=True)
-        results[n] = run(n, args.hours, args.redis_url)
+        results[n], champions[n] = run(n, args.hours, args.redis_url, args.models)
         print("  " + ", ".join(f"{k} {v[0]:.2f}s" for k, v in results[n].items()), flush=True)
     base = sizes[0]
     headers = [
@@ -182,17 +192,21 @@ def main() -> None:
         rows.append([step, *(f"{s:.2f}" for s in secs), *ratios, f"{results[sizes[-1]][step][1]:,.0f}"])
     body = (
         f"Synthetic hourly panels: N series x {DAYS} days, two variables (temp, humid); one `streamcast` process "
-        "per step, wall time including its start-up; training `--models naive,seasonal_naive,esn --folds 5`; "
+        f"per step, wall time including its start-up; training `--models {args.models} --folds 5`; "
         f"streamed hours through Redis ({args.hours} hours of N entries, `--batch-size N`): the first includes "
         "loading the champion and warming every series' state; later hours are the stream's p50 batch latency "
         f"over all the others; steady hours the median hour after the first {HORIZON} (each then scores {HORIZON} "
         "matured points per series: the stream's cost from its second day on). "
-        "Peak RSS: the process and its children.\n\n" + markdown_table(headers, rows)
+        "Peak RSS: the process and its children. "
+        f"Champion streamed: {', '.join(f'{champions[n]} (N={n:,})' for n in sizes)}.\n\n"
+        + markdown_table(headers, rows)
     )
     print(body)
     title = "Scale: steps by number of series"
     if args.series != "10,100,1000":  # another set of sizes is another table, not a replacement
         title += f" (N = {', '.join(f'{n:,}' for n in sizes)})"
+    if args.models != DEFAULT_MODELS:  # and so is another champion
+        title += f" (--models {args.models})"
     write_section(title, body)
 
 

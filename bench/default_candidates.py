@@ -1,0 +1,75 @@
+"""The default candidates on a large panel, through the CLI as a user runs it.
+
+One synthetic hourly panel (`bench/scale.py`'s generator: N series x 90 days, two
+variables), ingested, then `streamcast train --target temp` with every default candidate
+and the default 30 origins: the wall time and peak resident memory of the whole train
+(the process and its children, sampled every 50 ms), and each step's own time as the
+CLI's progress reports it (a candidate's backtest, the winner's refit, MLflow logging,
+registration), with its fit seconds and MASE.
+
+    python bench/default_candidates.py [--series 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import markdown_table, write_section
+from scale import DAYS, STREAMCAST, measure, panel
+
+# "  ets: done: fit 248.8s, MASE 0.808          0:04:21" (a step, what it reports, its elapsed time)
+STEP = re.compile(r"^\s*(?P<step>[\w ]+?): (?P<detail>.*?)\s+(?P<h>\d+):(?P<m>\d\d):(?P<s>\d\d)\s*$")
+DONE = re.compile(r"done: fit (?P<fit>[\d.]+)s, MASE (?P<mase>[\d.]+)")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--series", type=int, default=1000)
+    args = ap.parse_args()
+    n = args.series
+    with tempfile.TemporaryDirectory(prefix="streamcast-candidates-") as tmp:
+        data = Path(tmp)
+        env = {
+            **os.environ,
+            "STREAMCAST_DATA_DIR": str(data),
+            "MLFLOW_TRACKING_URI": f"sqlite:///{data / 'mlflow.db'}",
+            "TF_CPP_MIN_LOG_LEVEL": "3",
+        }
+        env.pop("STREAMCAST_DB_URL", None)
+        panel(n, 24 * DAYS).to_csv(data / "panel.csv", index=False)
+        ingest = measure([STREAMCAST, "ingest", "--source", "csv", "--path", str(data / "panel.csv"),
+                          "--series-col", "station"], env)  # fmt: skip
+        wall, peak, printed = measure([STREAMCAST, "train", "--target", "temp"], env)
+    print(printed)
+    rows = []
+    for line in printed.splitlines():
+        m = STEP.match(line)
+        if m is None:
+            continue
+        seconds = int(m["h"]) * 3600 + int(m["m"]) * 60 + int(m["s"])
+        done = DONE.search(m["detail"])
+        fit, mase = (f"{float(done['fit']):,.0f}", done["mase"]) if done else ("", "")
+        rows.append([m["step"], f"{seconds:,}", fit, mase])
+    rows.append(["**train, whole command**", f"{wall:,.0f}", "", ""])
+    winner = re.search(r"winner: (\S+) \(MASE ([\d.]+)\)", printed)
+    body = (
+        f"{n:,} synthetic hourly series x {DAYS} days (two variables; `bench/scale.py`'s generator), ingested "
+        f"({ingest[0]:.0f} s), then `streamcast train --target temp`: every default candidate, 30 origins. "
+        "Step seconds as the CLI's progress reports them (a candidate's backtest: fit, backtest forecasts, "
+        "calibration; its fit seconds beside, the ensemble's being its members' together). "
+        f"Peak RSS of the train command and its children: {peak:,.0f} MB. "
+        f"Winner: {winner.group(1) + ' (MASE ' + winner.group(2) + ')' if winner else '?'}.\n\n"
+        + markdown_table(["step", "seconds", "fit s", "MASE"], rows)
+    )
+    print(body)
+    write_section(f"Default candidates at scale (N = {n:,})", body)
+
+
+if __name__ == "__main__":
+    main()
