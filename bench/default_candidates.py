@@ -13,7 +13,6 @@ registration), with its fit seconds and MASE.
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import sys
 import tempfile
@@ -21,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _results import markdown_table, write_section
-from scale import DAYS, STREAMCAST, measure, panel
+from scale import DAYS, STREAMCAST, cli_env, ingest_csv, measure, panel
 
 # "  ets: done: fit 248.8s, MASE 0.808          0:04:21" (a step, what it reports, its elapsed time)
 STEP = re.compile(r"^\s*(?P<step>[\w ]+?): (?P<detail>.*?)\s+(?P<h>\d+):(?P<m>\d\d):(?P<s>\d\d)\s*$")
@@ -35,16 +34,9 @@ def main() -> None:
     n = args.series
     with tempfile.TemporaryDirectory(prefix="streamcast-candidates-") as tmp:
         data = Path(tmp)
-        env = {
-            **os.environ,
-            "STREAMCAST_DATA_DIR": str(data),
-            "MLFLOW_TRACKING_URI": f"sqlite:///{data / 'mlflow.db'}",
-            "TF_CPP_MIN_LOG_LEVEL": "3",
-        }
-        env.pop("STREAMCAST_DB_URL", None)
+        env = cli_env(data)
         panel(n, 24 * DAYS).to_csv(data / "panel.csv", index=False)
-        ingest = measure([STREAMCAST, "ingest", "--source", "csv", "--path", str(data / "panel.csv"),
-                          "--series-col", "station"], env)  # fmt: skip
+        ingest = ingest_csv(data / "panel.csv", env)
         wall, peak, printed = measure([STREAMCAST, "train", "--target", "temp"], env)
     print(printed)
     rows = []

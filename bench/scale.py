@@ -103,6 +103,24 @@ def measure(args: list[str], env: dict[str, str]) -> tuple[float, float, str]:
     return elapsed, peak, out
 
 
+def cli_env(data: Path) -> dict[str, str]:
+    """The environment of a CLI step: the data folder ``data`` holds its store and MLflow
+    database (a store URL set outside is dropped)."""
+    env = {
+        **os.environ,
+        "STREAMCAST_DATA_DIR": str(data),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{data / 'mlflow.db'}",
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+    }
+    env.pop("STREAMCAST_DB_URL", None)
+    return env
+
+
+def ingest_csv(path: Path, env: dict[str, str]) -> tuple[float, float, str]:
+    """`streamcast ingest` of a panel written by :func:`panel` (series in its ``station`` column)."""
+    return measure([STREAMCAST, "ingest", "--source", "csv", "--path", str(path), "--series-col", "station"], env)
+
+
 DEFAULT_MODELS = "naive,seasonal_naive,esn"
 
 
@@ -110,21 +128,14 @@ def run(n: int, hours: int, redis_url: str, models: str = DEFAULT_MODELS) -> tup
     """Each step's (seconds, peak RSS MB) at ``n`` series, and the champion trained."""
     with tempfile.TemporaryDirectory(prefix="streamcast-scale-") as tmp:
         data = Path(tmp)
-        env = {
-            **os.environ,
-            "STREAMCAST_DATA_DIR": str(data),
-            "MLFLOW_TRACKING_URI": f"sqlite:///{data / 'mlflow.db'}",
-            "TF_CPP_MIN_LOG_LEVEL": "3",
-        }
-        env.pop("STREAMCAST_DB_URL", None)
+        env = cli_env(data)
         frame = panel(n, 24 * DAYS + hours)
         cut = frame["ts"].max() - pd.Timedelta(hours=hours)
         frame[frame["ts"] <= cut].to_csv(data / "panel.csv", index=False)
         live = frame[frame["ts"] > cut].rename(columns={"station": "series_id"}).sort_values(["ts", "series_id"])
         sc = [STREAMCAST]
         out: dict[str, tuple[float, float]] = {}
-        out["ingest"] = measure([*sc, "ingest", "--source", "csv", "--path", str(data / "panel.csv"),
-                                 "--series-col", "station"], env)[:2]  # fmt: skip
+        out["ingest"] = ingest_csv(data / "panel.csv", env)[:2]
         wall, peak, trained = measure([*sc, "train", "--target", "temp", "--models", models, "--folds", "5"], env)
         out["train"] = (wall, peak)
         won = re.search(r"winner: (\S+)", trained)
