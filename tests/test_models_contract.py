@@ -520,3 +520,29 @@ def test_a_keras_fit_takes_at_most_its_budget_of_updates() -> None:
     assert capped.fit_info["epochs_allowed"] == capped.fit_info["epochs_run"] == 3
     roomy = create_model("rnn", horizon=H, **tiny, max_updates=100 * batches).fit(PANEL, TRAIN_END, VAL_START)
     assert roomy.fit_info["epochs_allowed"] == 8
+
+
+def test_a_large_panels_epochs_are_a_bounded_number_of_batches() -> None:
+    """Past ``epoch_batches`` batches a pass, an epoch (what early stopping and the
+    learning-rate schedule count) is that many batches, read on across passes: the same
+    number of updates as whole passes would take, checked more often, and the same
+    weights for the same seed."""
+    tiny = {**KERAS_TINY, "epochs": 2, "patience": 50}
+    whole = create_model("rnn", horizon=H, **tiny).fit(PANEL, TRAIN_END, VAL_START)
+    batches = whole.fit_info["batches_per_epoch"]
+    assert batches == -(-whole.fit_info["train_windows"] // tiny["batch_size"]) and batches >= 6
+    assert int(whole.network.optimizer.iterations.numpy()) == 2 * batches
+    per_epoch = batches // 3
+    split = [
+        create_model("rnn", horizon=H, **tiny, epoch_batches=per_epoch).fit(PANEL, TRAIN_END, VAL_START) for _ in "ab"
+    ]
+    info = split[0].fit_info
+    assert info["batches_per_epoch"] == per_epoch
+    assert info["epochs_allowed"] == info["epochs_run"] == -(-2 * batches // per_epoch)
+    assert int(split[0].network.optimizer.iterations.numpy()) == info["epochs_run"] * per_epoch
+    for a, b in zip(split[0].network.get_weights(), split[1].network.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    capped = create_model("rnn", horizon=H, **tiny, epoch_batches=per_epoch, max_updates=4 * per_epoch + 1)
+    capped.fit(PANEL, TRAIN_END, VAL_START)
+    assert capped.fit_info["epochs_allowed"] == 4
+    assert int(capped.network.optimizer.iterations.numpy()) == 4 * per_epoch

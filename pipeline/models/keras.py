@@ -78,6 +78,8 @@ class KerasConfig(ModelConfig):
     # batches an epoch) keeps its 60 epochs; 1,000 series' 112,000 windows (875 batches)
     # get 17, where an lstm epoch takes 25 s on 2 cores.
     max_updates: int | None = 15_000
+    # Batches an epoch holds at most (None: every window once): see _fit.
+    epoch_batches: int | None = 250
     max_fit_seconds: float | None = None  # stop training at this wall-clock budget (tuning)
     verbose: int = 0
 
@@ -114,6 +116,22 @@ def cnn_feature_extractor(inputs: Any, dropout: float) -> Any:
     x = layers.Conv1D(64, 5, padding="same", activation="relu", name="conv2")(x)
     x = layers.MaxPooling1D(2, name="pool2")(x)
     return layers.Dropout(dropout, name="extractor_dropout")(x)
+
+
+# Windows a validation or forecast forward pass takes at once (no gradients: larger
+# batches only run faster).
+VALIDATION_BATCH = 2048
+
+
+def _shuffled_batches(X: np.ndarray, Y: np.ndarray, batch_size: int, seed: int) -> Any:
+    """(window, target) batches of ``X, Y`` in a new seeded order on every pass, repeated
+    without end: training epochs of ``steps_per_epoch`` batches read on where the last one
+    stopped, across passes."""
+    import tensorflow as tf
+
+    data = tf.data.Dataset.from_tensor_slices((X, Y))
+    data = data.shuffle(len(X), seed=seed, reshuffle_each_iteration=True).batch(batch_size)
+    return data.repeat().prefetch(2)
 
 
 def _time_limit(seconds: float) -> Any:
@@ -218,16 +236,22 @@ class KerasForecaster(Forecaster):
                 monitor=monitor, factor=0.5, patience=max(1, cfg.patience // 3), min_lr=1e-5
             ),
         ]
-        epochs = cfg.epochs
+        batches = -(-len(X) // cfg.batch_size)
+        # An "epoch" (what early stopping and the learning-rate schedule count) is at most
+        # ``epoch_batches`` batches: on a large panel a pass over every window is thousands
+        # of updates, and a plateau would be noticed only passes after it began.
+        per_epoch = min(batches, cfg.epoch_batches or batches)
+        epochs = cfg.epochs if per_epoch == batches else -(-cfg.epochs * batches // per_epoch)
         if cfg.max_updates:
-            epochs = min(epochs, max(1, cfg.max_updates // -(-len(X) // cfg.batch_size)))
+            epochs = min(epochs, max(1, cfg.max_updates // per_epoch))
         history = self.network.fit(
-            X,
-            Y,
+            *((X, Y) if per_epoch == batches else (_shuffled_batches(X, Y, cfg.batch_size, cfg.seed),)),
             validation_data=(Xv, Yv) if has_val else None,
             epochs=epochs,
-            batch_size=cfg.batch_size,
-            shuffle=True,
+            batch_size=cfg.batch_size if per_epoch == batches else None,
+            steps_per_epoch=None if per_epoch == batches else per_epoch,
+            validation_batch_size=None if per_epoch == batches else VALIDATION_BATCH,
+            shuffle=per_epoch == batches,  # the batches of a large panel come shuffled
             callbacks=callbacks,
             verbose=cfg.verbose,
         )
@@ -236,6 +260,7 @@ class KerasForecaster(Forecaster):
             "train_windows": len(X),
             "val_windows": len(Xv),
             "epochs_allowed": epochs,
+            "batches_per_epoch": per_epoch,
             "epochs_run": len(losses),
             "best_epoch": int(np.argmin(losses)) + 1 if losses else 0,
             "best_" + monitor: float(np.min(losses)) if losses else float("nan"),
@@ -249,7 +274,7 @@ class KerasForecaster(Forecaster):
         windows, however few each series has (a stream asks for one window per series)."""
         if not designs:
             return []
-        L, batch = self.config.lookback, 2048
+        L, batch = self.config.lookback, VALIDATION_BATCH
         steps = np.arange(L)[None, :]
         forward = self._forward()
         pending: list[np.ndarray] = []  # windows built, not yet through the network
