@@ -16,6 +16,7 @@ from streamcast.features import make_windows, prepare_panel
 from streamcast.metrics import seasonal_naive_scale
 from streamcast.models import REGISTRY, NotFittedError, create_model, get_model_class
 from streamcast.models.base import Forecaster
+from streamcast.models.keras import KerasForecaster
 
 H = 12
 KERAS_TINY = {"units": 16, "epochs": 25, "lookback": 24, "batch_size": 64, "patience": 4, "learning_rate": 5e-3}
@@ -194,6 +195,35 @@ def test_a_network_refit_averages_the_backtest_fit_with_a_fit_on_all_the_data(
     # It saves and loads as one forecaster, as the registry stores it.
     again = Forecaster.load(refit.save(tmp_path / "refit"))
     np.testing.assert_allclose(again.predict(PANEL)["yhat"].to_numpy(), got["yhat"].to_numpy(), rtol=0, atol=1e-9)
+
+
+def test_a_large_panels_network_refit_continues_from_the_backtest_fit(tmp_path: Path) -> None:
+    """When a pass over the windows was several epochs (a large panel), the refit starts
+    from the backtest fit's weights, at a quarter of its learning rate, for a quarter of
+    its update budget: one network, within those few Adam steps of the fit it continues
+    (each moves a weight by about the learning rate at most), where a fresh fit lands
+    anywhere."""
+    tiny = {**KERAS_TINY, "epochs": 4, "patience": 50, "epoch_batches": 3, "max_updates": 12}
+    end = INDEX[-1]
+    model = create_model("rnn", horizon=H, **tiny).fit(PANEL, TRAIN_END, VAL_START)
+    assert model.fit_info["batches_per_epoch"] == 3 < -(-model.fit_info["train_windows"] // tiny["batch_size"])
+    refit = model.refit(PANEL, end, end - pd.Timedelta(hours=24 * 5))
+    assert isinstance(refit, KerasForecaster) and refit.fit_info["warm_start"] is True
+    assert int(refit.network.optimizer.iterations.numpy()) == 3  # a quarter of 12 updates
+    warm_rate = tiny["learning_rate"] / 4
+    assert float(np.asarray(refit.network.optimizer.learning_rate)) == pytest.approx(warm_rate)
+    fresh = create_model("rnn", **model.config.model_dump()).fit(PANEL, end, end - pd.Timedelta(hours=24 * 5))
+    assert fresh.fit_info["warm_start"] is False
+
+    def furthest(a: KerasForecaster, b: KerasForecaster) -> float:
+        pairs = zip(a.network.get_weights(), b.network.get_weights(), strict=True)
+        return max(float(np.abs(x - y).max()) for x, y in pairs)
+
+    assert furthest(refit, model) <= 3 * warm_rate * 1.5
+    assert furthest(fresh, model) > 10 * 3 * warm_rate
+    # It saves and loads as one forecaster, as the registry stores it.
+    again = Forecaster.load(refit.save(tmp_path / "refit"))
+    np.testing.assert_allclose(again.predict(PANEL)["yhat"], refit.predict(PANEL)["yhat"], rtol=0, atol=1e-9)
 
 
 @pytest.mark.parametrize("name", ["esn", "rnn", "cnn", "hopfield", "ensemble"])

@@ -118,6 +118,11 @@ def cnn_feature_extractor(inputs: Any, dropout: float) -> Any:
     return layers.Dropout(dropout, name="extractor_dropout")(x)
 
 
+# A large panel's refit continues from the backtest fit's weights (KerasForecaster.refit)
+# with this share of the learning rate, for 1/WARM_SHARE of the update budget.
+WARM_RATE = 0.25
+WARM_SHARE = 4
+
 # Windows a validation or forecast forward pass takes at once (no gradients: larger
 # batches only run faster).
 VALIDATION_BATCH = 2048
@@ -165,11 +170,12 @@ class KerasForecaster(Forecaster):
         super().__init__(config, **overrides)
         self.network: Any = None
         self._forward_fn: Any = None
+        self._start_from: Any = None  # a fitted network a refit continues from (refit)
 
     def build_body(self, inputs: Any) -> Any:
         raise NotImplementedError
 
-    def build_network(self, n_features: int) -> Any:
+    def build_network(self, n_features: int, learning_rate: float | None = None) -> Any:
         keras = load_keras()
         cfg = self.config
         inputs = keras.Input(shape=(cfg.lookback, n_features), name="window")
@@ -177,7 +183,7 @@ class KerasForecaster(Forecaster):
         outputs = keras.layers.Dense(cfg.horizon, name="delta")(body)
         model = keras.Model(inputs, outputs, name=self.kind)
         model.compile(
-            optimizer=keras.optimizers.Adam(learning_rate=cfg.learning_rate, clipnorm=1.0),
+            optimizer=keras.optimizers.Adam(learning_rate=learning_rate or cfg.learning_rate, clipnorm=1.0),
             loss=keras.losses.Huber(delta=1.0),
         )
         return model
@@ -188,9 +194,26 @@ class KerasForecaster(Forecaster):
         on its random start and the stretch it early-stopped on, so one refit alone can
         land worse than the fit it replaces; the average keeps the recent data and halves
         that variance (replayed over the bench's NYC deployment month, an LSTM champion's
-        MASE: refit alone 0.854, backtest fit 0.821, their average 0.822)."""
+        MASE: refit alone 0.854, backtest fit 0.821, their average 0.822).
+
+        On a large panel (a pass over its windows was several epochs) the backtest fit has
+        learned from many windows, and a fresh fit would cost its whole update budget again:
+        the refit continues from the backtest fit's weights on all the data instead, at a
+        quarter of the learning rate for a quarter of the budget (1,000 synthetic series, rnn,
+        scored on a week after all the data: backtest fit MAE 1.399, fresh refit 1.314 in
+        207 s, their average 1.340, continued 1.331 in 87 s)."""
         from streamcast.models.ensemble import EnsembleForecaster
 
+        self._check_fitted("refit")
+        if self.fit_info.get("batches_per_epoch", 0) < -(
+            -self.fit_info.get("train_windows", 0) // self.config.batch_size
+        ):
+            # A large panel (its epochs were a share of a pass): the backtest fit already
+            # learned from many windows, and a fresh fit would cost its whole budget again.
+            # The refit continues from its weights on all the data, for a share of it.
+            warm = type(self)(self.config)
+            warm._start_from = self.network
+            return warm.fit(panel, train_end, val_start)
         fresh = super().refit(panel, train_end, val_start)
         return EnsembleForecaster.of({"refit": fresh, "backtest": self}, {"refit": 0.5, "backtest": 0.5})
 
@@ -225,7 +248,12 @@ class KerasForecaster(Forecaster):
             raise InputError(
                 f"{self.kind}: no complete training windows (lookback {cfg.lookback}, horizon {cfg.horizon})"
             )
-        self.network = self.build_network(X.shape[-1])
+        start = self._start_from
+        warm = start is not None and tuple(start.input_shape[1:]) == X.shape[1:]
+        self.network = self.build_network(X.shape[-1], cfg.learning_rate * WARM_RATE if warm else None)
+        if warm:
+            self.network.set_weights(start.get_weights())
+        self._start_from = None
         self._forward_fn = None
         has_val = len(Xv) > 0
         monitor = "val_loss" if has_val else "loss"
@@ -243,7 +271,8 @@ class KerasForecaster(Forecaster):
         per_epoch = min(batches, cfg.epoch_batches or batches)
         epochs = cfg.epochs if per_epoch == batches else -(-cfg.epochs * batches // per_epoch)
         if cfg.max_updates:
-            epochs = min(epochs, max(1, cfg.max_updates // per_epoch))
+            budget = cfg.max_updates // WARM_SHARE if warm else cfg.max_updates
+            epochs = min(epochs, max(1, budget // per_epoch))
         history = self.network.fit(
             *((X, Y) if per_epoch == batches else (_shuffled_batches(X, Y, cfg.batch_size, cfg.seed),)),
             validation_data=(Xv, Yv) if has_val else None,
@@ -261,6 +290,7 @@ class KerasForecaster(Forecaster):
             "val_windows": len(Xv),
             "epochs_allowed": epochs,
             "batches_per_epoch": per_epoch,
+            "warm_start": warm,
             "epochs_run": len(losses),
             "best_epoch": int(np.argmin(losses)) + 1 if losses else 0,
             "best_" + monitor: float(np.min(losses)) if losses else float("nan"),
