@@ -399,6 +399,9 @@ def register_winner(
             log.debug("MLflow: %s", chatter.getvalue().strip())
             if refit:
                 mlflow.log_metric("refit_seconds", refit.seconds)
+                for k, v in refit.model.fit_info.items():  # e.g. a network's warm_start, epochs_run
+                    if isinstance(v, int | float) and np.isfinite(v):
+                        mlflow.log_metric(f"refit_{k}", float(v))
                 mlflow.set_tags({"streamcast.refit_train_end": refit.train_end.isoformat()})
     client = mlflow.MlflowClient()
     version = str(info.registered_model_version)

@@ -478,6 +478,9 @@ def test_the_registered_version_is_the_winner_refit_on_all_the_data(weather_stor
     client = mlflow.MlflowClient()
     run = client.get_run(outcome.registry.run_id)
     assert run.data.tags["streamcast.refit_train_end"] == last.isoformat() and "refit_seconds" in run.data.metrics
+    # What the refit's fit reports is logged beside it (a large panel's network: warm_start).
+    assert run.data.metrics["refit_train_rows"] > 0
+    assert run.data.metrics["refit_forecast_warmup"] == bundle.model.config.forecast_warmup  # measured by the refit
 
     # --no-refit registers the backtest's fit; the gate re-scores the champion's backtest
     # fit on this window (the refit has seen it): its MASE is the one the backtest measured.

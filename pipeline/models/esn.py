@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
+from pydantic import Field
 
 from streamcast.errors import InputError
 from streamcast.features import Design, OnlineDesign
@@ -47,10 +48,11 @@ class ESNConfig(ModelConfig):
     ridge_grid: list[float] = [1e-2, 1e-1, 1.0, 10.0, 100.0, 1e3, 1e4]
     warmup: int = 48  # first states still depend on the arbitrary zero start
     # Forecasts run the reservoir from this many steps before their first origin, not from
-    # the start of the series: the state has forgotten an older start (fading memory; at
-    # the defaults a start 168 steps back moves forecasts by 1e-7, 336 by 1e-14), and a
-    # deployed forecast or stream loads no more history than this.
-    forecast_warmup: int = 336
+    # the start of the series: the state has forgotten an older start (fading memory), and
+    # a deployed forecast or stream loads no more history than this. None: measured at fit
+    # (:func:`memory_steps`) as the whole seasons after which a start no longer moves a
+    # forecast by more than 1e-9 (in target standard deviations) on the training data.
+    forecast_warmup: int | None = Field(None, ge=1)
     # Training windows of all series together the readout is fit on, at most about (None:
     # every one): a large panel keeps every k-th window of each series. The reservoir
     # still runs over every step; the readout's sums, the other half of the work, shrink.
@@ -140,6 +142,41 @@ class _Recurrence:
         for k, i in enumerate(order):
             result[i] = last[k].copy() if out is None else out[: lengths[i], k]
         return result
+
+
+# Measuring the reservoir's memory (ESNConfig.forecast_warmup None): on the training inputs
+# of this many series, how far a forecast may move with the start, and the longest warm-up.
+MEMORY_SERIES = 8
+MEMORY_TOLERANCE = 1e-9
+MAX_WARMUP_SEASONS = 30
+LEGACY_WARMUP = 336  # what every forecast warmed on before the warm-up was measured
+
+
+def memory_steps(recurrence: _Recurrence, readout: Any, inputs: Sequence[np.ndarray], season: int) -> int:
+    """The whole seasons of warm-up after which the reservoir has forgotten its start: two
+    runs over the same inputs, one from the zero state and one from a corner of the state
+    space (every unit at +1 or -1), whose readout outputs (the state part of them: the
+    inputs and lags are the same in both) then stay within ``MEMORY_TOLERANCE`` of each
+    other at every later step of every sampled series. At least one season; at most
+    ``MAX_WARMUP_SEASONS`` (or the sample's length) when they never meet."""
+    longest = MAX_WARMUP_SEASONS * season
+    inputs = [x[:longest] for x in inputs if len(x)]
+    if not inputs:
+        return longest
+    W = np.asarray(readout.Wout)[: recurrence.units]  # the state's rows of the readout
+    corner = np.where(np.random.default_rng(0).random(recurrence.units) < 0.5, -1.0, 1.0)
+    needed = 1
+    for x in inputs:
+        S = np.vstack([np.zeros(recurrence.units), corner])  # both starts step together
+        gaps = np.empty(len(x))
+        for t in range(len(x)):
+            S = recurrence.step(S, np.repeat(x[t : t + 1], 2, 0))
+            gaps[t] = np.abs((S[0] - S[1]) @ W).max()
+        over = np.flatnonzero(gaps > MEMORY_TOLERANCE)
+        if len(over) and over[-1] == len(x) - 1:  # not forgotten within the sample
+            return longest
+        needed = max(needed, int(over[-1]) + 2 if len(over) else 1)
+    return min(longest, -(-needed // season) * season)
 
 
 @dataclass
@@ -407,8 +444,14 @@ class ESNForecaster(Forecaster):
         return res
 
     @property
+    def warmup_steps(self) -> int:
+        """Steps a forecast runs the reservoir before its first origin (``forecast_warmup``;
+        a model fit before it was measured warmed on 336)."""
+        return self.config.forecast_warmup or LEGACY_WARMUP
+
+    @property
     def history_steps(self) -> int:
-        return max(self.config.forecast_warmup, self.config.lookback)
+        return max(self.warmup_steps, self.config.lookback)
 
     @property
     def recurrence(self) -> _Recurrence:
@@ -443,6 +486,7 @@ class ESNForecaster(Forecaster):
     fits_by_parts: ClassVar[bool] = True
     _val_stride: int = 1
     _train_stride: int = 1
+    _memory_sample: Sequence[np.ndarray] = ()
 
     def _fit(self, designs: dict[str, Design], val_pos: dict[str, int]) -> None:
         """The fit by parts in one part: the whole panel."""
@@ -460,6 +504,11 @@ class ESNForecaster(Forecaster):
         self.readout = None
         start = max(cfg.warmup, cfg.lookback - 1)
         ends = [self.split_ends(d, val_pos[sid], cfg.lookback, start) for sid, d in designs.items()]
+        # A few series' training inputs, on which _end_parts measures how fast the fitted
+        # reservoir and readout forget a start (when forecast_warmup is to be measured).
+        self._memory_sample = [
+            d.X[: val_pos[sid]].astype(np.float64) for sid, d in list(designs.items())[:MEMORY_SERIES]
+        ]
         self._train_stride = window_stride(sum(len(train) for train, _ in ends), cfg.max_train_windows, cfg.season)
         self._val_stride = window_stride(sum(len(val) for _, val in ends), MAX_VALIDATION_ROWS, cfg.season)
 
@@ -509,7 +558,12 @@ class ESNForecaster(Forecaster):
         # The readout is not refit on the validation slice: its residuals there
         # calibrate the prediction intervals and must stay out-of-sample.
         self.readout = stats.solve(ridge)
+        if cfg.forecast_warmup is None:
+            measured = memory_steps(self.recurrence, self.readout, self._memory_sample, cfg.season)
+            self.config = cfg = cfg.model_copy(update={"forecast_warmup": measured})
+        self._memory_sample = ()
         self.fit_info = {
+            "forecast_warmup": cfg.forecast_warmup,
             "train_rows": stats.rows,
             "train_stride": self._train_stride,
             "ridge": ridge,
@@ -545,7 +599,7 @@ class ESNForecaster(Forecaster):
         """All series' reservoirs run a block at a time (one matrix product per step)."""
         readout = self.readout
         assert readout is not None
-        warm = self.config.forecast_warmup
+        warm = self.warmup_steps
         starts = [max(0, int(p.min()) - warm) if len(p) else len(d.X) for d, p in zip(designs, positions, strict=True)]
         tails = [
             Design(d.series_id, d.X[a:], d.y[a:], d.target_mean, d.target_std)
@@ -612,7 +666,7 @@ class ESNForecaster(Forecaster):
         H = self.config.horizon
         # Only the last states are kept, so every series runs in one block; over the same
         # tail a forecast from the last row runs (``forecast_warmup`` steps before it).
-        tail = self.config.forecast_warmup + 1
+        tail = self.warmup_steps + 1
         learning = isinstance(self.readout, OnlineReadout)
         # An adapting readout also needs the features of the last H origins (their targets
         # mature in the stream): the tail's last H rows are stepped one at a time for them.
