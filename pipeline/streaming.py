@@ -12,7 +12,7 @@ from __future__ import annotations
 import io
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from statistics import NormalDist
@@ -286,9 +286,13 @@ class StreamProcessor:
             return []
         by_key = {(st.series_id, ts): (st, actual) for st, ts, actual in arrived}
         unknown = [k for k in by_key if not self.outstanding.covers(*k)]
+        sids = sorted({k[0] for k in unknown})
         stored = (
+            # Only what was issued before this process remembers every origin of a series:
+            # the rest is in memory (a full horizon of its own forecasts is 24 points per
+            # series and time, which read back cost more than the rest of the batch).
             self.store.forecasts_for_times(
-                self.target, sorted({k[0] for k in unknown}), sorted({k[1] for k in unknown})
+                self.target, sids, sorted({k[1] for k in unknown}), self.outstanding.remembered_from(sids)
             )
             if unknown
             else []
@@ -557,6 +561,12 @@ class _Outstanding:
                     )
         self.by_series[series_id] = [f for f in held if f.last > ts]
         return out
+
+    def remembered_from(self, series_ids: Sequence[str]) -> datetime | None:
+        """An origin from which on every forecast of each of ``series_ids`` is remembered
+        here (the earliest of theirs), or None when one of them has none."""
+        since = [self.since.get(sid) for sid in series_ids]
+        return None if not since or any(s is None for s in since) else min(s for s in since if s is not None)
 
     def forget_coverage(self) -> None:
         """Read from the store again until a horizon of fresh forecasts is remembered (a new champion)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
@@ -314,6 +315,14 @@ def test_forecast_points_round_trip_through_the_bulk_insert(any_store: Store) ->
     _write(any_store, _long([4.0, 5.0], start="2024-03-02T04:00Z", series=sid))
     unscored = any_store.unscored_points("temp", [sid], pd.Timestamp("2024-03-02", tz="UTC"))
     assert sorted((p["step"], p["actual"]) for p in unscored) == [(1, 4.0), (2, 5.0)]
+    # The stream's read of the points at a few times, bounded to origins it does not remember.
+    later = _points(sid, [6.0, 7.0], "2024-03-02T04:00Z")  # origin 04:00, points at 05:00 and 06:00
+    any_store.write_forecasts(later)
+    at = [datetime(2024, 3, 2, h, tzinfo=UTC) for h in (5, 6)]
+    every = any_store.forecasts_for_times("temp", [sid], at)
+    assert sorted((r["origin_ts"].hour, r["yhat"]) for r in every) == [(3, 9.0), (3, 9.0), (4, 6.0), (4, 7.0)]
+    before = any_store.forecasts_for_times("temp", [sid], at, origin_before=datetime(2024, 3, 2, 4, tzinfo=UTC))
+    assert sorted((r["ts"].hour, r["step"]) for r in before) == [(5, 2), (6, 3)]
 
 
 def test_a_background_checkpoint_moves_committed_writes_into_the_database_file(tmp_path) -> None:

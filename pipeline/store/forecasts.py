@@ -120,15 +120,22 @@ class ForecastTables(Bound):
         return utc_columns(self._frame(q, ["forecast_id", "step", "ts", "yhat", "actual"]), ("ts",))
 
     def forecasts_for_times(
-        self, target: str, series_ids: Sequence[str], times: Sequence[datetime]
+        self,
+        target: str,
+        series_ids: Sequence[str],
+        times: Sequence[datetime],
+        origin_before: datetime | None = None,
     ) -> list[dict[str, Any]]:
-        """Forecast points of ``series_ids`` whose target time is one of ``times``, as
-        records with UTC-aware datetimes (the stream scores a few of them per observation)."""
+        """Forecast points of ``series_ids`` whose target time is one of ``times`` (from
+        origins before ``origin_before``, if given), as records with UTC-aware datetimes
+        (the stream scores a few of them per observation)."""
         q = _POINTS.where(
             forecasts.c.target == target,
             forecasts.c.series_id.in_(list(series_ids)),
             forecasts.c.ts.in_([py_datetime(t) for t in times]),
         )
+        if origin_before is not None:
+            q = q.where(forecasts.c.origin_ts < py_datetime(origin_before))
         with self._conn() as conn:
             rows = [dict(r) for r in conn.execute(q).mappings()]
         for r in rows:
