@@ -565,8 +565,8 @@ class _Outstanding:
     def remembered_from(self, series_ids: Sequence[str]) -> datetime | None:
         """An origin from which on every forecast of each of ``series_ids`` is remembered
         here (the earliest of theirs), or None when one of them has none."""
-        since = [self.since.get(sid) for sid in series_ids]
-        return None if not since or any(s is None for s in since) else min(s for s in since if s is not None)
+        since = [s for sid in series_ids if (s := self.since.get(sid)) is not None]
+        return min(since) if since and len(since) == len(series_ids) else None
 
     def forget_coverage(self) -> None:
         """Read from the store again until a horizon of fresh forecasts is remembered (a new champion)."""

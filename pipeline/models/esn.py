@@ -161,22 +161,27 @@ def memory_steps(recurrence: _Recurrence, readout: Any, inputs: Sequence[np.ndar
     space (every unit at +1 or -1), whose readout outputs (the state part of them: the
     inputs and lags are the same in both) then stay within ``MEMORY_TOLERANCE`` of each
     other at every later step of every sampled series. At least one season; at most
-    ``MAX_WARMUP_SEASONS`` (or the sample's length) when they never meet."""
+    ``MAX_WARMUP_SEASONS`` (or the sample's length) when they never meet. All the sampled
+    series and both starts step together (one matrix product per step)."""
     longest = MAX_WARMUP_SEASONS * season
     inputs = [x[:longest] for x in inputs if len(x)]
     if not inputs:
         return longest
-    W = np.asarray(readout.Wout)[: recurrence.units]  # the state's rows of the readout
-    corner = np.where(np.random.default_rng(0).random(recurrence.units) < 0.5, -1.0, 1.0)
+    n, lengths = len(inputs), np.array([len(x) for x in inputs])
+    U = np.zeros((int(lengths.max()), n, inputs[0].shape[1]))
+    for i, x in enumerate(inputs):
+        U[: len(x), i] = x  # a shorter series' padding is stepped but never measured
+    W = np.asarray(readout.Wout)[: recurrence.units].reshape(recurrence.units, -1)  # the state's rows of the readout
+    S = np.zeros((2 * n, recurrence.units))  # rows: every series from zero, then from the corner
+    S[n:] = np.where(np.random.default_rng(0).random(recurrence.units) < 0.5, -1.0, 1.0)
+    gaps = np.empty((len(U), n))
+    for t, X in enumerate(U):
+        S = recurrence.step(S, np.vstack([X, X]))
+        gaps[t] = np.abs((S[:n] - S[n:]) @ W).max(axis=1)
     needed = 1
-    for x in inputs:
-        S = np.vstack([np.zeros(recurrence.units), corner])  # both starts step together
-        gaps = np.empty(len(x))
-        for t in range(len(x)):
-            S = recurrence.step(S, np.repeat(x[t : t + 1], 2, 0))
-            gaps[t] = np.abs((S[0] - S[1]) @ W).max()
-        over = np.flatnonzero(gaps > MEMORY_TOLERANCE)
-        if len(over) and over[-1] == len(x) - 1:  # not forgotten within the sample
+    for i, length in enumerate(lengths):
+        over = np.flatnonzero(gaps[:length, i] > MEMORY_TOLERANCE)
+        if len(over) and over[-1] == length - 1:  # not forgotten within the sample
             return longest
         needed = max(needed, int(over[-1]) + 2 if len(over) else 1)
     return min(longest, -(-needed // season) * season)
