@@ -138,21 +138,33 @@ CIRCULAR_VARIABLES = {"wind_dir", "wind_direction_10m"}
 
 
 def has_weekly_rhythm(panel: Mapping[str, pd.DataFrame], target: str, end: pd.Timestamp, season: int = 24) -> bool:
-    """Whether ``target`` repeats by the week more than by the day up to ``end``: the value
-    a week ago (7 seasons) beats the value a day ago by 10%, pooled over series. Weather
-    does not (a week-old temperature is a worse guess than yesterday's); load, traffic
-    and footfall do, and then the day of week is a model input."""
+    """Whether ``target`` repeats by the week more than by the day up to ``end``: a day
+    ahead, the weekly seasonal random walk (the value a week before each step, moved by the
+    week's change since: y[t+h-7m] + y[t] - y[t-7m]) beats the daily one (y[t+h-m] + y[t] -
+    y[t-m]) by 10%, pooled over series. Moving both by the latest change makes the test
+    blind to a drifting level, which a plain week-ago value is not. Weather does not
+    repeat by the week; load, traffic and footfall do, and then the day of week is a
+    model input."""
     week = 7 * season
+    h = np.arange(1, season + 1)[None, :]
     by_day = by_week = 0.0
     for frame in panel.values():
         y = frame[target].loc[:end].to_numpy(dtype=float)
-        if len(y) <= 2 * week:
+        if len(y) <= 2 * week + season:
             continue
-        day_err, week_err = np.abs(y[week:] - y[week - season : -season]), np.abs(y[week:] - y[:-week])
+        t = np.arange(week, len(y) - season, WEEKLY_TEST_STRIDE)[:, None]
+        future = y[t + h]
+        day_err = np.abs(future - (y[t + h - season] + y[t] - y[t - season]))
+        week_err = np.abs(future - (y[t + h - week] + y[t] - y[t - week]))
         both = np.isfinite(day_err) & np.isfinite(week_err)
         by_day += float(day_err[both].sum())
         by_week += float(week_err[both].sum())
     return by_day > 0 and by_week < 0.9 * by_day
+
+
+# Every how many steps an origin of the weekly test is taken (prime to 24 and 168, so the
+# origins meet every hour of the week).
+WEEKLY_TEST_STRIDE = 5
 
 
 def check_calendar(calendar: Sequence[str]) -> list[str]:

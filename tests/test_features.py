@@ -200,6 +200,9 @@ def test_a_weekly_rhythm_is_told_from_weather() -> None:
     busy = np.asarray(idx.dayofweek < 5) * np.sin(np.pi * ((idx.hour.to_numpy() - 6) % 24) / 24) ** 2
     load = pd.DataFrame({"temp": 50 + 30 * busy + np.random.default_rng(1).normal(0, 1, len(idx))}, index=idx)
     assert has_weekly_rhythm({"grid": load}, "temp", idx[-1])
+    # A wandering level makes a week-old value worse than yesterday's; the rhythm is still there.
+    wandering = load.assign(temp=load["temp"] + np.cumsum(np.random.default_rng(2).normal(0, 1.5, len(idx))))
+    assert has_weekly_rhythm({"grid": wandering}, "temp", idx[-1])
     assert not has_weekly_rhythm(PANEL, "temp", TRAIN_END)  # daily cycle and drift, nothing weekly
 
 

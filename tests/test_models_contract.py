@@ -467,6 +467,61 @@ def _one_series(temp: np.ndarray) -> dict[str, pd.DataFrame]:
     return prepare_panel(pd.DataFrame({"series_id": "S", "ts": idx, "temp": temp}).set_index(["series_id", "ts"]))
 
 
+def _weekdays(n: int, seed: int = 2) -> np.ndarray:
+    """Load set by people: a working-day peak on a daily cycle, the level wandering."""
+    idx = pd.date_range("2024-01-01", periods=n, freq="h", tz="UTC")
+    rng = np.random.default_rng(seed)
+    peak = np.asarray(idx.dayofweek < 5) * np.exp(-(((idx.hour.to_numpy() - 13) / 4.0) ** 2))
+    level = np.cumsum(rng.normal(0, 0.3, n))
+    return 50 + level + 8 * np.sin(2 * np.pi * idx.hour.to_numpy() / 24) + 12 * peak + rng.normal(0, 0.5, n)
+
+
+def test_a_weekly_anchor_follows_people_and_forecasts_them_better() -> None:
+    """On working-day load the weekly seasonal random walk (y[t+h-168] + y[t] - y[t-168])
+    is the anchor "auto" takes, and an ESN anchored there forecasts the weekdays after a
+    weekend (and the weekend after weekdays) better than one anchored a day back."""
+    n = 24 * 40
+    panel = _one_series(_weekdays(n))
+    index = panel["S"].index
+    origins = list(index[-24 * 10 - 1 : -H : 24])
+    train_end, val_start = origins[0], origins[0] - pd.Timedelta(days=8)
+    truth = panel["S"]["temp"]
+    config = {"horizon": H, "units": 60, "lookback": 12, "warmup": 24}
+    assert create_model("esn", **config).fit(panel, train_end, val_start).config.anchor == "weekly"
+    mae = {}
+    for anchor in ("weekly", "seasonal"):
+        fc = create_model("esn", **config, anchor=anchor).fit(panel, train_end, val_start).predict(panel, origins)
+        mae[anchor] = float(np.abs(fc["yhat"].to_numpy() - truth.loc[pd.DatetimeIndex(fc["ts"])].to_numpy()).mean())
+    assert mae["weekly"] < 0.8 * mae["seasonal"], mae
+
+
+def test_an_averaged_anchor_is_the_mean_of_seasonal_random_walks() -> None:
+    """Averaged over cycles and moved by the change of a level window, by the formula; one
+    cycle and a level of one step is the plain seasonal random walk; positions with too
+    little history before them take the last value."""
+    from streamcast.models.base import Anchor, anchor_values
+
+    x = np.random.default_rng(0).normal(size=600).cumsum()
+    positions = np.arange(600 - 30)
+    m, h = 24, np.arange(1, 31)  # 30 steps: the last 6 are two seasons ahead
+    got = Anchor(m, 30, cycles=3, level=5).values(x, positions)
+    for p in (150, 300, 569):
+        c = (h - 1) // m + 1
+        expected = np.mean(
+            [
+                x[p + h - c * j * m]
+                + x[p - 4 : p + 1].mean()
+                - np.array([x[p - b - 4 : p - b + 1].mean() for b in c * j * m])
+                for j in (1, 2, 3)
+            ],
+            axis=0,
+        )
+        np.testing.assert_allclose(got[p], expected, rtol=1e-12)
+    assert Anchor(m, 30, 3, 5).lag == 2 * 3 * m + 4
+    np.testing.assert_array_equal(got[:148], np.repeat(x[:148, None], 30, axis=1))
+    np.testing.assert_array_equal(Anchor(m, 30).values(x, positions), anchor_values(x, positions, 30, m, seasonal=True))
+
+
 def test_the_anchor_follows_the_data_and_is_kept_through_refit_and_save(tmp_path: Path) -> None:
     """A daily shape whose level and amplitude drift out of the training range (as climate
     normals in a new season) is forecast as a change from the seasonal random walk
@@ -481,7 +536,7 @@ def test_the_anchor_follows_the_data_and_is_kept_through_refit_and_save(tmp_path
     walk = 50 + np.cumsum(rng.normal(0, 1.0, n)) + 0.2 * np.sin(2 * np.pi * t / 24)
     config = {"horizon": H, "units": 60, "lookback": 12, "warmup": 24}
     periodic = np.tile(50 + 8 * np.sin(2 * np.pi * np.arange(24) / 24), 40)  # the seasonal walk is (all but) exact
-    for temp, expected in ((shaped, "seasonal"), (walk, "last"), (periodic, "seasonal")):
+    for temp, expected in ((shaped, "seasonal"), (walk, "last"), (periodic, "seasonal"), (_weekdays(n), "weekly")):
         panel = _one_series(temp)
         index = panel["S"].index
         train_end, val_start = index[-24 * 6], index[-24 * 12]
@@ -502,12 +557,22 @@ def test_the_anchor_follows_the_data_and_is_kept_through_refit_and_save(tmp_path
     assert mae["seasonal"] < 0.7 * mae["last"], mae
 
 
-@pytest.mark.parametrize("name", ["esn", "rnn"])
-def test_a_stream_forecasts_what_predict_does_with_the_last_value_anchor(name: str) -> None:
-    """The contract's panel takes the seasonal anchor; the last value's streams agree too."""
+ANCHORS = {
+    "last": {"anchor": "last"},
+    "weekly": {"anchor": "weekly"},
+    "weekly-mean": {"anchor": "weekly", "anchor_cycles": 2, "anchor_level": 6},
+}
+
+
+@pytest.mark.parametrize(
+    ("name", "anchor"), [("esn", "last"), ("rnn", "last"), ("esn", "weekly"), ("hopfield", "weekly-mean")]
+)
+def test_a_stream_forecasts_what_predict_does_with_another_anchor(name: str, anchor: str) -> None:
+    """The contract's panel takes the seasonal anchor; the last value's streams agree too, and
+    the weekly anchors' (a stream keeps the weeks of targets they reach back over)."""
     config, _ = CONTRACT[name]
-    model = create_model(name, horizon=H, seed=7, **config, anchor="last").fit(PANEL, TRAIN_END, VAL_START)
-    assert model.config.anchor == "last"
+    model = create_model(name, horizon=H, seed=7, **config, **ANCHORS[anchor]).fit(PANEL, TRAIN_END, VAL_START)
+    assert model.config.anchor == ANCHORS[anchor]["anchor"]
     _assert_stream_equals_batch(model, "C")
 
 

@@ -459,7 +459,7 @@ class ESNForecaster(Forecaster):
 
     @property
     def history_steps(self) -> int:
-        return max(self.warmup_steps, self.config.lookback)
+        return max(self.warmup_steps, self.config.lookback, self.anchor_lag + 1)
 
     @property
     def recurrence(self) -> _Recurrence:
@@ -666,9 +666,9 @@ class ESNForecaster(Forecaster):
 
     @property
     def recent_rows(self) -> int:
-        """Input rows a stream keeps: the readout's lags, and a season more for a seasonal anchor."""
-        cfg = self.config
-        return max(cfg.lookback, cfg.season + 1) if cfg.anchor == "seasonal" else cfg.lookback
+        """Input rows a stream keeps: the readout's lags, and a season (or week) more for a
+        seasonal (or weekly) anchor."""
+        return max(self.config.lookback, self.anchor_lag + 1)
 
     def _streams_after(self, designs: Sequence[Design], onlines: Sequence[OnlineDesign]) -> list[ESNStream]:
         H = self.config.horizon
