@@ -136,6 +136,7 @@ def candidate_config(spec: TrainSpec, name: str, tuned: dict[str, Any] | None = 
         "epochs": spec.epochs,
         "calendar": spec.calendar,
         "season": spec.season,
+        "origin_step": spec.step,
     }
     config = {k: v for k, v in shared.items() if k in fields and v is not None}
     others = [m for m in spec.models if m != name]

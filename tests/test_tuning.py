@@ -41,8 +41,9 @@ def test_keras_trials_stop_at_the_deadline() -> None:
     result = tune(PANEL, _candidates("rnn", seed=3, epochs=500, patience=500), TRAIN_END, VAL_START, budget)
     # Fits stop at the deadline (checked every batch); building and tracing a network and
     # scoring a fold cannot be interrupted and took up to 3.3 s past it on a busy 2-core
-    # CI machine: the search must end within that of the budget, not run its 500 epochs.
-    slack = max(0.1 * budget, 5.0)
+    # CI machine (6 s with two other trainings running): the search must end within a
+    # fraction of the budget past it, not run its 500 epochs (minutes).
+    slack = max(0.75 * budget, 5.0)
     assert time.perf_counter() - t0 <= budget + slack
     assert result.trials
     assert result.seconds <= budget + slack

@@ -295,17 +295,22 @@ class Forecaster(ABC):
         val_start: pd.Timestamp,
         train_end: pd.Timestamp,
         stride: int | None = None,
+        aligned: bool = False,
     ) -> pd.DataFrame:
         """Forecasts at origins ``stride`` steps apart (default :attr:`validation_stride`) in
         the validation slice whose H targets end by ``train_end``: what calibration, tuning
-        and ensemble weights may look at. Remembered per fit: calibration and the ensemble
-        both ask."""
+        and ensemble weights may look at; ``aligned``: at the times ``stride`` steps apart
+        back from ``train_end`` (a backtest's origins are every ``step`` from it), not from
+        ``val_start``. Remembered per fit: calibration and the ensemble both ask."""
         stride = stride or self.validation_stride_for(panel, val_start, train_end)
-        key = (val_start, train_end, stride, tuple(sorted(panel)))
+        key = (val_start, train_end, stride, aligned, tuple(sorted(panel)))
         cached = self._validation.get(key)
         if cached is None:
             freq = panel_freq(panel)
-            origins = list(pd.date_range(val_start, train_end - self.config.horizon * freq, freq=freq * stride))
+            first = val_start
+            if aligned:  # on the grid of origins ``stride`` steps apart that ends at train_end
+                first = train_end - ((train_end - val_start) // (freq * stride)) * (freq * stride)
+            origins = list(pd.date_range(first, train_end - self.config.horizon * freq, freq=freq * stride))
             cached = self.predict({sid: f.loc[:train_end] for sid, f in panel.items()}, origins)
             self._validation = {key: cached}
         return cached.copy()

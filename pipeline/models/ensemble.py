@@ -27,6 +27,10 @@ from streamcast.models.streams import SeriesStream
 class EnsembleConfig(ModelConfig):
     members: list[str] = Field(default_factory=ensemble_members)
     rounds: int = 25  # greedy selection steps; weights are multiples of 1/(rounds kept)
+    # Steps between the origins the weights are chosen at, back from the training end: the
+    # backtest's step, so that they are chosen on forecasts issued at the times of day the
+    # candidates are scored at (and a daily deployment issues them); 0: the horizon.
+    origin_step: int = Field(0, ge=0)
     member_overrides: dict[str, dict[str, Any]] = {}
 
 
@@ -83,11 +87,20 @@ class EnsembleForecaster(Forecaster):
 
     def fit(self, panel: dict[str, pd.DataFrame], train_end: pd.Timestamp, val_start: pd.Timestamp) -> Self:
         members = {name: self._member(name, panel, train_end, val_start) for name in self.member_names}
-        # Every member forecasts at the same validation origins: the sparsest any of them allows.
-        stride = max(m.validation_stride_for(panel, val_start, train_end) for m in members.values())
+        # Every member forecasts at the same validation origins, every ``origin_step`` back from
+        # the training end (the times of day the backtest's origins fall at), or a multiple of
+        # it where a member allows no more (a large panel's cap on its validation origins).
+        step = self.config.origin_step or self.config.horizon
+        sparsest = max(m.validation_stride_for(panel, val_start, train_end) for m in members.values())
+        k = -(-sparsest // step)
+        while k % 7 == 0:  # a week of daily steps would meet one weekday only
+            k += 1
+        stride = step * k
         keys = ["series_id", "origin_ts", "step"]
         val = {
-            name: m.validation_forecasts(panel, val_start, train_end, stride).sort_values(keys, ignore_index=True)
+            name: m.validation_forecasts(panel, val_start, train_end, stride, aligned=True).sort_values(
+                keys, ignore_index=True
+            )
             for name, m in members.items()
         }
         target = self.config.target
@@ -100,7 +113,11 @@ class EnsembleForecaster(Forecaster):
         self.weights = select_weights(scaled, truth / spread, self.config.rounds)
         self._adopt({n: members[n] for n in self.weights})
         self.fit_seconds = sum(m.fit_seconds for m in members.values())
-        self.fit_info = {"weights": self.weights, "validation_points": int(np.isfinite(truth).sum())}
+        self.fit_info = {
+            "weights": self.weights,
+            "validation_points": int(np.isfinite(truth).sum()),
+            "origin_stride": stride,
+        }
         return self
 
     def refit(

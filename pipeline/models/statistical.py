@@ -69,9 +69,10 @@ class StatisticalForecaster(Forecaster):
 
     @property
     def validation_stride(self) -> int:
-        # One forecast per season inside the validation slice: MSTL decomposes its window
-        # at every origin, so hourly origins would cost minutes per series.
-        return self.config.season
+        # One forecast per season (or per horizon, when shorter) inside the validation
+        # slice: MSTL decomposes its window at every origin, so hourly origins would cost
+        # minutes per series.
+        return min(self.config.season, self.config.horizon)
 
     def _ready(self) -> bool:
         return bool(self.local)
