@@ -563,19 +563,24 @@ def choose_anchor(designs: dict[str, Design], val_pos: dict[str, int], cfg: Mode
         return sum(max(v - H - lag - cfg.lookback, 0) for v in val_pos.values()) >= week
 
     grid = {g: Anchor(anchor_period(g[0], m), H, g[1], g[2]) for g in anchor_grid(cfg)}
-    grid = {g: a for g, a in grid.items() if a.period == 0 or (g[0] == "seasonal" and a.plain) or room(a.lag)}
+    grid = {g: a for g, a in grid.items() if g[0] != "weekly" or room(a.lag)}
     first = max(a.lag for a in grid.values())
     total = sum(max(len(d.y) - H - max(val_pos[sid], first), 0) for sid, d in designs.items())
     stride = window_stride(total, ANCHOR_ORIGINS, m)  # a large panel's share of its origins
-    err = dict.fromkeys(grid, 0.0)
+    # Every series laid end to end: one anchor computation per candidate anchor, not one per
+    # series (origins are at least ``first`` steps into their series: no anchor reads another).
+    xs, ys, ends, offset = [], [], [], 0
     for sid, d in designs.items():
-        x = d.X[:, 0].astype(np.float64)
-        ends = np.arange(max(val_pos[sid], first), len(x) - H, stride)
-        if not len(ends):
-            continue
-        future = d.y[ends[:, None] + np.arange(1, H + 1)[None, :]]
-        for g, a in grid.items():
-            err[g] += float(np.nansum(np.abs(future - a.values(x, ends))))
+        xs.append(d.X[:, 0].astype(np.float64))
+        ys.append(d.y.astype(np.float64))
+        ends.append(offset + np.arange(max(val_pos[sid], first), len(d.y) - H, stride))
+        offset += len(d.y)
+    err = dict.fromkeys(grid, 0.0)
+    all_ends = np.concatenate(ends) if ends else np.empty(0, np.int64)
+    if len(all_ends):
+        x, y = np.concatenate(xs), np.concatenate(ys)
+        future = y[all_ends[:, None] + np.arange(1, H + 1)[None, :]]
+        err = {g: float(np.nansum(np.abs(future - a.values(x, all_ends)))) for g, a in grid.items()}
     # (no validation points, or a constant target: all 0, the last value)
     chosen = ("last", 1, 1)
     for kind in ("seasonal", "weekly"):

@@ -9,6 +9,7 @@ that all lie before the training end: the backtest origins never influence them.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Self
@@ -92,10 +93,10 @@ class EnsembleForecaster(Forecaster):
         # it where a member allows no more (a large panel's cap on its validation origins).
         step = self.config.origin_step or self.config.horizon
         sparsest = max(m.validation_stride_for(panel, val_start, train_end) for m in members.values())
-        k = -(-sparsest // step)
-        while k % 7 == 0:  # a week of daily steps would meet one weekday only
-            k += 1
-        stride = step * k
+        week = 7 * self.config.season
+        stride = step * -(-sparsest // step)
+        while math.gcd(stride, week) != math.gcd(step, week):  # (7 days apart: one weekday only)
+            stride += step
         keys = ["series_id", "origin_ts", "step"]
         val = {
             name: m.validation_forecasts(panel, val_start, train_end, stride, aligned=True).sort_values(
