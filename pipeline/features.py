@@ -413,7 +413,8 @@ class OnlineDesign:
         if len(design.y):
             online.last = design.X[-1, : len(online.columns)].astype(np.float64)
             for j, c in enumerate(online.columns):
-                missing = frame[c].isna().to_numpy() if c in frame else np.ones(len(frame), dtype=bool)
+                # numpy, not Series.isna: a stream's warm-up does this for every series
+                missing = np.isnan(frame[c].to_numpy(dtype=float)) if c in frame else np.ones(len(frame), dtype=bool)
                 present = np.flatnonzero(~missing)
                 online.fill_run[j] = min(len(missing) - 1 - present[-1], FILL_LIMIT) if len(present) else FILL_LIMIT
         return online

@@ -413,8 +413,9 @@ class StreamProcessor:
     def _state(self, sid: str, stream: SeriesStream, history: pd.DataFrame) -> SeriesState:
         """A series' state: its stream positioned after its (regularised) history."""
         assert self.handle is not None
-        seen = self.target in history and bool(history[self.target].notna().any())
-        scale = mase_scale(history[self.target], self.handle.bundle.model.config.season)[0] if seen else float("nan")
+        y = history.get(self.target)
+        seen = y is not None and not bool(np.isnan(y.to_numpy(dtype=float)).all())
+        scale = mase_scale(y, self.handle.bundle.model.config.season)[0] if seen else float("nan")
         return SeriesState(sid, stream, scale, history.index.max() if len(history) else None, seen)
 
     def _maybe_retrain(self, at: pd.Timestamp | None) -> None:

@@ -86,6 +86,19 @@ def _load_matrix(stem: Path) -> Any:
 STATE_BLOCK_BYTES = 256 * 2**20
 
 
+def _tanh_inplace(x: np.ndarray) -> np.ndarray:
+    """``np.tanh(x, out=x)`` as ``2 / (1 + exp(-2x)) - 1``: numpy's exp is vectorised where
+    its tanh is not (1,000 series x 400 units: 4.5 ms against 14 ms, most of a reservoir
+    step), within 4e-16 of it (absolute; the states are bounded by 1)."""
+    np.multiply(x, -2.0, out=x)
+    with np.errstate(over="ignore"):  # exp(-2x) is inf below x = -354: the result is -1
+        np.exp(x, out=x)
+    x += 1.0
+    np.divide(2.0, x, out=x)
+    x -= 1.0
+    return x
+
+
 class _Recurrence:
     """reservoirpy 0.4's ``Reservoir._step``, ``s' = (1 - lr) s + lr tanh(W s + Win x + bias)``,
     for a block of series at once: each time step is one dense matrix product over the
@@ -110,7 +123,7 @@ class _Recurrence:
         pre = S @ self.WT
         pre += X @ self.WinT
         pre += self.bias
-        np.tanh(pre, out=pre)  # in place: at 1,000 series x 400 units each temporary is 3 MB
+        _tanh_inplace(pre)  # in place: at 1,000 series x 400 units each temporary is 3 MB
         pre *= self.lr
         pre += (1.0 - self.lr) * S
         return pre
