@@ -273,3 +273,14 @@ def test_an_adapting_stream_pairs_each_target_with_the_origins_it_completes(anch
     np.testing.assert_allclose(online.A, batch.A, rtol=1e-6, atol=1e-8)
     np.testing.assert_allclose(online.B, batch.B, rtol=1e-6, atol=1e-8)
     assert not np.allclose(online.weights(), online.W0)
+
+
+def test_reservoir_tanh_matches_numpys_everywhere() -> None:
+    """The reservoir's in-place tanh (through exp) agrees with np.tanh to rounding, also where
+    exp overflows (large negative inputs), at +-inf, and propagates NaN."""
+    from streamcast.models.esn import _tanh_inplace
+
+    x = np.concatenate([np.linspace(-50, 50, 100_001), [-1e300, -800.0, -355.0, 1e-12, -1e-12, 800.0]])
+    x = np.concatenate([x, [-np.inf, np.inf]])
+    np.testing.assert_allclose(_tanh_inplace(x.copy()), np.tanh(x), rtol=0, atol=1e-15)
+    assert np.isnan(_tanh_inplace(np.array([np.nan]))[0])
