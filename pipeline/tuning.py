@@ -65,6 +65,7 @@ class TuningResult:
 
 
 DEFAULT_FOLDS = 2
+MIN_FIT_SECONDS = 0.5  # the shortest fit an interruptible trial is given on a fold
 
 
 @dataclass(frozen=True)
@@ -202,7 +203,7 @@ def _search(
                 config = dict(overrides)
                 if interruptible:
                     spent = time.perf_counter() - t0
-                    config["max_fit_seconds"] = max((allowance - spent) / (len(folds) - i), 0.5)
+                    config["max_fit_seconds"] = max((allowance - spent) / (len(folds) - i), MIN_FIT_SECONDS)
                 f0 = time.perf_counter()
                 errors.append(fold_error(name, config, panel, fold))
                 if interruptible:
@@ -218,7 +219,11 @@ def _search(
     default = evaluate({}, "default config")
     while max_trials is None or len(records) < max_trials:
         remaining = deadline - time.perf_counter()
-        if remaining <= 0 or max(durations) > remaining:  # the slowest so far must still fit
+        # The slowest config so far must still fit. An interruptible fit is cut to the time
+        # left, so what must fit there is its fixed cost (building, tracing, scoring each
+        # fold, as measured) and a short fit per fold.
+        needed = len(folds) * (max(overheads) + MIN_FIT_SECONDS) if overheads else max(durations)
+        if remaining <= 0 or needed > remaining:
             break
         trial = study.ask()
         params = suggest(trial, base.config.search_space)
