@@ -66,11 +66,45 @@ def parse_timestamps(raw: pd.Series, tz: str) -> tuple[pd.Series, pd.Series]:
         out = pd.Series(utc.tz_localize("UTC"), index=raw.index)
         reason[out.isna() & reason.isna()] = BAD_TIMESTAMP
         return out, reason
-    text = raw.astype("string").str.strip()
     if n == 0:
         return out, reason
-    # Fill a plain UTC datetime64 array and build the Series once: masked assignment
-    # into a tz-aware Series trips over pandas' casting on odd inputs.
+    # A panel repeats every time once per series: each distinct cell is parsed once.
+    codes, uniques = distinct_cells(raw)
+    u_values, u_reasons = _parse_text_timestamps(pd.Series(uniques, dtype=object), tz)
+    values = take(u_values, codes, np.datetime64("NaT", "ns"))
+    reasons = take(u_reasons, codes, None)
+    out = pd.Series(pd.DatetimeIndex(values).tz_localize("UTC"), index=raw.index)
+    reason = pd.Series(reasons, index=raw.index, dtype=object)
+    reason[out.isna() & reason.isna()] = BAD_TIMESTAMP
+    return out, reason
+
+
+def distinct_cells(raw: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """(codes, uniques) of a column's cells: ``uniques[codes]`` is the column, code -1
+    where a cell is missing. Parsing the distinct cells and taking them by code gives
+    what parsing every cell would, at the cost of the distinct ones."""
+    cells = raw.to_numpy(dtype=object)
+    if pd.api.types.infer_dtype(cells, skipna=True) in ("string", "empty"):
+        codes, uniques = pd.factorize(cells, use_na_sentinel=True)
+        return codes, np.asarray(uniques, dtype=object)
+    # Mixed Python values (a stream's JSON): 1, 1.0 and True hash alike, so none are merged.
+    codes = np.arange(len(cells))
+    codes[np.asarray(pd.isna(cells), dtype=bool)] = -1
+    return codes, cells
+
+
+def take(values: np.ndarray, codes: np.ndarray, missing: Any) -> np.ndarray:
+    """``values[codes]``, with ``missing`` where the code is -1 (no cell)."""
+    return np.concatenate([values, np.array([missing], dtype=values.dtype)])[codes]
+
+
+def _parse_text_timestamps(raw: pd.Series, tz: str) -> tuple[np.ndarray, np.ndarray]:
+    """Cells as text to UTC (datetime64[ns] without zone, NaT where unusable) and the
+    reason where a local time happens twice or never (None elsewhere)."""
+    n = len(raw)
+    text = raw.astype("string").str.strip()
+    # Fill a plain UTC datetime64 array: masked assignment into a tz-aware Series trips
+    # over pandas' casting on odd inputs.
     values = np.full(n, np.datetime64("NaT"), dtype="datetime64[ns]")
     reasons = np.full(n, None, dtype=object)
     aware_mask = text.str.contains(_TZ_SUFFIX, na=False).to_numpy(dtype=bool)
@@ -91,10 +125,7 @@ def parse_timestamps(raw: pd.Series, tz: str) -> tuple[pd.Series, pd.Series]:
     # The store keeps microseconds, and times outside 1800-2200 are typos or
     # overflows (year 0 wraps around in nanoseconds): both would break idempotence.
     idx = idx.floor("us").where((idx.year >= 1800) & (idx.year <= 2200))
-    out = pd.Series(idx.tz_localize("UTC"), index=raw.index)
-    reason = pd.Series(reasons, index=raw.index, dtype=object)
-    reason[out.isna() & reason.isna()] = BAD_TIMESTAMP
-    return out, reason
+    return idx.to_numpy(), reasons
 
 
 def parse_numbers(raw: pd.Series) -> tuple[np.ndarray, np.ndarray]:
@@ -103,10 +134,13 @@ def parse_numbers(raw: pd.Series) -> tuple[np.ndarray, np.ndarray]:
         # Plain and nullable numeric columns (a stream's typed fields, Parquet): no text to parse.
         present = ~np.asarray(pd.isna(raw), dtype=bool)
         return raw.to_numpy(dtype=float, na_value=np.nan), present
-    text = raw.astype("string").str.strip()
-    present = text.notna() & (text != "") & ~text.str.lower().isin(["na", "nan", "null", "none", "n/a", "-"])
-    vals = pd.to_numeric(text.where(present), errors="coerce").astype(float)
-    return vals.to_numpy(dtype=float, na_value=np.nan), present.fillna(False).to_numpy(dtype=bool)
+    # Each distinct cell parsed once (readings repeat: a sensor's resolution, rounding).
+    codes, uniques = distinct_cells(raw)
+    text = pd.Series(uniques, dtype=object).astype("string").str.strip()
+    u_present = text.notna() & (text != "") & ~text.str.lower().isin(["na", "nan", "null", "none", "n/a", "-"])
+    u_vals = pd.to_numeric(text.where(u_present), errors="coerce").astype(float).to_numpy(dtype=float, na_value=np.nan)
+    u_present_ = u_present.fillna(False).to_numpy(dtype=bool)
+    return take(u_vals, codes, np.nan), take(u_present_, codes, False)
 
 
 def as_text(value: Any, limit: int = 120) -> str | None:

@@ -18,9 +18,11 @@ import pandas as pd
 from streamcast.cells import (
     MAX_NAME_LENGTH,
     as_text,
+    distinct_cells,
     name_problem,
     parse_numbers,
     parse_timestamps,
+    take,
 )
 from streamcast.config import Bounds
 from streamcast.errors import InputError
@@ -114,11 +116,13 @@ class _Rows:
     good: np.ndarray  # bool
     time_raw: np.ndarray  # object: the text as given, for quarantine records
     number: np.ndarray  # 1-based row numbers
+    series_code: np.ndarray  # int: the series id's rank among the distinct ids (-1 without one)
 
     def pairs_unique(self) -> bool:
         """No (series, time) pair repeats among the good rows: then no key can repeat either."""
         i = np.flatnonzero(self.good)
-        return len(set(zip(self.series_id[i].tolist(), self.ts[i].tolist(), strict=True))) == len(i)
+        pairs = pd.DataFrame({"series": self.series_code[i], "ts": self.ts[i]})
+        return not bool(pairs.duplicated().any())
 
 
 def parse_wide(
@@ -223,16 +227,21 @@ def _row_keys(
     """Parse each row's time and series id; rows without a usable one are quarantined whole."""
     n = len(frame)
     ts, ts_reason = parse_timestamps(frame[tcol], tz)
-    if series_col is not None:
-        sid = frame[series_col].astype("string").str.strip()
-        sids = sid.to_numpy(dtype=object, na_value=None)
-        sid_missing = np.asarray(sid.isna() | (sid == ""), dtype=bool)
+    # Each distinct id read once (a panel repeats it on every row of its series).
+    codes, cells = distinct_cells(frame[series_col]) if series_col is not None else (np.zeros(n, dtype=np.intp), None)
+    if cells is not None:
+        stripped = pd.Series(cells, dtype=object).astype("string").str.strip()
+        names = stripped.to_numpy(dtype=object, na_value=None)
+        missing = np.asarray(stripped.isna() | (stripped == ""), dtype=bool)
     else:
-        sids, sid_missing = np.full(n, series_id, dtype=object), np.zeros(n, dtype=bool)
-    problems = {s: p for s in pd.unique(sids[~sid_missing]) if (p := name_problem(s))}
-    sid_problem = pd.Series(sids, dtype=object).map(problems).to_numpy(dtype=object)  # NaN: no problem
-    sid_bad = sid_missing | pd.notna(sid_problem)
-    sid_problem[~pd.notna(sid_problem)] = None
+        names, missing = np.array([series_id], dtype=object), np.zeros(1, dtype=bool)
+    problem = np.array([None if m else name_problem(s) for s, m in zip(names, missing, strict=True)], dtype=object)
+    # Ids that differ only in surrounding blanks are one series: ranked after stripping.
+    rank = np.full(len(names), -1, dtype=np.intp)
+    rank[~missing] = pd.factorize(names[~missing], sort=True)[0]
+    sids = take(names, codes, None)
+    sid_problem = take(problem, codes, None)
+    sid_bad = take(missing, codes, True) | pd.notna(sid_problem)
     reasons = ts_reason.to_numpy(dtype=object)
     rows = _Rows(
         ts=pd.DatetimeIndex(ts).tz_convert(None).to_numpy(),  # datetime64, not objects: fast masking
@@ -240,6 +249,7 @@ def _row_keys(
         good=~(np.asarray(ts_reason.notna(), dtype=bool) | sid_bad),
         time_raw=frame[tcol].to_numpy(dtype=object),
         number=np.arange(1, n + 1),
+        series_code=take(rank, codes, -1),
     )
     quarantine = [
         quarantine_record(
@@ -329,14 +339,17 @@ def _long_frame(
     kept = [(var, idx) for var, idx in keep_idx.items() if len(idx)]
     if not kept:
         return empty_observations().assign(_row=pd.Series([], dtype=int))
-    sid = np.concatenate([rows.series_id[idx] for _, idx in kept]).astype(str)
-    var = np.concatenate([np.full(len(idx), name, dtype=object) for name, idx in kept]).astype(str)
+    # Sorted by series, variable and time, on integer ranks (string keys sort far slower).
+    sid = np.concatenate([rows.series_id[idx] for _, idx in kept])
+    code = np.concatenate([rows.series_code[idx] for _, idx in kept])
+    names = np.array(sorted(var for var, _ in kept), dtype=object)
+    var_rank = np.concatenate([np.full(len(idx), int(np.searchsorted(names, var))) for var, idx in kept])
     ts = np.concatenate([rows.ts[idx] for _, idx in kept])
-    order = np.lexsort((ts, var, sid))  # sorted by series, variable, time
+    order = np.lexsort((ts, var_rank, code))
     return pd.DataFrame(
         {
             "series_id": sid[order],
-            "variable": var[order],
+            "variable": names[var_rank[order]],
             "ts": pd.DatetimeIndex(ts[order]).tz_localize("UTC"),
             "value": np.concatenate([values[name][0][idx] for name, idx in kept])[order],
             "_row": np.concatenate([rows.number[idx] for _, idx in kept])[order],

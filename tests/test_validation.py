@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from streamcast.cells import parse_numbers, parse_timestamps
 from streamcast.config import DEFAULT_BOUNDS
 from streamcast.errors import InputError
 from streamcast.validation import parse_wide, resolve_time_column
@@ -91,3 +95,52 @@ def test_file_level_errors() -> None:
         parse_wide(pd.DataFrame({"ts": ["2024-01-01"], "name": ["x"]}), "f")
     with pytest.raises(InputError, match="series column 'site' not found"):
         parse_wide(pd.DataFrame({"ts": ["2024-01-01"], "temp": ["1"]}), "f", series_col="site")
+
+
+# Cells that repeat (a panel's times and readings) and Python values that hash alike
+# (a stream's JSON: 1, 1.0 and True) next to text that means the same after stripping.
+_CELLS = st.sampled_from(
+    [
+        "2024-01-01T00:00Z", " 2024-01-01T00:00Z ", "2024-01-01 00:00", "2024-03-31 02:30",
+        "2024-10-27 02:30", "2024-02-30", "1500-01-01", "", "NA", " nan", "-", "1", " 1 ",
+        "1.0", "1e400", "-0", "x", 1, 1.0, True, 0, False, None, float("nan"), 2.5,
+    ]
+)  # fmt: skip
+
+
+@settings(max_examples=150, deadline=None)
+@given(cells=st.lists(_CELLS, min_size=1, max_size=40))
+def test_each_cell_parses_as_it_would_on_its_own(cells: list[object]) -> None:
+    """Columns are parsed one distinct cell at a time: a cell's time, number and reason
+    must be what it gets alone, however often it repeats and whatever sits beside it."""
+    column = pd.Series(cells, dtype=object)
+    times, why = parse_timestamps(column, "Europe/Berlin")
+    values, present = parse_numbers(column)
+    for i, cell in enumerate(cells):
+        alone = pd.Series([cell], dtype=object)
+        t1, w1 = parse_timestamps(alone, "Europe/Berlin")
+        assert (pd.isna(times.iloc[i]) and pd.isna(t1.iloc[0])) or times.iloc[i] == t1.iloc[0], cell
+        assert why.iloc[i] == w1.iloc[0], cell
+        v1, p1 = parse_numbers(alone)
+        assert np.array_equal(values[i : i + 1], v1, equal_nan=True) and present[i] == p1[0], cell
+
+
+def test_series_ids_are_stripped_and_observations_sorted_by_series_variable_time() -> None:
+    frame = pd.DataFrame(
+        {
+            "site": [" b", "a ", "b", "é", "a", None, "  "],
+            "ts": ["2024-01-01T01:00Z", "2024-01-01T01:00Z", "2024-01-01T00:00Z", "2024-01-01T00:00Z",
+                   "2024-01-01T00:00Z", "2024-01-01T00:00Z", "2024-01-01T00:00Z"],
+            "zeta": ["1", "2", "3", "4", "5", "6", "7"],
+            "alpha": ["10", "20", "30", "40", "50", "60", "70"],
+        }
+    )  # fmt: skip
+    parsed = parse_wide(frame, "f", series_col="site")
+    obs = parsed.observations
+    assert parsed.quarantine_by_reason == {"missing_series": 2}
+    assert list(zip(obs["series_id"], obs["variable"], obs["value"], strict=True)) == [
+        ("a", "alpha", 50.0), ("a", "alpha", 20.0), ("a", "zeta", 5.0), ("a", "zeta", 2.0),
+        ("b", "alpha", 30.0), ("b", "alpha", 10.0), ("b", "zeta", 3.0), ("b", "zeta", 1.0),
+        ("é", "alpha", 40.0), ("é", "zeta", 4.0),
+    ]  # fmt: skip
+    assert obs.groupby(["series_id", "variable"])["ts"].apply(lambda t: t.is_monotonic_increasing).all()

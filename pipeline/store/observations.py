@@ -292,16 +292,25 @@ def _write_rows(
         placeholder = "%s"
     else:  # pragma: no cover - guarded by Bound._insert
         raise NotImplementedError(dialect)
-    sids, variables = frame["series_id"].astype(str).tolist(), frame["variable"].astype(str).tolist()
-    values = frame["value"].astype(float).tolist()
-    batch = [batch_id] * len(frame)
-    if sql is _INSERT_NEW:
-        rows = list(zip(sids, variables, ts_param.tolist(), values, batch, strict=True))
-    else:
-        rows = list(zip(values, batch, sids, variables, ts_param.tolist(), values, strict=True))
+    sids, variables = frame["series_id"].to_numpy(dtype=object), frame["variable"].to_numpy(dtype=object)
+    values = frame["value"].to_numpy(dtype=float)
     affected = 0
-    for start in range(0, len(rows), chunk_size):
-        affected += conn.exec_driver_sql(sql.format(p=placeholder), rows[start : start + chunk_size]).rowcount
+    # The driver's tuples are built a chunk at a time: millions of rows' worth of Python
+    # objects at once cost gigabytes (a 10,000-series ingest).
+    for start in range(0, len(frame), chunk_size):
+        part = slice(start, start + chunk_size)
+        sid, var, ts, value = (
+            [str(s) for s in sids[part]],
+            [str(v) for v in variables[part]],
+            ts_param[part].tolist(),
+            values[part].tolist(),
+        )
+        batch = [batch_id] * len(sid)
+        if sql is _INSERT_NEW:
+            rows = list(zip(sid, var, ts, value, batch, strict=True))
+        else:
+            rows = list(zip(value, batch, sid, var, ts, value, strict=True))
+        affected += conn.exec_driver_sql(sql.format(p=placeholder), rows).rowcount
     return affected
 
 
