@@ -23,9 +23,11 @@ _SMALL_BATCH = 5_000
 _FEW_TIMES = 64
 # Reads naming series ask for at most this many at once (bound parameters per statement).
 _IN_CHUNK = 2_000
+_READ_ROWS = 500_000  # rows fetched from the driver at a time
 # On PostgreSQL, batches from this size are copied into a staging table and merged with
 # two statements (COPY is several times faster than parameterised inserts).
 BULK_ROWS = 20_000
+COPY_ROWS = 500_000  # rows per chunk of CSV text sent to COPY
 
 # Which series (and series x variable pairs) are stored, found by walking the primary key
 # (series_id, variable, ts) from one key to the next ("loose index scan", recursive CTE):
@@ -88,7 +90,9 @@ class ObservationTables(Bound):
             changed = ~is_new & ~np.isclose(values, np.nan_to_num(old), rtol=0, atol=1e-9)
             # What the read above saw may be stale under concurrent writers: the counts come from
             # the writes themselves (rows inserted; rows whose stored value really differed).
-            fresh, revised = obs.loc[is_new, OBS_COLUMNS], obs.loc[changed, OBS_COLUMNS]
+            # A first load is all new: no copy of millions of rows to select them.
+            fresh = obs if is_new.all() else obs.loc[is_new, OBS_COLUMNS]
+            revised = obs.loc[changed, OBS_COLUMNS]
             new = _write_rows(conn, self.dialect, _INSERT_NEW, fresh, batch_id, chunk_size)
             if new < len(fresh):  # another writer stored some of these keys first
                 revised = pd.concat([revised, fresh])
@@ -148,15 +152,19 @@ class ObservationTables(Bound):
             if series_ids is not None:
                 series = list(series_ids)
                 chunks = [series[i : i + _IN_CHUNK] for i in range(0, len(series), _IN_CHUNK)]
-            rows: list[Any] = []
+            frames: list[pd.DataFrame] = []
             for chunk in chunks:
                 qc = q if chunk is None else q.where(t.c.series_id.in_(chunk))
                 if variables is not None:
                     qc = qc.where(t.c.variable.in_(list(variables)))
-                rows.extend(conn.execute(qc).cursor.fetchall())
-        df = utc_columns(pd.DataFrame(rows, columns=OBS_COLUMNS), ["ts"])
-        df["value"] = df["value"].astype(float)
-        return df
+                cursor = conn.execute(qc).cursor
+                # Rows become arrays a batch at a time: as driver tuples, the 43 million
+                # observations of 10,000 series x 90 days would take gigabytes at once.
+                while rows := cursor.fetchmany(_READ_ROWS):
+                    frames.append(_long_frame(rows))
+        if not frames:
+            return utc_columns(pd.DataFrame([], columns=OBS_COLUMNS).astype({"value": float}), ["ts"])
+        return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
 
     def load_wide(self, series_ids: Sequence[str] | None = None, **kw: Any) -> pd.DataFrame:
         """Observations pivoted to one column per variable, indexed by (series_id, ts)."""
@@ -196,6 +204,20 @@ class ObservationTables(Bound):
             .order_by(t.c.series_id, t.c.variable)
         )
         return utc_columns(self._frame(q), ["first_ts", "last_ts"])
+
+
+def _long_frame(rows: Sequence[Sequence[Any]]) -> pd.DataFrame:
+    """Observations read from the driver as a long frame. Every series id, variable and
+    time repeats across rows: each distinct one is kept (and a time parsed) once."""
+    frame = pd.DataFrame(rows, columns=OBS_COLUMNS)  # pandas transposes the tuples in C
+    columns: dict[str, Any] = {}
+    for name in ("series_id", "variable"):
+        codes, uniques = pd.factorize(frame[name].to_numpy(dtype=object))
+        columns[name] = np.asarray(uniques, dtype=object)[codes]
+    codes, uniques = pd.factorize(frame["ts"].to_numpy(dtype=object))
+    columns["ts"] = to_utc_index(uniques)[codes]
+    columns["value"] = frame["value"].to_numpy(dtype=float)
+    return pd.DataFrame(columns)
 
 
 def _stored_values(conn: Connection, obs: pd.DataFrame) -> np.ndarray:
@@ -285,10 +307,10 @@ def _write_rows(
     codes, uniques = pd.factorize(frame["ts"].dt.tz_convert("UTC"))
     if dialect == "sqlite":
         # Same text format SQLAlchemy's SQLite DateTime type writes and reads.
-        ts_param: np.ndarray = np.asarray(pd.DatetimeIndex(uniques).strftime("%Y-%m-%d %H:%M:%S.%f"))[codes]
+        times: np.ndarray = np.asarray(pd.DatetimeIndex(uniques).strftime("%Y-%m-%d %H:%M:%S.%f"))
         placeholder = "?"
     elif dialect == "postgresql":
-        ts_param = np.asarray(pd.DatetimeIndex(uniques).to_pydatetime())[codes]
+        times = np.asarray(pd.DatetimeIndex(uniques).to_pydatetime())
         placeholder = "%s"
     else:  # pragma: no cover - guarded by Bound._insert
         raise NotImplementedError(dialect)
@@ -302,7 +324,7 @@ def _write_rows(
         sid, var, ts, value = (
             [str(s) for s in sids[part]],
             [str(v) for v in variables[part]],
-            ts_param[part].tolist(),
+            times[codes[part]].tolist(),
             values[part].tolist(),
         )
         batch = [batch_id] * len(sid)
@@ -336,21 +358,22 @@ def _copy_merge(conn: Connection, obs: pd.DataFrame, batch_id: int | None) -> Up
     # CSV quoting carries any series id or variable name (commas, quotes, tabs, newlines,
     # backslashes) as data; times travel as integer microseconds since the epoch (exact,
     # and far cheaper to write than timestamp text), values in their shortest exact form.
-    frame = pd.DataFrame(
-        {
-            "series_id": obs["series_id"].astype(str).to_numpy(),
-            "variable": obs["variable"].astype(str).to_numpy(),
-            "us": micros_array(obs["ts"]),
-            "value": obs["value"].astype(float).to_numpy(),
-        }
-    )
-    buffer = io.StringIO()
-    frame.to_csv(buffer, index=False, header=False)
+    columns = {
+        "series_id": obs["series_id"].astype(str).to_numpy(),
+        "variable": obs["variable"].astype(str).to_numpy(),
+        "us": micros_array(obs["ts"]),
+        "value": obs["value"].astype(float).to_numpy(),
+    }
     driver = conn.connection.driver_connection
     assert driver is not None
     with driver.cursor() as cur:
         with cur.copy(f"COPY {_STAGE} (series_id, variable, us, value) FROM STDIN WITH (FORMAT csv)") as copy:
-            copy.write(buffer.getvalue())
+            # A chunk of rows at a time: the CSV text of a whole 10,000-series load is gigabytes.
+            for start in range(0, len(obs), COPY_ROWS):
+                buffer = io.StringIO()
+                part = {k: v[start : start + COPY_ROWS] for k, v in columns.items()}
+                pd.DataFrame(part).to_csv(buffer, index=False, header=False)
+                copy.write(buffer.getvalue())
         cur.execute(
             "INSERT INTO observations (series_id, variable, ts, value, batch_id) "
             f"SELECT series_id, variable, TIMESTAMPTZ 'epoch' + us * INTERVAL '1 microsecond', value, %s FROM {_STAGE} "
