@@ -137,10 +137,12 @@ def parse_numbers(raw: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     # Each distinct cell parsed once (readings repeat: a sensor's resolution, rounding).
     codes, uniques = distinct_cells(raw)
     text = pd.Series(uniques, dtype=object).astype("string").str.strip()
-    u_present = text.notna() & (text != "") & ~text.str.lower().isin(["na", "nan", "null", "none", "n/a", "-"])
-    u_vals = pd.to_numeric(text.where(u_present), errors="coerce").astype(float).to_numpy(dtype=float, na_value=np.nan)
-    u_present_ = u_present.fillna(False).to_numpy(dtype=bool)
-    return take(u_vals, codes, np.nan), take(u_present_, codes, False)
+    present = text.notna() & (text != "") & ~text.str.lower().isin(["na", "nan", "null", "none", "n/a", "-"])
+    vals = pd.to_numeric(text.where(present), errors="coerce").astype(float)
+    return (
+        take(vals.to_numpy(dtype=float, na_value=np.nan), codes, np.nan),
+        take(present.fillna(False).to_numpy(dtype=bool), codes, False),
+    )
 
 
 def as_text(value: Any, limit: int = 120) -> str | None:

@@ -161,7 +161,7 @@ class ObservationTables(Bound):
                 # Rows become arrays a batch at a time: as driver tuples, the 43 million
                 # observations of 10,000 series x 90 days would take gigabytes at once.
                 while rows := cursor.fetchmany(_READ_ROWS):
-                    frames.append(_long_frame(rows))
+                    frames.append(_rows_frame(rows))
         if not frames:
             return utc_columns(pd.DataFrame([], columns=OBS_COLUMNS).astype({"value": float}), ["ts"])
         return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
@@ -206,7 +206,7 @@ class ObservationTables(Bound):
         return utc_columns(self._frame(q), ["first_ts", "last_ts"])
 
 
-def _long_frame(rows: Sequence[Sequence[Any]]) -> pd.DataFrame:
+def _rows_frame(rows: Sequence[Sequence[Any]]) -> pd.DataFrame:
     """Observations read from the driver as a long frame. Every series id, variable and
     time repeats across rows: each distinct one is kept (and a time parsed) once."""
     frame = pd.DataFrame(rows, columns=OBS_COLUMNS)  # pandas transposes the tuples in C
