@@ -7,7 +7,10 @@ and the default 30 origins: the wall time and peak resident memory of the whole 
 CLI's progress reports it (a candidate's backtest, the winner's refit, MLflow logging,
 registration), with its fit seconds and MASE.
 
-    python bench/default_candidates.py [--series 1000]
+    python bench/default_candidates.py [--series 1000] [--keep DIR]
+
+--keep DIR keeps the store and the MLflow database in DIR (to read the champion's
+ensemble weights or a candidate's runs afterwards); by default they are temporary.
 """
 
 from __future__ import annotations
@@ -30,10 +33,12 @@ DONE = re.compile(r"done: fit (?P<fit>[\d.]+)s, MASE (?P<mase>[\d.]+)")
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--series", type=int, default=1000)
+    ap.add_argument("--keep", type=Path, help="keep the store and MLflow database in this new folder")
     args = ap.parse_args()
     n = args.series
     with tempfile.TemporaryDirectory(prefix="streamcast-candidates-") as tmp:
-        data = Path(tmp)
+        data = Path(tmp) if args.keep is None else args.keep
+        data.mkdir(parents=True, exist_ok=False)
         env = cli_env(data)
         panel(n, 24 * DAYS).to_csv(data / "panel.csv", index=False)
         ingest = ingest_csv(data / "panel.csv", env)

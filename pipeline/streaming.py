@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from statistics import NormalDist
 from typing import Any
 
@@ -475,17 +475,24 @@ def _validation_noise(calibration: Calibration, model: ESNForecaster) -> np.ndar
     return sd**2
 
 
+def _ns(t: datetime) -> int:
+    """A UTC-aware time as integer nanoseconds (what the stream's bookkeeping compares:
+    aware datetime arithmetic was most of a 1,000-series hour's scoring)."""
+    return pd.Timestamp(t).value
+
+
 @dataclass
 class _Issued:
-    """One forecast this stream issued and committed, as long as it has points to mature."""
+    """One forecast this stream issued and committed, as long as it has points to mature
+    (times in UTC nanoseconds)."""
 
     forecast_id: str
-    origin: datetime
-    step: timedelta
+    origin_ns: int
+    step_ns: int
     yhat: np.ndarray
     model_name: str
     model_version: str | None
-    last: datetime  # the time of its last point
+    last_ns: int  # the time of its last point
 
 
 class _Outstanding:
@@ -502,8 +509,8 @@ class _Outstanding:
 
     def __init__(self) -> None:
         self.by_series: dict[str, list[_Issued]] = {}
-        self.since: dict[str, datetime] = {}  # per series: remembered every origin from this one on
-        self.last_origin: dict[str, datetime] = {}  # per series: the newest origin remembered
+        self.since: dict[str, int] = {}  # per series: remembered every origin from this one on (ns)
+        self.last_origin: dict[str, int] = {}  # per series: the newest origin remembered (ns)
 
     def add(self, records: list[dict[str, Any]]) -> None:
         """Remember committed forecast points (store records, all points of a forecast together)."""
@@ -513,18 +520,18 @@ class _Outstanding:
             end = start + 1
             while end < len(records) and records[end]["forecast_id"] == first["forecast_id"]:
                 end += 1
-            sid, origin = first["series_id"], first["origin_ts"]
+            sid, origin = first["series_id"], _ns(first["origin_ts"])
             issued = _Issued(
                 first["forecast_id"],
                 origin,
-                first["ts"] - origin,
+                _ns(first["ts"]) - origin,
                 np.array([r["yhat"] for r in records[start:end]]),
                 first["model_name"],
                 first["model_version"],
-                records[end - 1]["ts"],
+                _ns(records[end - 1]["ts"]),
             )
             last = self.last_origin.get(sid)
-            if sid not in self.since or last is None or origin - last != issued.step:
+            if sid not in self.since or last is None or origin - last != issued.step_ns:
                 self.since[sid] = origin  # the first, or an origin skipped (a gap): covered from here
             self.by_series.setdefault(sid, []).append(issued)
             self.last_origin[sid] = origin
@@ -535,8 +542,8 @@ class _Outstanding:
         since, last, held = self.since.get(series_id), self.last_origin.get(series_id), self.by_series.get(series_id)
         if since is None or last is None or not held:
             return False
-        step, horizon = held[-1].step, len(held[-1].yhat)
-        return ts - horizon * step >= since and ts - step <= last
+        t, step, horizon = _ns(ts), held[-1].step_ns, len(held[-1].yhat)
+        return t - horizon * step >= since and t - step <= last
 
     def matured(self, series_id: str, ts: datetime) -> list[dict[str, Any]]:
         """The remembered points at ``ts`` of the series, as store records (the scoring
@@ -544,10 +551,11 @@ class _Outstanding:
         held = self.by_series.get(series_id)
         if not held:
             return []
+        t = _ns(ts)
         out = []
         for f in held:
-            if f.origin < ts <= f.last:
-                k, rest = divmod(ts - f.origin, f.step)
+            if f.origin_ns < t <= f.last_ns:
+                k, rest = divmod(t - f.origin_ns, f.step_ns)
                 if not rest:
                     out.append(
                         {
@@ -560,14 +568,14 @@ class _Outstanding:
                             "model_version": f.model_version,
                         }
                     )
-        self.by_series[series_id] = [f for f in held if f.last > ts]
+        self.by_series[series_id] = [f for f in held if f.last_ns > t]
         return out
 
     def remembered_from(self, series_ids: Sequence[str]) -> datetime | None:
         """An origin from which on every forecast of each of ``series_ids`` is remembered
         here (the earliest of theirs), or None when one of them has none."""
         since = [s for sid in series_ids if (s := self.since.get(sid)) is not None]
-        return min(since) if since and len(since) == len(series_ids) else None
+        return pd.Timestamp(min(since), tz="UTC").to_pydatetime() if since and len(since) == len(series_ids) else None
 
     def forget_coverage(self) -> None:
         """Read from the store again until a horizon of fresh forecasts is remembered (a new champion)."""
