@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from streamcast.errors import InputError
 from streamcast.features import (
@@ -227,3 +229,88 @@ def test_forward_fill_is_pandas_ffill_with_a_limit_then_zero() -> None:
         expected = pd.DataFrame(values).ffill(limit=limit).fillna(0.0).to_numpy()
         np.testing.assert_array_equal(forward_fill(values, limit), expected)
     assert forward_fill(np.empty((0, 2)), 3).shape == (0, 2)
+
+
+@st.composite
+def _panels(draw: st.DrawFn) -> pd.DataFrame:
+    """Series on the hourly grid or off it: shifted off a bin edge, with a step missing or
+    doubled, a missing value, a single row, a different start."""
+    parts = []
+    for k in range(draw(st.integers(1, 5))):
+        n = draw(st.integers(1, 30))
+        start = pd.Timestamp("2024-03-01", tz="UTC") + pd.Timedelta(hours=draw(st.integers(0, 48)))
+        start += pd.Timedelta(minutes=draw(st.sampled_from([0, 0, 0, 20])))
+        steps = np.ones(n, dtype=int)
+        if n > 2 and draw(st.booleans()):
+            steps[draw(st.integers(1, n - 1))] = draw(st.sampled_from([2, 3]))
+        idx = pd.DatetimeIndex(start + pd.to_timedelta(np.cumsum(steps) - 1, unit="h"), name="ts")
+        values = draw(st.lists(st.floats(-50, 50), min_size=n, max_size=n))
+        frame = pd.DataFrame({"temp": values, "humid": np.arange(n, dtype=float)}, index=idx)
+        if draw(st.booleans()):
+            frame.iloc[draw(st.integers(0, n - 1)), draw(st.integers(0, 1))] = np.nan
+        parts.append(frame.assign(series_id=f"s{k}"))
+    return pd.concat(parts).reset_index().set_index(["series_id", "ts"]).sort_index()
+
+
+@given(_panels())
+@settings(max_examples=60, deadline=None)
+def test_a_panel_prepares_as_its_series_regularise_one_by_one(wide: pd.DataFrame) -> None:
+    """prepare_panel checks, for all series at once, which are already on their grid with
+    nothing to fill, and builds those without regularise: every series must come out as
+    regularise makes it alone, whatever its shape."""
+    import streamcast.features as features
+
+    hour = pd.Timedelta(hours=1)
+    for freq in (hour, None):  # given, or inferred series by series
+        alone = {}
+        for sid, frame in wide.groupby(level="series_id"):
+            try:
+                alone[str(sid)] = regularise(frame.droplevel("series_id"), freq=freq)
+            except InputError as exc:  # a single time without a frequency: the panel says so too
+                with pytest.raises(InputError, match=str(exc)):
+                    features.prepare_panel(wide, freq=freq)
+                break
+        else:
+            panel = features.prepare_panel(wide, freq=freq)
+            assert list(panel) == sorted(alone)
+            for sid, expected in alone.items():
+                pd.testing.assert_frame_equal(panel[sid], expected)
+
+
+def test_prepare_panel_takes_the_panel_path_only_for_series_ready_as_they_are() -> None:
+    """Which series skip regularise: on the grid from a bin edge with no value missing."""
+    import streamcast.features as features
+
+    idx = pd.date_range("2024-01-01", periods=6, freq="h", tz="UTC", name="ts")
+    frames = {
+        "clean": pd.DataFrame({"temp": np.arange(6.0)}, index=idx),
+        "nan": pd.DataFrame({"temp": [1.0, np.nan, 3, 4, 5, 6]}, index=idx),
+        "shifted": pd.DataFrame({"temp": np.arange(6.0)}, index=idx + pd.Timedelta(minutes=20)),
+        "skips": pd.DataFrame({"temp": np.arange(5.0)}, index=idx.delete(3)),
+        "single": pd.DataFrame({"temp": [1.0]}, index=idx[:1]),
+    }
+    wide = pd.concat({k: f for k, f in frames.items()}, names=["series_id"]).sort_index()
+    sids = wide.index.get_level_values("series_id")
+    codes, uniques = pd.factorize(sids, sort=True)
+    bounds = np.flatnonzero(np.diff(codes)) + 1
+    ready, steps = features._ready_series(
+        wide.index.get_level_values("ts"),
+        wide.to_numpy(),
+        np.r_[0, bounds],
+        np.r_[bounds, len(codes)],
+        pd.Timedelta(hours=1),
+        ["temp"],
+    )
+    assert dict(zip(uniques, ready.tolist(), strict=True)) == {
+        "clean": True,
+        "nan": False,
+        "shifted": False,
+        "single": True,
+        "skips": False,
+    }
+    assert set(steps.tolist()) == {pd.Timedelta(hours=1).value}
+    # Without a frequency each series' own first spacing is its step; one time has none.
+    ready, steps = features._ready_series(
+        wide.index.get_level_values("ts"), wide.to_numpy(), np.r_[0, bounds], np.r_[bounds, len(codes)], None, ["temp"]
+    )
+    assert dict(zip(uniques, ready.tolist(), strict=True))["clean"] and not ready[list(uniques).index("single")]
