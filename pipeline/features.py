@@ -93,10 +93,7 @@ def regularise(
         values = frame.to_numpy(dtype=float, copy=True)
         if not np.isnan(values).any():
             # Nothing to fill: numpy only (a forecast regularises a thousand such series).
-            columns = {c: values[:, j] for j, c in enumerate(frame.columns)}
-            columns[GAP_COLUMN] = np.zeros(len(values), dtype=bool)
-            index = pd.date_range(frame.index[0], periods=len(values), freq=step, name=frame.index.name)
-            return pd.DataFrame(columns, index=index, copy=False)
+            return _grid_frame(values, frame.columns, frame.index[0], step, frame.index.name)
     resampled = frame.astype(float) if on_grid else frame.sort_index().resample(step).mean()
     filled = resampled.copy()
     for col in resampled.columns:
@@ -110,6 +107,17 @@ def regularise(
     filled[GAP_COLUMN] = np.isnan(filled.to_numpy(dtype=float)).all(axis=1)
     filled.index.freq = step  # type: ignore[misc]
     return filled
+
+
+def _grid_frame(
+    values: np.ndarray, columns: Sequence[str], first: pd.Timestamp, step: pd.Timedelta, name: Any
+) -> pd.DataFrame:
+    """What :func:`regularise` makes of a series already on its grid with nothing to fill:
+    its float ``values`` (T, columns; not copied), no long gap, the grid from ``first``."""
+    out = {c: values[:, j] for j, c in enumerate(columns)}
+    out[GAP_COLUMN] = np.zeros(len(values), dtype=bool)
+    index = pd.date_range(first, periods=len(values), freq=step, name=name)
+    return pd.DataFrame(out, index=index, copy=False)
 
 
 def _on_grid(index: pd.DatetimeIndex, step: pd.Timedelta) -> bool:
@@ -271,11 +279,9 @@ def prepare_panel(
     ready, steps = _ready_series(times, values, starts, stops, freq, list(wide.columns))
     for a, b, done, step in zip(starts, stops, ready, steps, strict=True):
         sid = str(uniques[codes[a]])
-        if done:  # on its grid with nothing to fill: regularise's own fast path, without its checks
-            columns = {c: values[a:b, j].astype(float) for j, c in enumerate(wide.columns)}
-            columns[GAP_COLUMN] = np.zeros(b - a, dtype=bool)
-            index = pd.date_range(times[a], periods=b - a, freq=pd.Timedelta(int(step)), name=times.name)
-            panel[sid] = pd.DataFrame(columns, index=index, copy=False)
+        if done:  # on its grid with nothing to fill: regularise's fast path, checked for all series above
+            step_ = pd.Timedelta(int(step))
+            panel[sid] = _grid_frame(values[a:b].astype(float), wide.columns, times[a], step_, times.name)
             continue
         f = pd.DataFrame(values[a:b], index=times[a:b], columns=wide.columns)
         if CIRCULAR_VARIABLES & set(f.columns):

@@ -476,8 +476,8 @@ def _validation_noise(calibration: Calibration, model: ESNForecaster) -> np.ndar
 
 
 def _ns(t: datetime) -> int:
-    """A UTC-aware time as integer nanoseconds (what the stream's bookkeeping compares:
-    aware datetime arithmetic was most of a 1,000-series hour's scoring)."""
+    """A UTC-aware time as integer nanoseconds: what the stream's bookkeeping of issued
+    forecasts compares (plain integer arithmetic; steps are exact multiples)."""
     return pd.Timestamp(t).value
 
 
