@@ -30,6 +30,10 @@ STEP = re.compile(r"^\s*(?P<step>[\w ]+?): (?P<detail>.*?)\s+(?P<h>\d+):(?P<m>\d
 DONE = re.compile(r"done: fit (?P<fit>[\d.]+)s, MASE (?P<mase>[\d.]+)")
 
 
+def _elapsed(m: re.Match[str]) -> int:
+    return int(m["h"]) * 3600 + int(m["m"]) * 60 + int(m["s"])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--series", type=int, default=1000)
@@ -38,31 +42,39 @@ def main() -> None:
     n = args.series
     with tempfile.TemporaryDirectory(prefix="streamcast-candidates-") as tmp:
         data = Path(tmp) if args.keep is None else args.keep
-        data.mkdir(parents=True, exist_ok=False)
+        if args.keep is not None:
+            data.mkdir(parents=True, exist_ok=False)
         env = cli_env(data)
         panel(n, 24 * DAYS).to_csv(data / "panel.csv", index=False)
         ingest = ingest_csv(data / "panel.csv", env)
-        wall, peak, printed = measure([STREAMCAST, "train", "--target", "temp"], env)
+        timeline: list[tuple[float, float]] = []
+        wall, peak, printed = measure([STREAMCAST, "train", "--target", "temp"], env, timeline)
     print(printed)
     rows = []
-    for line in printed.splitlines():
-        m = STEP.match(line)
-        if m is None:
-            continue
-        seconds = int(m["h"]) * 3600 + int(m["m"]) * 60 + int(m["s"])
+    # Each step reports its own duration; steps run one after another from the command's
+    # progress start (after its imports): a step's peak is the largest sample between the
+    # end of the step before and its own end, shifted by the time before the first step.
+    steps = [m for m in map(STEP.match, printed.splitlines()) if m is not None]
+    offset = wall - sum(_elapsed(m) for m in steps)
+    since = 0.0
+    for m in steps:
+        until = since + _elapsed(m)
         done = DONE.search(m["detail"])
         fit, mase = (f"{float(done['fit']):,.0f}", done["mase"]) if done else ("", "")
-        rows.append([m["step"], f"{seconds:,}", fit, mase])
-    rows.append(["**train, whole command**", f"{wall:,.0f}", "", ""])
+        step_peak = max((rss for t, rss in timeline if since <= t - offset <= until + 1), default=0.0)
+        rows.append([m["step"], f"{_elapsed(m):,}", fit, mase, f"{step_peak:,.0f}"])
+        since = until
+    rows.append(["**train, whole command**", f"{wall:,.0f}", "", "", f"{peak:,.0f}"])
     winner = re.search(r"winner: (\S+) \(MASE ([\d.]+)\)", printed)
     body = (
         f"{n:,} synthetic hourly series x {DAYS} days (two variables; `bench/scale.py`'s generator), ingested "
         f"({ingest[0]:.0f} s), then `streamcast train --target temp`: every default candidate, 30 origins. "
         "Step seconds as the CLI's progress reports them (a candidate's backtest: fit, backtest forecasts, "
-        "calibration; its fit seconds beside, the ensemble's being its members' together). "
+        "calibration; its fit seconds beside, the ensemble's being its members' together); a step's peak RSS: "
+        "the largest sample while it ran (steps placed one after another from the end of the command). "
         f"Peak RSS of the train command and its children: {peak:,.0f} MB. "
         f"Winner: {winner.group(1) + ' (MASE ' + winner.group(2) + ')' if winner else '?'}.\n\n"
-        + markdown_table(["step", "seconds", "fit s", "MASE"], rows)
+        + markdown_table(["step", "seconds", "fit s", "MASE", "peak RSS MB"], rows)
     )
     print(body)
     write_section(f"Default candidates at scale (N = {n:,})", body)

@@ -74,8 +74,11 @@ def panel(n: int, hours: int, seed: int = 0) -> pd.DataFrame:
     )
 
 
-def measure(args: list[str], env: dict[str, str]) -> tuple[float, float, str]:
-    """Run one CLI command; (wall seconds, peak RSS MB of it and its children, stdout)."""
+def measure(
+    args: list[str], env: dict[str, str], timeline: list[tuple[float, float]] | None = None
+) -> tuple[float, float, str]:
+    """Run one CLI command; (wall seconds, peak RSS MB of it and its children, stdout).
+    ``timeline``: gets every sample, (seconds since the start, RSS MB)."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     peak = 0.0
@@ -87,7 +90,10 @@ def measure(args: list[str], env: dict[str, str]) -> tuple[float, float, str]:
         while not done.is_set():
             try:
                 procs = [parent, *parent.children(recursive=True)]
-                peak = max(peak, sum(p.memory_info().rss for p in procs) / 2**20)
+                rss = sum(p.memory_info().rss for p in procs) / 2**20
+                peak = max(peak, rss)
+                if timeline is not None:
+                    timeline.append((time.perf_counter() - t0, rss))
             except psutil.Error:
                 pass
             time.sleep(0.05)

@@ -56,3 +56,52 @@ def test_a_panel_split_across_processes_fits_and_forecasts_what_one_process_does
     assert sorted(again.local) == sorted(PANEL)
     pd.testing.assert_frame_equal(again.predict(PANEL, origins), alone)
     assert len(alone) == len(PANEL) * len(origins) * 24
+
+
+@pytest.mark.parametrize("name", ["ets", "theta", "mstl"])
+def test_a_refit_keeps_each_series_form_and_estimates_it_on_the_latest_data(name: str) -> None:
+    """The winner refit on all the data re-estimates the form each series' search chose
+    (not a new search) on the window ending where the data ends, and forecasts from it."""
+    model = create_model(name, horizon=24).fit(PANEL, TRAIN_END, VAL_START)
+    last = max(f.index[-1] for f in PANEL.values())
+    refit = model.refit(PANEL, last, last - pd.Timedelta(hours=24 * 7))
+    assert refit.fit_info["forms_kept"] == len(PANEL)
+    for sid, before in model.local.items():
+        after = refit.local[sid]
+        assert type(after) is type(before)
+        assert _form_of(after) == _form_of(before)
+    # Estimated on later data than the backtest fit: other parameters, other forecasts.
+    assert not refit.predict(PANEL)["yhat"].equals(model.predict(PANEL)["yhat"])
+
+
+def _form_of(fitted: object) -> str:
+    from statsforecast.models import MSTL
+
+    if isinstance(fitted, MSTL):
+        return f"MSTL{fitted.season_length}+{fitted.trend_forecaster.model_['components']}"
+    model = fitted.model_  # type: ignore[attr-defined]
+    return str(model.get("components", model.get("modeltype")))
+
+
+def test_a_form_that_cannot_carry_the_new_window_gives_way_to_a_search() -> None:
+    from statsforecast.models import AutoETS
+
+    ets = create_model("ets", horizon=24)
+    y = _hourly(700) - 60  # crosses zero: a multiplicative error cannot be estimated
+    fitted = ets._estimate(y, AutoETS(model="MNN"))
+    assert fitted is not None and str(fitted.model_["components"])[0] == "A"
+    # Too short for the form's season: no form, the search chooses again.
+    seasonal = ets._estimate(_hourly(700), AutoETS(season_length=24, model="ANA"))
+    assert statistical._ets_form(seasonal, 30) is None
+    assert statistical._ets_form(seasonal, 700) is not None
+
+
+def test_a_refit_split_across_processes_is_the_refit_in_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = create_model("ets", horizon=24).fit(PANEL, TRAIN_END, VAL_START)
+    last = max(f.index[-1] for f in PANEL.values())
+    alone = model.refit(PANEL, last, last - pd.Timedelta(hours=24 * 7)).predict(PANEL)
+    monkeypatch.setattr(statistical, "PARALLEL_FITS", 1)
+    monkeypatch.setattr(statistical, "_workers", lambda: 2)
+    split = model.refit(PANEL, last, last - pd.Timedelta(hours=24 * 7))
+    assert split.fit_info["forms_kept"] == len(PANEL)
+    pd.testing.assert_frame_equal(split.predict(PANEL), alone)
