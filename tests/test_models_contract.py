@@ -662,28 +662,3 @@ def test_a_large_panels_epochs_are_a_bounded_number_of_batches() -> None:
     capped.fit(PANEL, TRAIN_END, VAL_START)
     assert capped.fit_info["epochs_allowed"] == 4
     assert int(capped.network.optimizer.iterations.numpy()) == 4 * per_epoch
-
-
-def test_a_large_panels_batches_are_every_window_once_a_pass_in_the_seeded_order() -> None:
-    """The batches of a large panel's fit shuffle window indices, not the windows: each
-    pass holds every window once, the passes differ, and the order is the one shuffling
-    the windows themselves gives (so the weights of a seed did not move)."""
-    import tensorflow as tf
-
-    from streamcast.models.keras import _shuffled_batches
-
-    n, size = 50, 8
-    X = np.arange(n * 3 * 2, dtype=np.float32).reshape(n, 3, 2)
-    Y = np.arange(n * 4, dtype=np.float32).reshape(n, 4)
-    batches = iter(_shuffled_batches(X, Y, size, seed=7))
-    per_pass = -(-n // size)
-    passes = [[next(batches) for _ in range(per_pass)] for _ in range(2)]
-    rows = [np.concatenate([x.numpy()[:, 0, 0] / 6 for x, _ in p]).astype(int) for p in passes]
-    for order, batches_of_pass in zip(rows, passes, strict=True):
-        assert sorted(order) == list(range(n))
-        for x, y in batches_of_pass:  # each window beside its own target
-            np.testing.assert_array_equal(y.numpy(), Y[(x.numpy()[:, 0, 0] / 6).astype(int)])
-    assert list(rows[0]) != list(rows[1])
-    shuffled = tf.data.Dataset.from_tensor_slices(Y).shuffle(n, seed=7, reshuffle_each_iteration=True).batch(size)
-    direct = np.concatenate([y.numpy()[:, 0] / 4 for y in shuffled.repeat().take(per_pass)]).astype(int)
-    np.testing.assert_array_equal(rows[0], direct)

@@ -134,22 +134,8 @@ def _shuffled_batches(X: np.ndarray, Y: np.ndarray, batch_size: int, seed: int) 
     stopped, across passes."""
     import tensorflow as tf
 
-    # The shuffle buffer holds window indices, and each batch takes its windows from the
-    # arrays as they are: shuffling the windows themselves held a copy of every window in
-    # the buffer, and making them a tensor first copied them again (1.3 GB more at the
-    # 200,000-window cap; 60 MB so). The order is the same: a shuffle's permutation
-    # depends on its seed and length, not on what it shuffles.
-    def take(index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return X[index], Y[index]
-
-    def batch(index: Any) -> tuple[Any, Any]:
-        x, y = tf.numpy_function(take, [index], (tf.float32, tf.float32), stateful=False)
-        x.set_shape((None, *X.shape[1:]))
-        y.set_shape((None, *Y.shape[1:]))
-        return x, y
-
-    data = tf.data.Dataset.range(len(X)).shuffle(len(X), seed=seed, reshuffle_each_iteration=True)
-    data = data.batch(batch_size).map(batch)
+    data = tf.data.Dataset.from_tensor_slices((X, Y))
+    data = data.shuffle(len(X), seed=seed, reshuffle_each_iteration=True).batch(batch_size)
     return data.repeat().prefetch(2)
 
 
