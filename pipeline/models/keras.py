@@ -26,6 +26,12 @@ from streamcast.models.base import Forecaster, ModelConfig, window_stride
 from streamcast.models.search import Choice, FloatRange, SearchSpace
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# TensorFlow's x86 wheels route allocations through oneDNN's allocator, a BFC pool that
+# never returns memory: each fit on a large panel left its window tensors' high-water mark
+# behind (125,000 windows of 72 x 10: about 300 MB kept per fit, 2 GB over a training of
+# every default candidate at 1,000 series). The system allocator returns it; the math and
+# the weights are the same (tensorflow/tensorflow#54169).
+os.environ.setdefault("TF_ONEDNN_USE_SYSTEM_ALLOCATOR", "true")
 
 
 @contextmanager
@@ -218,25 +224,30 @@ class KerasForecaster(Forecaster):
         return EnsembleForecaster.of({"refit": fresh, "backtest": self}, {"refit": 0.5, "backtest": 0.5})
 
     def _windows(self, designs: dict[str, Design], val_pos: dict[str, int]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        """Pooled (window, target) arrays over every series, for "train" and "val"."""
+        """Pooled (window, target) arrays over every series, for "train" and "val", each
+        written in place into one float32 array (the largest a fit holds: 200,000 windows
+        of 72 x 10 are 576 MB, and a list of parts concatenated would need it twice)."""
         cfg = self.config
-        parts: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = {"train": ([], []), "val": ([], [])}
         split = {sid: self.split_ends(d, val_pos[sid], cfg.lookback) for sid, d in designs.items()}
         strides = [
             window_stride(sum(len(ends[k]) for ends in split.values()), cap, cfg.season)
             for k, cap in enumerate((cfg.max_train_windows, cfg.max_val_windows))
         ]
-        for sid, d in designs.items():
-            for part, ends, stride in zip(parts.values(), split[sid], strides, strict=True):
-                ends = ends[::stride]
+        n_features = next(iter(designs.values())).X.shape[1] if designs else 0
+        out = {}
+        for k, name in enumerate(("train", "val")):
+            kept = {sid: ends[k][:: strides[k]] for sid, ends in split.items()}
+            total = sum(map(len, kept.values()))
+            X = np.empty((total, cfg.lookback, n_features if total else 0), np.float32)
+            Y = np.empty((total, cfg.horizon), np.float32)
+            at = 0
+            for sid, ends in kept.items():
                 if len(ends):
-                    part[0].append(make_windows(d, ends, cfg.lookback, cfg.horizon)[0])
-                    part[1].append(self.targets(d, ends))
-        empty = (np.empty((0, cfg.lookback, 0), np.float32), np.empty((0, cfg.horizon), np.float32))
-        return {
-            name: (np.concatenate(xs).astype(np.float32), np.concatenate(ys).astype(np.float32)) if xs else empty
-            for name, (xs, ys) in parts.items()
-        }
+                    X[at : at + len(ends)] = make_windows(designs[sid], ends, cfg.lookback, cfg.horizon)[0]
+                    Y[at : at + len(ends)] = self.targets(designs[sid], ends)
+                    at += len(ends)
+            out[name] = (X, Y)
+        return out
 
     def _fit(self, designs: dict[str, Design], val_pos: dict[str, int]) -> None:
         keras = load_keras()
