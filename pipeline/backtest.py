@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -96,11 +97,18 @@ class BacktestResult:
     candidates: dict[str, CandidateResult] = field(default_factory=dict)
     # Series whose MASE scale is not the seasonal naive MAE (constant or short series): the basis used.
     scale_fallbacks: dict[str, str] = field(default_factory=dict)
+    _comparison: tuple[Any, pd.DataFrame] | None = field(default=None, init=False, repr=False, compare=False)
+
+    def scored_candidate(self, name: str) -> pd.DataFrame:
+        """``name``'s forecasts that have actuals, with their errors (MASE on ``scales``)."""
+        return score_points(self.candidates[name].forecasts, self.scales)
 
     def scored(self) -> pd.DataFrame:
+        """Every candidate's scored points in one frame (``candidate`` column): as large as
+        all the backtests together; :meth:`comparison` never builds it."""
         frames = []
-        for name, c in self.candidates.items():
-            s = score_points(c.forecasts, self.scales)
+        for name in self.candidates:
+            s = self.scored_candidate(name)
             s.insert(0, "candidate", name)
             frames.append(s)
         return pd.concat(frames, ignore_index=True)
@@ -110,21 +118,36 @@ class BacktestResult:
         return aggregate(self.scored(), ["candidate", "series_id", "step"])
 
     def comparison(self) -> pd.DataFrame:
-        """One row per candidate, best first: mean MASE over series, pooled MAE/RMSE/sMAPE."""
-        scored = self.scored()
-        per_series = aggregate(scored, ["candidate", "series_id"])
-        overall = aggregate(scored, ["candidate"]).set_index("candidate")
+        """One row per candidate, best first: mean MASE over series, pooled MAE/RMSE/sMAPE.
+
+        Scored one candidate at a time (all of them at once were 9 million points and a
+        1.7 GB transient at 1,000 series), and kept until the candidates change: the
+        winner, MLflow logging and the registry all ask for it."""
+        key = tuple((n, id(c.forecasts), c.fit_seconds) for n, c in self.candidates.items())
+        if self._comparison is not None and self._comparison[0] == key:
+            return self._comparison[1].copy()
+        mase, overall, covered = {}, [], {}
+        for name in self.candidates:
+            scored = self.scored_candidate(name).assign(candidate=name)
+            mase[name] = aggregate(scored, ["series_id"])["mase"].mean()
+            overall.append(aggregate(scored, ["candidate"]))
+            covered.update(coverage(scored, ["candidate"]))
+        pooled = (
+            pd.concat(overall).set_index("candidate") if overall else pd.DataFrame(columns=["mae", "rmse", "smape"])
+        )
         table = pd.DataFrame(
             {
-                "mase": per_series.groupby("candidate")["mase"].mean(),
-                "mae": overall["mae"],
-                "rmse": overall["rmse"],
-                "smape": overall["smape"],
-                "coverage": coverage(scored, ["candidate"]),
-                "fit_seconds": pd.Series({n: c.fit_seconds for n, c in self.candidates.items()}),
+                "mase": pd.Series(mase, dtype=float),
+                "mae": pooled["mae"],
+                "rmse": pooled["rmse"],
+                "smape": pooled["smape"],
+                "coverage": pd.Series(covered, dtype=float),
+                "fit_seconds": pd.Series({n: c.fit_seconds for n, c in self.candidates.items()}, dtype=float),
             }
-        )
-        return table.sort_values("mase").reset_index(names="candidate")
+        ).sort_index()
+        table = table.sort_values("mase", kind="stable").reset_index(names="candidate")
+        self._comparison = (key, table)
+        return table.copy()
 
     @property
     def winner(self) -> str:
@@ -336,6 +359,8 @@ def run_backtest(
     for name in sorted(models, key=lambda n: bool(models[n].member_names)):
         model = models[name].attach({n: c.model for n, c in result.candidates.items()})
         result.candidates[name] = backtest_candidate(panel, result, name, model, on_progress)
+    for c in result.candidates.values():
+        c.model.forget_validation()
     return result
 
 

@@ -190,7 +190,6 @@ def log_backtest(
 
     cfg = result.config
     table = result.comparison()
-    scored = result.scored()
     run_ids: dict[str, str] = {}
     with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_name=run_name or f"train-{cfg.target}") as parent:
         tmpdir = Path(tmp)
@@ -242,7 +241,7 @@ def log_backtest(
                         "predict_seconds": float(cand.predict_seconds),
                     }
                 )
-                mine = scored[scored.candidate == name]
+                mine = result.scored_candidate(name)
                 per_step = aggregate(mine, ["step"])
                 for r in per_step.itertuples(index=False):
                     mlflow.log_metric("mae_step", float(r.mae), step=int(r.step))

@@ -315,6 +315,11 @@ class Forecaster(ABC):
             self._validation = {key: cached}
         return cached.copy()
 
+    def forget_validation(self) -> None:
+        """Drop the remembered validation forecasts (once calibration and the ensemble
+        have read them: at 1,000 series each candidate's are 480,000 rows)."""
+        self._validation = {}
+
     def stream(self, series_id: str, frame: pd.DataFrame) -> SeriesStream:
         """Follow one series from the end of ``frame`` (its regularised recent history):
         the returned stream takes one observation at a time and forecasts after each."""
