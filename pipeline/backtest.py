@@ -97,7 +97,9 @@ class BacktestResult:
     candidates: dict[str, CandidateResult] = field(default_factory=dict)
     # Series whose MASE scale is not the seasonal naive MAE (constant or short series): the basis used.
     scale_fallbacks: dict[str, str] = field(default_factory=dict)
-    _comparison: tuple[Any, pd.DataFrame] | None = field(default=None, init=False, repr=False, compare=False)
+    _comparison: tuple[list[tuple[Any, ...]], pd.DataFrame] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     def scored_candidate(self, name: str) -> pd.DataFrame:
         """``name``'s forecasts that have actuals, with their errors (MASE on ``scales``)."""
@@ -123,8 +125,9 @@ class BacktestResult:
         Scored one candidate at a time (all of them at once were 9 million points and a
         1.7 GB transient at 1,000 series), and kept until the candidates change: the
         winner, MLflow logging and the registry all ask for it."""
-        key = tuple((n, id(c.forecasts), c.fit_seconds) for n, c in self.candidates.items())
-        if self._comparison is not None and self._comparison[0] == key:
+        # The candidates and their forecast frames themselves (held, so compared by identity).
+        key = [(n, c, c.forecasts, c.fit_seconds) for n, c in self.candidates.items()]
+        if self._comparison is not None and _same_candidates(self._comparison[0], key):
             return self._comparison[1].copy()
         mase, overall, covered = {}, [], {}
         for name in self.candidates:
@@ -159,6 +162,13 @@ class BacktestResult:
                 "forecast times?); nothing is registered"
             )
         return str(best["candidate"])
+
+
+def _same_candidates(kept: list[tuple[Any, ...]], now: list[tuple[Any, ...]]) -> bool:
+    """The same names, candidate objects, forecast frames (by identity) and fit times."""
+    return len(kept) == len(now) and all(
+        a[0] == b[0] and a[1] is b[1] and a[2] is b[2] and a[3] == b[3] for a, b in zip(kept, now, strict=True)
+    )
 
 
 def conformal_quantile(scores: np.ndarray, level: float) -> float:

@@ -6,6 +6,9 @@ must beat; a test fails when a registered candidate is missing from the table.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -363,6 +366,34 @@ def test_tensorflow_import_notice_follows_the_log_level(
         pytest.skip("this TensorFlow build prints no notice at import on this machine")
     stderr = _python("from streamcast.models.keras import load_keras; load_keras()", level)
     assert _import_notices(stderr) is shown, stderr
+
+
+def test_tensorflow_hands_back_the_memory_of_a_fit_s_tensors() -> None:
+    """TensorFlow's x86 wheels allocate through oneDNN's BFC pool, which keeps every
+    tensor's memory after the tensor is gone: each network fit on a large panel left its
+    windows' high-water mark behind. Loaded through the models, a 256 MB tensor's memory
+    goes back to the system when the tensor does."""
+    code = """
+import gc, numpy as np
+from streamcast.models.keras import load_keras
+load_keras()
+import tensorflow as tf
+def rss():  # resident MB (Linux)
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) / 1024
+tf.constant(np.ones(16, np.float32))  # the allocator exists
+before = rss()
+x = np.ones((64, 1024, 1024), np.float32)  # 256 MB
+t = tf.constant(x)
+del x, t
+gc.collect()
+print(rss() - before)
+"""
+    env = {k: v for k, v in os.environ.items() if k != "TF_ONEDNN_USE_SYSTEM_ALLOCATOR"}  # as a user's shell
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr
+    kept = float(out.stdout.strip().splitlines()[-1])
+    assert kept < 64, f"{kept:.0f} MB of a 256 MB tensor's memory kept after it was deleted"
 
 
 def test_weekly_naive_repeats_last_week_and_wins_where_people_set_the_rhythm() -> None:

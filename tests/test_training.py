@@ -82,6 +82,17 @@ def test_train_logs_runs_registers_champion_then_challenger(weather_store: Setti
     version = client.get_model_version("streamcast-temp", "1")
     assert version.tags["kind"] == outcome.winner and float(version.tags["mase"]) == pytest.approx(mase.min(), abs=1e-4)
 
+    # Its requirements are declared, not guessed by loading it in a child process: streamcast
+    # with its model libraries and the library that wrote the winner's files, pinned as installed.
+    from importlib.metadata import version as installed
+
+    reqs = Path(mlflow.artifacts.download_artifacts("models:/streamcast-temp/1")) / "requirements.txt"
+    lines = set(reqs.read_text().split())
+    assert f"streamcast[train]=={installed('streamcast')}" in lines and f"numpy=={installed('numpy')}" in lines
+    if outcome.winner == "esn":
+        assert f"reservoirpy=={installed('reservoirpy')}" in lines
+    assert not any(line.startswith(("dask", "psutil")) for line in lines), lines
+
     model = mlflow.pyfunc.load_model("models:/streamcast-temp@champion")
     fc = model.predict(_history(weather_store))
     assert fc.groupby("series_id").size().to_dict() == {"EWR": 24, "JFK": 24, "LGA": 24}
