@@ -448,10 +448,9 @@ def register_winner(
                 )
             log.debug("MLflow: %s", chatter.getvalue().strip())
             if refit:
-                mlflow.log_metric("refit_seconds", refit.seconds)
-                for k, v in refit.model.fit_info.items():  # e.g. a network's warm_start, epochs_run
-                    if isinstance(v, int | float) and np.isfinite(v):
-                        mlflow.log_metric(f"refit_{k}", float(v))
+                # e.g. a network's warm_start, epochs_run
+                refit_info = {f"refit_{k}": float(v) for k, v in refit.model.fit_info.items() if _finite_number(v)}
+                _log_metrics_at_once(runs.candidate_run_ids[winner], {"refit_seconds": refit.seconds, **refit_info}, [])
                 mlflow.set_tags({"streamcast.refit_train_end": refit.train_end.isoformat()})
     client = mlflow.MlflowClient()
     version = str(info.registered_model_version)

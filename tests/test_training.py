@@ -82,6 +82,8 @@ def test_train_logs_runs_registers_champion_then_challenger(weather_store: Setti
     version = client.get_model_version("streamcast-temp", "1")
     assert version.tags["kind"] == outcome.winner and float(version.tags["mase"]) == pytest.approx(mase.min(), abs=1e-4)
 
+    winner_run = next(c for c in children if c.data.tags["streamcast.kind"] == outcome.winner)
+    assert winner_run.data.metrics["refit_seconds"] > 0  # the refit's own metrics, on the winner's run
     # Its requirements are declared, not guessed by loading it in a child process: streamcast
     # with its model libraries and the library that wrote the winner's files, pinned as installed.
     from importlib.metadata import version as installed
