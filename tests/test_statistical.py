@@ -4,12 +4,13 @@ LOESS jumps, and a large panel's series forecast across worker processes."""
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from streamcast.models import create_model, statistical
+from streamcast.models import Forecaster, create_model, statistical
 from streamcast.models.statistical import mstl_forward
 from tests.test_models_contract import PANEL, TRAIN_END, VAL_START
 
@@ -105,3 +106,51 @@ def test_a_refit_split_across_processes_is_the_refit_in_one(monkeypatch: pytest.
     split = model.refit(PANEL, last, last - pd.Timedelta(hours=24 * 7))
     assert split.fit_info["forms_kept"] == len(PANEL)
     pd.testing.assert_frame_equal(split.predict(PANEL), alone)
+
+
+def test_the_decomposition_as_matrices_is_the_decomposition() -> None:
+    """STL without robustness weights is linear in the data: the operator built from unit
+    vectors decomposes any window of its length as statsmodels does (to rounding); a window
+    of another length is decomposed directly."""
+    operator = statistical.MSTLOperator.build(360, [168, 24])
+    assert operator.periods == (24, 168) and operator.n == 360
+    y = _hourly(2000, seed=3)
+    for start in (0, 333, 1500):
+        window = y[start : start + 360]
+        adjusted, cycles = statistical.mstl_adjust(window, [24, 168], operator)
+        direct, direct_cycles = statistical.mstl_adjust(window, [24, 168])
+        np.testing.assert_allclose(adjusted, direct, rtol=0, atol=1e-9 * np.abs(window).max())
+        for cycle, expected, period in zip(cycles, direct_cycles, (24, 168), strict=True):
+            assert cycle.shape == (period,)
+            np.testing.assert_allclose(cycle, expected, rtol=0, atol=1e-9 * np.abs(window).max())
+    shorter = y[:359]  # not the operator's length: decomposed directly, not through it
+    np.testing.assert_array_equal(
+        statistical.mstl_adjust(shorter, [24, 168], operator)[0], statistical.mstl_adjust(shorter, [24, 168])[0]
+    )
+
+
+def test_mstl_decomposing_through_its_operator_forecasts_what_it_does_without(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A panel large enough builds the operator once, at the fit: the same fitted models and
+    forecasts as window-by-window decompositions, kept through the refit and the save."""
+    origins = list(PANEL["A"].index[-24 * 6 : -24 : 24])
+    monkeypatch.setattr(statistical, "OPERATOR_BREAK_EVEN", float("inf"))
+    direct = create_model("mstl", horizon=24, fit_window=360).fit(PANEL, TRAIN_END, VAL_START)
+    assert direct.operators == {} and direct.fit_info["operators"] == 0
+    monkeypatch.setattr(statistical, "OPERATOR_BREAK_EVEN", 0.0)
+    model = create_model("mstl", horizon=24, fit_window=360).fit(PANEL, TRAIN_END, VAL_START)
+    assert list(model.operators) == [(360, (24, 168))] and model.fit_info["operators"] == 1
+    expected = direct.predict(PANEL, origins)
+    pd.testing.assert_frame_equal(model.predict(PANEL, origins), expected, check_exact=False, rtol=1e-9)
+
+    def no_rebuild(*args: object) -> None:
+        raise AssertionError("the operator was built again")
+
+    monkeypatch.setattr(statistical.MSTLOperator, "build", no_rebuild)
+    last = max(f.index[-1] for f in PANEL.values())
+    refit = model.refit(PANEL, last, last - pd.Timedelta(hours=24 * 7))
+    assert refit.fit_info["operators"] == 1
+    loaded = Forecaster.load(refit.save(tmp_path / "mstl"))
+    assert list(loaded.operators) == [(360, (24, 168))]
+    pd.testing.assert_frame_equal(loaded.predict(PANEL), refit.predict(PANEL))
