@@ -138,16 +138,19 @@ def test_mstl_decomposing_through_its_operator_forecasts_what_it_does_without(
     monkeypatch.setattr(statistical, "OPERATOR_BREAK_EVEN", float("inf"))
     direct = create_model("mstl", horizon=24, fit_window=360).fit(PANEL, TRAIN_END, VAL_START)
     assert direct.operators == {} and direct.fit_info["operators"] == 0
+    expected = direct.predict(PANEL, origins)
     monkeypatch.setattr(statistical, "OPERATOR_BREAK_EVEN", 0.0)
     model = create_model("mstl", horizon=24, fit_window=360).fit(PANEL, TRAIN_END, VAL_START)
     assert list(model.operators) == [(360, (24, 168))] and model.fit_info["operators"] == 1
-    expected = direct.predict(PANEL, origins)
-    pd.testing.assert_frame_equal(model.predict(PANEL, origins), expected, check_exact=False, rtol=1e-9)
 
     def no_rebuild(*args: object) -> None:
-        raise AssertionError("the operator was built again")
+        raise AssertionError("decomposed again where the operator decomposes")
 
+    # From here every window is decomposed through the operator: the fit's, the refit's
+    # and every forecast's (all series' windows in one matrix product).
     monkeypatch.setattr(statistical.MSTLOperator, "build", no_rebuild)
+    monkeypatch.setattr(statistical, "mstl_decompose", no_rebuild)
+    pd.testing.assert_frame_equal(model.predict(PANEL, origins), expected, check_exact=False, rtol=1e-9)
     last = max(f.index[-1] for f in PANEL.values())
     refit = model.refit(PANEL, last, last - pd.Timedelta(hours=24 * 7))
     assert refit.fit_info["operators"] == 1

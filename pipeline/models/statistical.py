@@ -149,18 +149,7 @@ class StatisticalForecaster(Forecaster):
         return None
 
     def _predict(self, design: Design, positions: np.ndarray) -> np.ndarray:
-        H = self.config.horizon
-        levels = _levels(design)
-        if design.series_id not in self.local:  # a series not seen in training: estimate on what precedes
-            self.local[design.series_id] = self._estimate(
-                _observed_tail(levels[: int(positions.min()) + 1], self.window)
-            )
-        model = self.local[design.series_id]
-        out = np.empty((len(positions), H))
-        for i, pos in enumerate(positions):
-            y = _observed_tail(levels[: pos + 1], self.window)
-            out[i] = self._forward(model, y, H)
-        return (out - design.target_mean) / design.target_std
+        return self._predict_here([design], [positions])[0]
 
     def _predict_many(self, designs: Sequence[Design], positions: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Series after series; a large panel's series split across worker processes (each
@@ -168,7 +157,7 @@ class StatisticalForecaster(Forecaster):
         total = sum(len(p) for p in positions)
         workers = _workers() if total >= PARALLEL_FORWARDS else 1
         if workers <= 1 or len(designs) < 2:
-            return [self._predict(d, p) for d, p in zip(designs, positions, strict=True)]
+            return self._predict_here(designs, positions)
         chunks = _chunks(len(designs), workers)
         args = [
             (self._part([designs[i].series_id for i in c]), [designs[i] for i in c], [positions[i] for i in c])
@@ -181,6 +170,35 @@ class StatisticalForecaster(Forecaster):
                 out[i] = pred
         return out
 
+    def _predict_here(self, designs: Sequence[Design], positions: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Scaled forecasts at ``positions`` of each of ``designs``, in this process: every
+        origin's window through its series' model, a block of windows at a time (prepared
+        together, see :meth:`_prepare_windows`)."""
+        H = self.config.horizon
+        levels = [_levels(d) for d in designs]
+        for design, level, pos in zip(designs, levels, positions, strict=True):
+            if design.series_id not in self.local and len(pos):  # not seen in training: estimate on what precedes
+                self.local[design.series_id] = self._estimate(_observed_tail(level[: int(pos.min()) + 1], self.window))
+        origins = [(k, int(p)) for k, pos in enumerate(positions) for p in pos]
+        means: list[np.ndarray] = []
+        for b in range(0, len(origins), PREPARE_BLOCK):
+            block = origins[b : b + PREPARE_BLOCK]
+            models = [self.local[designs[k].series_id] for k, _ in block]
+            windows = [_observed_tail(levels[k][: p + 1], self.window) for k, p in block]
+            prepared = self._prepare_windows(models, windows)
+            means += [self._forward(m, y, H, pre) for m, y, pre in zip(models, windows, prepared, strict=True)]
+        out, start = [], 0
+        for design, pos in zip(designs, positions, strict=True):
+            forecasts = np.array(means[start : start + len(pos)]).reshape(len(pos), H)
+            out.append((forecasts - design.target_mean) / design.target_std)
+            start += len(pos)
+        return out
+
+    def _prepare_windows(self, models: Sequence[Any], windows: Sequence[np.ndarray]) -> list[Any]:
+        """What the forecasts of many windows can share, computed once for all of them
+        (MSTL: their decompositions as one matrix product); None: nothing."""
+        return [None] * len(windows)
+
     def _part(self, series: Sequence[str]) -> StatisticalForecaster:
         """This forecaster with only ``series``' local models (what one worker needs)."""
         part = copy.copy(self)
@@ -190,13 +208,13 @@ class StatisticalForecaster(Forecaster):
         part._validation = {}
         return part
 
-    def _forward(self, model: Any, y: np.ndarray, H: int) -> np.ndarray:
+    def _forward(self, model: Any, y: np.ndarray, H: int, prepared: Any = None) -> np.ndarray:
         last = y[-1] if len(y) else np.nan
         if model is not None and len(y) >= 3:
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    mean = self._mean(model, y, H)
+                    mean = self._mean(model, y, H, prepared)
                 if np.all(np.isfinite(mean)):
                     return mean
             except _MODEL_ERRORS:
@@ -204,8 +222,9 @@ class StatisticalForecaster(Forecaster):
         self.fallbacks += 1
         return np.full(H, last)
 
-    def _mean(self, model: Any, y: np.ndarray, H: int) -> np.ndarray:
-        """The fitted model applied to the window ``y``: its next H values."""
+    def _mean(self, model: Any, y: np.ndarray, H: int, prepared: Any = None) -> np.ndarray:
+        """The fitted model applied to the window ``y`` (with what :meth:`_prepare_windows` gave
+        for it): its next H values."""
         return np.asarray(model.forward(y=y, h=H)["mean"], dtype=np.float64)
 
     def _stream(self, design: Design, online: OnlineDesign) -> SeriesStream:
@@ -327,11 +346,35 @@ class MSTLForecaster(StatisticalForecaster):
         model.trend_forecaster = model.trend_forecaster.new().fit(y=adjusted)
         return model
 
-    def _mean(self, model: Any, y: np.ndarray, H: int) -> np.ndarray:
+    def _prepare_windows(self, models: Sequence[Any], windows: Sequence[np.ndarray]) -> list[Any]:
+        """Each window an operator decomposes, adjusted with the others of its length in one
+        matrix product: (seasonally adjusted window, last cycles); None for the rest."""
+        from statsforecast.models import MSTL
+
+        out: list[Any] = [None] * len(windows)
+        groups: dict[int, list[int]] = {}
+        for i, (model, y) in enumerate(zip(models, windows, strict=True)):
+            operator = self._operator(model, len(y)) if isinstance(model, MSTL) else None
+            if operator is not None:
+                groups.setdefault(id(operator), []).append(i)
+        for idx in groups.values():
+            operator = self._operator(models[idx[0]], len(windows[idx[0]]))
+            assert operator is not None
+            Y = np.stack([windows[i] for i in idx])
+            adjusted = Y @ operator.adjust.T
+            cycles = [Y @ cycle.T for cycle in operator.last_cycles]
+            for k, i in enumerate(idx):
+                out[i] = (adjusted[k], [c[k] for c in cycles])
+        return out
+
+    def _mean(self, model: Any, y: np.ndarray, H: int, prepared: Any = None) -> np.ndarray:
         from statsforecast.models import MSTL
 
         if not isinstance(model, MSTL):
             return super()._mean(model, y, H)
+        if prepared is not None:
+            adjusted, cycles = prepared
+            return mstl_mean(model, adjusted, cycles, H)
         return mstl_forward(model, y, H, operator=self._operator(model, len(y)))
 
     def _operator(self, model: Any, n: int) -> MSTLOperator | None:
@@ -443,7 +486,12 @@ def mstl_forward(
     """statsforecast ``MSTL.forward(y, h)["mean"]`` of a fitted MSTL, decomposing ``y`` with
     :func:`mstl_decompose` (or ``operator``): the trend forecaster filters the seasonally
     adjusted window, each season repeats its last cycle."""
-    adjusted, cycles = mstl_adjust(y, model.season_length, operator, jumps)
+    return mstl_mean(model, *mstl_adjust(y, model.season_length, operator, jumps), H)
+
+
+def mstl_mean(model: Any, adjusted: np.ndarray, cycles: Sequence[np.ndarray], H: int) -> np.ndarray:
+    """A fitted MSTL's next H values from its window's decomposition: the trend forecaster
+    filters the seasonally adjusted window, each season repeats its last cycle."""
     mean = np.asarray(model.trend_forecaster.forward(y=adjusted, h=H)["mean"], dtype=np.float64)
     for cycle in cycles:
         mean = mean + np.tile(cycle, -(-H // len(cycle)))[:H]
@@ -472,6 +520,8 @@ def stl_jumps(period: int, seasonal: int) -> dict[str, int]:
 # across worker processes (starting them costs a few seconds).
 PARALLEL_FORWARDS = 2_000
 PARALLEL_FITS = 50
+# Windows forecast together in one process (their decompositions one matrix product).
+PREPARE_BLOCK = 2_048
 
 
 def _workers() -> int:
@@ -503,7 +553,7 @@ def _predict_chunk(
     model: StatisticalForecaster, designs: Sequence[Design], positions: Sequence[np.ndarray]
 ) -> tuple[list[np.ndarray], int]:
     """One worker's share: its series' forecasts, and how many fell back to the last value."""
-    preds = [model._predict(d, p) for d, p in zip(designs, positions, strict=True)]
+    preds = model._predict_here(designs, positions)
     return preds, model.fallbacks
 
 
