@@ -157,3 +157,11 @@ def test_mstl_decomposing_through_its_operator_forecasts_what_it_does_without(
     loaded = Forecaster.load(refit.save(tmp_path / "mstl"))
     assert list(loaded.operators) == [(360, (24, 168))]
     pd.testing.assert_frame_equal(loaded.predict(PANEL), refit.predict(PANEL))
+
+
+def test_windows_too_long_for_a_matrix_are_decomposed_one_by_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(statistical, "OPERATOR_BREAK_EVEN", 0.0)
+    monkeypatch.setattr(statistical, "MAX_OPERATOR_STEPS", 359)
+    model = create_model("mstl", horizon=24, fit_window=360).fit(PANEL, TRAIN_END, VAL_START)
+    assert model.operators == {} and model.fit_info["operators"] == 0
+    assert len(model.predict(PANEL)) == len(PANEL) * 24

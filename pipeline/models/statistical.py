@@ -331,7 +331,7 @@ class MSTLForecaster(StatisticalForecaster):
         than building it (n decompositions)."""
         n = self.window
         key = (n, tuple(self.seasons(n)))
-        if not key[1] or key in self.operators or windows < OPERATOR_BREAK_EVEN * n:
+        if not key[1] or key in self.operators or windows < OPERATOR_BREAK_EVEN * n or n > MAX_OPERATOR_STEPS:
             return
         start = time.perf_counter()
         self.operators[key] = MSTLOperator.build(n, key[1])
@@ -395,6 +395,9 @@ class MSTLForecaster(StatisticalForecaster):
 # A call builds the decomposition operator when it has at least this many full windows
 # per step of a window to decompose (building it costs one decomposition per step).
 OPERATOR_BREAK_EVEN = 1.0
+# Windows longer than this are decomposed one by one (the matrix is n x n float64: 128 MB
+# at 4,096 steps, e.g. four weeks of 10-minute data).
+MAX_OPERATOR_STEPS = 4_096
 
 
 @dataclass(frozen=True)
@@ -416,15 +419,14 @@ class MSTLOperator:
     @classmethod
     def build(cls, n: int, periods: Sequence[int], jumps: bool = True) -> MSTLOperator:
         periods = sorted(periods)
-        seasonals = np.zeros((len(periods), n, n))  # [season, step, unit vector]
-        for j, unit in enumerate(np.eye(n)):
-            _, seas, _ = mstl_decompose(unit, periods, jumps)
-            seasonals[:, :, j] = seas
-        return cls(
-            periods=tuple(periods),
-            adjust=np.eye(n) - seasonals.sum(axis=0),
-            last_cycles=tuple(s[-p:].copy() for p, s in zip(periods, seasonals, strict=True)),
-        )
+        adjust = np.eye(n)  # column j: the unit vector e_j, less its seasons
+        last_cycles = [np.zeros((p, n)) for p in periods]
+        for j in range(n):
+            _, seas, _ = mstl_decompose(adjust[:, j].copy(), periods, jumps)
+            adjust[:, j] -= seas.sum(axis=0)
+            for cycle, p, component in zip(last_cycles, periods, seas, strict=True):
+                cycle[:, j] = component[-p:]
+        return cls(periods=tuple(periods), adjust=adjust, last_cycles=tuple(last_cycles))
 
 
 def _ets_form(fitted: Any, n: int) -> Any:
