@@ -14,6 +14,7 @@ import io
 import json
 import logging
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -301,8 +302,6 @@ def _finite_number(v: Any) -> bool:
 def _log_metrics_at_once(run_id: str, metrics: dict[str, float], stepped: list[tuple[str, float, int]]) -> None:
     """A candidate's metrics and per-step curves in one request (one call per value was
     60 tracking-store writes a candidate)."""
-    import time
-
     import mlflow
     from mlflow.entities import Metric
 

@@ -352,14 +352,12 @@ class MSTLForecaster(StatisticalForecaster):
         from statsforecast.models import MSTL
 
         out: list[Any] = [None] * len(windows)
-        groups: dict[int, list[int]] = {}
+        groups: dict[int, tuple[MSTLOperator, list[int]]] = {}
         for i, (model, y) in enumerate(zip(models, windows, strict=True)):
             operator = self._operator(model, len(y)) if isinstance(model, MSTL) else None
             if operator is not None:
-                groups.setdefault(id(operator), []).append(i)
-        for idx in groups.values():
-            operator = self._operator(models[idx[0]], len(windows[idx[0]]))
-            assert operator is not None
+                groups.setdefault(id(operator), (operator, []))[1].append(i)
+        for operator, idx in groups.values():
             Y = np.stack([windows[i] for i in idx])
             adjusted = Y @ operator.adjust.T
             cycles = [Y @ cycle.T for cycle in operator.last_cycles]
@@ -422,7 +420,9 @@ class MSTLOperator:
         adjust = np.eye(n)  # column j: the unit vector e_j, less its seasons
         last_cycles = [np.zeros((p, n)) for p in periods]
         for j in range(n):
-            _, seas, _ = mstl_decompose(adjust[:, j].copy(), periods, jumps)
+            unit = np.zeros(n)
+            unit[j] = 1.0
+            _, seas, _ = mstl_decompose(unit, periods, jumps)
             adjust[:, j] -= seas.sum(axis=0)
             for cycle, p, component in zip(last_cycles, periods, seas, strict=True):
                 cycle[:, j] = component[-p:]
