@@ -45,7 +45,9 @@ _MODEL_ERRORS = (ValueError, ArithmeticError, np.linalg.LinAlgError, IndexError)
 
 class StatisticalConfig(ModelConfig):
     use_covariates: bool = False  # univariate models: covariates are not read
-    fit_window: int = Field(0, ge=0, description="steps each fit and forecast sees; 0: four weeks (28 seasons)")
+    fit_window: int = Field(
+        0, ge=0, description="steps each fit and forecast sees; 0: the model's default (four weeks, MSTL eight)"
+    )
 
 
 class StatisticalForecaster(Forecaster):
@@ -65,9 +67,11 @@ class StatisticalForecaster(Forecaster):
     def prepare_runtime(cls) -> None:
         import statsforecast.models  # noqa: F401 - heavy import, not billed to a fit
 
+    default_weeks: ClassVar[int] = 4  # the window without ``fit_window``, in weeks of daily seasons
+
     @property
     def window(self) -> int:
-        return self.config.fit_window or 28 * self.config.season
+        return self.config.fit_window or self.default_weeks * 7 * self.config.season
 
     # Each validation origin is a forward per series (MSTL: a decomposition): 5,000 of them
     # calibrate the intervals as well as 20,000 (120,000 residuals over 24 steps).
@@ -285,6 +289,11 @@ class MSTLForecaster(StatisticalForecaster):
     product. The matrices are kept through the refit and saved with the models."""
 
     kind = "mstl"
+    # Eight weekly cycles, not four: the weekly season is estimated from twice the weeks. With
+    # statsforecast's MSTL refit at 30 daily origins of the last 30 days of a series, MASE went
+    # 0.139 -> 0.114 (taylor-demand), 1.237 -> 1.080 (tmy-weather), 0.886 -> 0.744
+    # (city-temperatures) from four weeks to eight; twelve gained at most 1% more.
+    default_weeks = 8
 
     def __init__(self, config: ModelConfig | None = None, **overrides: Any) -> None:
         super().__init__(config, **overrides)
@@ -394,7 +403,7 @@ class MSTLForecaster(StatisticalForecaster):
 # per step of a window to decompose (building it costs one decomposition per step).
 OPERATOR_BREAK_EVEN = 1.0
 # Windows longer than this are decomposed one by one (the matrix is n x n float64: 128 MB
-# at 4,096 steps, e.g. four weeks of 10-minute data).
+# at 4,096 steps, e.g. four weeks of 10-minute data; eight weeks of half-hours are 2,688).
 MAX_OPERATOR_STEPS = 4_096
 
 
