@@ -129,6 +129,17 @@ def test_the_decomposition_as_matrices_is_the_decomposition() -> None:
     )
 
 
+def test_the_operator_built_across_processes_is_the_one_built_in_one() -> None:
+    """Each column is its own unit vector's decomposition: split across two spawned
+    processes, the matrices are the same, column for column."""
+    alone = statistical.MSTLOperator.build(200, [24, 48])
+    split = statistical.MSTLOperator.build(200, [24, 48], workers=2)
+    assert split.periods == alone.periods
+    np.testing.assert_array_equal(split.adjust, alone.adjust)
+    for a, b in zip(split.last_cycles, alone.last_cycles, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_mstl_decomposing_through_its_operator_forecasts_what_it_does_without(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
