@@ -554,8 +554,8 @@ def stl_jumps(period: int, seasonal: int) -> dict[str, int]:
 # across worker processes (starting them costs a few seconds).
 PARALLEL_FORWARDS = 2_000
 PARALLEL_FITS = 50
-# An operator this long is built in worker processes (eight weeks of hourly steps, 1,344,
-# took 48 s in one; four weeks, 672, 12 s).
+# An operator this long is built in worker processes (eight weeks of hourly steps, 1,344:
+# 36-37 s in one process, 22 s in two on 2 cores; four weeks, 672, about 9 s in one).
 PARALLEL_OPERATOR_STEPS = 1_000
 # Windows forecast together in one process (their decompositions one matrix product).
 PREPARE_BLOCK = 2_048
