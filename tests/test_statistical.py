@@ -129,6 +129,19 @@ def test_the_decomposition_as_matrices_is_the_decomposition() -> None:
     )
 
 
+def test_a_saved_model_keeps_the_window_it_was_fitted_on(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A registered champion forecasts on the window it was fitted on, even after the
+    default window changes (an upgrade must not move a deployed model's inputs)."""
+    model = create_model("mstl", horizon=24).fit(PANEL, TRAIN_END, VAL_START)
+    fitted = model.window
+    expected = model.predict(PANEL)
+    monkeypatch.setattr(statistical.MSTLForecaster, "default_weeks", 2)
+    assert create_model("mstl", horizon=24).window != fitted
+    loaded = Forecaster.load(model.save(tmp_path / "mstl"))
+    assert loaded.window == fitted
+    pd.testing.assert_frame_equal(loaded.predict(PANEL), expected)
+
+
 def test_the_operator_built_across_processes_is_the_one_built_in_one() -> None:
     """Each column is its own unit vector's decomposition: split across two spawned
     processes, the matrices are the same, column for column."""

@@ -62,6 +62,7 @@ class StatisticalForecaster(Forecaster):
         self.local: dict[str, Any] = {}  # series id -> fitted statsforecast model
         self.fallbacks = 0  # forecasts where the model could not run and the last value stood in
         self._forms: dict[str, Any] = {}  # series id -> the fitted model whose form a refit keeps
+        self._saved_window = 0  # a loaded model's window as fitted (the default may have changed since)
 
     @classmethod
     def prepare_runtime(cls) -> None:
@@ -71,7 +72,7 @@ class StatisticalForecaster(Forecaster):
 
     @property
     def window(self) -> int:
-        return self.config.fit_window or self.default_weeks * 7 * self.config.season
+        return self.config.fit_window or self._saved_window or self.default_weeks * 7 * self.config.season
 
     # Each validation origin is a forward per series (MSTL: a decomposition): 5,000 of them
     # calibrate the intervals as well as 20,000 (120,000 residuals over 24 steps).
@@ -240,6 +241,7 @@ class StatisticalForecaster(Forecaster):
 
     def _load(self, path: Path) -> None:
         self.local = pickle.loads((path / "local_models.pkl").read_bytes())
+        self._saved_window = int(self.fit_info.get("window", 0))
 
 
 class ETSForecaster(StatisticalForecaster):
@@ -437,7 +439,7 @@ class MSTLOperator:
         if workers <= 1:
             adjust, last_cycles = _operator_columns(n, periods, jumps, np.arange(n))
         else:
-            chunks = [c for c in np.array_split(np.arange(n), workers) if len(c)]
+            chunks = _chunks(n, workers)
             parts = _in_workers(workers, _operator_columns, [(n, periods, jumps, c) for c in chunks])
             adjust = np.concatenate([a for a, _ in parts], axis=1)
             last_cycles = [np.concatenate(cols, axis=1) for cols in zip(*(c for _, c in parts), strict=True)]
