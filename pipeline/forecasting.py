@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import shutil
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -216,18 +218,56 @@ def live_factor(store: Store, handle: ChampionHandle, target: str, rate: float) 
     return max(start, tracked_quantile(scores[usable], recent["ts"].to_numpy()[usable], level, per_step, start))
 
 
-def tracked_factor(handle: ChampionHandle, factor: float, records: list[dict[str, Any]], rate: float) -> float:
+def tracked_factor(handle: ChampionHandle, factor: float, matured: MaturedPoints, rate: float) -> float:
     """``factor`` (:func:`live_factor`) moved on by matured points as they arrive (the
-    stream's score records; those of other versions are not this champion's)."""
-    mine = [r for r in records if r["model_version"] == handle.version]
-    if not mine:
+    stream's; those of other versions are not this champion's)."""
+    mine = np.array([v == handle.version for v in matured.model_version], dtype=bool)
+    if not mine.any():
         return factor
-    scores, usable = _width_units(
-        handle, [r["step"] for r in mine], [r["actual"] for r in mine], [r["yhat"] for r in mine]
-    )
-    times = np.array([pd.Timestamp(r["ts"]).value for r in mine])
+    scores, usable = _width_units(handle, np.asarray(matured.step)[mine], matured.actual[mine], matured.yhat[mine])
     per_step = rate / handle.bundle.model.config.season
+    times = matured.ts_ns[mine]
     return tracked_quantile(scores[usable], times[usable], handle.bundle.calibration.level, per_step, factor)
+
+
+@dataclass
+class MaturedPoints:
+    """Forecast points whose actuals have arrived, as columns: what the stream scores each
+    batch (at 1,000 series, 24,000 points an hour, where a dict per point cost more than
+    storing them)."""
+
+    forecast_id: list[str]
+    step: list[int]
+    series_id: list[str]
+    ts: list[datetime]
+    ts_ns: np.ndarray  # ``ts`` as UTC nanoseconds
+    yhat: np.ndarray
+    actual: np.ndarray
+    scale: np.ndarray  # each point's series' MASE scale
+    model_name: list[str]
+    model_version: list[str | None]
+
+    def __len__(self) -> int:
+        return len(self.forecast_id)
+
+    def score_columns(self, target: str) -> dict[str, list[Any]]:
+        """The ``scores`` rows of these points, as columns in store types."""
+        errors = point_errors(self.actual, self.yhat, self.scale)
+        n = len(self)
+        return {
+            "forecast_id": self.forecast_id,
+            "step": self.step,
+            "series_id": self.series_id,
+            "target": [target] * n,
+            "ts": self.ts,
+            "yhat": self.yhat.tolist(),
+            "actual": self.actual.tolist(),
+            "abs_error": errors["abs_error"].tolist(),
+            "scaled_error": [v if math.isfinite(v) else None for v in errors["scaled_error"].tolist()],
+            "model_name": self.model_name,
+            "model_version": self.model_version,
+            "scored_at": [utcnow()] * n,
+        }
 
 
 def _width_units(handle: ChampionHandle, steps: Any, actual: Any, yhat: Any) -> tuple[np.ndarray, np.ndarray]:

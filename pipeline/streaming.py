@@ -27,11 +27,11 @@ from streamcast.entries import parse_entries
 from streamcast.features import prepare_panel
 from streamcast.forecasting import (
     ChampionHandle,
+    MaturedPoints,
     champion_version,
     forecast_id,
     live_factor,
     load_champion,
-    score_records,
     tracked_factor,
 )
 from streamcast.ingestion import IngestSummary, write_batch
@@ -60,16 +60,14 @@ class StreamStats:
     retrains: list[dict[str, str]] = field(default_factory=list)
     latencies_ms: list[float] = field(default_factory=list)
 
-    def count(
-        self, summary: IngestSummary, forecast_rows: list[dict[str, Any]], score_rows: list[dict[str, Any]]
-    ) -> None:
+    def count(self, summary: IngestSummary, issued: list[_Block], matured: MaturedPoints | None) -> None:
         self.batches += 1
         self.observations += summary.observations_read
         self.new += summary.new
         self.unchanged += summary.unchanged
         self.quarantined += summary.quarantined_total
-        self.forecasts += len({r["forecast_id"] for r in forecast_rows})
-        self.scored_points += len(score_rows)
+        self.forecasts += sum(len(b.series) for b in issued)
+        self.scored_points += len(matured) if matured is not None else 0
 
     def summary(self) -> dict[str, Any]:
         """Counts and latency percentiles. The first batch also loads the champion and warms
@@ -168,29 +166,31 @@ class StreamProcessor:
             self.newest = max(self.newest, obs["ts"].max()) if self.newest is not None else obs["ts"].max()
         if self.handle is None and not obs.empty:
             self._load(obs["ts"].min())
-        forecast_rows, arrived = self._advance_all(obs)
-        score_rows = self._score(arrived, forecast_rows)
+        issued, arrived = self._advance_all(obs)
+        matured = self._score(arrived, issued)
         self._since_check += obs["ts"].nunique()
         checking = self._since_check >= self.check_every
         checkpoint = self._checkpoint() if checking else None
 
         def write_derived(tx: Transaction) -> None:
-            tx.write_forecast_records(forecast_rows)
-            tx.write_scores(score_rows)
+            if issued:
+                tx.write_forecast_columns(_concat([b.columns(self.target) for b in issued]))
+            if matured is not None:
+                tx.write_score_columns(matured.score_columns(self.target))
             if checkpoint is not None:
                 tx.write_stream_checkpoint(*checkpoint)
 
         # One commit per batch: a crash leaves all of it or none (the entries are then redelivered).
         summary = write_batch(self.store, parsed, "stream", "stream", also=write_derived)
-        self.stats.count(summary, forecast_rows, score_rows)
+        self.stats.count(summary, issued, matured)
         if batch.ack:
             batch.ack()
         self.stats.latencies_ms.append((time.perf_counter() - batch.received_at) * 1000)
-        self.outstanding.add(forecast_rows)  # committed: later batches score them from memory
-        if self.handle is not None and score_rows:
+        self.outstanding.add(issued)  # committed: later batches score them from memory
+        if self.handle is not None and matured is not None:
             # The next forecasts' intervals know what just matured (a quantile tracker, per batch).
             self.interval_factor = tracked_factor(
-                self.handle, self.interval_factor, score_rows, self.settings.stream_interval_rate
+                self.handle, self.interval_factor, matured, self.settings.stream_interval_rate
             )
             self.calibration = self.handle.bundle.calibration.scaled(self.interval_factor)
         if checking:
@@ -199,9 +199,10 @@ class StreamProcessor:
 
     def _advance_all(
         self, obs: pd.DataFrame, forecast: bool = True
-    ) -> tuple[list[dict[str, Any]], list[tuple[SeriesState, datetime, float]]]:
-        """Every series' new rows through its stream, in time order: the fresh forecasts'
-        points, and the target values that arrived (to score earlier forecasts with). The
+    ) -> tuple[list[_Block], list[tuple[SeriesState, pd.Timestamp, float]]]:
+        """Every series' new rows through its stream, in time order: the fresh forecasts
+        (a block per time and stream class), and the target values that arrived (to score
+        earlier forecasts with). The
         series observed at one time move together (an ESN steps all their reservoirs in one
         matrix product and forecasts them in another)."""
         # Plain dicts, not pivot tables: a stream batch holds a handful of values per series.
@@ -213,7 +214,7 @@ class StreamProcessor:
             state = self.states.get(sid) or self._new_state(sid)
             for ts, row in by_time.items():
                 at.setdefault(ts, []).append((state, row))
-        forecast_rows: list[dict[str, Any]] = []
+        issued: list[_Block] = []
         arrived = []
         for ts in sorted(at):
             # A late or redelivered observation is stored, not replayed through the model.
@@ -226,14 +227,15 @@ class StreamProcessor:
                 st.last_ts = ts
                 st.has_target = st.has_target or self.target in row
                 if self.target in row:
-                    arrived.append((st, ts.to_pydatetime(), row[self.target]))
+                    arrived.append((st, ts, row[self.target]))
             ready = [st for st, _ in moving if st.has_target and forecast]  # none before the target was seen
             for group in _by_stream_class(ready, [{}] * len(ready)):
                 members = [st for st, _ in group]
                 yhats = type(members[0].stream).forecast_all([m.stream for m in members])
-                for st, yhat in zip(members, yhats, strict=True):
-                    forecast_rows += self._points(st, ts, yhat)
-        return forecast_rows, arrived
+                block = self._block(ts, members, yhats)
+                if block is not None:
+                    issued.append(block)
+        return issued, arrived
 
     def _fill_gap(self, state: SeriesState, ts: pd.Timestamp) -> None:
         """Steps of ``state``'s series that never arrived before ``ts``: taken with nothing
@@ -245,47 +247,40 @@ class StreamProcessor:
         for k in range(max(round((ts - state.last_ts) / freq), 1) - 1, 0, -1):
             state.stream.advance(ts - k * freq, {})
 
-    def _points(self, state: SeriesState, ts: pd.Timestamp, yhat: np.ndarray | None) -> list[dict[str, Any]]:
-        """The fresh forecast of ``state``'s series from ``ts`` as store records."""
+    def _block(self, ts: pd.Timestamp, states: list[SeriesState], yhats: list[np.ndarray | None]) -> _Block | None:
+        """The fresh forecasts of ``states``' series from ``ts`` (those that have one)."""
         assert self.handle is not None and self.calibration is not None
-        if yhat is None:
-            return []
-        freq = self.handle.bundle.model.freq or pd.Timedelta(hours=1)
-        width = self.calibration.half_width[: len(yhat)]
-        origin, step = ts.to_pydatetime(), freq.to_pytimedelta()
-        common = {
-            "forecast_id": forecast_id(state.series_id, self.target, ts, self.handle.version),
-            "series_id": state.series_id,
-            "target": self.target,
-            "issued_at": utcnow(),
-            "origin_ts": origin,
-            "model_name": self.handle.kind,
-            "model_version": self.handle.version,
-            "run_id": self.handle.run_id,
-        }
-        return [
-            {
-                **common,
-                "step": h + 1,
-                "ts": origin + (h + 1) * step,
-                "yhat": float(y),
-                "lo": float(y - w),
-                "hi": float(y + w),
-            }
-            for h, (y, w) in enumerate(zip(yhat, width, strict=True))
-        ]
+        have = [(st.series_id, y) for st, y in zip(states, yhats, strict=True) if y is not None]
+        if not have:
+            return None
+        Y = np.array([y for _, y in have], dtype=float)
+        handle = self.handle
+        return _Block(
+            origin=ts,
+            step=handle.bundle.model.freq or pd.Timedelta(hours=1),
+            series=[sid for sid, _ in have],
+            ids=[forecast_id(sid, self.target, ts, handle.version) for sid, _ in have],
+            yhat=Y,
+            half_width=self.calibration.half_width[: Y.shape[1]],
+            model_name=handle.kind,
+            model_version=handle.version,
+            run_id=handle.run_id,
+            issued_at=utcnow(),
+        )
 
     def _score(
-        self, arrived: list[tuple[SeriesState, datetime, float]], pending: list[dict[str, Any]]
-    ) -> list[dict[str, Any]]:
+        self, arrived: list[tuple[SeriesState, pd.Timestamp, float]], pending: list[_Block]
+    ) -> MaturedPoints | None:
         """Score every forecast point whose time has just been observed: those this process
         issued in earlier batches (from memory), those issued earlier in this same batch,
         and, where a point may have been issued before this process followed the series
         (after a start, restart or swap), those stored (one query per batch)."""
         if not arrived:
-            return []
-        by_key = {(st.series_id, ts): (st, actual) for st, ts, actual in arrived}
-        unknown = [k for k in by_key if not self.outstanding.covers(*k)]
+            return None
+        by_time: dict[pd.Timestamp, list[tuple[SeriesState, float]]] = {}
+        for st, ts, actual in arrived:
+            by_time.setdefault(ts, []).append((st, actual))
+        unknown = [(st.series_id, ts) for st, ts, _ in arrived if not self.outstanding.covers(st.series_id, ts.value)]
         sids = sorted({k[0] for k in unknown})
         stored = (
             # Only what was issued before this process remembers every origin of a series:
@@ -297,23 +292,15 @@ class StreamProcessor:
             if unknown
             else []
         )
-        remembered = [r for sid, ts in by_key for r in self.outstanding.matured(sid, ts)]
-        matured: list[dict[str, Any]] = []
-        seen: set[tuple[str, int]] = set()
-        for r in remembered + pending + stored:
-            point = (r["forecast_id"], r["step"])
-            if point not in seen and (r["series_id"], r["ts"]) in by_key:
-                seen.add(point)
-                matured.append(r)
-        if not matured:
-            return []
-        hits = [by_key[(r["series_id"], r["ts"])] for r in matured]
-        return score_records(
-            matured,
-            np.array([actual for _, actual in hits], dtype=float),
-            np.array([st.scale for st, _ in hits], dtype=float),
-            self.target,
-        )
+        found = _Found()
+        for ts, seen in by_time.items():
+            for block in [*self.outstanding.blocks, *pending]:
+                found.add_block(block, ts, [st.series_id for st, _ in seen], [(st.scale, y) for st, y in seen])
+        self.outstanding.retire(max(by_time).value)
+        if stored:
+            at = {(st.series_id, ts): (st.scale, actual) for st, ts, actual in arrived}
+            found.add_records(stored, at)
+        return found.matured()
 
     # --- champion and series state ---------------------------------------------------
 
@@ -475,107 +462,197 @@ def _validation_noise(calibration: Calibration, model: ESNForecaster) -> np.ndar
     return sd**2
 
 
-def _ns(t: datetime) -> int:
-    """A UTC-aware time as integer nanoseconds: what the stream's bookkeeping of issued
-    forecasts compares (plain integer arithmetic; steps are exact multiples)."""
-    return pd.Timestamp(t).value
-
-
 @dataclass
-class _Issued:
-    """One forecast this stream issued and committed, as long as it has points to mature
-    (times in UTC nanoseconds)."""
+class _Block:
+    """Forecasts issued at one origin for many series by one champion, as arrays: the unit
+    the stream issues, stores and scores (one per time and stream class in a batch)."""
 
-    forecast_id: str
-    origin_ns: int
-    step_ns: int
-    yhat: np.ndarray
+    origin: pd.Timestamp
+    step: pd.Timedelta
+    series: list[str]
+    ids: list[str]  # each series' forecast_id
+    yhat: np.ndarray  # (series, horizon)
+    half_width: np.ndarray  # (horizon,): the interval of every point
     model_name: str
     model_version: str | None
-    last_ns: int  # the time of its last point
+    run_id: str | None
+    issued_at: datetime
+
+    def __post_init__(self) -> None:
+        self.row = {sid: k for k, sid in enumerate(self.series)}
+        self.origin_ns, self.step_ns = self.origin.value, self.step.value
+        self.last_ns = self.origin_ns + self.horizon * self.step_ns  # the time of its last point
+
+    @property
+    def horizon(self) -> int:
+        return int(self.yhat.shape[1])
+
+    def columns(self, target: str) -> dict[str, list[Any]]:
+        """Its points as ``forecasts`` columns (series by series, step by step)."""
+        n, H = self.yhat.shape
+        origin, step = self.origin.to_pydatetime(), self.step.to_pytimedelta()
+        return {
+            "forecast_id": [f for f in self.ids for _ in range(H)],
+            "series_id": [sid for sid in self.series for _ in range(H)],
+            "target": [target] * (n * H),
+            "issued_at": [self.issued_at] * (n * H),
+            "origin_ts": [origin] * (n * H),
+            "ts": [origin + (h + 1) * step for h in range(H)] * n,
+            "step": list(range(1, H + 1)) * n,
+            "yhat": self.yhat.ravel().tolist(),
+            "lo": (self.yhat - self.half_width).ravel().tolist(),
+            "hi": (self.yhat + self.half_width).ravel().tolist(),
+            "model_name": [self.model_name] * (n * H),
+            "model_version": [self.model_version] * (n * H),
+            "run_id": [self.run_id] * (n * H),
+        }
+
+
+def _concat(columns: list[dict[str, list[Any]]]) -> dict[str, list[Any]]:
+    """Column sets of the same names as one."""
+    if len(columns) == 1:
+        return columns[0]
+    return {name: [v for c in columns for v in c[name]] for name in columns[0]}
+
+
+class _Found:
+    """Matured points as they are found (from blocks in memory, then stored records), each
+    point once, with its actual and its series' MASE scale."""
+
+    def __init__(self) -> None:
+        self.ids: list[str] = []
+        self.steps: list[int] = []
+        self.series: list[str] = []
+        self.ts: list[datetime] = []
+        self.ts_ns: list[int] = []
+        self.yhat: list[float] = []
+        self.scale: list[float] = []
+        self.actual: list[float] = []
+        self.names: list[str] = []
+        self.versions: list[str | None] = []
+
+    def add_block(self, block: _Block, ts: pd.Timestamp, sids: list[str], values: list[tuple[float, float]]) -> None:
+        """The points of ``block`` at ``ts`` of ``sids`` (whose (scale, actual) are ``values``)."""
+        t = ts.value
+        if not block.origin_ns < t <= block.last_ns:
+            return
+        k, rest = divmod(t - block.origin_ns, block.step_ns)
+        if rest:
+            return
+        hits = [(i, r) for i, sid in enumerate(sids) if (r := block.row.get(sid)) is not None]
+        if not hits:
+            return
+        rows = [r for _, r in hits]
+        m = len(rows)
+        self.ids += [block.ids[r] for r in rows]
+        self.steps += [k] * m
+        self.series += [block.series[r] for r in rows]
+        self.ts += [ts.to_pydatetime()] * m
+        self.ts_ns += [t] * m
+        self.yhat += block.yhat[rows, k - 1].tolist()
+        for i, _ in hits:
+            scale, actual = values[i]
+            self.scale.append(scale)
+            self.actual.append(actual)
+        self.names += [block.model_name] * m
+        self.versions += [block.model_version] * m
+
+    def add_records(
+        self, records: list[dict[str, Any]], at: dict[tuple[str, pd.Timestamp], tuple[float, float]]
+    ) -> None:
+        """Stored points (store records) at the arrived times of ``at``, those not found yet."""
+        seen = set(zip(self.ids, self.steps, strict=True))
+        for r in records:
+            ts = pd.Timestamp(r["ts"])
+            hit = at.get((r["series_id"], ts))
+            if hit is None or (r["forecast_id"], r["step"]) in seen:
+                continue
+            seen.add((r["forecast_id"], r["step"]))
+            self.ids.append(r["forecast_id"])
+            self.steps.append(int(r["step"]))
+            self.series.append(r["series_id"])
+            self.ts.append(ts.to_pydatetime())
+            self.ts_ns.append(ts.value)
+            self.yhat.append(float(r["yhat"]))
+            self.scale.append(hit[0])
+            self.actual.append(hit[1])
+            self.names.append(r["model_name"])
+            self.versions.append(r["model_version"])
+
+    def matured(self) -> MaturedPoints | None:
+        if not self.ids:
+            return None
+        return MaturedPoints(
+            self.ids,
+            self.steps,
+            self.series,
+            self.ts,
+            np.array(self.ts_ns, dtype=np.int64),
+            np.array(self.yhat, dtype=float),
+            np.array(self.actual, dtype=float),
+            np.array(self.scale, dtype=float),
+            self.names,
+            self.versions,
+        )
 
 
 class _Outstanding:
-    """The forecasts this process issued whose last step has not matured yet, per series.
+    """The forecasts this process issued whose points have not all matured (blocks).
 
     A stream scores each arriving actual against every point forecast for its time: at
     1,000 series that is 24,000 points an hour, which read back from the store cost more
     than the rest of the batch. They are scored from here instead; a series' time is
     *covered* once every origin that can have a point at it was issued (and remembered)
     here, and uncovered times (the first horizon after a start, restart or champion swap,
-    or after a gap) are still read from the store. A forecast another process issues
-    meanwhile for a covered time (a batch ``streamcast forecast`` beside the stream) is
-    scored by that process's next run (``score_matured``), not by the stream."""
+    or after a gap, or an actual arriving more than a horizon late) are still read from the
+    store. A forecast another process issues meanwhile for a covered time (a batch
+    ``streamcast forecast`` beside the stream) is scored by that process's next run
+    (``score_matured``), not by the stream."""
 
     def __init__(self) -> None:
-        self.by_series: dict[str, list[_Issued]] = {}
+        self.blocks: list[_Block] = []
         self.since: dict[str, int] = {}  # per series: remembered every origin from this one on (ns)
         self.last_origin: dict[str, int] = {}  # per series: the newest origin remembered (ns)
+        self.shape: dict[str, tuple[int, int]] = {}  # per series: (step, horizon) of its newest forecast
+        self.kept_from = np.iinfo(np.int64).min  # blocks of origins before this one were let go (ns)
 
-    def add(self, records: list[dict[str, Any]]) -> None:
-        """Remember committed forecast points (store records, all points of a forecast together)."""
-        start = 0
-        while start < len(records):
-            first = records[start]
-            end = start + 1
-            while end < len(records) and records[end]["forecast_id"] == first["forecast_id"]:
-                end += 1
-            sid, origin = first["series_id"], _ns(first["origin_ts"])
-            issued = _Issued(
-                first["forecast_id"],
-                origin,
-                _ns(first["ts"]) - origin,
-                np.array([r["yhat"] for r in records[start:end]]),
-                first["model_name"],
-                first["model_version"],
-                _ns(records[end - 1]["ts"]),
-            )
-            last = self.last_origin.get(sid)
-            if sid not in self.since or last is None or origin - last != issued.step_ns:
-                self.since[sid] = origin  # the first, or an origin skipped (a gap): covered from here
-            self.by_series.setdefault(sid, []).append(issued)
-            self.last_origin[sid] = origin
-            start = end
+    def add(self, blocks: list[_Block]) -> None:
+        """Remember committed forecasts."""
+        for b in blocks:
+            for sid in b.series:
+                last = self.last_origin.get(sid)
+                if sid not in self.since or last is None or b.origin_ns - last != b.step_ns:
+                    self.since[sid] = b.origin_ns  # the first, or an origin skipped (a gap): covered from here
+                self.last_origin[sid] = b.origin_ns
+                self.shape[sid] = (b.step_ns, b.horizon)
+            self.blocks.append(b)
 
-    def covers(self, series_id: str, ts: datetime) -> bool:
-        """Every forecast with a point at ``ts`` of the series was issued here (is remembered)."""
-        since, last, held = self.since.get(series_id), self.last_origin.get(series_id), self.by_series.get(series_id)
-        if since is None or last is None or not held:
+    def covers(self, series_id: str, t: int) -> bool:
+        """Every forecast with a point at ``t`` (ns) of the series was issued here (is remembered)."""
+        since, last, shape = self.since.get(series_id), self.last_origin.get(series_id), self.shape.get(series_id)
+        if since is None or last is None or shape is None:
             return False
-        t, step, horizon = _ns(ts), held[-1].step_ns, len(held[-1].yhat)
-        return t - horizon * step >= since and t - step <= last
+        step, horizon = shape
+        return t - horizon * step >= max(since, self.kept_from) and t - step <= last
 
-    def matured(self, series_id: str, ts: datetime) -> list[dict[str, Any]]:
-        """The remembered points at ``ts`` of the series, as store records (the scoring
-        path's); forecasts whose last point this was, or whose horizon passed, are dropped."""
-        held = self.by_series.get(series_id)
-        if not held:
-            return []
-        t = _ns(ts)
-        out = []
-        for f in held:
-            if f.origin_ns < t <= f.last_ns:
-                k, rest = divmod(t - f.origin_ns, f.step_ns)
-                if not rest:
-                    out.append(
-                        {
-                            "forecast_id": f.forecast_id,
-                            "step": k,
-                            "series_id": series_id,
-                            "ts": ts,
-                            "yhat": float(f.yhat[k - 1]),
-                            "model_name": f.model_name,
-                            "model_version": f.model_version,
-                        }
-                    )
-        self.by_series[series_id] = [f for f in held if f.last_ns > t]
-        return out
+    def retire(self, now: int) -> None:
+        """Let go of the forecasts whose last point is a horizon or more before ``now`` (ns):
+        an actual that late is scored from the store."""
+        keep = []
+        for b in self.blocks:
+            if b.last_ns + (b.last_ns - b.origin_ns) <= now:
+                self.kept_from = max(self.kept_from, b.origin_ns + b.step_ns)  # the next origin on is kept
+            else:
+                keep.append(b)
+        self.blocks = keep
 
     def remembered_from(self, series_ids: Sequence[str]) -> datetime | None:
         """An origin from which on every forecast of each of ``series_ids`` is remembered
         here (the earliest of theirs), or None when one of them has none."""
         since = [s for sid in series_ids if (s := self.since.get(sid)) is not None]
-        return pd.Timestamp(min(since), tz="UTC").to_pydatetime() if since and len(since) == len(series_ids) else None
+        if not since or len(since) != len(series_ids):
+            return None
+        return pd.Timestamp(max(min(since), self.kept_from), tz="UTC").to_pydatetime()
 
     def forget_coverage(self) -> None:
         """Read from the store again until a horizon of fresh forecasts is remembered (a new champion)."""

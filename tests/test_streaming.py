@@ -658,3 +658,31 @@ def test_the_stream_rides_out_a_broker_restart_and_resumes(settings: Settings, d
         consumer.kill()
         store.dispose()
         server.kill()
+
+
+def test_the_forecasts_a_stream_remembers_stay_bounded_and_what_it_let_go_is_read_from_the_store() -> None:
+    """The stream scores its own forecasts from memory: a block per origin (all series
+    together), let go a horizon after its last point. Memory then holds about two horizons
+    however long the stream runs, and a time whose origins were let go is no longer
+    *covered*, so its points are read from the store instead of being missed."""
+    from streamcast.streaming import _Block, _Outstanding
+
+    H, hour = 24, pd.Timedelta(hours=1)
+    start = pd.Timestamp("2024-01-01", tz="UTC")
+    series = ["a", "b", "c"]
+    memory = _Outstanding()
+    for k in range(200):
+        origin = start + k * hour
+        block = _Block(
+            origin, hour, series, [f"{s}{k}" for s in series], np.zeros((3, H)), np.ones(H), "esn", "1", "r", origin
+        )
+        memory.add([block])
+        memory.retire((origin + hour).value)  # the next hour's actuals arrive and are matched
+    assert len(memory.blocks) <= 2 * H + 1
+    now = start + 200 * hour
+    assert memory.covers("a", now.value) and memory.covers("c", (now - (H - 1) * hour).value)
+    assert not memory.covers("a", (now - 3 * H * hour).value)  # its origins were let go
+    assert not memory.covers("z", now.value)  # never forecast here
+    remembered = pd.Timestamp(memory.remembered_from(["a", "b"]))
+    assert remembered == min(b.origin for b in memory.blocks)  # the store is read for the origins before it
+    assert memory.remembered_from(["a", "z"]) is None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -165,27 +165,64 @@ def driver_insert(
     thousands of points per forecast, SQLAlchemy's per-row parameter processing costs
     several times the database's work. Aware datetimes in DateTime columns are written as
     SQLAlchemy writes them (UTC; text on SQLite); rows given."""
-    dialect = conn.dialect.name
-    placeholder = {"sqlite": "?", "postgresql": "%s"}[dialect]
     times = [i for i, c in enumerate(columns) if isinstance(table.c[c].type, sa.DateTime)]
     text: dict[datetime, str] = {}
 
     def bind(value: Any) -> Any:
-        if value is None or dialect != "sqlite":
-            return value
         out = text.get(value)
         if out is None:  # a forecast repeats its issue and origin times on every point
-            out = text[value] = as_utc(value).strftime(SQLITE_TIME_FORMAT)
+            out = text[value] = _sqlite_time(value)
         return out
 
     params = []
     for row in rows:
         values = list(row)
-        for i in times:
-            values[i] = bind(values[i])
+        if conn.dialect.name == "sqlite":
+            for i in times:
+                if values[i] is not None:
+                    values[i] = bind(values[i])
         params.append(tuple(values))
+    return _execute_insert(conn, table, columns, params, keys, update)
+
+
+def driver_insert_columns(
+    conn: Connection,
+    table: sa.Table,
+    columns: Mapping[str, Sequence[Any]],
+    keys: Sequence[str],
+    update: Sequence[str] = (),
+) -> int:
+    """:func:`driver_insert` of rows given as columns of one length (name -> values): each
+    time column's distinct values are converted once and the rows zipped in C. The stream's
+    path: at 1,000 series an hour inserts 24,000 forecast points and scores as many, where
+    converting them row by row cost a third of SQLite's own work."""
+    names = list(columns)
+    values: list[Sequence[Any]] = []
+    for c in names:
+        col = columns[c]
+        if conn.dialect.name == "sqlite" and isinstance(table.c[c].type, sa.DateTime):
+            text = {v: _sqlite_time(v) for v in set(col) if v is not None}
+            col = [None if v is None else text[v] for v in col]
+        values.append(col)
+    return _execute_insert(conn, table, names, list(zip(*values, strict=True)), keys, update)
+
+
+def _sqlite_time(value: datetime) -> str:
+    """An aware datetime as SQLAlchemy's SQLite DateTime stores it (naive UTC text)."""
+    return as_utc(value).strftime(SQLITE_TIME_FORMAT)
+
+
+def _execute_insert(
+    conn: Connection,
+    table: sa.Table,
+    columns: Sequence[str],
+    params: list[tuple[Any, ...]],
+    keys: Sequence[str],
+    update: Sequence[str],
+) -> int:
     if not params:
         return 0
+    placeholder = {"sqlite": "?", "postgresql": "%s"}[conn.dialect.name]
     names = ", ".join(f'"{c}"' for c in columns)
     target = ", ".join(f'"{c}"' for c in keys)
     action = "DO UPDATE SET " + ", ".join(f'"{c}" = excluded."{c}"' for c in update) if update else "DO NOTHING"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import operator
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from streamcast.store.engine import Bound, as_utc, driver_insert, py_datetime, utc_columns
+from streamcast.store.engine import Bound, as_utc, driver_insert, driver_insert_columns, py_datetime, utc_columns
 from streamcast.store.schema import forecasts, observations, scores
 
 # One stored forecast point, in the order `predictions latest --format csv` prints it.
@@ -73,6 +73,17 @@ class ForecastTables(Bound):
             return 0
         with self._conn() as conn:
             return driver_insert(conn, forecasts, POINT_COLUMNS, _tuples(records, POINT_COLUMNS), _POINT_KEY)
+
+    def write_forecast_columns(self, columns: Mapping[str, Sequence[Any]]) -> int:
+        """:meth:`write_forecast_records` of points given as columns (every column of
+        ``POINT_COLUMNS``, in driver types): the stream's many-series path."""
+        with self._conn() as conn:
+            return driver_insert_columns(conn, forecasts, columns, _POINT_KEY)
+
+    def write_score_columns(self, columns: Mapping[str, Sequence[Any]]) -> int:
+        """:meth:`write_scores` of scores given as columns (the stream's many-series path)."""
+        with self._conn() as conn:
+            return driver_insert_columns(conn, scores, columns, _POINT_KEY)
 
     def write_scores(self, rows: list[dict[str, Any]]) -> int:
         """Record matured forecast points against their actuals (idempotent per point)."""
@@ -151,7 +162,7 @@ class ForecastTables(Bound):
             sa.func.row_number()
             .over(partition_by=(f.c.series_id, f.c.target), order_by=(f.c.issued_at.desc(), f.c.origin_ts.desc()))
             .label("rn"),
-        ).where(f.c.step == 1)
+        ).where(f.c.step == sa.literal_column("1"))  # as the partial index's WHERE reads (a literal)
         if series_id is not None:
             ranked = ranked.where(f.c.series_id == series_id)
         if target is not None:

@@ -86,7 +86,15 @@ forecasts = sa.Table(
     sa.Column("hi", sa.Float, nullable=True),
     *_model(),
     sa.Column("run_id", sa.String(64), nullable=True),
-    sa.Index("ix_forecasts_latest", "series_id", "target", "issued_at"),
+    # Each forecast's first step only: the latest-forecast query's (migration 0005).
+    sa.Index(
+        "ix_forecasts_latest_issue",
+        "series_id",
+        "target",
+        "issued_at",
+        sqlite_where=sa.text("step = 1"),
+        postgresql_where=sa.text("step = 1"),
+    ),
     sa.Index("ix_forecasts_target_time", "series_id", "ts"),
 )
 
