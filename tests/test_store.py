@@ -388,3 +388,51 @@ def test_recalibration_reads_the_latest_scores_of_a_version_through_an_index(sto
     with store._engine.connect() as conn:
         plan = " ".join(row[-1] for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters))
     assert "ix_scores_version_time" in plan and "TEMP B-TREE" not in plan, plan
+
+
+def test_forecasts_stored_under_old_ids_get_the_new_ones_and_a_reissue_still_replaces(any_store: Store) -> None:
+    """Migration 0006: a stored id of the old form (32 hex digits of a hash) becomes the
+    origin-first id the code now issues, in ``scores`` as in ``forecasts``, so that the same
+    forecast issued again after the upgrade replaces the stored one; ids of another form stay."""
+    import hashlib
+
+    import sqlalchemy as sa
+
+    from streamcast.forecasting import forecast_id
+    from streamcast.store import migrate
+
+    origin = "2024-03-02T05:00:00+02:00"
+    key = f"JFK|temp|{pd.Timestamp(origin).isoformat()}|1"
+    old = hashlib.sha1(key.encode()).hexdigest()[:32]
+    any_store.write_forecasts(
+        pd.concat([_points("JFK", [1.0, 2.0, 3.0], origin).assign(forecast_id=old), _points("LGA", [5.0], origin)])
+    )
+    score = {
+        "forecast_id": old,
+        "step": 2,
+        "series_id": "JFK",
+        "target": "temp",
+        "ts": datetime(2024, 3, 2, 5, tzinfo=UTC),
+        "yhat": 2.0,
+        "actual": 2.5,
+        "abs_error": 0.5,
+        "scaled_error": 0.25,
+        "model_name": "esn",
+        "model_version": "1",
+        "scored_at": datetime(2024, 3, 2, 6, tzinfo=UTC),
+    }
+    any_store.write_scores([score])
+    engine = sa.create_engine(any_store.url)  # the store as the previous version left it
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"UPDATE {migrate.VERSION_TABLE} SET version_num = '0005'"))
+    engine.dispose()
+    migrate._current.clear()
+
+    new = forecast_id("JFK", "temp", pd.Timestamp(origin), "1")
+    assert new == f"20240302T030000-{old[:16]}"  # the origin in UTC, then the same hash
+    with Store(any_store.url) as upgraded:  # a writer upgrades the store
+        assert set(upgraded.latest_forecasts()["forecast_id"]) == {new, f"LGA|{origin}"}
+        assert upgraded.recent_residuals("temp", "1", 10)[["forecast_id", "step"]].values.tolist() == [[new, 2]]
+        upgraded.write_forecasts(_points("JFK", [7.0, 8.0, 9.0], origin).assign(forecast_id=new), replace=True)
+        jfk = upgraded.latest_forecasts(series_id="JFK")
+        assert jfk["yhat"].tolist() == [7.0, 8.0, 9.0] and set(jfk["forecast_id"]) == {new}
