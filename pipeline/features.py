@@ -493,16 +493,24 @@ class OnlineDesign:
         return values * self.std[0] + self.mean[0]
 
     def _calendar_row(self, ts: pd.Timestamp) -> np.ndarray:
-        """``calendar_features`` of one time, without building an index (a stream's hot path)."""
-        day = ts.normalize().date()
-        holidays = [
-            np.array([float(day in _holiday_calendar(name.removeprefix("holiday:")))], dtype=np.float32)
-            for name in self.calendar
-            if name.startswith("holiday:")
-        ]
-        hour = np.array([ts.hour + ts.minute / 60.0])
-        row = _calendar(hour, np.array([ts.dayofyear]), np.array([ts.dayofweek]), self.calendar, holidays)
-        return row[0].astype(np.float64)
+        """``calendar_features`` of one time, without building an index (a stream's hot path:
+        the series observed at one time share it, so it is computed once per time)."""
+        return _calendar_row_at(ts.value, None if ts.tz is None else str(ts.tz), tuple(self.calendar))
+
+
+@functools.lru_cache(maxsize=256)
+def _calendar_row_at(value: int, tz: str | None, calendar: tuple[str, ...]) -> np.ndarray:
+    ts = pd.Timestamp(value, tz=tz)
+    day = ts.normalize().date()
+    holidays = [
+        np.array([float(day in _holiday_calendar(name.removeprefix("holiday:")))], dtype=np.float32)
+        for name in calendar
+        if name.startswith("holiday:")
+    ]
+    hour = np.array([ts.hour + ts.minute / 60.0])
+    row = _calendar(hour, np.array([ts.dayofyear]), np.array([ts.dayofweek]), calendar, holidays)[0].astype(np.float64)
+    row.setflags(write=False)  # shared by every caller at this time
+    return row
 
 
 def window_ends(y: np.ndarray, lookback: int, horizon: int, start: int = 0, stop: int | None = None) -> np.ndarray:
