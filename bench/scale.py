@@ -10,6 +10,10 @@ scores a full horizon of matured points per series. Wall time and peak resident 
 children, sampled every 50 ms) per step; ratios to the smallest N, measured in one run.
 
     python bench/scale.py [--series 10,100,1000] [--hours 30] [--models naive,seasonal_naive,esn] [--redis-url URL]
+                          [--postgres postgresql+psycopg://postgres@127.0.0.1:5432/test]
+
+``--postgres URL`` keeps the store in a fresh PostgreSQL database per N, created (and
+dropped afterwards) beside the database of URL, instead of SQLite in the data folder.
 
 ``--models`` changes the candidates trained, and so the champion streamed (``naive,cnn``:
 a window-model champion, re-predicting every series' window each hour).
@@ -20,18 +24,20 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import sqlite3
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import psutil
+import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _results import markdown_table, write_section
@@ -130,11 +136,16 @@ def ingest_csv(path: Path, env: dict[str, str]) -> tuple[float, float, str]:
 DEFAULT_MODELS = "naive,seasonal_naive,esn"
 
 
-def run(n: int, hours: int, redis_url: str, models: str = DEFAULT_MODELS) -> tuple[dict[str, tuple[float, float]], str]:
-    """Each step's (seconds, peak RSS MB) at ``n`` series, and the champion trained."""
+def run(
+    n: int, hours: int, redis_url: str, models: str = DEFAULT_MODELS, store_url: str | None = None
+) -> tuple[dict[str, tuple[float, float]], str]:
+    """Each step's (seconds, peak RSS MB) at ``n`` series, and the champion trained (the
+    store at ``store_url``, default SQLite in the data folder)."""
     with tempfile.TemporaryDirectory(prefix="streamcast-scale-") as tmp:
         data = Path(tmp)
         env = cli_env(data)
+        if store_url is not None:
+            env["STREAMCAST_DB_URL"] = store_url
         frame = panel(n, 24 * DAYS + hours)
         cut = frame["ts"].max() - pd.Timedelta(hours=hours)
         frame[frame["ts"] <= cut].to_csv(data / "panel.csv", index=False)
@@ -167,19 +178,38 @@ def run(n: int, hours: int, redis_url: str, models: str = DEFAULT_MODELS) -> tup
         p50 = re.search(r"latency p50 ([\d.]+) ms", text)
         out["first streamed hour"] = (float(first.group(1)) / 1000 if first else wall - idle, peak)
         out["later streamed hours"] = (float(p50.group(1)) / 1000 if p50 else float("nan"), peak)
-        out["steady streamed hours"] = (steady_hour(data / "streamcast.db", HORIZON), peak)
+        out["steady streamed hours"] = (steady_hour(store_url or f"sqlite:///{data / 'streamcast.db'}", HORIZON), peak)
         return out, champion
 
 
-def steady_hour(db: Path, horizon: int) -> float:
+def steady_hour(store_url: str, horizon: int) -> float:
     """The median time between consecutive stream commits once a full horizon of the
     stream's own forecasts has matured (every hour then scores H points per series):
     all hours were queued before the stream started, so each gap is one hour's work."""
-    with sqlite3.connect(db) as conn:
-        rows = conn.execute("SELECT finished_at FROM ingest_batches WHERE source = 'stream' ORDER BY id").fetchall()
-    done = pd.to_datetime([r[0] for r in rows]).asi8 / 1e9
+    engine = sa.create_engine(store_url)
+    with engine.connect() as conn:
+        rows = conn.exec_driver_sql(
+            "SELECT finished_at FROM ingest_batches WHERE source = 'stream' ORDER BY id"
+        ).fetchall()
+    engine.dispose()
+    done = pd.to_datetime([r[0] for r in rows], utc=True).asi8 / 1e9
     gaps = np.diff(done)[horizon:]
     return float(np.median(gaps)) if len(gaps) else float("nan")
+
+
+@contextmanager
+def fresh_database(url: str) -> Iterator[str]:
+    """A new, empty PostgreSQL database on the server of ``url`` (dropped afterwards)."""
+    name = f"streamcast_scale_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    try:
+        yield sa.make_url(url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
 
 
 def main() -> None:
@@ -188,12 +218,17 @@ def main() -> None:
     ap.add_argument("--hours", type=int, default=HORIZON + 6, help="hours streamed after the ingested history")
     ap.add_argument("--redis-url", default="redis://127.0.0.1:6379/15")
     ap.add_argument("--models", default=DEFAULT_MODELS, help="candidates trained (the best is the champion streamed)")
+    ap.add_argument("--postgres", metavar="URL", help="the store in a fresh PostgreSQL database per N, beside URL's")
     args = ap.parse_args()
     sizes = [int(s) for s in args.series.split(",")]
     results, champions = {}, {}
     for n in sizes:
         print(f"N={n} ...", flush=True)
-        results[n], champions[n] = run(n, args.hours, args.redis_url, args.models)
+        if args.postgres:
+            with fresh_database(args.postgres) as url:
+                results[n], champions[n] = run(n, args.hours, args.redis_url, args.models, url)
+        else:
+            results[n], champions[n] = run(n, args.hours, args.redis_url, args.models)
         print("  " + ", ".join(f"{k} {v[0]:.2f}s" for k, v in results[n].items()), flush=True)
     base = sizes[0]
     headers = [
@@ -215,7 +250,8 @@ def main() -> None:
         f"over all the others; steady hours the median hour after the first {HORIZON} (each then scores {HORIZON} "
         "matured points per series: the stream's cost from its second day on). "
         "Peak RSS: the process and its children. "
-        f"Champion streamed: {', '.join(f'{champions[n]} (N={n:,})' for n in sizes)}.\n\n"
+        + ("Store: a fresh PostgreSQL database per N (the same server). " if args.postgres else "")
+        + f"Champion streamed: {', '.join(f'{champions[n]} (N={n:,})' for n in sizes)}.\n\n"
         + markdown_table(headers, rows)
     )
     print(body)
@@ -224,6 +260,8 @@ def main() -> None:
         title += f" (N = {', '.join(f'{n:,}' for n in sizes)})"
     if args.models != DEFAULT_MODELS:  # and so is another champion
         title += f" (--models {args.models})"
+    if args.postgres:
+        title += " (PostgreSQL)"
     write_section(title, body)
 
 
