@@ -24,6 +24,7 @@ from streamcast.cli import app
 from streamcast.config import Settings, services_required
 from streamcast.features import prepare_panel
 from streamcast.sources.replay import replay_batches, replay_frame
+from streamcast.sources.stream import StreamBatch
 from streamcast.store import Store
 from streamcast.streaming import StreamProcessor, StreamStats
 from tests.conftest import ingest_weather
@@ -119,12 +120,14 @@ def test_every_matured_point_is_scored_once_across_a_batch_forecast_a_restart_an
         STREAM_START + pd.Timedelta(hours=8), STREAM_START + pd.Timedelta(hours=10)
     )
     frame = frame[~gap]
-    for part in (
-        frame[frame["ts"] < STREAM_START + pd.Timedelta(hours=20)],
-        frame[frame["ts"] >= STREAM_START + pd.Timedelta(hours=20)],
-    ):
+    first = frame[frame["ts"] < STREAM_START + pd.Timedelta(hours=20)]
+    rest = frame[frame["ts"] >= STREAM_START + pd.Timedelta(hours=20)]
+    # After the restart, batches of five hours: forecasts issued early in a batch mature later in it.
+    times = sorted(rest["ts"].unique())
+    chunks = [rest[rest["ts"].isin(times[i : i + 5])].reset_index(drop=True) for i in range(0, len(times), 5)]
+    for batches in (replay_batches(first, speed=0), (StreamBatch(c, time.perf_counter()) for c in chunks)):
         proc = StreamProcessor(settings)  # the second one starts with nothing in memory (a restart)
-        proc.run(replay_batches(part, speed=0))
+        proc.run(batches)
         proc.close()
     store = Store(settings.database_url)
     points = store.forecasts_between(STREAM_START - pd.Timedelta(days=1), STREAM_START + pd.Timedelta(days=3))
