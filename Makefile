@@ -24,6 +24,7 @@ install: $(STAMP)
 
 # The pipeline flow once, end to end, on the bundled data (Prefect's local mode).
 run: $(STAMP)
+	@mkdir -p $${PREFECT_HOME:-$(CURDIR)/data/prefect}  # Prefect makes its home without parents: a removed data/ would stop it
 	PREFECT_HOME=$${PREFECT_HOME:-$(CURDIR)/data/prefect} PREFECT_LOGGING_LEVEL=$${PREFECT_LOGGING_LEVEL:-INFO} \
 		$(PY) -m flows.pipeline_flow --source nyc-weather $(RUN_ARGS)
 
