@@ -153,31 +153,6 @@ def issue_forecast(
     return fc
 
 
-def score_records(
-    points: list[dict[str, Any]], actuals: np.ndarray, scales: np.ndarray, target: str
-) -> list[dict[str, Any]]:
-    """``scores`` rows for matured forecast points (store records) and their actuals."""
-    errors = point_errors(actuals, np.array([p["yhat"] for p in points], dtype=float), scales)
-    now = utcnow()
-    return [
-        {
-            "forecast_id": p["forecast_id"],
-            "step": int(p["step"]),
-            "series_id": p["series_id"],
-            "target": target,
-            "ts": p["ts"],
-            "yhat": float(p["yhat"]),
-            "actual": float(actual),
-            "abs_error": float(abs_err),
-            "scaled_error": float(scaled) if np.isfinite(scaled) else None,
-            "model_name": p["model_name"],
-            "model_version": p["model_version"],
-            "scored_at": now,
-        }
-        for p, actual, abs_err, scaled in zip(points, actuals, errors["abs_error"], errors["scaled_error"], strict=True)
-    ]
-
-
 def score_matured(store: Store, target: str, panel: Mapping[str, pd.DataFrame], season: int) -> int:
     """Score every stored forecast point of ``panel``'s series whose actual has arrived
     since (batch ingests between forecasts); MASE scales come from the panel's history."""
@@ -190,13 +165,19 @@ def score_matured(store: Store, target: str, panel: Mapping[str, pd.DataFrame], 
     scales = {
         sid: mase_scale(f[target].dropna(), season)[0] if target in f else float("nan") for sid, f in panel.items()
     }
-    rows = score_records(
-        points,
+    matured = MaturedPoints(
+        [p["forecast_id"] for p in points],
+        [int(p["step"]) for p in points],
+        [p["series_id"] for p in points],
+        [p["ts"] for p in points],
+        np.array([pd.Timestamp(p["ts"]).value for p in points], dtype=np.int64),
+        np.array([p["yhat"] for p in points], dtype=float),
         np.array([p["actual"] for p in points], dtype=float),
         np.array([scales.get(p["series_id"], np.nan) for p in points], dtype=float),
-        target,
+        [p["model_name"] for p in points],
+        [p["model_version"] for p in points],
     )
-    return store.write_scores(rows)
+    return store.write_score_columns(matured.score_columns(target))
 
 
 def live_calibration(store: Store, handle: ChampionHandle, target: str, rate: float) -> Calibration:

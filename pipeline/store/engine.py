@@ -165,24 +165,10 @@ def driver_insert(
     thousands of points per forecast, SQLAlchemy's per-row parameter processing costs
     several times the database's work. Aware datetimes in DateTime columns are written as
     SQLAlchemy writes them (UTC; text on SQLite); rows given."""
-    times = [i for i, c in enumerate(columns) if isinstance(table.c[c].type, sa.DateTime)]
-    text: dict[datetime, str] = {}
-
-    def bind(value: Any) -> Any:
-        out = text.get(value)
-        if out is None:  # a forecast repeats its issue and origin times on every point
-            out = text[value] = _sqlite_time(value)
-        return out
-
-    params = []
-    for row in rows:
-        values = list(row)
-        if conn.dialect.name == "sqlite":
-            for i in times:
-                if values[i] is not None:
-                    values[i] = bind(values[i])
-        params.append(tuple(values))
-    return _execute_insert(conn, table, columns, params, keys, update)
+    transposed = list(zip(*rows, strict=True))
+    if not transposed:
+        return 0
+    return driver_insert_columns(conn, table, dict(zip(columns, transposed, strict=True)), keys, update)
 
 
 def driver_insert_columns(
