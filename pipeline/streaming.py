@@ -294,8 +294,9 @@ class StreamProcessor:
         )
         found = _Found()
         for ts, seen in by_time.items():
+            sids, values = [st.series_id for st, _ in seen], [(st.scale, y) for st, y in seen]
             for block in [*self.outstanding.blocks, *pending]:
-                found.add_block(block, ts, [st.series_id for st, _ in seen], [(st.scale, y) for st, y in seen])
+                found.add_block(block, ts, sids, values)
         self.outstanding.retire(max(by_time).value)
         if stored:
             at = {(st.series_id, ts): (st.scale, actual) for st, ts, actual in arrived}
