@@ -10,10 +10,13 @@ scores a full horizon of matured points per series. Wall time and peak resident 
 children, sampled every 50 ms) per step; ratios to the smallest N, measured in one run.
 
     python bench/scale.py [--series 10,100,1000] [--hours 30] [--models naive,seasonal_naive,esn] [--redis-url URL]
-                          [--postgres postgresql+psycopg://postgres@127.0.0.1:5432/test]
+                          [--postgres postgresql+psycopg://postgres@127.0.0.1:5432/test] [--until ingest]
 
 ``--postgres URL`` keeps the store in a fresh PostgreSQL database per N, created (and
 dropped afterwards) beside the database of URL, instead of SQLite in the data folder.
+
+``--until STEP`` stops each N after that step (``ingest``: the ingest alone, for sizes whose
+training would take most of the run).
 
 ``--models`` changes the candidates trained, and so the champion streamed (``naive,cnn``:
 a window-model champion, re-predicting every series' window each hour).
@@ -137,10 +140,15 @@ DEFAULT_MODELS = "naive,seasonal_naive,esn"
 
 
 def run(
-    n: int, hours: int, redis_url: str, models: str = DEFAULT_MODELS, store_url: str | None = None
+    n: int,
+    hours: int,
+    redis_url: str,
+    models: str = DEFAULT_MODELS,
+    store_url: str | None = None,
+    until: str = "stream",
 ) -> tuple[dict[str, tuple[float, float]], str]:
-    """Each step's (seconds, peak RSS MB) at ``n`` series, and the champion trained (the
-    store at ``store_url``, default SQLite in the data folder)."""
+    """Each step's (seconds, peak RSS MB) at ``n`` series up to ``until``, and the champion
+    trained (the store at ``store_url``, default SQLite in the data folder)."""
     with tempfile.TemporaryDirectory(prefix="streamcast-scale-") as tmp:
         data = Path(tmp)
         env = cli_env(data)
@@ -153,6 +161,8 @@ def run(
         sc = [STREAMCAST]
         out: dict[str, tuple[float, float]] = {}
         out["ingest"] = ingest_csv(data / "panel.csv", env)[:2]
+        if until == "ingest":
+            return out, "-"
         wall, peak, trained = measure([*sc, "train", "--target", "temp", "--models", models, "--folds", "5"], env)
         out["train"] = (wall, peak)
         won = re.search(r"winner: (\S+)", trained)
@@ -219,16 +229,18 @@ def main() -> None:
     ap.add_argument("--redis-url", default="redis://127.0.0.1:6379/15")
     ap.add_argument("--models", default=DEFAULT_MODELS, help="candidates trained (the best is the champion streamed)")
     ap.add_argument("--postgres", metavar="URL", help="the store in a fresh PostgreSQL database per N, beside URL's")
+    ap.add_argument("--until", choices=["ingest", "stream"], default="stream", help="the last step run per N")
     args = ap.parse_args()
+    steps = ["ingest"] if args.until == "ingest" else STEPS
     sizes = [int(s) for s in args.series.split(",")]
     results, champions = {}, {}
     for n in sizes:
         print(f"N={n} ...", flush=True)
         if args.postgres:
             with fresh_database(args.postgres) as url:
-                results[n], champions[n] = run(n, args.hours, args.redis_url, args.models, url)
+                results[n], champions[n] = run(n, args.hours, args.redis_url, args.models, url, args.until)
         else:
-            results[n], champions[n] = run(n, args.hours, args.redis_url, args.models)
+            results[n], champions[n] = run(n, args.hours, args.redis_url, args.models, until=args.until)
         print("  " + ", ".join(f"{k} {v[0]:.2f}s" for k, v in results[n].items()), flush=True)
     base = sizes[0]
     headers = [
@@ -238,20 +250,27 @@ def main() -> None:
         "peak RSS MB (largest N)",
     ]
     rows = []
-    for step in STEPS:
+    for step in steps:
         secs = [results[n][step][0] for n in sizes]
         ratios = [f"{s / secs[0]:.1f}" if secs[0] > 0 else "-" for s in secs[1:]]
         rows.append([step, *(f"{s:.2f}" for s in secs), *ratios, f"{results[sizes[-1]][step][1]:,.0f}"])
+    if args.until == "ingest":
+        what = "`streamcast ingest` of the panel's CSV (one process per N, wall time including its start-up). "
+    else:
+        what = (
+            f"one `streamcast` process per step, wall time including its start-up; training `--models {args.models} "
+            f"--folds 5`; streamed hours through Redis ({args.hours} hours of N entries, `--batch-size N`): the first "
+            "includes loading the champion and warming every series' state; later hours are the stream's p50 batch "
+            f"latency over all the others; steady hours the median hour after the first {HORIZON} (each then scores "
+            f"{HORIZON} matured points per series: the stream's cost from its second day on). "
+            f"Champion streamed: {', '.join(f'{champions[n]} (N={n:,})' for n in sizes)}. "
+        )
     body = (
-        f"Synthetic hourly panels: N series x {DAYS} days, two variables (temp, humid); one `streamcast` process "
-        f"per step, wall time including its start-up; training `--models {args.models} --folds 5`; "
-        f"streamed hours through Redis ({args.hours} hours of N entries, `--batch-size N`): the first includes "
-        "loading the champion and warming every series' state; later hours are the stream's p50 batch latency "
-        f"over all the others; steady hours the median hour after the first {HORIZON} (each then scores {HORIZON} "
-        "matured points per series: the stream's cost from its second day on). "
-        "Peak RSS: the process and its children. "
+        f"Synthetic hourly panels: N series x {DAYS} days, two variables (temp, humid); "
+        + what
+        + "Peak RSS: the process and its children. "
         + ("Store: a fresh PostgreSQL database per N (the same server). " if args.postgres else "")
-        + f"Champion streamed: {', '.join(f'{champions[n]} (N={n:,})' for n in sizes)}.\n\n"
+        + "\n\n"
         + markdown_table(headers, rows)
     )
     print(body)
@@ -262,6 +281,8 @@ def main() -> None:
         title += f" (--models {args.models})"
     if args.postgres:
         title += " (PostgreSQL)"
+    if args.until == "ingest":
+        title += " (ingest)"
     write_section(title, body)
 
 

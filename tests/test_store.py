@@ -450,3 +450,42 @@ def test_observation_times_read_back_to_the_microsecond_on_either_side_of_the_ep
     assert got["ts"].tolist() == times.tolist() and got["value"].tolist() == [1.0, 2.0, 3.0]
     wide = any_store.load_wide(series_ids=["A"])
     assert wide.index.get_level_values("ts").equals(times.rename("ts"))
+
+
+def test_an_older_sqlite_store_gets_its_observations_clustered_by_key_and_keeps_every_row(store: Store) -> None:
+    """Migration 0007: observations written by a version with a rowid table are rebuilt
+    WITHOUT ROWID (each stored once, in key order) with their values, batches and revision
+    counts, and upserts after it count new, revised and unchanged keys as before."""
+    import sqlalchemy as sa
+
+    from streamcast.store import migrate
+
+    _write(store, _long([1.0, 2.0, 3.0]))
+    _write(store, _long([1.0, 2.5, 3.0]))  # one revision
+    _write(store, _long([7.0, 8.0], series="B"))
+    before = store.load_observations().sort_values(["series_id", "ts"]).reset_index(drop=True)
+    engine = sa.create_engine(store.url)  # the table as 0001-0006 made it, holding the same rows
+    with engine.begin() as conn:
+        kept = conn.exec_driver_sql("SELECT * FROM observations ORDER BY series_id, variable, ts").fetchall()
+        conn.exec_driver_sql("DROP TABLE observations")
+        conn.exec_driver_sql(
+            "CREATE TABLE observations (series_id VARCHAR(128) NOT NULL, variable VARCHAR(128) NOT NULL, "
+            "ts DATETIME NOT NULL, value FLOAT NOT NULL, batch_id INTEGER, revisions INTEGER DEFAULT '0' NOT NULL, "
+            "PRIMARY KEY (series_id, variable, ts))"
+        )
+        conn.exec_driver_sql("INSERT INTO observations VALUES (?, ?, ?, ?, ?, ?)", [tuple(r) for r in kept])
+        conn.execute(sa.text(f"UPDATE {migrate.VERSION_TABLE} SET version_num = '0006'"))
+    migrate._current.clear()
+
+    with Store(store.url) as upgraded:
+        pd.testing.assert_frame_equal(
+            upgraded.load_observations().sort_values(["series_id", "ts"]).reset_index(drop=True), before
+        )
+        with engine.connect() as conn:
+            sql = conn.exec_driver_sql("SELECT sql FROM sqlite_master WHERE name = 'observations'").scalar()
+            rows = conn.exec_driver_sql("SELECT * FROM observations ORDER BY series_id, variable, ts").fetchall()
+        assert "WITHOUT ROWID" in sql.upper()
+        assert rows == kept  # batch ids and revision counts too
+        counts = _write(upgraded, _long([1.0, 2.0, 3.0, 4.0]))
+        assert (counts.new, counts.updated, counts.unchanged) == (1, 1, 2)
+    engine.dispose()

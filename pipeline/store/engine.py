@@ -150,6 +150,17 @@ def py_datetime(value: datetime | pd.Timestamp) -> datetime:
 
 # SQLAlchemy's SQLite DateTime stores this text (naive; every write here is UTC) and compares it as text.
 SQLITE_TIME_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
+DRIVER_PLACEHOLDER = {"sqlite": "?", "postgresql": "%s"}  # the drivers' parameter style
+
+
+def driver_times(times: pd.DatetimeIndex, dialect: str) -> np.ndarray:
+    """UTC times as the driver takes them: on SQLite the text SQLAlchemy's DateTime writes
+    and compares (:data:`SQLITE_TIME_FORMAT`), on PostgreSQL aware datetimes."""
+    if dialect == "sqlite":
+        return np.asarray(times.tz_convert("UTC").strftime(SQLITE_TIME_FORMAT))
+    if dialect == "postgresql":
+        return np.asarray(times.tz_convert("UTC").to_pydatetime())
+    raise NotImplementedError(dialect)  # pragma: no cover - guarded by Bound._insert
 
 
 def driver_insert(
@@ -208,7 +219,7 @@ def _execute_insert(
 ) -> int:
     if not params:
         return 0
-    placeholder = {"sqlite": "?", "postgresql": "%s"}[conn.dialect.name]
+    placeholder = DRIVER_PLACEHOLDER[conn.dialect.name]
     names = ", ".join(f'"{c}"' for c in columns)
     target = ", ".join(f'"{c}"' for c in keys)
     action = "DO UPDATE SET " + ", ".join(f'"{c}" = excluded."{c}"' for c in update) if update else "DO NOTHING"

@@ -12,7 +12,17 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from streamcast.store.engine import Bound, as_utc, micros, micros_array, py_datetime, to_utc_index, utc_columns
+from streamcast.store.engine import (
+    DRIVER_PLACEHOLDER,
+    Bound,
+    as_utc,
+    driver_times,
+    micros,
+    micros_array,
+    py_datetime,
+    to_utc_index,
+    utc_columns,
+)
 from streamcast.store.schema import observations, variables
 
 OBS_COLUMNS = ["series_id", "variable", "ts", "value"]
@@ -237,24 +247,27 @@ def _stored_values(conn: Connection, obs: pd.DataFrame) -> np.ndarray:
         return _stored_values_small(conn, obs)
     if obs["ts"].nunique() <= _FEW_TIMES:
         return _stored_values_at_times(conn, obs)
-    t = observations
-    frames = []
-    for (sid, var), grp in obs.groupby(["series_id", "variable"], sort=False):
-        rows = conn.execute(
-            sa.select(t.c.ts, t.c.value).where(
-                t.c.series_id == sid,
-                t.c.variable == var,
-                t.c.ts >= grp["ts"].min().to_pydatetime(),
-                t.c.ts <= grp["ts"].max().to_pydatetime(),
-            )
-        ).all()
-        if rows:
-            f = pd.DataFrame(rows, columns=["ts", "old"])
-            f["ts"] = to_utc_index(f["ts"])
-            frames.append(f.assign(series_id=sid, variable=var))
-    if not frames:
+    # One statement, run through the driver once per series and variable (a first load
+    # of 10,000 series is 20,000 lookups: built and compiled each time they took 17 s).
+    dialect = conn.dialect.name
+    p = DRIVER_PLACEHOLDER[dialect]
+    sql = f"SELECT ts, value FROM observations WHERE series_id = {p} AND variable = {p} AND ts >= {p} AND ts <= {p}"
+    spans = obs.groupby(["series_id", "variable"], sort=False)["ts"].agg(["min", "max"])
+    lows, highs = (
+        driver_times(pd.DatetimeIndex(spans["min"]), dialect),
+        driver_times(pd.DatetimeIndex(spans["max"]), dialect),
+    )
+    found: dict[str, list[Any]] = {"series_id": [], "variable": [], "ts": [], "old": []}
+    for (sid, var), low, high in zip(spans.index, lows, highs, strict=True):
+        for ts, value in conn.exec_driver_sql(sql, (sid, var, low, high)):
+            found["series_id"].append(sid)
+            found["variable"].append(var)
+            found["ts"].append(ts)
+            found["old"].append(value)
+    if not found["ts"]:
         return np.full(len(obs), np.nan)
-    existing = pd.concat(frames, ignore_index=True)
+    existing = pd.DataFrame(found)
+    existing["ts"] = to_utc_index(existing["ts"])
     merged = obs[OBS_COLUMNS].merge(existing, on=["series_id", "variable", "ts"], how="left")
     return merged["old"].to_numpy(dtype=float, na_value=np.nan)
 
@@ -316,15 +329,7 @@ def _write_rows(
         return 0
     # Convert each distinct timestamp once: a batch repeats every time per variable.
     codes, uniques = pd.factorize(frame["ts"].dt.tz_convert("UTC"))
-    if dialect == "sqlite":
-        # Same text format SQLAlchemy's SQLite DateTime type writes and reads.
-        times: np.ndarray = np.asarray(pd.DatetimeIndex(uniques).strftime("%Y-%m-%d %H:%M:%S.%f"))
-        placeholder = "?"
-    elif dialect == "postgresql":
-        times = np.asarray(pd.DatetimeIndex(uniques).to_pydatetime())
-        placeholder = "%s"
-    else:  # pragma: no cover - guarded by Bound._insert
-        raise NotImplementedError(dialect)
+    times, placeholder = driver_times(pd.DatetimeIndex(uniques), dialect), DRIVER_PLACEHOLDER[dialect]
     sids, variables = frame["series_id"].to_numpy(dtype=object), frame["variable"].to_numpy(dtype=object)
     values = frame["value"].to_numpy(dtype=float)
     affected = 0

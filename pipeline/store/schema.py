@@ -35,6 +35,8 @@ observations = sa.Table(
     sa.Column("value", sa.Float, nullable=False),
     sa.Column("batch_id", sa.Integer, nullable=True),
     sa.Column("revisions", sa.Integer, nullable=False, server_default="0"),
+    # SQLite: stored in key order, each observation once (migration 0007).
+    sqlite_with_rowid=False,
 )
 
 quarantine = sa.Table(
