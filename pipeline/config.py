@@ -170,6 +170,7 @@ class Settings(BaseSettings):
     # different origins at once (a less noisy share than a daily forecast's), so faster.
     stream_interval_rate: float = Field(12.0, gt=0)
     holidays: str | None = None  # train with this country's public holidays as an input (US, AU-VIC, ...)
+    calendar_tz: str | None = None  # train with the calendar read in this zone's local time (IANA name), not UTC
     stream_max_ahead_hours: float = 168.0  # streamed times later than the newest observation by more: quarantined
     mlflow_ui_url: str = "http://127.0.0.1:5000"
     open_meteo_url: str = "https://api.open-meteo.com"

@@ -137,7 +137,9 @@ def _on_grid(index: pd.DatetimeIndex, step: pd.Timedelta) -> bool:
 
 # Calendar inputs by name: "hour" (of day), "doy" (day of year), "dow" (day of week,
 # what people's rhythms follow) as sin/cos pairs, and "holiday:<country>" (1 on the public
-# holidays of a country or subdivision the `holidays` package knows: US, AU-VIC, ...).
+# holidays of a country or subdivision the `holidays` package knows: US, AU-VIC, ...);
+# "tz:<IANA zone>" reads them all in that zone's local time instead of UTC (people keep
+# local hours and days: a holiday in Melbourne starts at 13:00 UTC the day before).
 DEFAULT_CALENDAR = ["hour", "doy", "dow"]
 PRE_DOW_CALENDAR = ["hour", "doy"]  # what models saved before "dow" existed were trained on
 CALENDAR_PARTS = ("hour", "doy", "dow")
@@ -176,22 +178,51 @@ WEEKLY_TEST_STRIDE = 5
 
 
 def check_calendar(calendar: Sequence[str]) -> list[str]:
-    """``calendar`` if every name is known; a holiday calendar must exist in `holidays`."""
+    """``calendar`` if every name is known; a holiday calendar must exist in `holidays`, a
+    zone in the time-zone database, and there is at most one zone."""
     for name in calendar:
         if name.startswith("holiday:"):
             _holiday_calendar(name.removeprefix("holiday:"))
+        elif name.startswith("tz:"):
+            check_zone(name.removeprefix("tz:"))
         elif name not in CALENDAR_PARTS:
-            raise InputError(f"unknown calendar feature {name!r}; use {', '.join(CALENDAR_PARTS)} or holiday:<country>")
+            raise InputError(
+                f"unknown calendar feature {name!r}; use {', '.join(CALENDAR_PARTS)}, holiday:<country> or tz:<zone>"
+            )
+    if sum(name.startswith("tz:") for name in calendar) > 1:
+        raise InputError(f"a calendar is read in one time zone, not {sum(n.startswith('tz:') for n in calendar)}")
     return list(calendar)
 
 
+def check_zone(zone: str) -> str:
+    """``zone`` if the time-zone database knows it."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(zone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise InputError(
+            f"unknown time zone {zone!r} for the calendar (use an IANA name such as Europe/London)"
+        ) from None
+    return zone
+
+
+def calendar_zone(calendar: Sequence[str]) -> str | None:
+    """The time zone ``calendar`` is read in (its "tz:" entry), None for UTC."""
+    return next((name.removeprefix("tz:") for name in calendar if name.startswith("tz:")), None)
+
+
 def calendar_features(index: pd.DatetimeIndex, calendar: Sequence[str] = DEFAULT_CALENDAR) -> np.ndarray:
-    """The ``calendar`` inputs at each time of ``index`` (UTC), shape (T, columns)."""
+    """The ``calendar`` inputs at each time of ``index`` (UTC; read in the calendar's zone
+    when it names one), shape (T, columns)."""
+    zone = calendar_zone(calendar)
     if index.freq is not None and len(index) > 1:
         # A panel's series share their time grid: computed once per grid, not per series.
         step = pd.Timedelta(index.freq).value
-        tz = None if index.tz is None else str(index.tz)
+        tz = zone or (None if index.tz is None else str(index.tz))
         return _calendar_on_grid(index[0].value, len(index), step, tz, tuple(calendar)).copy()
+    if zone is not None:
+        index = (index.tz_localize("UTC") if index.tz is None else index).tz_convert(zone)
     return _calendar_at(index, calendar)
 
 
@@ -495,7 +526,8 @@ class OnlineDesign:
     def _calendar_row(self, ts: pd.Timestamp) -> np.ndarray:
         """``calendar_features`` of one time, without building an index (a stream's hot path:
         the series observed at one time share it, so it is computed once per time)."""
-        return _calendar_row_at(ts.value, None if ts.tz is None else str(ts.tz), tuple(self.calendar))
+        zone = calendar_zone(self.calendar) or (None if ts.tz is None else str(ts.tz))
+        return _calendar_row_at(ts.value, zone, tuple(self.calendar))
 
 
 @functools.lru_cache(maxsize=256)

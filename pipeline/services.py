@@ -82,11 +82,14 @@ def training_specs(spec: TrainSpec, settings: Settings | None = None) -> list[Tr
 
 def training_spec(spec: TrainSpec, settings: Settings | None = None) -> TrainSpec:
     """``spec`` with what the environment sets and the spec leaves open
-    (``STREAMCAST_HOLIDAYS``): every way into training starts from this."""
+    (``STREAMCAST_HOLIDAYS``, ``STREAMCAST_CALENDAR_TZ``): every way into training starts from this."""
     settings = settings or get_settings()
+    update: dict[str, str] = {}
     if spec.holidays is None and settings.holidays:
-        return spec.model_copy(update={"holidays": settings.holidays})
-    return spec
+        update["holidays"] = settings.holidays
+    if spec.calendar_tz is None and settings.calendar_tz:
+        update["calendar_tz"] = settings.calendar_tz
+    return spec.model_copy(update=update) if update else spec
 
 
 def load_champion(target: str = DEFAULT_TARGET, *, settings: Settings | None = None) -> ChampionHandle:

@@ -108,11 +108,25 @@ class TrainSpec(Spec, BacktestConfig):
     holidays: str | None = Field(
         None, description="public holidays as a model input: a country or subdivision code (US, AU-VIC)"
     )
+    calendar_tz: str | None = Field(
+        None, description="the time zone the calendar inputs are read in (IANA name; None: UTC)"
+    )
     calendar: list[str] | None = Field(
         None,
-        description="calendar inputs of every candidate (hour, doy, dow, holiday:<code>); "
-        "None: hour and day of year, day of week when the target has a weekly rhythm, holidays when set",
+        description="calendar inputs of every candidate (hour, doy, dow, holiday:<code>, tz:<zone>); "
+        "None: hour and day of year, day of week when the target has a weekly rhythm, holidays when set, "
+        "read in calendar_tz",
     )
+
+    @field_validator("calendar_tz")
+    @classmethod
+    def _known_calendar_zone(cls, zone: str | None) -> str | None:
+        if zone is not None:
+            try:
+                ZoneInfo(zone)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ValueError(f"unknown time zone {zone!r} (use an IANA name such as Europe/London)") from None
+        return zone
 
     @property
     def targets(self) -> list[str]:

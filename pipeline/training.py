@@ -112,7 +112,8 @@ def with_season(spec: TrainSpec, panel: dict[str, pd.DataFrame]) -> TrainSpec:
 def with_calendar(spec: TrainSpec, panel: dict[str, pd.DataFrame]) -> TrainSpec:
     """``spec`` with its calendar decided, when it leaves it open: hour of day and day of
     year; day of week when the target has a weekly rhythm before the backtest; the public
-    holidays of ``spec.holidays``. Every candidate of a training gets the same inputs."""
+    holidays of ``spec.holidays``; all read in ``spec.calendar_tz``. Every candidate of a
+    training gets the same inputs."""
     if spec.calendar is not None:
         return spec
     train_end = plan_backtest(panel, backtest_for(spec, panel)).train_end
@@ -121,6 +122,8 @@ def with_calendar(spec: TrainSpec, panel: dict[str, pd.DataFrame]) -> TrainSpec:
         calendar.append("dow")
     if spec.holidays:
         calendar.append(f"holiday:{spec.holidays}")
+    if spec.calendar_tz and spec.calendar_tz != "UTC":
+        calendar.append(f"tz:{spec.calendar_tz}")
     return spec.model_copy(update={"calendar": calendar})
 
 

@@ -14,6 +14,8 @@ from streamcast.features import (
     OnlineDesign,
     Scaler,
     build_design,
+    calendar_features,
+    check_calendar,
     expand_circular,
     infer_freq,
     regularise,
@@ -126,7 +128,14 @@ def _gappy_frame() -> pd.DataFrame:
 
 @pytest.mark.parametrize(
     ("head", "calendar"),
-    [(0, None), (10, None), (30, None), (50, None), (10, ["hour", "doy", "dow", "holiday:US"])],
+    [
+        (0, None),
+        (10, None),
+        (30, None),
+        (50, None),
+        (10, ["hour", "doy", "dow", "holiday:US"]),
+        (10, ["hour", "doy", "dow", "holiday:AU-VIC", "tz:Australia/Melbourne"]),  # the data crosses New Year there
+    ],
 )
 def test_online_design_rows_equal_build_design(head: int, calendar: list[str] | None) -> None:
     """The stream's one-row design equals build_design's rows exactly: scaling, forward
@@ -314,3 +323,37 @@ def test_prepare_panel_takes_the_panel_path_only_for_series_ready_as_they_are() 
         wide.index.get_level_values("ts"), wide.to_numpy(), np.r_[0, bounds], np.r_[bounds, len(codes)], None, ["temp"]
     )
     assert dict(zip(uniques, ready.tolist(), strict=True))["clean"] and not ready[list(uniques).index("single")]
+
+
+def test_a_calendar_in_a_time_zone_reads_hours_days_and_holidays_there() -> None:
+    """With "tz:<zone>", people's calendar is read in their local time: Christmas in
+    Melbourne (UTC+11 then) starts at 13:00 UTC on the 24th, and so do its day of week and
+    hour; on a grid, at scattered times and one row at a time alike."""
+    idx = pd.date_range("2024-12-24T11:00Z", periods=4, freq="h")  # 22:00-01:00 in Melbourne
+    local = ["hour", "dow", "holiday:AU-VIC", "tz:Australia/Melbourne"]
+    utc = calendar_features(idx, local[:-1])
+    there = calendar_features(idx, local)
+    assert there.shape == utc.shape  # the zone is how the inputs are read, not an input
+    assert utc[:, -1].tolist() == [0.0, 0.0, 0.0, 0.0]  # still the 24th in UTC
+    assert there[:, -1].tolist() == [0.0, 0.0, 1.0, 1.0]  # Christmas from local midnight
+    hour = 2 * np.pi * np.array([22.0, 23.0, 0.0, 1.0]) / 24
+    np.testing.assert_allclose(there[:, 0], np.sin(hour), atol=1e-6)
+    melbourne = pd.DatetimeIndex(idx.tz_convert("Australia/Melbourne"))
+    assert np.array_equal(there, calendar_features(melbourne, local))  # whatever zone the index is in
+    assert np.array_equal(there, calendar_features(pd.DatetimeIndex(list(idx)), local))  # no freq
+    scaler = Scaler.fit({"A": pd.DataFrame({"y": [1.0, 2.0]}, index=idx[:2])}, ["y"], idx[1])
+    online = OnlineDesign("A", "y", [], scaler, local)
+    rows = np.array([online.row(t, {"y": 1.0})[0][1:] for t in idx])
+    assert np.array_equal(rows, there)
+
+
+@pytest.mark.parametrize(
+    ("calendar", "error"),
+    [
+        (["hour", "tz:Mars/Olympus"], "unknown time zone 'Mars/Olympus'"),
+        (["hour", "tz:UTC", "tz:Europe/London"], "one time zone, not 2"),
+    ],
+)
+def test_a_calendar_zone_must_be_known_and_single(calendar: list[str], error: str) -> None:
+    with pytest.raises(InputError, match=error):
+        check_calendar(calendar)

@@ -413,6 +413,18 @@ def test_public_holidays_from_the_environment_reach_every_candidate(
         services.train(settings=Settings(data_dir=weather_store.data_dir), models=["naive"], folds=2)
 
 
+def test_the_calendar_zone_from_the_environment_reaches_every_candidate(
+    weather_store: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STREAMCAST_CALENDAR_TZ", "America/New_York")
+    outcome = services.train(settings=Settings(data_dir=weather_store.data_dir), models=["naive", "esn"], folds=2)
+    for name in ("naive", "esn"):
+        assert outcome.result.candidates[name].model.config.calendar == ["hour", "doy", "tz:America/New_York"]
+    monkeypatch.setenv("STREAMCAST_CALENDAR_TZ", "Mars/Olympus")
+    with pytest.raises(InputError, match="unknown time zone 'Mars/Olympus'"):
+        services.train(settings=Settings(data_dir=weather_store.data_dir), models=["naive"], folds=2)
+
+
 def test_a_series_with_a_weekly_rhythm_trains_with_the_day_of_week(settings: Settings, data_dir: Path) -> None:
     import numpy as np
 
