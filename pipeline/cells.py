@@ -83,6 +83,10 @@ def distinct_cells(raw: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     """(codes, uniques) of a column's cells: ``uniques[codes]`` is the column, code -1
     where a cell is missing. Parsing the distinct cells and taking them by code gives
     what parsing every cell would, at the cost of the distinct ones."""
+    if isinstance(raw.dtype, pd.CategoricalDtype):  # a CSV's text, read as codes already
+        categories = np.asarray(raw.cat.categories, dtype=object)
+        if pd.api.types.infer_dtype(categories, skipna=True) in ("string", "empty"):
+            return raw.cat.codes.to_numpy(dtype=np.intp), categories
     cells = raw.to_numpy(dtype=object)
     if pd.api.types.infer_dtype(cells, skipna=True) in ("string", "empty"):
         codes, uniques = pd.factorize(cells, use_na_sentinel=True)

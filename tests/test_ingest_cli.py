@@ -222,3 +222,46 @@ def test_units_are_recorded_on_ingest_and_a_bad_one_is_one_line(any_store: Store
         == 0
     )
     assert any_store.units() == {"load": "MW", "temp": "°C"}
+
+
+def test_a_csv_read_in_chunks_parses_exactly_as_read_whole(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A CSV is read a chunk of rows at a time into categorical columns; with chunks of two
+    rows, cells that are text in one chunk and numbers in another, a column empty in a
+    whole chunk, a late bad time and blanks around ids give the same observations,
+    quarantine records (with their row numbers) and counts as one chunk."""
+    from streamcast.config import Settings
+    from streamcast.sources import files
+    from streamcast.validation import parse_wide
+
+    path = data_dir / "messy.csv"
+    path.write_text(
+        "site,timestamp,temp,humid,note\n"
+        "A,2024-01-01T00:00Z,10,,x\n"
+        " A ,2024-01-01T01:00Z,11,,\n"
+        "B,2024-01-01T00:00Z,warm,52,y\n"
+        "B,2024-01-01T01:00Z,13,140,\n"
+        "B,yesterday,14,53,z\n"
+        "A,2024-01-01T02:00Z,12.5,54,\n"
+        "A,2024-01-01T02:00Z,12.5,54,\n"
+    )
+    whole = files.read_wide_file(path)
+    monkeypatch.setattr(files, "CSV_CHUNK_ROWS", 2)
+    chunked = files.read_wide_file(path)
+    assert isinstance(chunked["temp"].dtype, pd.CategoricalDtype)
+    assert chunked.astype(object).fillna("").values.tolist() == whole.astype(object).fillna("").values.tolist()
+    bounds = Settings().bounds
+    a, b = (
+        parse_wide(f, "messy.csv", time_col="timestamp", series_col="site", bounds=bounds) for f in (whole, chunked)
+    )
+    pd.testing.assert_frame_equal(a.observations, b.observations)
+    assert a.observations["series_id"].unique().tolist() == ["A", "B"]
+    assert [(q["row_number"], q["reason"]) for q in a.quarantine] == [
+        (q["row_number"], q["reason"]) for q in b.quarantine
+    ]
+    assert {q["reason"] for q in b.quarantine} == {"bad_timestamp", "non_numeric", "out_of_bounds"}
+    assert (a.rows_read, a.duplicates_dropped, a.missing, a.ignored_columns) == (
+        b.rows_read,
+        b.duplicates_dropped,
+        b.missing,
+        b.ignored_columns,
+    )
