@@ -339,20 +339,28 @@ def _long_frame(
     kept = [(var, idx) for var, idx in keep_idx.items() if len(idx)]
     if not kept:
         return empty_observations().assign(_row=pd.Series([], dtype=int))
-    # Sorted by series, variable and time, on integer ranks (string keys sort far slower).
-    sid = np.concatenate([rows.series_id[idx] for _, idx in kept])
-    code = np.concatenate([rows.series_code[idx] for _, idx in kept])
+    # Sorted by series, variable and time, on integer ranks (string keys sort far slower),
+    # and each column taken once from the rows by position: at 43 M observations (10,000
+    # series) every temporary column is 350 MB.
     names = np.array(sorted(var for var, _ in kept), dtype=object)
-    var_rank = np.concatenate([np.full(len(idx), int(np.searchsorted(names, var))) for var, idx in kept])
-    ts = np.concatenate([rows.ts[idx] for _, idx in kept])
-    order = np.lexsort((ts, var_rank, code))
+    rank_of = {var: i for i, var in enumerate(names)}
+    var_rank = np.repeat(
+        np.array([rank_of[var] for var, _ in kept], dtype=np.min_scalar_type(len(names))), [len(i) for _, i in kept]
+    )
+    pos = np.concatenate([idx for _, idx in kept])
+    order = np.lexsort((rows.ts[pos], var_rank, rows.series_code[pos]))
+    pos, var_rank = pos[order], var_rank[order]
+    del order
+    by_rank = np.stack([values[name][0] for name in names])  # (variables, rows)
+    value = by_rank[var_rank, pos]
+    del by_rank
     return pd.DataFrame(
         {
-            "series_id": sid[order],
-            "variable": names[var_rank[order]],
-            "ts": pd.DatetimeIndex(ts[order]).tz_localize("UTC"),
-            "value": np.concatenate([values[name][0][idx] for name, idx in kept])[order],
-            "_row": np.concatenate([rows.number[idx] for _, idx in kept])[order],
+            "series_id": rows.series_id[pos],
+            "variable": names[var_rank],
+            "ts": pd.DatetimeIndex(rows.ts[pos]).tz_localize("UTC"),
+            "value": value,
+            "_row": rows.number[pos],
         }
     )
 
@@ -387,4 +395,7 @@ def _resolve_duplicates(obs: pd.DataFrame, source: str, check: bool) -> tuple[pd
         before = len(obs)
         obs = obs.drop_duplicates(keys, keep="first")
         dropped = before - len(obs)
-    return obs.drop(columns="_row").reset_index(drop=True), conflicts, dropped
+    obs.pop("_row")  # in place: a copy of every column would double the batch
+    if not obs.index.equals(pd.RangeIndex(len(obs))):
+        obs = obs.reset_index(drop=True)
+    return obs, conflicts, dropped

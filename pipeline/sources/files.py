@@ -60,8 +60,9 @@ def _read_csv(path: Path) -> pd.DataFrame:
     """Every cell as text, each column categorical (codes into its distinct cells).
 
     A panel repeats its series ids, times and readings row after row: as one Python string
-    per cell, a 10,000-series file of 21.6 M rows took 5.8 GB before validation began; as
-    codes it takes a few hundred MB, and validation parses each distinct cell once anyway.
+    per cell (about 60 B each), a 10,000-series file of 21.6 M rows took gigabytes before
+    validation began; as codes it takes a few hundred MB, and validation parses each
+    distinct cell once anyway.
     """
     with pd.read_csv(path, dtype=str, skipinitialspace=True, encoding="utf-8", chunksize=CSV_CHUNK_ROWS) as reader:
         parts = [chunk.astype("category") for chunk in reader]
