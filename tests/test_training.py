@@ -400,28 +400,30 @@ def test_too_short_a_history_is_refused_with_what_it_needs(settings: Settings, d
     assert len(lines) == 1 and "not enough history to train" in lines[0] and "need 482" in lines[0]
 
 
-def test_public_holidays_from_the_environment_reach_every_candidate(
-    weather_store: Settings, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("variable", "value", "entry", "bad", "error"),
+    [
+        ("STREAMCAST_HOLIDAYS", "US", "holiday:US", "XX", "no public holiday calendar for 'XX'"),
+        ("STREAMCAST_CALENDAR_TZ", "America/New_York", "tz:America/New_York", "Mars/Olympus", "unknown time zone"),
+    ],
+)
+def test_the_calendar_the_environment_asks_for_reaches_every_candidate(
+    weather_store: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    variable: str,
+    value: str,
+    entry: str,
+    bad: str,
+    error: str,
 ) -> None:
-    monkeypatch.setenv("STREAMCAST_HOLIDAYS", "US")
+    """Public holidays and the calendar's time zone from the environment; a bad one stops training in one line."""
+    monkeypatch.setenv(variable, value)
     outcome = services.train(settings=Settings(data_dir=weather_store.data_dir), models=["naive", "esn"], folds=2)
     for name in ("naive", "esn"):
-        # Weather has no weekly rhythm: no day-of-week input; the holidays are asked for.
-        assert outcome.result.candidates[name].model.config.calendar == ["hour", "doy", "holiday:US"]
-    monkeypatch.setenv("STREAMCAST_HOLIDAYS", "XX")
-    with pytest.raises(InputError, match="no public holiday calendar for 'XX'"):
-        services.train(settings=Settings(data_dir=weather_store.data_dir), models=["naive"], folds=2)
-
-
-def test_the_calendar_zone_from_the_environment_reaches_every_candidate(
-    weather_store: Settings, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("STREAMCAST_CALENDAR_TZ", "America/New_York")
-    outcome = services.train(settings=Settings(data_dir=weather_store.data_dir), models=["naive", "esn"], folds=2)
-    for name in ("naive", "esn"):
-        assert outcome.result.candidates[name].model.config.calendar == ["hour", "doy", "tz:America/New_York"]
-    monkeypatch.setenv("STREAMCAST_CALENDAR_TZ", "Mars/Olympus")
-    with pytest.raises(InputError, match="unknown time zone 'Mars/Olympus'"):
+        # Weather has no weekly rhythm: no day-of-week input; what the environment asks for is there.
+        assert outcome.result.candidates[name].model.config.calendar == ["hour", "doy", entry]
+    monkeypatch.setenv(variable, bad)
+    with pytest.raises(InputError, match=error):
         services.train(settings=Settings(data_dir=weather_store.data_dir), models=["naive"], folds=2)
 
 
