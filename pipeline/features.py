@@ -180,6 +180,7 @@ WEEKLY_TEST_STRIDE = 5
 def check_calendar(calendar: Sequence[str]) -> list[str]:
     """``calendar`` if every name is known; a holiday calendar must exist in `holidays`, a
     zone in the time-zone database, and there is at most one zone."""
+    zones = [name.removeprefix("tz:") for name in calendar if name.startswith("tz:")]
     for name in calendar:
         if name.startswith("holiday:"):
             _holiday_calendar(name.removeprefix("holiday:"))
@@ -189,21 +190,19 @@ def check_calendar(calendar: Sequence[str]) -> list[str]:
             raise InputError(
                 f"unknown calendar feature {name!r}; use {', '.join(CALENDAR_PARTS)}, holiday:<country> or tz:<zone>"
             )
-    if sum(name.startswith("tz:") for name in calendar) > 1:
-        raise InputError(f"a calendar is read in one time zone, not {sum(n.startswith('tz:') for n in calendar)}")
+    if len(zones) > 1:
+        raise InputError(f"a calendar is read in one time zone, not {len(zones)}")
     return list(calendar)
 
 
 def check_zone(zone: str) -> str:
-    """``zone`` if the time-zone database knows it."""
+    """``zone`` if the time-zone database knows it (ingest's ``--tz`` and the calendar's)."""
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
     try:
         ZoneInfo(zone)
     except (ZoneInfoNotFoundError, ValueError):
-        raise InputError(
-            f"unknown time zone {zone!r} for the calendar (use an IANA name such as Europe/London)"
-        ) from None
+        raise InputError(f"unknown time zone {zone!r} (use an IANA name such as UTC or America/New_York)") from None
     return zone
 
 
@@ -478,6 +477,7 @@ class OnlineDesign:
         calendar: Sequence[str] = DEFAULT_CALENDAR,
     ) -> None:
         self.calendar = list(calendar)
+        self.zone = calendar_zone(self.calendar)  # None: the times' own zone (UTC)
         self.columns = [target, *covariates]
         stats = [scaler.stats(sid, c) for c in self.columns]
         self.mean = np.array([m for m, _ in stats])
@@ -526,7 +526,7 @@ class OnlineDesign:
     def _calendar_row(self, ts: pd.Timestamp) -> np.ndarray:
         """``calendar_features`` of one time, without building an index (a stream's hot path:
         the series observed at one time share it, so it is computed once per time)."""
-        zone = calendar_zone(self.calendar) or (None if ts.tz is None else str(ts.tz))
+        zone = self.zone or (None if ts.tz is None else str(ts.tz))
         return _calendar_row_at(ts.value, zone, tuple(self.calendar))
 
 

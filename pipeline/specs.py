@@ -11,7 +11,6 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import pandas as pd
 from pydantic import (
@@ -28,7 +27,16 @@ from pydantic import (
 from streamcast.backtest import BacktestConfig
 from streamcast.config import DEFAULT_TARGET
 from streamcast.errors import InputError
+from streamcast.features import check_zone
 from streamcast.models import candidates, default_candidates
+
+
+def _known_zone(zone: str) -> str:
+    """A spec's time zone, checked as the features check theirs (a validator's ValueError)."""
+    try:
+        return check_zone(zone)
+    except InputError as exc:
+        raise ValueError(str(exc)) from None
 
 
 class Spec(BaseModel):
@@ -121,12 +129,7 @@ class TrainSpec(Spec, BacktestConfig):
     @field_validator("calendar_tz")
     @classmethod
     def _known_calendar_zone(cls, zone: str | None) -> str | None:
-        if zone is not None:
-            try:
-                ZoneInfo(zone)
-            except (ZoneInfoNotFoundError, ValueError):
-                raise ValueError(f"unknown time zone {zone!r} (use an IANA name such as Europe/London)") from None
-        return zone
+        return None if zone is None else _known_zone(zone)
 
     @property
     def targets(self) -> list[str]:
@@ -202,11 +205,7 @@ class IngestSpec(_OpenMeteoLocation):
     @field_validator("tz")
     @classmethod
     def _known_zone(cls, tz: str) -> str:
-        try:
-            ZoneInfo(tz)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {tz!r} (use an IANA name such as UTC or America/New_York)") from None
-        return tz
+        return _known_zone(tz)
 
     @model_validator(mode="after")
     def _file_given(self) -> Self:
