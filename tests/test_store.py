@@ -489,3 +489,74 @@ def test_an_older_sqlite_store_gets_its_observations_clustered_by_key_and_keeps_
         counts = _write(upgraded, _long([1.0, 2.0, 3.0, 4.0]))
         assert (counts.new, counts.updated, counts.unchanged) == (1, 1, 2)
     engine.dispose()
+
+
+def test_an_older_store_gets_time_led_forecast_and_score_keys_and_keeps_every_score(any_store: Store) -> None:
+    """Migration 0008 (and its downgrade): scores keyed by (forecast, step) are rekeyed by
+    (time, forecast, step) with every row kept, the forecasts' series-first index gives way
+    to a time index, and scoring, re-scoring and reading matured points work as before."""
+    import sqlalchemy as sa
+    from alembic import command
+
+    from streamcast.store import migrate
+    from streamcast.store.schema import scores
+
+    origin = "2024-03-01T02:00Z"
+    _write(any_store, _long([10.0, 11.0, 12.0, 13.0, 14.0, 15.0], series="A"))
+    any_store.write_forecasts(pd.concat([_points("A", [1.0, 2.0, 3.0], origin), _points("B", [5.0], origin)]))
+    matured = [
+        {
+            "forecast_id": f"A|{origin}",
+            "step": k,
+            "series_id": "A",
+            "target": "temp",
+            "ts": datetime(2024, 3, 1, 2 + k, tzinfo=UTC),
+            "yhat": float(k),
+            "actual": 10.0 + 2 + k,
+            "abs_error": 12.0,
+            "scaled_error": 6.0,
+            "model_name": "esn",
+            "model_version": "1",
+            "scored_at": datetime(2024, 3, 2, k, tzinfo=UTC),
+        }
+        for k in (1, 2)
+    ]
+    engine = sa.create_engine(any_store.url)
+
+    def state() -> tuple[list[str], set[str], list[tuple]]:
+        with engine.connect() as conn:
+            inspector = sa.inspect(conn)
+            key = inspector.get_pk_constraint("scores")["constrained_columns"]
+            indexes = {ix["name"] for ix in inspector.get_indexes("forecasts")}
+            rows = conn.execute(sa.text("SELECT * FROM scores ORDER BY forecast_id, step")).fetchall()
+        return key, indexes, [tuple(r) for r in rows]
+
+    with engine.begin() as conn:  # the schema as 0007 left it
+        command.downgrade(migrate._config(conn), "0007")
+    migrate._current.clear()
+    key, indexes, _ = state()
+    assert key == ["forecast_id", "step"]
+    assert "ix_forecasts_target_time" in indexes and "ix_forecasts_time" not in indexes
+    with engine.begin() as conn:  # an older version's score
+        conn.execute(sa.insert(scores), matured[:1])
+    _, _, before = state()
+
+    with Store(any_store.url) as upgraded:  # a writer upgrades the store
+        key, indexes, rows = state()
+        assert key == ["ts", "forecast_id", "step"]
+        assert "ix_forecasts_time" in indexes and "ix_forecasts_target_time" not in indexes
+        assert rows == before
+        if upgraded.dialect == "sqlite":
+            with engine.connect() as conn:
+                sql = conn.exec_driver_sql("SELECT sql FROM sqlite_master WHERE name = 'scores'").scalar()
+            assert "WITHOUT ROWID" in sql.upper()
+        # Step 2 matured and is unscored; step 3's actual (05:00) has arrived too; B has none.
+        unscored = upgraded.unscored_points("temp", ["A", "B"], pd.Timestamp("2024-03-01T00:00Z"))
+        assert sorted((p["step"], p["actual"]) for p in unscored) == [(2, 14.0), (3, 15.0)]
+        assert upgraded.write_scores(matured) == 2  # the stored one again and a new one
+        assert len(state()[2]) == 2  # scored once each
+        assert [p["step"] for p in upgraded.unscored_points("temp", ["A"], pd.Timestamp("2024-03-01T00:00Z"))] == [3]
+        points = upgraded.forecasts_issued_between("temp", ["A"], pd.Timestamp(origin), pd.Timestamp(origin))
+        assert points["step"].tolist() == [1, 2, 3] and set(points["series_id"]) == {"A"}
+        assert upgraded.live_summary("temp")["n"].tolist() == [2]
+    engine.dispose()

@@ -32,6 +32,7 @@ POINT_COLUMNS = [
 ]
 _TIME_COLUMNS = ("issued_at", "origin_ts", "ts")
 _POINT_KEY = ("forecast_id", "step")
+_SCORE_KEY = ("ts", "forecast_id", "step")  # time first: an hour's scores append (migration 0008)
 _POINTS = sa.select(*[forecasts.c[c] for c in POINT_COLUMNS])
 
 
@@ -83,7 +84,7 @@ class ForecastTables(Bound):
     def write_score_columns(self, columns: Mapping[str, Sequence[Any]]) -> int:
         """:meth:`write_scores` of scores given as columns (the stream's many-series path)."""
         with self._conn() as conn:
-            return driver_insert_columns(conn, scores, columns, _POINT_KEY)
+            return driver_insert_columns(conn, scores, columns, _SCORE_KEY)
 
     def write_scores(self, rows: list[dict[str, Any]]) -> int:
         """Record matured forecast points against their actuals (idempotent per point)."""
@@ -91,7 +92,7 @@ class ForecastTables(Bound):
             return 0
         columns = list(rows[0])
         with self._conn() as conn:
-            return driver_insert(conn, scores, columns, _tuples(rows, columns), _POINT_KEY)
+            return driver_insert(conn, scores, columns, _tuples(rows, columns), _SCORE_KEY)
 
     def unscored_points(
         self, target: str, series_ids: Sequence[str], since: datetime | pd.Timestamp
@@ -99,18 +100,27 @@ class ForecastTables(Bound):
         """Forecast points at or after ``since`` whose actual has been observed and that
         have no score yet, as records with the actual (UTC-aware datetimes)."""
         f, s, o = forecasts, scores, observations
-        on_actual = sa.and_(o.c.series_id == f.c.series_id, o.c.variable == f.c.target, o.c.ts == f.c.ts)
-        on_score = sa.and_(s.c.forecast_id == f.c.forecast_id, s.c.step == f.c.step)
-        q = (
-            sa.select(*[f.c[c] for c in POINT_COLUMNS], o.c.value.label("actual"))
-            .select_from(f.join(o, on_actual).outerjoin(s, on_score))
+        # The points drive (by time, through ix_forecasts_time); only those without a score
+        # look up their actual (a CASE on the score: SQLite would otherwise look up every
+        # point's actual first, and as a joined table walk the observations instead).
+        on_score = sa.and_(s.c.ts == f.c.ts, s.c.forecast_id == f.c.forecast_id, s.c.step == f.c.step)
+        observed = (
+            sa.select(o.c.value)
+            .where(o.c.series_id == f.c.series_id, o.c.variable == f.c.target, o.c.ts == f.c.ts)
+            .scalar_subquery()
+        )
+        points = (
+            sa.select(*[f.c[c] for c in POINT_COLUMNS], sa.case((s.c.forecast_id.is_(None), observed)).label("actual"))
+            .select_from(f.outerjoin(s, on_score))
             .where(
                 f.c.target == target,
                 f.c.series_id.in_(list(series_ids)),
                 f.c.ts >= py_datetime(since),
                 s.c.forecast_id.is_(None),
             )
+            .subquery()
         )
+        q = sa.select(*points.c).where(points.c.actual.is_not(None))
         with self._conn() as conn:
             rows = [dict(r) for r in conn.execute(q).mappings()]
         for r in rows:
@@ -183,12 +193,16 @@ class ForecastTables(Bound):
         """Points of the forecasts of ``target`` for ``series_ids`` whose origin lies in
         [start, end] (the dashboard overlays them on the actuals that arrived)."""
         f = forecasts
-        q = _POINTS.where(
-            f.c.target == target,
+        # Each forecast's first point, found through the latest-forecast index (one entry
+        # per forecast of the series), then all its points by the primary key.
+        issued = sa.select(f.c.forecast_id).where(
+            f.c.step == sa.literal_column("1"),  # as the partial index's WHERE reads (a literal)
             f.c.series_id.in_(list(series_ids)),
+            f.c.target == target,
             f.c.origin_ts >= py_datetime(start),
             f.c.origin_ts <= py_datetime(end),
-        ).order_by(f.c.series_id, f.c.origin_ts, f.c.issued_at, f.c.step)
+        )
+        q = _POINTS.where(f.c.forecast_id.in_(issued)).order_by(f.c.series_id, f.c.origin_ts, f.c.issued_at, f.c.step)
         return utc_columns(self._frame(q, POINT_COLUMNS), _TIME_COLUMNS)
 
     def live_summary(self, target: str) -> pd.DataFrame:

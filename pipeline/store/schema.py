@@ -7,12 +7,12 @@ import sqlalchemy as sa
 metadata = sa.MetaData()
 
 
-def _forecast_point() -> list[sa.Column]:
-    """The key of one forecast point (forecast, step) and what it forecasts: shared by
-    ``forecasts`` and the ``scores`` of its matured points."""
+def _forecast_point(key: bool = True) -> list[sa.Column]:
+    """One forecast point (forecast, step; with ``key`` the table's primary key) and what
+    it forecasts: shared by ``forecasts`` and the ``scores`` of its matured points."""
     return [
-        sa.Column("forecast_id", sa.String(64), primary_key=True),
-        sa.Column("step", sa.Integer, primary_key=True),
+        sa.Column("forecast_id", sa.String(64), primary_key=key, nullable=False),
+        sa.Column("step", sa.Integer, primary_key=key, nullable=False),
         sa.Column("series_id", sa.String(128), nullable=False),
         sa.Column("target", sa.String(128), nullable=False),
     ]
@@ -97,13 +97,15 @@ forecasts = sa.Table(
         sqlite_where=sa.text("step = 1"),
         postgresql_where=sa.text("step = 1"),
     ),
-    sa.Index("ix_forecasts_target_time", "series_id", "ts"),
+    # Time first, so an hour's points append (migration 0008); one series' forecasts are
+    # found through the latest-forecast index.
+    sa.Index("ix_forecasts_time", "ts"),
 )
 
 scores = sa.Table(
     "scores",
     metadata,
-    *_forecast_point(),
+    *_forecast_point(key=False),
     sa.Column("ts", sa.DateTime(timezone=True), nullable=False),
     sa.Column("yhat", sa.Float, nullable=False),
     sa.Column("actual", sa.Float, nullable=False),
@@ -111,8 +113,12 @@ scores = sa.Table(
     sa.Column("scaled_error", sa.Float, nullable=True),  # abs_error / the series' MASE scale
     *_model(),
     sa.Column("scored_at", sa.DateTime(timezone=True), nullable=False),
+    # Time first, so an hour's scores append; a point's time follows from its forecast
+    # and step, so it is still scored once (migration 0008). SQLite: stored in this order.
+    sa.PrimaryKeyConstraint("ts", "forecast_id", "step"),
     # Recalibration's latest points of one version (migration 0004).
     sa.Index("ix_scores_version_time", "target", "model_version", "ts"),
+    sqlite_with_rowid=False,
 )
 
 comparisons = sa.Table(
