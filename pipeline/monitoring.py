@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pandas as pd
@@ -57,30 +58,40 @@ class DriftCheck:
         }
 
 
-def drift_check(store: Store, settings: Settings, target: str) -> DriftCheck | None:
-    """The drift trigger's inputs for ``target`` (None before any training)."""
+# What a caller already knows of the live MASE since a training time: (known, value), with
+# value None where fewer than the window's points were scored; not known -> read the store.
+LiveMase = Callable[[pd.Timestamp], tuple[bool, float | None]]
+
+
+def drift_check(store: Store, settings: Settings, target: str, live: LiveMase | None = None) -> DriftCheck | None:
+    """The drift trigger's inputs for ``target`` (None before any training); ``live`` (a
+    stream's memory of what it scored) answers for the store when it can."""
     comparison = store.latest_comparison(target)
     if comparison.empty:
         return None
     trained_at = pd.Timestamp(comparison["created_at"].max())
     trained_at = trained_at.tz_localize("UTC") if trained_at.tzinfo is None else trained_at
     best = comparison.sort_values("rank").iloc[0]
-    live = store.recent_live_mase(target, since=trained_at, window=settings.drift_window)
-    return DriftCheck(live, settings.drift_window, settings.drift_factor, float(best["mase"]), trained_at)
+    known, mase = live(trained_at) if live is not None else (False, None)
+    if not known:
+        mase = store.recent_live_mase(target, since=trained_at, window=settings.drift_window)
+    return DriftCheck(mase, settings.drift_window, settings.drift_factor, float(best["mase"]), trained_at)
 
 
-def retrain_decision(store: Store, settings: Settings, target: str, now: pd.Timestamp | None = None) -> RetrainDecision:
+def retrain_decision(
+    store: Store, settings: Settings, target: str, now: pd.Timestamp | None = None, live: LiveMase | None = None
+) -> RetrainDecision:
     """Retrain when no model exists, the retrain interval elapsed, or live MASE drifted."""
     now = now or pd.Timestamp(utcnow())
-    check = drift_check(store, settings, target)
+    check = drift_check(store, settings, target, live)
     if check is None:
         return RetrainDecision(True, "no_champion", "no training recorded for this target")
     age_h = (now - check.trained_at).total_seconds() / 3600
-    live = check.live_mase
+    mase = check.live_mase
     if check.drifted:
         return RetrainDecision(True, "drift", check.describe())
     if age_h >= settings.retrain_hours:
         return RetrainDecision(
             True, "interval", f"last training {age_h:.1f} h ago (interval {settings.retrain_hours:g} h)"
         )
-    return RetrainDecision(False, "", f"last training {age_h:.1f} h ago; live MASE {live if live is not None else '-'}")
+    return RetrainDecision(False, "", f"last training {age_h:.1f} h ago; live MASE {mase if mase is not None else '-'}")

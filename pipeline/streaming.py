@@ -12,7 +12,8 @@ from __future__ import annotations
 import io
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from statistics import NormalDist
@@ -126,6 +127,7 @@ class StreamProcessor:
         self.stats = StreamStats()
         self.newest: pd.Timestamp | None = None  # the newest observation stored: how far ahead entries may be
         self.outstanding = _Outstanding()  # forecasts issued here that have points still to mature
+        self.live_errors = _LiveErrors(settings.drift_window)  # the drift check's live MASE, from memory
         self._since_check = 0
 
     def run(
@@ -171,12 +173,13 @@ class StreamProcessor:
         self._since_check += obs["ts"].nunique()
         checking = self._since_check >= self.check_every
         checkpoint = self._checkpoint() if checking else None
+        scored = matured.score_columns(self.target) if matured is not None else None
 
         def write_derived(tx: Transaction) -> None:
             if issued:
                 tx.write_forecast_columns(_concat([b.columns(self.target) for b in issued]))
-            if matured is not None:
-                tx.write_score_columns(matured.score_columns(self.target))
+            if scored is not None:
+                tx.write_score_columns(scored)
             if checkpoint is not None:
                 tx.write_stream_checkpoint(*checkpoint)
 
@@ -187,6 +190,8 @@ class StreamProcessor:
             batch.ack()
         self.stats.latencies_ms.append((time.perf_counter() - batch.received_at) * 1000)
         self.outstanding.add(issued)  # committed: later batches score them from memory
+        if matured is not None and scored is not None:
+            self.live_errors.add(scored, matured.ts_ns)
         if self.handle is not None and matured is not None:
             # The next forecasts' intervals know what just matured (a quantile tracker, per batch).
             self.interval_factor = tracked_factor(
@@ -418,7 +423,10 @@ class StreamProcessor:
             self._record("retrain_done", self.job.description, f"exit {code}")
             self.job = None
             self._follow_champion(at)
-        decision = retrain_decision(self.store, self.settings, self.target)
+        followed = [sid for sid, st in self.states.items() if st.has_target]
+        decision = retrain_decision(
+            self.store, self.settings, self.target, live=lambda since: self.live_errors.mase(since, followed)
+        )
         if not decision.retrain:
             return
         log.warning("retraining %s: %s (%s)", self.target, decision.reason, decision.detail)
@@ -658,6 +666,39 @@ class _Outstanding:
     def forget_coverage(self) -> None:
         """Read from the store again until a horizon of fresh forecasts is remembered (a new champion)."""
         self.since.clear()
+
+
+class _LiveErrors:
+    """The scaled errors of the latest ``window`` points per series scored here (by time),
+    each with when it was scored: the drift check's live MASE (what
+    :meth:`~streamcast.store.Store.recent_live_mase` reads from every score since the
+    last training, 24,000 more rows an hour at 1,000 series) once every series followed
+    has a full window of points scored since that training; until then (after a start or
+    a retrain) the store answers."""
+
+    def __init__(self, window: int) -> None:
+        self.window = max(window, 1)
+        self.errors: dict[str, deque[tuple[datetime, float]]] = {}
+
+    def add(self, columns: Mapping[str, Sequence[Any]], ts_ns: np.ndarray) -> None:
+        """A committed batch's ``scores`` columns (the points' times as ``ts_ns``), in time order."""
+        series, scaled, scored_at = columns["series_id"], columns["scaled_error"], columns["scored_at"]
+        for i in np.argsort(ts_ns, kind="stable").tolist():
+            if scaled[i] is None:  # no MASE scale: not in the live MASE (as in the store's)
+                continue
+            q = self.errors.get(series[i])
+            if q is None:
+                q = self.errors[series[i]] = deque(maxlen=self.window)
+            q.append((scored_at[i], scaled[i]))
+
+    def mase(self, since: pd.Timestamp, series: Sequence[str]) -> tuple[bool, float | None]:
+        """(known, mean scaled error) of each series' latest ``window`` points scored at or
+        after ``since``: known when each of ``series`` has that many here."""
+        t = since.to_pydatetime()
+        kept = {sid: [e for at, e in q if at >= t] for sid, q in self.errors.items()}
+        if not series or any(len(kept.get(sid, ())) < self.window for sid in series):
+            return False, None
+        return True, float(np.mean([e for sid in series for e in kept[sid]]))
 
 
 @dataclass

@@ -95,6 +95,16 @@ def test_replay_forecasts_every_timestamp_and_scores_matured_points(
     since = pd.Timestamp(trained["created_at"].max())
     since = since.tz_localize("UTC") if since.tzinfo is None else since
     assert drift["window"] == 5 and drift["live_mase"] == pytest.approx(store.recent_live_mase("temp", since, 5))
+    # The stream's drift check reads the same live MASE from what it scored, not the store.
+    window = settings.drift_window
+    followed = sorted(proc.states)
+    assert proc.live_errors.mase(since, followed) == (
+        True,
+        pytest.approx(store.recent_live_mase("temp", since, window)),
+    )
+    assert proc.live_errors.mase(pd.Timestamp.now(tz="UTC"), followed) == (False, None)  # since a later training
+    short = proc.live_errors.mase(since, [*followed, "XYZ"])  # a series without a full window: the store answers
+    assert short == (False, None)
     assert drift["threshold"] == pytest.approx(1.5 * float(trained.sort_values("rank")["mase"].iloc[0]))
     text = CliRunner().invoke(app, ["scores"]).output
     assert "coverage" in text and "drift check: live MASE" in " ".join(text.split())
