@@ -176,6 +176,8 @@ def score_matured(store: Store, target: str, panel: Mapping[str, pd.DataFrame], 
         np.array([scales.get(p["series_id"], np.nan) for p in points], dtype=float),
         [p["model_name"] for p in points],
         [p["model_version"] for p in points],
+        np.array([np.nan if p["lo"] is None else p["lo"] for p in points], dtype=float),
+        np.array([np.nan if p["hi"] is None else p["hi"] for p in points], dtype=float),
     )
     return store.write_score_columns(matured.score_columns(target))
 
@@ -234,6 +236,8 @@ class MaturedPoints:
     scale: np.ndarray  # each point's series' MASE scale
     model_name: list[str]
     model_version: list[str | None]
+    lo: np.ndarray  # the interval each point was issued with (NaN: none)
+    hi: np.ndarray
 
     def __len__(self) -> int:
         return len(self.forecast_id)
@@ -251,11 +255,18 @@ class MaturedPoints:
             "yhat": self.yhat.tolist(),
             "actual": self.actual.tolist(),
             "abs_error": errors["abs_error"].tolist(),
-            "scaled_error": [v if math.isfinite(v) else None for v in errors["scaled_error"].tolist()],
+            "scaled_error": _nullable(errors["scaled_error"]),
             "model_name": self.model_name,
             "model_version": self.model_version,
             "scored_at": [utcnow()] * n,
+            "lo": _nullable(self.lo),
+            "hi": _nullable(self.hi),
         }
+
+
+def _nullable(values: np.ndarray) -> list[float | None]:
+    """Floats with NaN as None (the store's NULL)."""
+    return [v if math.isfinite(v) else None for v in values.tolist()]
 
 
 def _width_units(handle: ChampionHandle, steps: Any, actual: Any, yhat: Any) -> tuple[np.ndarray, np.ndarray]:

@@ -539,6 +539,8 @@ class _Found:
         self.actual: list[float] = []
         self.names: list[str] = []
         self.versions: list[str | None] = []
+        self.lo: list[float] = []
+        self.hi: list[float] = []
 
     def add_block(self, block: _Block, ts: pd.Timestamp, sids: list[str], values: list[tuple[float, float]]) -> None:
         """The points of ``block`` at ``ts`` of ``sids`` (whose (scale, actual) are ``values``)."""
@@ -558,7 +560,11 @@ class _Found:
         self.series += [block.series[r] for r in rows]
         self.ts += [ts.to_pydatetime()] * m
         self.ts_ns += [t] * m
-        self.yhat += block.yhat[rows, k - 1].tolist()
+        yhat = block.yhat[rows, k - 1]
+        half = block.half_width[k - 1]  # as the point was stored (``_Block.columns``)
+        self.yhat += yhat.tolist()
+        self.lo += (yhat - half).tolist()
+        self.hi += (yhat + half).tolist()
         for i, _ in hits:
             scale, actual = values[i]
             self.scale.append(scale)
@@ -587,6 +593,8 @@ class _Found:
             self.actual.append(hit[1])
             self.names.append(r["model_name"])
             self.versions.append(r["model_version"])
+            self.lo.append(np.nan if r["lo"] is None else float(r["lo"]))
+            self.hi.append(np.nan if r["hi"] is None else float(r["hi"]))
 
     def matured(self) -> MaturedPoints | None:
         if not self.ids:
@@ -602,6 +610,8 @@ class _Found:
             np.array(self.scale, dtype=float),
             self.names,
             self.versions,
+            np.array(self.lo, dtype=float),
+            np.array(self.hi, dtype=float),
         )
 
 

@@ -545,7 +545,8 @@ def test_an_older_store_gets_time_led_forecast_and_score_keys_and_keeps_every_sc
         key, indexes, rows = state()
         assert key == ["ts", "forecast_id", "step"]
         assert "ix_forecasts_time" in indexes and "ix_forecasts_target_time" not in indexes
-        assert rows == before
+        # Every score kept; 0009 gave it the interval its point was issued with (1 +- 1).
+        assert [r[:12] for r in rows] == before and [r[12:] for r in rows] == [(0.0, 2.0)]
         if upgraded.dialect == "sqlite":
             with engine.connect() as conn:
                 sql = conn.exec_driver_sql("SELECT sql FROM sqlite_master WHERE name = 'scores'").scalar()
@@ -559,4 +560,75 @@ def test_an_older_store_gets_time_led_forecast_and_score_keys_and_keeps_every_sc
         points = upgraded.forecasts_issued_between("temp", ["A"], pd.Timestamp(origin), pd.Timestamp(origin))
         assert points["step"].tolist() == [1, 2, 3] and set(points["series_id"]) == {"A"}
         assert upgraded.live_summary("temp")["n"].tolist() == [2]
+    engine.dispose()
+
+
+def test_live_error_comes_from_totals_that_count_a_score_written_twice_once(any_store: Store) -> None:
+    """Live MAE, MASE and coverage by model, version and step are the means over every
+    matured point (computed here from the stored scores), written by the stream's and the
+    batch's paths alike; a score written again (a redelivered batch) counts once, and a
+    store upgraded from before the totals (0008) gets them from the scores it holds."""
+    import sqlalchemy as sa
+    from alembic import command
+
+    from streamcast.store import migrate
+
+    origin = pd.Timestamp("2024-03-01T00:00Z")
+    rng = np.random.default_rng(3)
+    points = pd.concat(
+        [
+            _points("A", [10.0, 11.0, 12.0], "2024-03-01T00:00Z"),
+            _points("B", [20.0, 21.0, 22.0], "2024-03-01T00:00Z", version="2"),
+            _points("C", [5.0, 6.0, 7.0], "2024-03-01T00:00Z").assign(lo=np.nan, hi=np.nan),  # no interval
+        ]
+    )
+    any_store.write_forecasts(points)
+    scored = points.assign(
+        actual=points["yhat"] + rng.choice([-2.0, -0.5, 0.5, 2.0], len(points)),
+        scored_at=origin + pd.Timedelta(hours=5),
+    )
+    scored["abs_error"] = (scored["actual"] - scored["yhat"]).abs()
+    scored["scaled_error"] = np.where(scored["series_id"] == "B", np.nan, scored["abs_error"] / 2)
+    columns = ["forecast_id", "step", "series_id", "target", "ts", "yhat", "actual", "abs_error", "scaled_error"]
+    columns += ["model_name", "model_version", "scored_at", "lo", "hi"]
+
+    def as_columns(frame: pd.DataFrame) -> dict[str, list]:
+        out = {c: frame[c].tolist() for c in columns}
+        for c in ("ts", "scored_at"):
+            out[c] = [t.to_pydatetime() for t in frame[c]]
+        for c in ("scaled_error", "lo", "hi"):
+            out[c] = [None if v is None or v != v else float(v) for v in frame[c]]
+        return out
+
+    first, rest = scored[scored["step"] == 1], scored[scored["step"] > 1]
+    any_store.write_score_columns(as_columns(first))  # the stream's path
+    rows = as_columns(pd.concat([first.iloc[:1], rest]))  # one of them stored already
+    any_store.write_scores([dict(zip(rows, values, strict=True)) for values in zip(*rows.values(), strict=True)])
+
+    inside = ((scored["actual"] >= scored["lo"]) & (scored["actual"] <= scored["hi"])).astype(float)
+    expected = (
+        scored.assign(inside=inside.where(scored["lo"].notna()))
+        .groupby(["model_name", "model_version", "step"])
+        .agg(n=("yhat", "size"), mae=("abs_error", "mean"), mase=("scaled_error", "mean"), coverage=("inside", "mean"))
+        .reset_index()
+    )
+    live = any_store.live_scores("temp")
+    assert live["n"].tolist() == expected["n"].tolist() == [2, 2, 2, 1, 1, 1]
+    for c in ("mae", "mase", "coverage"):
+        got, want = live[c].astype(float).to_numpy(), expected[c].to_numpy()
+        assert np.allclose(got, want, equal_nan=True), c
+    summary = any_store.live_summary("temp").set_index("model_version")
+    assert summary.loc["1", "n"] == 6 and summary.loc["2", "n"] == 3 and pd.isna(summary.loc["2", "mase"])
+    assert summary.loc["1", "last_ts"] == origin + pd.Timedelta(hours=3)
+
+    any_store.write_score_columns(as_columns(scored))  # every score again: nothing changes
+    pd.testing.assert_frame_equal(any_store.live_scores("temp"), live)
+
+    engine = sa.create_engine(any_store.url)
+    with engine.begin() as conn:  # the store as 0008 left it: no totals, no intervals in scores
+        command.downgrade(migrate._config(conn), "0008")
+        assert not sa.inspect(conn).has_table("score_totals")
+    migrate._current.clear()
+    with Store(any_store.url) as upgraded:
+        pd.testing.assert_frame_equal(upgraded.live_scores("temp"), live)
     engine.dispose()

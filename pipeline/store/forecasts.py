@@ -12,7 +12,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from streamcast.store.engine import Bound, as_utc, driver_insert, driver_insert_columns, py_datetime, utc_columns
-from streamcast.store.schema import forecasts, observations, scores
+from streamcast.store.schema import forecasts, observations, score_totals, scores
 
 # One stored forecast point, in the order `predictions latest --format csv` prints it.
 POINT_COLUMNS = [
@@ -34,6 +34,11 @@ _TIME_COLUMNS = ("issued_at", "origin_ts", "ts")
 _POINT_KEY = ("forecast_id", "step")
 _SCORE_KEY = ("ts", "forecast_id", "step")  # time first: an hour's scores append (migration 0008)
 _POINTS = sa.select(*[forecasts.c[c] for c in POINT_COLUMNS])
+_IN_CHUNK = 500  # times per IN list
+_TOTAL_KEY = ["target", "model_name", "model_version", "step", "ts"]
+_TOTAL_SUMS = ["n", "abs_error_sum", "scaled_n", "scaled_error_sum", "interval_n", "inside_n"]
+# The score columns the totals are summed from.
+_TOTALLED = ["target", "model_name", "model_version", "step", "ts", "actual", "abs_error", "scaled_error", "lo", "hi"]
 
 
 def _tuples(records: list[dict[str, Any]], columns: Sequence[str]) -> Iterator[tuple[Any, ...]]:
@@ -84,15 +89,63 @@ class ForecastTables(Bound):
     def write_score_columns(self, columns: Mapping[str, Sequence[Any]]) -> int:
         """:meth:`write_scores` of scores given as columns (the stream's many-series path)."""
         with self._conn() as conn:
-            return driver_insert_columns(conn, scores, columns, _SCORE_KEY)
+            new = driver_insert_columns(conn, scores, columns, _SCORE_KEY, count=True)
+            self._total(conn, columns, new)
+            return len(columns["ts"])
 
     def write_scores(self, rows: list[dict[str, Any]]) -> int:
         """Record matured forecast points against their actuals (idempotent per point)."""
         if not rows:
             return 0
-        columns = list(rows[0])
-        with self._conn() as conn:
-            return driver_insert(conn, scores, columns, _tuples(rows, columns), _SCORE_KEY)
+        columns = {c: [r.get(c) for r in rows] for c in {*rows[0], *_TOTALLED}}
+        return self.write_score_columns(columns)
+
+    def _total(self, conn: Any, columns: Mapping[str, Sequence[Any]], new: int) -> None:
+        """``score_totals`` after writing ``columns``, of which the database inserted ``new``:
+        when it inserted them all, the totals grow by exactly their sums (a few rows an
+        hour); when some were stored already (a redelivered batch), the totals at their
+        times are summed again from the stored scores."""
+        if new != len(columns["ts"]):
+            self._sum_scores(conn, columns["ts"])
+            return
+        rows = _sums(columns)
+        stmt = self._insert(score_totals)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=_TOTAL_KEY, set_={c: score_totals.c[c] + stmt.excluded[c] for c in _TOTAL_SUMS}
+        )
+        conn.execute(stmt, rows)
+
+    def _sum_scores(self, conn: Any, times: Sequence[datetime]) -> None:
+        """``score_totals`` at ``times`` summed again from the scores stored there: a score
+        written twice (a redelivered batch) is counted once. A stream hour sums the scores
+        of one time, which lie together under the scores' time-first key."""
+        s, t = scores, score_totals
+        version = sa.func.coalesce(s.c.model_version, "")
+        inside = sa.case((s.c.lo.is_(None), sa.null()), ((s.c.actual >= s.c.lo) & (s.c.actual <= s.c.hi), 1), else_=0)
+        distinct = sorted({as_utc(v) for v in times})
+        for start in range(0, len(distinct), _IN_CHUNK):
+            chunk = distinct[start : start + _IN_CHUNK]
+            summed = (
+                sa.select(
+                    s.c.target,
+                    s.c.model_name,
+                    version,
+                    s.c.step,
+                    s.c.ts,
+                    sa.func.count(),
+                    sa.func.sum(s.c.abs_error),
+                    sa.func.count(s.c.scaled_error),
+                    sa.func.coalesce(sa.func.sum(s.c.scaled_error), 0.0),
+                    sa.func.count(s.c.lo),
+                    sa.func.coalesce(sa.func.sum(inside), 0),
+                )
+                .where(s.c.ts.in_(chunk))
+                .group_by(s.c.target, s.c.model_name, version, s.c.step, s.c.ts)
+            )
+            stmt = self._insert(t).from_select([*_TOTAL_KEY, *_TOTAL_SUMS], summed)
+            conn.execute(
+                stmt.on_conflict_do_update(index_elements=_TOTAL_KEY, set_={c: stmt.excluded[c] for c in _TOTAL_SUMS})
+            )
 
     def unscored_points(
         self, target: str, series_ids: Sequence[str], since: datetime | pd.Timestamp
@@ -208,18 +261,12 @@ class ForecastTables(Bound):
     def live_summary(self, target: str) -> pd.DataFrame:
         """Per model and version, over every matured point of ``target``: points, MAE,
         MASE and the share of actuals inside the interval the point was issued with."""
-        s = scores
+        t = score_totals
         q = (
-            sa.select(
-                s.c.model_name,
-                s.c.model_version,
-                *_live_error(),
-                sa.func.max(s.c.ts).label("last_ts"),
-            )
-            .select_from(_scored_points())
-            .where(s.c.target == target)
-            .group_by(s.c.model_name, s.c.model_version)
-            .order_by(sa.func.max(s.c.ts).desc())
+            sa.select(*_live_error(), sa.func.max(t.c.ts).label("last_ts"))
+            .where(t.c.target == target)
+            .group_by(t.c.model_name, t.c.model_version)
+            .order_by(sa.func.max(t.c.ts).desc())
         )
         df = utc_columns(
             self._frame(q, ["model_name", "model_version", "n", "mae", "mase", "coverage", "last_ts"]), ("last_ts",)
@@ -230,18 +277,12 @@ class ForecastTables(Bound):
         """Live MAE, MASE and interval coverage of matured forecast points by model,
         version and step (coverage: the share of actuals inside the interval the point
         was issued with; None where points were issued without one)."""
-        s = scores
+        t = score_totals
         q = (
-            sa.select(
-                s.c.model_name,
-                s.c.model_version,
-                s.c.step,
-                *_live_error(),
-            )
-            .select_from(_scored_points())
-            .where(s.c.target == target)
-            .group_by(s.c.model_name, s.c.model_version, s.c.step)
-            .order_by(s.c.model_name, s.c.model_version, s.c.step)
+            sa.select(*_live_error(t.c.step))
+            .where(t.c.target == target)
+            .group_by(t.c.model_name, t.c.model_version, t.c.step)
+            .order_by(t.c.model_name, t.c.model_version, t.c.step)
         )
         df = self._frame(q)
         for col in ("mase", "coverage"):
@@ -272,25 +313,54 @@ class ForecastTables(Bound):
         return float(row[0])
 
 
-def _scored_points() -> Any:
-    """Scores joined to the points they score (for the interval each was issued with)."""
-    return scores.join(
-        forecasts, (scores.c.forecast_id == forecasts.c.forecast_id) & (scores.c.step == forecasts.c.step)
-    )
+def _sums(columns: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
+    """``score_totals`` rows of the scores in ``columns`` (in arrays: at 24,000 scores an
+    hour a DataFrame of them cost more than storing them)."""
+    key = np.zeros(len(columns["ts"]), dtype=np.int64)
+    for c in _TOTAL_KEY:
+        codes, uniques = pd.factorize(np.asarray(columns[c], dtype=object), use_na_sentinel=False)
+        key = key * len(uniques) + codes
+    _, first, group = np.unique(key, return_index=True, return_inverse=True)
+
+    def total(values: np.ndarray) -> list[Any]:
+        return np.bincount(group, weights=values, minlength=len(first)).tolist()
+
+    def floats(c: str) -> np.ndarray:
+        return np.asarray(columns[c], dtype=float)  # None -> NaN
+
+    actual, lo, hi, scaled = floats("actual"), floats("lo"), floats("hi"), floats("scaled_error")
+    sums = {
+        "n": total(np.ones(len(key))),
+        "abs_error_sum": total(floats("abs_error")),
+        "scaled_n": total(np.isfinite(scaled).astype(float)),
+        "scaled_error_sum": total(np.nan_to_num(scaled, nan=0.0)),
+        "interval_n": total(np.isfinite(lo).astype(float)),
+        "inside_n": total(((actual >= lo) & (actual <= hi)).astype(float)),
+    }
+    rows = []
+    for g, i in enumerate(first.tolist()):
+        row = {c: columns[c][i] for c in _TOTAL_KEY}
+        row["model_version"] = row["model_version"] or ""
+        row["ts"] = as_utc(row["ts"])
+        row.update({c: v[g] if c.endswith("_sum") else int(v[g]) for c, v in sums.items()})
+        rows.append(row)
+    return rows
 
 
-def _live_error() -> list[Any]:
-    """Matured points, their MAE, MASE and interval coverage (over scores joined to their points)."""
-    s = scores
+def _live_error(*by: Any) -> list[Any]:
+    """Per model and version (and ``by``), from ``score_totals``: matured points, their MAE,
+    MASE and the share of actuals inside the interval the point was issued with (None
+    where none was)."""
+    t = score_totals
+    n = sa.func.sum(t.c.n)
     return [
-        sa.func.count().label("n"),
-        sa.func.avg(s.c.abs_error).label("mae"),
-        sa.func.avg(s.c.scaled_error).label("mase"),
-        sa.func.avg(_inside()).label("coverage"),
+        t.c.model_name,
+        sa.func.nullif(t.c.model_version, "").label("model_version"),
+        *by,
+        n.label("n"),
+        (sa.func.sum(t.c.abs_error_sum) / n).label("mae"),
+        (sa.func.sum(t.c.scaled_error_sum) / sa.func.nullif(sa.func.sum(t.c.scaled_n), 0)).label("mase"),
+        (sa.cast(sa.func.sum(t.c.inside_n), sa.Float) / sa.func.nullif(sa.func.sum(t.c.interval_n), 0)).label(
+            "coverage"
+        ),
     ]
-
-
-def _inside() -> Any:
-    """1 when the actual fell inside the point's interval, 0 outside, NULL without one."""
-    f, s = forecasts, scores
-    return sa.case((f.c.lo.is_(None), sa.null()), ((s.c.actual >= f.c.lo) & (s.c.actual <= f.c.hi), 1.0), else_=0.0)

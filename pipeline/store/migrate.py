@@ -26,7 +26,11 @@ from streamcast.store.schema import metadata
 
 VERSION_TABLE = "streamcast_schema_version"  # not alembic_version: MLflow may share the database
 BASELINE = "0001"
-AFTER_BASELINE = {"variables", "stream_checkpoints"}  # tables the migrations after the baseline create (0002, 0003)
+AFTER_BASELINE = {
+    "variables",
+    "stream_checkpoints",
+    "score_totals",
+}  # tables later migrations create (0002, 0003, 0009)
 _LOCK_KEY = 0x57C457  # the advisory lock every streamcast process takes to change the schema
 _current: set[str] = set()  # stores this process has seen at head
 

@@ -113,12 +113,34 @@ scores = sa.Table(
     sa.Column("scaled_error", sa.Float, nullable=True),  # abs_error / the series' MASE scale
     *_model(),
     sa.Column("scored_at", sa.DateTime(timezone=True), nullable=False),
+    # The interval the point was issued with (None: issued without one; migration 0009).
+    sa.Column("lo", sa.Float, nullable=True),
+    sa.Column("hi", sa.Float, nullable=True),
     # Time first, so an hour's scores append; a point's time follows from its forecast
     # and step, so it is still scored once (migration 0008). SQLite: stored in this order.
     sa.PrimaryKeyConstraint("ts", "forecast_id", "step"),
     # Recalibration's latest points of one version (migration 0004).
     sa.Index("ix_scores_version_time", "target", "model_version", "ts"),
     sqlite_with_rowid=False,
+)
+
+# The scores summed per model version, step and time, kept with every write of scores (a
+# score written twice counts once): live error by model and step reads these instead of
+# every score ever (migration 0009).
+score_totals = sa.Table(
+    "score_totals",
+    metadata,
+    sa.Column("target", sa.String(128), primary_key=True),
+    sa.Column("model_name", sa.String(128), primary_key=True),
+    sa.Column("model_version", sa.String(32), primary_key=True),  # '' for points issued without one
+    sa.Column("step", sa.Integer, primary_key=True),
+    sa.Column("ts", sa.DateTime(timezone=True), primary_key=True),
+    sa.Column("n", sa.Integer, nullable=False),
+    sa.Column("abs_error_sum", sa.Float, nullable=False),
+    sa.Column("scaled_n", sa.Integer, nullable=False),  # points with a scaled error
+    sa.Column("scaled_error_sum", sa.Float, nullable=False),
+    sa.Column("interval_n", sa.Integer, nullable=False),  # points issued with an interval
+    sa.Column("inside_n", sa.Integer, nullable=False),  # ... whose actual fell inside it
 )
 
 comparisons = sa.Table(
