@@ -632,3 +632,25 @@ def test_live_error_comes_from_totals_that_count_a_score_written_twice_once(any_
     with Store(any_store.url) as upgraded:
         pd.testing.assert_frame_equal(upgraded.live_scores("temp"), live)
     engine.dispose()
+
+
+def test_the_newest_issue_and_a_page_of_latest_forecasts(any_store: Store) -> None:
+    """The dashboard's header (the most recently issued forecast's model and time) and its
+    page (the latest forecast of the page's series only)."""
+    assert any_store.newest_issue("temp") is None
+    early, late = pd.Timestamp("2024-03-02T01:00Z"), pd.Timestamp("2024-03-02T03:00Z")
+    any_store.write_forecasts(
+        pd.concat(
+            [
+                _points("A", [1.0, 2.0], "2024-03-01T00:00Z").assign(issued_at=early),
+                _points("A", [3.0, 4.0], "2024-03-01T01:00Z", version="2").assign(issued_at=late),
+                _points("B", [5.0, 6.0], "2024-03-01T00:00Z").assign(issued_at=early),
+                _points("C", [7.0, 8.0], "2024-03-01T00:00Z").assign(issued_at=early),
+            ]
+        )
+    )
+    assert any_store.newest_issue("temp") == {"model_name": "esn", "model_version": "2", "issued_at": late}
+    assert any_store.newest_issue("humid") is None
+    page = any_store.latest_forecasts(target="temp", series_ids=["A", "C"])
+    assert page[["series_id", "yhat"]].values.tolist() == [["A", 3.0], ["A", 4.0], ["C", 7.0], ["C", 8.0]]
+    assert any_store.latest_forecasts(target="temp", series_ids=[]).empty

@@ -227,8 +227,11 @@ class ForecastTables(Bound):
                 r[c] = as_utc(r[c])
         return rows
 
-    def latest_forecasts(self, series_id: str | None = None, target: str | None = None) -> pd.DataFrame:
-        """The points of the most recently issued forecast per (series, target)."""
+    def latest_forecasts(
+        self, series_id: str | None = None, target: str | None = None, series_ids: Sequence[str] | None = None
+    ) -> pd.DataFrame:
+        """The points of the most recently issued forecast per (series, target), of
+        ``series_id`` or of ``series_ids`` if given."""
         f = forecasts
         ranked = sa.select(
             f.c.forecast_id,
@@ -238,12 +241,26 @@ class ForecastTables(Bound):
         ).where(f.c.step == sa.literal_column("1"))  # as the partial index's WHERE reads (a literal)
         if series_id is not None:
             ranked = ranked.where(f.c.series_id == series_id)
+        if series_ids is not None:
+            ranked = ranked.where(f.c.series_id.in_(list(series_ids)))
         if target is not None:
             ranked = ranked.where(f.c.target == target)
         sub = ranked.subquery()
         latest = sa.select(sub.c.forecast_id).where(sub.c.rn == 1)
         q = self._points().where(f.c.forecast_id.in_(latest)).order_by(f.c.series_id, f.c.step)
         return utc_columns(self._frame(q, POINT_COLUMNS), _TIME_COLUMNS)
+
+    def newest_issue(self, target: str) -> dict[str, Any] | None:
+        """The model name, version and issue time of the most recently issued forecast of
+        ``target`` (None before the first): from the latest-forecast index, one entry per
+        forecast, without reading any forecast's points."""
+        f = forecasts
+        first = (f.c.step == sa.literal_column("1"), f.c.target == target)  # the partial index's WHERE
+        newest = sa.select(sa.func.max(f.c.issued_at)).where(*first).scalar_subquery()
+        q = sa.select(f.c.model_name, f.c.model_version, f.c.issued_at).where(*first, f.c.issued_at == newest).limit(1)
+        with self._conn() as conn:
+            row = conn.execute(q).mappings().first()
+        return None if row is None else {**row, "issued_at": as_utc(row["issued_at"])}
 
     def forecasts_between(self, start: datetime | pd.Timestamp, end: datetime | pd.Timestamp) -> pd.DataFrame:
         """Forecast points whose target time falls in [start, end]."""
