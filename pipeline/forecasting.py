@@ -176,8 +176,8 @@ def score_matured(store: Store, target: str, panel: Mapping[str, pd.DataFrame], 
         np.array([scales.get(p["series_id"], np.nan) for p in points], dtype=float),
         [p["model_name"] for p in points],
         [p["model_version"] for p in points],
-        np.array([np.nan if p["lo"] is None else p["lo"] for p in points], dtype=float),
-        np.array([np.nan if p["hi"] is None else p["hi"] for p in points], dtype=float),
+        np.array([p["lo"] for p in points], dtype=float),  # None (issued without an interval) -> NaN
+        np.array([p["hi"] for p in points], dtype=float),
     )
     return store.write_score_columns(matured.score_columns(target))
 

@@ -705,10 +705,10 @@ class _LiveErrors:
         """(known, mean scaled error) of each series' latest ``window`` points scored at or
         after ``since``: known when each of ``series`` has that many here."""
         t = since.to_pydatetime()
-        kept = {sid: [e for at, e in q if at >= t] for sid, q in self.errors.items()}
-        if not series or any(len(kept.get(sid, ())) < self.window for sid in series):
+        kept = [[e for at, e in self.errors.get(sid, ()) if at >= t] for sid in series]
+        if not kept or any(len(errors) < self.window for errors in kept):
             return False, None
-        return True, float(np.mean([e for sid in series for e in kept[sid]]))
+        return True, float(np.mean([e for errors in kept for e in errors]))
 
 
 @dataclass
