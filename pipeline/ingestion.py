@@ -117,7 +117,9 @@ def write_batch(
         tx.write_quarantine(parsed.quarantine, summary.batch_id)
         summary.new, summary.updated, summary.unchanged = counts.new, counts.updated, counts.unchanged
         summary.elapsed_seconds = time.perf_counter() - started
-        tx.finish_batch(summary.batch_id, finished_at=utcnow(), **summary.batch_record())
+        # What it wrote from, for the batch path's next scoring (``score_matured``).
+        earliest = obs["ts"].min().to_pydatetime() if not obs.empty else None
+        tx.finish_batch(summary.batch_id, finished_at=utcnow(), earliest=earliest, **summary.batch_record())
         if also is not None:
             also(tx)
     return summary

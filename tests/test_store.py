@@ -322,7 +322,8 @@ def test_forecast_points_round_trip_through_the_bulk_insert(any_store: Store) ->
     # Points matured: their actuals arrive and are found by time, on both dialects.
     _write(any_store, _long([4.0, 5.0], start="2024-03-02T04:00Z", series=sid))
     unscored = any_store.unscored_points("temp", [sid], pd.Timestamp("2024-03-02", tz="UTC"))
-    assert sorted((p["step"], p["actual"]) for p in unscored) == [(1, 4.0), (2, 5.0)]
+    assert sorted(zip(unscored["step"], unscored["actual"], strict=True)) == [(1, 4.0), (2, 5.0)]
+    assert sorted(unscored["ts"].tolist()) == [pd.Timestamp(f"2024-03-02T0{h}:00Z") for h in (4, 5)]
     # The stream's read of the points at a few times, bounded to origins it does not remember.
     later = _points(sid, [6.0, 7.0], "2024-03-02T04:00Z")  # origin 04:00, points at 05:00 and 06:00
     any_store.write_forecasts(later)
@@ -553,10 +554,10 @@ def test_an_older_store_gets_time_led_forecast_and_score_keys_and_keeps_every_sc
             assert "WITHOUT ROWID" in sql.upper()
         # Step 2 matured and is unscored; step 3's actual (05:00) has arrived too; B has none.
         unscored = upgraded.unscored_points("temp", ["A", "B"], pd.Timestamp("2024-03-01T00:00Z"))
-        assert sorted((p["step"], p["actual"]) for p in unscored) == [(2, 14.0), (3, 15.0)]
+        assert sorted(zip(unscored["step"], unscored["actual"], strict=True)) == [(2, 14.0), (3, 15.0)]
         assert upgraded.write_scores(matured) == 2  # the stored one again and a new one
         assert len(state()[2]) == 2  # scored once each
-        assert [p["step"] for p in upgraded.unscored_points("temp", ["A"], pd.Timestamp("2024-03-01T00:00Z"))] == [3]
+        assert upgraded.unscored_points("temp", ["A"], pd.Timestamp("2024-03-01T00:00Z"))["step"].tolist() == [3]
         points = upgraded.forecasts_issued_between("temp", ["A"], pd.Timestamp(origin), pd.Timestamp(origin))
         assert points["step"].tolist() == [1, 2, 3] and set(points["series_id"]) == {"A"}
         assert upgraded.live_summary("temp")["n"].tolist() == [2]
@@ -654,3 +655,85 @@ def test_the_newest_issue_and_a_page_of_latest_forecasts(any_store: Store) -> No
     page = any_store.latest_forecasts(target="temp", series_ids=["A", "C"])
     assert page[["series_id", "yhat"]].values.tolist() == [["A", 3.0], ["A", 4.0], ["C", 7.0], ["C", 8.0]]
     assert any_store.latest_forecasts(target="temp", series_ids=[]).empty
+
+
+def test_the_batch_path_scores_what_matured_since_its_last_run_late_data_included(
+    any_store: Store, settings: Settings
+) -> None:
+    """``streamcast forecast`` scores the points matured by the observations written since
+    its last run (a late backfill included, and a batch that committed as that run read),
+    reading no point older than those observations; without a mark (the first run, or a
+    run of some series) it reads every point of the history it loads."""
+    import sqlalchemy as sa
+    from alembic import command
+
+    from streamcast.forecasting import SCORE_MARK_MARGIN, score_matured
+    from streamcast.store import migrate
+    from streamcast.store.schema import ingest_batches
+
+    def ingest(series: str, values: list[float], start: str) -> None:
+        ts = pd.date_range(start, periods=len(values), freq="h", tz="UTC")
+        frame = pd.DataFrame({"series": series, "ts": ts.strftime("%Y-%m-%dT%H:%M:%SZ"), "temp": values})
+        ingest_frame(any_store, frame, source="csv", source_ref=None, series_col="series", settings=settings)
+
+    engine = sa.create_engine(any_store.url)
+
+    def run(marked: bool = True, age: bool = True) -> int:
+        checked_at = pd.Timestamp.now(tz="UTC")
+        panel = prepare_panel(any_store.load_wide())
+        written = score_matured(any_store, "temp", panel, 24, checked_at if marked else None)
+        if age:  # the batches read finished long ago (not within the margin of this run's mark)
+            with engine.begin() as conn:
+                conn.execute(ingest_batches.update().values(finished_at=datetime(2000, 1, 1, tzinfo=UTC)))
+        return written
+
+    def scored() -> list[tuple[str, int]]:
+        live = any_store.recent_residuals("temp", "1", 1000).merge(
+            any_store.forecasts_between(pd.Timestamp("2024-03-01", tz="UTC"), pd.Timestamp("2024-03-03", tz="UTC")),
+            on=["forecast_id", "step"],
+        )
+        return sorted(zip(live["series_id"], live["step"], strict=True))
+
+    from streamcast.features import prepare_panel
+
+    for sid in ("A", "B"):
+        ingest(sid, [10.0] * 6, "2024-03-01T00:00Z")  # history to 05:00
+    any_store.write_forecasts(pd.concat([_points(s, [1.0, 2.0, 3.0], "2024-03-01T05:00Z") for s in "AB"]))
+    assert run() == 0 and any_store.score_mark("temp") is not None  # nothing matured; the mark is set
+    assert run() == 0  # nothing written since: no point is read
+
+    ingest("A", [11.0, 12.0], "2024-03-01T06:00Z")
+    assert run() == 2 and scored() == [("A", 1), ("A", 2)]
+    ingest("B", [11.0, 12.0, 13.0], "2024-03-01T06:00Z")  # late: B's actuals after A's run
+    ingest("A", [13.0], "2024-03-01T08:00Z")
+    assert run() == 4 and scored() == [("A", 1), ("A", 2), ("A", 3), ("B", 1), ("B", 2), ("B", 3)]
+
+    # A point issued after its actual was stored (by a process behind the store): the
+    # marked run does not read back that far; an unmarked one does.
+    any_store.write_forecasts(_points("A", [5.0], "2024-03-01T04:00Z"))
+    ingest("B", [14.0], "2024-03-01T09:00Z")
+    assert run() == 0
+    assert run(marked=False) == 1 and ("A", 1) in scored()
+
+    # A batch that finished shortly before the mark (committing while that run read) is new.
+    any_store.write_forecasts(_points("B", [7.0], "2024-03-01T09:00Z"))
+    ingest("B", [15.0], "2024-03-01T10:00Z")
+    any_store.set_score_mark("temp", pd.Timestamp.now(tz="UTC") + SCORE_MARK_MARGIN / 2)
+    assert run() == 1
+    any_store.write_forecasts(_points("B", [8.0], "2024-03-01T10:00Z"))
+    ingest("B", [16.0], "2024-03-01T11:00Z")
+    any_store.set_score_mark("temp", pd.Timestamp.now(tz="UTC") + SCORE_MARK_MARGIN * 2)
+    assert run() == 0  # finished well before the mark: not new
+
+    # From before the marks (0009): no mark, batches without their earliest time; the first
+    # run reads the whole history it loads.
+    any_store.write_forecasts(_points("A", [8.0], "2024-03-01T07:00Z"))
+    with engine.begin() as conn:
+        command.downgrade(migrate._config(conn), "0009")
+        assert not sa.inspect(conn).has_table("score_marks")
+    engine.dispose()
+    migrate._current.clear()
+    with Store(any_store.url) as upgraded:
+        assert upgraded.score_mark("temp") is None
+        assert upgraded.written_since(pd.Timestamp("2024-01-01", tz="UTC")) is None
+    assert run() == 2 and any_store.score_mark("temp") is not None  # A's 08:00 and B's 11:00

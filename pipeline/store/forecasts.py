@@ -12,7 +12,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from streamcast.store.engine import Bound, as_utc, driver_insert, driver_insert_columns, py_datetime, utc_columns
-from streamcast.store.schema import forecasts, observations, score_totals, scores
+from streamcast.store.schema import forecasts, observations, score_marks, score_totals, scores
 
 # One stored forecast point, in the order `predictions latest --format csv` prints it.
 POINT_COLUMNS = [
@@ -158,10 +158,14 @@ class ForecastTables(Bound):
             )
 
     def unscored_points(
-        self, target: str, series_ids: Sequence[str], since: datetime | pd.Timestamp
-    ) -> list[dict[str, Any]]:
-        """Forecast points at or after ``since`` whose actual has been observed and that
-        have no score yet, as records with the actual (UTC-aware datetimes)."""
+        self,
+        target: str,
+        series_ids: Sequence[str],
+        since: datetime | pd.Timestamp,
+        until: datetime | pd.Timestamp | None = None,
+    ) -> pd.DataFrame:
+        """Forecast points from ``since`` (to ``until``, if given) whose actual has been
+        observed and that have no score yet: ``POINT_COLUMNS`` and ``actual`` (times UTC)."""
         f, s, o = forecasts, scores, observations
         # The points drive (by time, through ix_forecasts_time); only those without a score
         # look up their actual (a CASE on the score: SQLite would otherwise look up every
@@ -173,23 +177,36 @@ class ForecastTables(Bound):
             .scalar_subquery()
         )
         points = (
-            sa.select(*[f.c[c] for c in POINT_COLUMNS], sa.case((s.c.forecast_id.is_(None), observed)).label("actual"))
+            sa.select(
+                *[self._time(f.c[c]) if c in _TIME_COLUMNS else f.c[c] for c in POINT_COLUMNS],
+                sa.case((s.c.forecast_id.is_(None), observed)).label("actual"),
+            )
             .select_from(f.outerjoin(s, on_score))
             .where(
                 f.c.target == target,
                 f.c.series_id.in_(list(series_ids)),
                 f.c.ts >= py_datetime(since),
+                f.c.ts <= py_datetime(until) if until is not None else sa.true(),
                 s.c.forecast_id.is_(None),
             )
             .subquery()
         )
         q = sa.select(*points.c).where(points.c.actual.is_not(None))
+        return utc_columns(self._frame(q, [*POINT_COLUMNS, "actual"]), _TIME_COLUMNS)
+
+    def score_mark(self, target: str) -> datetime | None:
+        """When the batch path last scored ``target``'s matured points (None: never)."""
+        q = sa.select(score_marks.c.checked_at).where(score_marks.c.target == target)
         with self._conn() as conn:
-            rows = [dict(r) for r in conn.execute(q).mappings()]
-        for r in rows:
-            for c in _TIME_COLUMNS:
-                r[c] = as_utc(r[c])
-        return rows
+            at = conn.execute(q).scalar_one_or_none()
+        return as_utc(at) if at is not None else None
+
+    def set_score_mark(self, target: str, checked_at: datetime | pd.Timestamp) -> None:
+        """Record that every point matured by observations committed before ``checked_at`` is scored."""
+        at = py_datetime(checked_at)
+        stmt = self._insert(score_marks).values(target=target, checked_at=at)
+        with self._conn() as conn:
+            conn.execute(stmt.on_conflict_do_update(index_elements=["target"], set_={"checked_at": at}))
 
     def recent_residuals(self, target: str, model_version: str, limit: int) -> pd.DataFrame:
         """The latest ``limit`` matured points (by time) of one registered version of the

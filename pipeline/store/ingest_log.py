@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 import pandas as pd
 import sqlalchemy as sa
 
-from streamcast.store.engine import Bound, utcnow
+from streamcast.store.engine import Bound, as_utc, py_datetime, utcnow
 from streamcast.store.schema import ingest_batches, quarantine
 
 
@@ -35,6 +36,17 @@ class IngestLog(Bound):
     def finish_batch(self, batch_id: int, **fields: Any) -> None:
         with self._conn() as conn:
             conn.execute(ingest_batches.update().where(ingest_batches.c.id == batch_id).values(**fields))
+
+    def written_since(self, at: datetime | pd.Timestamp) -> tuple[datetime, datetime] | None:
+        """The earliest and the latest observation time written by the batches that
+        finished at or after ``at`` (None: none wrote any)."""
+        b = ingest_batches
+        q = sa.select(sa.func.min(b.c.earliest), sa.func.max(b.c.watermark)).where(
+            b.c.finished_at >= py_datetime(at), b.c.earliest.is_not(None)
+        )
+        with self._conn() as conn:
+            earliest, latest = conn.execute(q).one()
+        return (as_utc(earliest), as_utc(latest)) if earliest is not None and latest is not None else None
 
     def write_quarantine(self, rows: Sequence[dict[str, Any]], batch_id: int) -> int:
         """Record set-aside rows; returns how many were new (the same bad input twice is recorded once)."""

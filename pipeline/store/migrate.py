@@ -30,7 +30,8 @@ AFTER_BASELINE = {
     "variables",
     "stream_checkpoints",
     "score_totals",
-}  # tables later migrations create (0002, 0003, 0009)
+    "score_marks",
+}  # tables later migrations create (0002, 0003, 0009, 0010)
 _LOCK_KEY = 0x57C457  # the advisory lock every streamcast process takes to change the schema
 _current: set[str] = set()  # stores this process has seen at head
 

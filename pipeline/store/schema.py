@@ -74,6 +74,10 @@ ingest_batches = sa.Table(
     sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
     sa.Column("elapsed_seconds", sa.Float, nullable=True),
+    # The earliest observation time the batch wrote: what the batch path scores next
+    # starts there (migration 0010).
+    sa.Column("earliest", sa.DateTime(timezone=True), nullable=True),
+    sa.Index("ix_ingest_batches_finished", "finished_at"),
 )
 
 forecasts = sa.Table(
@@ -141,6 +145,16 @@ score_totals = sa.Table(
     sa.Column("scaled_error_sum", sa.Float, nullable=False),
     sa.Column("interval_n", sa.Integer, nullable=False),  # points issued with an interval
     sa.Column("inside_n", sa.Integer, nullable=False),  # ... whose actual fell inside it
+)
+
+# Per target, when the batch path (``streamcast forecast``) last scored matured points:
+# the next run reads only points from the earliest observation written by batches that
+# finished since, not every forecast point of the history it loads (migration 0010).
+score_marks = sa.Table(
+    "score_marks",
+    metadata,
+    sa.Column("target", sa.String(128), primary_key=True),
+    sa.Column("checked_at", sa.DateTime(timezone=True), nullable=False),
 )
 
 comparisons = sa.Table(

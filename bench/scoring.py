@@ -1,0 +1,158 @@
+"""The batch path's scoring after a history of forecasts: marked against a read of everything.
+
+Each ``streamcast forecast`` (the scheduled forecast flow's) first scores the stored points
+whose actuals have arrived. A store that an hourly forecast flow fed for ``--hours`` hours
+holds that many forecasts per series (24 points each). Each hour here ingests the next
+hour's observations (N series), then scores, alternating:
+
+- marked: from the earliest to the latest observation written since the last run
+  (``score_matured`` with its mark, what ``streamcast forecast`` does);
+- everything: every point of the history the forecast loads (``score_matured`` without a
+  mark, what it did before migration 0010).
+
+Both find and store the same new scores (one hour of points per series and origin); the
+table gives each one's median seconds, side by side in one run, on one store. Before each
+hour, the batches written so far are dated an hour back, as in a flow run hourly.
+
+    python bench/scoring.py [--series 1000] [--hours 48] [--rounds 6] [--postgres URL]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import markdown_table, write_section
+from scale import fresh_database, panel
+
+from streamcast.config import Settings
+from streamcast.features import prepare_panel
+from streamcast.forecasting import forecast_id, score_matured
+from streamcast.ingestion import ingest_frame
+from streamcast.store import Store
+from streamcast.store.schema import ingest_batches
+
+HORIZON = 24
+HISTORY_DAYS = 30  # what the forecast loads (the champion's history) for the MASE scales
+
+
+def forecasts_at(series: list[str], origin: pd.Timestamp, rng: np.random.Generator) -> pd.DataFrame:
+    """One hourly forecast flow's run: every series' H points from ``origin``."""
+    n = len(series)
+    yhat = 50 + rng.normal(0, 5, n * HORIZON)
+    return pd.DataFrame(
+        {
+            "forecast_id": np.repeat([forecast_id(s, "temp", origin, "1") for s in series], HORIZON),
+            "series_id": np.repeat(series, HORIZON),
+            "target": "temp",
+            "issued_at": origin + pd.Timedelta(minutes=5),
+            "origin_ts": origin,
+            "ts": np.tile(pd.date_range(origin + pd.Timedelta(hours=1), periods=HORIZON, freq="h"), n),
+            "step": np.tile(np.arange(1, HORIZON + 1), n),
+            "yhat": yhat,
+            "lo": yhat - 5,
+            "hi": yhat + 5,
+            "model_name": "esn",
+            "model_version": "1",
+            "run_id": None,
+        }
+    )
+
+
+def run(url: str, n: int, hours: int, rounds: int) -> tuple[dict[str, list[float]], dict[str, list[int]], int]:
+    settings = Settings()
+    frame = panel(n, 24 * HISTORY_DAYS + hours + 2 * rounds + 1)
+    times = sorted(frame["ts"].unique())
+    first = len(times) - hours - 2 * rounds - 1  # forecasts from here on; then the rounds' hours
+    rng = np.random.default_rng(0)
+    series = sorted(frame["station"].unique())
+    seconds: dict[str, list[float]] = {"marked": [], "everything": []}
+    scored: dict[str, list[int]] = {"marked": [], "everything": []}
+    with Store(url) as store:
+
+        def ingest(part: pd.DataFrame) -> None:
+            wide = part.assign(ts=part["ts"].dt.strftime("%Y-%m-%dT%H:%M:%SZ"))
+            ingest_frame(store, wide, source="csv", source_ref=None, series_col="station", settings=settings)
+
+        ingest(frame[frame["ts"] <= times[first]])
+        for k in range(first, first + hours):  # an hourly forecast flow: forecast, then the next hour arrives
+            store.write_forecasts(forecasts_at(series, pd.Timestamp(times[k]), rng))
+            ingest(frame[frame["ts"] == times[k + 1]])
+        points = store.table_counts()["forecasts"]
+
+        def score(marked: bool) -> tuple[int, float]:
+            checked_at = pd.Timestamp.now(tz="UTC")
+            wide = store.load_wide(start=pd.Timestamp(times[-1]) - pd.Timedelta(days=HISTORY_DAYS))
+            loaded = prepare_panel(wide)
+            t0 = time.perf_counter()
+            count = score_matured(store, "temp", loaded, 24, checked_at if marked else None)
+            return count, time.perf_counter() - t0
+
+        score(True)  # the history's matured points; the mark is set
+        engine = sa.create_engine(url)
+
+        def an_hour_ago() -> None:
+            """Date the batches written so far an hour back: the flow's runs are an hour apart
+            (here seconds, within the margin a mark gives batches still committing)."""
+            with engine.begin() as conn:
+                b = ingest_batches
+                conn.execute(b.update().values(finished_at=datetime.now(UTC) - timedelta(hours=1)))
+
+        k = first + hours
+        for r in range(2 * rounds):
+            an_hour_ago()
+            store.write_forecasts(forecasts_at(series, pd.Timestamp(times[k]), rng))
+            ingest(frame[frame["ts"] == times[k + 1]])
+            k += 1
+            how = "marked" if r % 2 == 0 else "everything"
+            count, took = score(how == "marked")
+            scored[how].append(count)
+            seconds[how].append(took)
+        engine.dispose()
+    return seconds, scored, points
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--series", type=int, default=1000)
+    ap.add_argument("--hours", type=int, default=48, help="hours of hourly forecasts stored before the rounds")
+    ap.add_argument("--rounds", type=int, default=6, help="hours scored each way")
+    ap.add_argument("--postgres", metavar="URL", help="the store in a fresh PostgreSQL database beside URL's")
+    args = ap.parse_args()
+    if args.postgres:
+        with fresh_database(args.postgres) as url:
+            seconds, scored, points = run(url, args.series, args.hours, args.rounds)
+    else:
+        with tempfile.TemporaryDirectory(prefix="streamcast-scoring-") as tmp:
+            seconds, scored, points = run(f"sqlite:///{tmp}/streamcast.db", args.series, args.hours, args.rounds)
+    med = {k: statistics.median(v) for k, v in seconds.items()}
+    rows = [
+        [how, f"{med[how]:.2f}", f"{statistics.median(scored[how]):,.0f}", f"{med[how] / med['marked']:.1f}"]
+        for how in ("marked", "everything")
+    ]
+    body = (
+        f"{args.series:,} series; {args.hours} hours of hourly forecasts (24 points each) stored before, "
+        f"{points:,} forecast points in all; then {2 * args.rounds} hours, each ingested and scored, alternating "
+        f"the two ways ({args.rounds} each; median seconds of `score_matured`, given the "
+        f"{HISTORY_DAYS} days of history the forecast loads). Store: {'PostgreSQL' if args.postgres else 'SQLite'}.\n\n"
+        + markdown_table(["scoring", "seconds", "points scored", "x marked"], rows)
+    )
+    print(body)
+    title = "Batch scoring after a history of forecasts"
+    if args.postgres:
+        title += " (PostgreSQL)"
+    write_section(title, body)
+
+
+if __name__ == "__main__":
+    main()
