@@ -737,3 +737,32 @@ def test_the_batch_path_scores_what_matured_since_its_last_run_late_data_include
         assert upgraded.score_mark("temp") is None
         assert upgraded.written_since(pd.Timestamp("2024-01-01", tz="UTC")) is None
     assert run() == 2 and any_store.score_mark("temp") is not None  # A's 08:00 and B's 11:00
+
+
+def test_the_latest_forecast_of_every_series_walks_the_index_and_agrees_with_the_ranking(any_store: Store) -> None:
+    """Every series' latest forecast per target (the newest issue; of two issued at once, the
+    later origin), found one probe per series and target, is what ranking every forecast
+    of those series gives; a target filter, and a store without forecasts, too."""
+    issued = [pd.Timestamp(f"2024-03-0{d}T00:30Z") for d in (2, 3, 4)]
+    odd = 'Sta\'tion "Ö"'
+    frames = []
+    for k, sid in enumerate(["A", "B", odd, "Z"]):
+        for d, at in enumerate(issued[: k + 1]):  # A one forecast, B two, ... Z three
+            origin = f"2024-03-0{d + 1}T2{k}:00Z"
+            frames.append(_points(sid, [float(10 * k + d), 1.0], origin).assign(issued_at=at))
+    # B again, issued at the same time as its second forecast, from a later origin
+    frames.append(_points("B", [99.0, 1.0], "2024-03-02T23:00Z").assign(issued_at=issued[1]))
+    frames.append(_points("A", [7.0, 7.0], "2024-03-05T00:00Z").assign(issued_at=issued[2], target="humid"))
+    assert any_store.latest_forecasts().empty
+    any_store.write_forecasts(pd.concat(frames))
+
+    every = sorted(["A", "B", odd, "Z"])
+    for target in ("temp", "humid", None):
+        walked = any_store.latest_forecasts(target=target).reset_index(drop=True)
+        ranked = any_store.latest_forecasts(target=target, series_ids=every).reset_index(drop=True)
+        pd.testing.assert_frame_equal(walked, ranked)
+    temp = any_store.latest_forecasts(target="temp")
+    firsts = temp[temp["step"] == 1].set_index("series_id")["yhat"].to_dict()
+    assert firsts == {"A": 0.0, "B": 99.0, odd: 22.0, "Z": 32.0}
+    assert any_store.latest_forecasts(target="humid")["series_id"].unique().tolist() == ["A"]
+    assert len(any_store.latest_forecasts()) == 2 * 5 and any_store.latest_forecasts(target="wind").empty

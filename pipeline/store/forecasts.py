@@ -35,6 +35,28 @@ _POINT_KEY = ("forecast_id", "step")
 _SCORE_KEY = ("ts", "forecast_id", "step")  # time first: an hour's scores append (migration 0008)
 _POINTS = sa.select(*[forecasts.c[c] for c in POINT_COLUMNS])
 _IN_CHUNK = 500  # times per IN list
+# The latest forecast of every (series, target), found by walking the latest-forecast index
+# (series_id, target, issued_at; step 1) from one pair to the next ("loose index scan",
+# as for the observations' series): a stream at 1,000 series adds 1,000 entries an hour,
+# and ranking every entry grew with each hour it had run. ``:target`` None: every target.
+_FIRST = "x.step = 1"  # as the partial index's WHERE reads
+_NEXT_TARGET = f"(SELECT min(x.target) FROM forecasts x WHERE {_FIRST} AND x.series_id = p.sid AND x.target > p.tgt)"
+_NEXT_SERIES = f"(SELECT min(x.series_id) FROM forecasts x WHERE {_FIRST} AND x.series_id > p.sid)"
+_LATEST_OF_EACH = sa.text(
+    f"""
+    WITH RECURSIVE p(sid, tgt) AS (
+        SELECT f.sid, (SELECT min(x.target) FROM forecasts x WHERE {_FIRST} AND x.series_id = f.sid)
+        FROM (SELECT min(x.series_id) AS sid FROM forecasts x WHERE {_FIRST}) f
+        UNION ALL
+        SELECT CASE WHEN {_NEXT_TARGET} IS NOT NULL THEN p.sid ELSE {_NEXT_SERIES} END,
+               COALESCE({_NEXT_TARGET},
+                        (SELECT min(x.target) FROM forecasts x WHERE {_FIRST} AND x.series_id = {_NEXT_SERIES}))
+        FROM p WHERE p.sid IS NOT NULL
+    )
+    SELECT (SELECT x.forecast_id FROM forecasts x WHERE {_FIRST} AND x.series_id = p.sid AND x.target = p.tgt
+            ORDER BY x.issued_at DESC, x.origin_ts DESC LIMIT 1) AS forecast_id
+    FROM p WHERE p.sid IS NOT NULL AND (CAST(:target AS VARCHAR) IS NULL OR p.tgt = :target)"""
+).columns(sa.column("forecast_id", sa.String))
 _TOTAL_KEY = ["target", "model_name", "model_version", "step", "ts"]
 _TOTAL_SUMS = ["n", "abs_error_sum", "scaled_n", "scaled_error_sum", "interval_n", "inside_n"]
 # The score columns the totals are summed from.
@@ -250,6 +272,13 @@ class ForecastTables(Bound):
         """The points of the most recently issued forecast per (series, target), of
         ``series_id`` or of ``series_ids`` if given."""
         f = forecasts
+        if series_id is None and series_ids is None:
+            # Every series: the walk of the latest-forecast index, one probe per series and
+            # target, however many forecasts each has had (the window below ranks them all).
+            walked = _LATEST_OF_EACH.bindparams(target=target).subquery()
+            q = self._points().where(f.c.forecast_id.in_(sa.select(walked.c.forecast_id)))
+            order = (f.c.series_id, f.c.target, f.c.step)
+            return utc_columns(self._frame(q.order_by(*order), POINT_COLUMNS), _TIME_COLUMNS)
         ranked = sa.select(
             f.c.forecast_id,
             sa.func.row_number()
@@ -264,7 +293,7 @@ class ForecastTables(Bound):
             ranked = ranked.where(f.c.target == target)
         sub = ranked.subquery()
         latest = sa.select(sub.c.forecast_id).where(sub.c.rn == 1)
-        q = self._points().where(f.c.forecast_id.in_(latest)).order_by(f.c.series_id, f.c.step)
+        q = self._points().where(f.c.forecast_id.in_(latest)).order_by(f.c.series_id, f.c.target, f.c.step)
         return utc_columns(self._frame(q, POINT_COLUMNS), _TIME_COLUMNS)
 
     def newest_issue(self, target: str) -> dict[str, Any] | None:

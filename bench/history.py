@@ -1,20 +1,26 @@
-"""The batch path's scoring after a history of forecasts: marked against a read of everything.
+"""Costs that grow with the history of forecasts: each way side by side, on one store.
 
-Each ``streamcast forecast`` (the scheduled forecast flow's) first scores the stored points
-whose actuals have arrived. A store that an hourly forecast flow fed for ``--hours`` hours
-holds that many forecasts per series (24 points each). Each hour here ingests the next
-hour's observations (N series), then scores, alternating:
+A store that an hourly forecast flow fed for ``--hours`` hours holds that many forecasts
+per series (24 points each). Each hour here ingests the next hour's observations (N
+series), then scores, alternating:
 
 - marked: from the earliest to the latest observation written since the last run
   (``score_matured`` with its mark, what ``streamcast forecast`` does);
 - everything: every point of the history the forecast loads (``score_matured`` without a
   mark, what it did before migration 0010).
 
-Both find and store the same new scores (one hour of points per series and origin); the
-table gives each one's median seconds, side by side in one run, on one store. Before each
-hour, the batches written so far are dated an hour back, as in a flow run hourly.
+Both find and store the same new scores (one hour of points per series and origin).
+Before each hour, the batches written so far are dated an hour back, as in a flow run
+hourly. Then the latest forecast of every series (``/forecasts/latest``, ``predictions
+latest``), alternating:
 
-    python bench/scoring.py [--series 1000] [--hours 48] [--rounds 6] [--postgres URL]
+- walked: one probe of the latest-forecast index per series (what it does);
+- ranked: every forecast of every series ranked by issue time (the same query for the
+  series given by name, what it did for all of them before).
+
+The table gives each one's median seconds.
+
+    python bench/history.py [--series 1000] [--hours 48] [--rounds 6] [--postgres URL]
 """
 
 from __future__ import annotations
@@ -44,6 +50,12 @@ from streamcast.store.schema import ingest_batches
 
 HORIZON = 24
 HISTORY_DAYS = 30  # what the forecast loads (the champion's history) for the MASE scales
+WAYS = {
+    "marked": ("scoring a new hour", "marked"),
+    "everything": ("scoring a new hour", "everything (before 0010)"),
+    "walked": ("latest forecast of every series", "index walked"),
+    "ranked": ("latest forecast of every series", "every forecast ranked (before)"),
+}
 
 
 def forecasts_at(series: list[str], origin: pd.Timestamp, rng: np.random.Generator) -> pd.DataFrame:
@@ -76,8 +88,8 @@ def run(url: str, n: int, hours: int, rounds: int) -> tuple[dict[str, list[float
     first = len(times) - hours - 2 * rounds - 1  # forecasts from here on; then the rounds' hours
     rng = np.random.default_rng(0)
     series = sorted(frame["station"].unique())
-    seconds: dict[str, list[float]] = {"marked": [], "everything": []}
-    scored: dict[str, list[int]] = {"marked": [], "everything": []}
+    seconds: dict[str, list[float]] = {how: [] for how in WAYS}
+    scored: dict[str, list[int]] = {how: [] for how in WAYS}
     with Store(url) as store:
 
         def ingest(part: pd.DataFrame) -> None:
@@ -119,6 +131,12 @@ def run(url: str, n: int, hours: int, rounds: int) -> tuple[dict[str, list[float
             scored[how].append(count)
             seconds[how].append(took)
         engine.dispose()
+        for _ in range(rounds):
+            for how, given in (("walked", None), ("ranked", series)):
+                t0 = time.perf_counter()
+                latest = store.latest_forecasts(target="temp", series_ids=given)
+                seconds[how].append(time.perf_counter() - t0)
+                scored[how].append(len(latest))
     return seconds, scored, points
 
 
@@ -136,19 +154,22 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="streamcast-scoring-") as tmp:
             seconds, scored, points = run(f"sqlite:///{tmp}/streamcast.db", args.series, args.hours, args.rounds)
     med = {k: statistics.median(v) for k, v in seconds.items()}
-    rows = [
-        [how, f"{med[how]:.2f}", f"{statistics.median(scored[how]):,.0f}", f"{med[how] / med['marked']:.1f}"]
-        for how in ("marked", "everything")
-    ]
+    rows = []
+    for how, (step, way) in WAYS.items():
+        first = "marked" if how in ("marked", "everything") else "walked"
+        rows.append(
+            [step, way, f"{med[how]:.3f}", f"{statistics.median(scored[how]):,.0f}", f"{med[how] / med[first]:.1f}"]
+        )
     body = (
         f"{args.series:,} series; {args.hours} hours of hourly forecasts (24 points each) stored before, "
         f"{points:,} forecast points in all; then {2 * args.rounds} hours, each ingested and scored, alternating "
         f"the two ways ({args.rounds} each; median seconds of `score_matured`, given the "
-        f"{HISTORY_DAYS} days of history the forecast loads). Store: {'PostgreSQL' if args.postgres else 'SQLite'}.\n\n"
-        + markdown_table(["scoring", "seconds", "points scored", "x marked"], rows)
+        f"{HISTORY_DAYS} days of history the forecast loads), then `latest_forecasts(target=...)` "
+        f"{args.rounds} times each way, alternating. Store: {'PostgreSQL' if args.postgres else 'SQLite'}.\n\n"
+        + markdown_table(["step", "way", "seconds", "points", "x the first way"], rows)
     )
     print(body)
-    title = "Batch scoring after a history of forecasts"
+    title = f"Costs that grow with the history of forecasts ({args.hours} hours)"
     if args.postgres:
         title += " (PostgreSQL)"
     write_section(title, body)
