@@ -6,12 +6,19 @@ a Dask cluster (each worker loads the champion once per chunk).
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Literal
 
 from prefect import flow
 
 from flows.runners import check_task_runner, dask_task_runner
-from flows.tasks import forecast_task, latest_forecasts_task, publish_forecast_artifact, series_ids_task
+from flows.tasks import (
+    forecast_task,
+    latest_forecasts_task,
+    mark_scored_task,
+    publish_forecast_artifact,
+    series_ids_task,
+)
 from streamcast.config import DEFAULT_TARGET
 from streamcast.specs import split_targets
 
@@ -23,10 +30,16 @@ def forecast_fan_out_flow(
     """One forecast task per chunk of ``chunk_size`` series on this flow's task runner."""
     if chunk_size < 1:
         raise ValueError("chunk_size must be at least 1")
+    checked_at = datetime.now(UTC)  # before any chunk reads the store (see mark_scored)
     ids = series or series_ids_task()
-    futures = [forecast_task.submit(target, ids[i : i + chunk_size]) for i in range(0, len(ids), chunk_size)]
+    of_all = series is None
+    chunks = [ids[i : i + chunk_size] for i in range(0, len(ids), chunk_size)]
+    futures = [forecast_task.submit(target, chunk, of_all) for chunk in chunks]
     print(f"forecasting {len(ids)} series in {len(futures)} task(s)")
-    return sorted(fid for f in futures for fid in f.result())
+    issued = sorted(fid for f in futures for fid in f.result())
+    if of_all:  # every chunk scored what matured for its series: the next run scores from here
+        mark_scored_task(target, checked_at)
+    return issued
 
 
 def issue_forecasts(

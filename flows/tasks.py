@@ -3,6 +3,7 @@ small dicts — never DataFrames or models — and only I/O tasks retry, with ba
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -108,9 +109,16 @@ def finish_training_task(spec: TrainSpec, results: dict[str, str], refit_model: 
 
 
 @task(name="issue-forecast", **IO_RETRIES)
-def forecast_task(target: str, series: list[str] | None = None) -> list[str]:
-    """Forecast from the champion; returns the forecast ids written to the store."""
-    return sorted(services.forecast(target, series)["forecast_id"].unique().tolist())
+def forecast_task(target: str, series: list[str] | None = None, chunk_of_all: bool = False) -> list[str]:
+    """Forecast from the champion; returns the forecast ids written to the store.
+    ``chunk_of_all``: ``series`` is one chunk of a forecast of every series."""
+    return sorted(services.forecast(target, series, chunk_of_all=chunk_of_all)["forecast_id"].unique().tolist())
+
+
+@task(name="mark-scored", **IO_RETRIES)
+def mark_scored_task(target: str, checked_at: datetime) -> None:
+    """Every chunk of a forecast of every series begun at ``checked_at`` has scored what matured."""
+    services.mark_scored(target, checked_at)
 
 
 @task(name="latest-forecasts", **IO_RETRIES)

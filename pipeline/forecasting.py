@@ -134,9 +134,17 @@ def forecast_frame(
 
 
 def issue_forecast(
-    settings: Settings, target: str, series: list[str] | None = None, handle: ChampionHandle | None = None
+    settings: Settings,
+    target: str,
+    series: list[str] | None = None,
+    handle: ChampionHandle | None = None,
+    chunk_of_all: bool = False,
 ) -> pd.DataFrame:
-    """Forecast every series (or ``series``) from its latest observations and store the points."""
+    """Forecast every series (or ``series``) from its latest observations and store the points.
+
+    ``chunk_of_all``: ``series`` is one chunk of a forecast of every series (the Dask
+    fan-out), which moves the target's scoring mark once all chunks are done
+    (:func:`mark_scored`); each chunk's scoring is bounded by the mark meanwhile."""
     handle = handle or load_champion(settings, target)
     with Store(settings.database_url) as store:
         known = store.series_ids()
@@ -150,10 +158,12 @@ def issue_forecast(
         wide = store.load_wide(series_ids=series, start=last - handle.history)
         panel = prepare_panel(wide, max_gap=handle.max_gap)
         # What matured since the last forecast is scored first, so the new intervals know
-        # it (a run of some series only reads all of their history's points: the target's
-        # mark is of every series).
+        # it (a run of some series only, not part of a forecast of all, reads all of their
+        # history's points: the target's mark is of every series).
         season = handle.bundle.model.config.season
-        score_matured(store, target, panel, season, checked_at if series is None else None)
+        score_matured(
+            store, target, panel, season, checked_at if series is None else None, series is None or chunk_of_all
+        )
         fc = forecast_frame(
             handle, panel, target, calibration=live_calibration(store, handle, target, settings.interval_rate)
         )
@@ -162,7 +172,12 @@ def issue_forecast(
 
 
 def score_matured(
-    store: Store, target: str, panel: Mapping[str, pd.DataFrame], season: int, checked_at: datetime | None = None
+    store: Store,
+    target: str,
+    panel: Mapping[str, pd.DataFrame],
+    season: int,
+    checked_at: datetime | None = None,
+    bounded: bool | None = None,
 ) -> int:
     """Score every stored forecast point of ``panel``'s series whose actual has arrived
     since (batch ingests between forecasts); MASE scales come from the panel's history.
@@ -171,12 +186,14 @@ def score_matured(
     between the earliest and the latest observation written by the batches finished since
     the last such run are read (not every point of the panel's history: an hourly forecast
     flow at 1,000 series stores 24,000 points an hour, most of them not matured yet), and
-    the target's mark moves to ``checked_at``."""
+    the target's mark moves to ``checked_at``. ``bounded`` (default: with ``checked_at``):
+    read only those points, and leave the mark (a chunk of a forecast of every series)."""
     if not panel:
         return 0
     start = min(f.index[0] for f in panel.values())
     span: tuple[datetime | pd.Timestamp, datetime | None] | None = (start, None)
-    mark = store.score_mark(target) if checked_at is not None else None
+    bounded = checked_at is not None if bounded is None else bounded
+    mark = store.score_mark(target) if bounded else None
     if mark is not None:
         written = store.written_since(mark - SCORE_MARK_MARGIN)
         span = (max(start, written[0]), written[1]) if written is not None else None
@@ -185,6 +202,13 @@ def score_matured(
     if checked_at is not None:
         store.set_score_mark(target, checked_at)
     return count
+
+
+def mark_scored(settings: Settings, target: str, checked_at: datetime) -> None:
+    """Every chunk of a forecast of every series that began at ``checked_at`` has scored
+    what matured: the next forecast's scoring reads from there (:func:`score_matured`)."""
+    with Store(settings.database_url) as store:
+        store.set_score_mark(target, checked_at)
 
 
 def _score_points(

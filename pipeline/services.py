@@ -9,6 +9,7 @@ so importing this module stays light.
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
@@ -102,14 +103,28 @@ def load_champion(target: str = DEFAULT_TARGET, *, settings: Settings | None = N
 
 
 def forecast(
-    target: str = DEFAULT_TARGET, series: list[str] | None = None, *, settings: Settings | None = None
+    target: str = DEFAULT_TARGET,
+    series: list[str] | None = None,
+    *,
+    settings: Settings | None = None,
+    chunk_of_all: bool = False,
 ) -> pd.DataFrame:
     """Forecast every series (or ``series``) from its latest observations with the
-    champion; the points are stored with full provenance and returned."""
+    champion; the points are stored with full provenance and returned. ``chunk_of_all``:
+    ``series`` is a chunk of a forecast of every series (see :func:`mark_scored`)."""
     require("train", "forecasting")
     from streamcast.forecasting import issue_forecast
 
-    return issue_forecast(settings or get_settings(), target, series)
+    return issue_forecast(settings or get_settings(), target, series, chunk_of_all=chunk_of_all)
+
+
+def mark_scored(target: str, checked_at: datetime, *, settings: Settings | None = None) -> None:
+    """A forecast of every series in chunks, begun at ``checked_at``, has scored what
+    matured in every chunk: the next forecast scores from there."""
+    require("train", "forecasting")
+    from streamcast.forecasting import mark_scored as mark
+
+    mark(settings or get_settings(), target, checked_at)
 
 
 def stream(

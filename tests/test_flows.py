@@ -7,6 +7,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 
 from streamcast.config import Settings
@@ -164,11 +165,14 @@ def test_train_flow_on_dask_fans_candidates_out_with_the_same_results(
         return sum(1 for r in runs if r.state is not None and r.state.is_completed())
 
     before = forecast_tasks()
+    started = pd.Timestamp.now(tz="UTC")
     ids = forecast_flow(task_runner="dask", chunk_size=2)
     assert len(ids) == 3
     store = Store(settings.database_url)
     latest = store.latest_forecasts()
+    mark = store.score_mark("temp")  # every chunk scored: the next forecast scores from the run's start
     store.dispose()
+    assert mark is not None and mark >= started
     assert set(latest["forecast_id"]) == set(ids) and set(latest["series_id"]) == {"EWR", "JFK", "LGA"}
     assert forecast_tasks() - before == 2
 

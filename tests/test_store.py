@@ -713,6 +713,10 @@ def test_the_batch_path_scores_what_matured_since_its_last_run_late_data_include
     any_store.write_forecasts(_points("A", [5.0], "2024-03-01T04:00Z"))
     ingest("B", [14.0], "2024-03-01T09:00Z")
     assert run() == 0
+    # A chunk of a forecast of every series (the Dask fan-out): bounded by the mark, which it leaves.
+    mark = any_store.score_mark("temp")
+    assert score_matured(any_store, "temp", prepare_panel(any_store.load_wide()), 24, None, bounded=True) == 0
+    assert any_store.score_mark("temp") == mark
     assert run(marked=False) == 1 and ("A", 1) in scored()
 
     # A batch that finished shortly before the mark (committing while that run read) is new.
