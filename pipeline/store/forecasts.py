@@ -70,10 +70,15 @@ def _tuples(records: list[dict[str, Any]], columns: Sequence[str]) -> Iterator[t
 
 class ForecastTables(Bound):
     def _time(self, column: sa.Column) -> Any:
-        """A time column as a frame reads it: on SQLite its stored text, parsed for the whole
-        column at once by ``utc_columns`` (SQLAlchemy parses each value on its own, which
-        was most of reading 24,000 latest points)."""
-        return sa.type_coerce(column, sa.String).label(column.name) if self.dialect == "sqlite" else column
+        """A time column as a frame reads it: text, parsed for the whole column at once by
+        ``utc_columns``. On SQLite the stored text (SQLAlchemy parses each value on its own,
+        which was most of reading 24,000 latest points); on PostgreSQL the same text of its
+        UTC time (a frame of psycopg's aware datetimes inferred each value's type: 0.7 of
+        the 1.2 s that reading 24,000 latest points took)."""
+        if self.dialect == "sqlite":
+            return sa.type_coerce(column, sa.String).label(column.name)
+        utc = sa.func.timezone(sa.literal_column("'UTC'"), column)
+        return sa.func.to_char(utc, sa.literal_column("'YYYY-MM-DD HH24:MI:SS.US'")).label(column.name)
 
     def _points(self) -> sa.Select:
         """Forecast points (``POINT_COLUMNS``) for a frame (times as :meth:`_time`)."""
