@@ -37,8 +37,10 @@ def test_keras_trials_stop_at_the_deadline() -> None:
     import keras  # noqa: F401 - importing TensorFlow is a process cost, not part of the budget
 
     # Each config is two fits (one per validation fold), each with its own building and
-    # tracing: 4 s of fixed cost per config on a slow 2-core machine, before any training.
-    budget = 20.0
+    # tracing: 4 s of fixed cost per config on a slow 2-core machine, before any training;
+    # on one twice as slow again, the default config took 10.5 s of a 20 s budget and left
+    # no room for a trial. 30 s leaves a trial room on both.
+    budget = 30.0
     t0 = time.perf_counter()
     result = tune(PANEL, _candidates("rnn", seed=3, epochs=500, patience=500), TRAIN_END, VAL_START, budget)
     # Fits stop at the deadline (checked every batch); building and tracing a network and
