@@ -144,6 +144,24 @@ def utc_columns(frame: pd.DataFrame, columns: Iterable[str]) -> pd.DataFrame:
     return frame
 
 
+def key_pairs(table: str, first: str, second: str, where: str = "TRUE") -> str:
+    """``WITH RECURSIVE p(sid, var)``: the distinct (``first``, ``second``) pairs of the rows
+    of ``table`` matching ``where`` (on alias ``x``), found by walking an index led by those
+    two columns from one pair to the next ("loose index scan"): one probe per pair, not a
+    scan of every row. The last row of ``p`` has ``sid`` NULL."""
+    nxt2 = f"(SELECT min(x.{second}) FROM {table} x WHERE {where} AND x.{first} = p.sid AND x.{second} > p.var)"
+    nxt1 = f"(SELECT min(x.{first}) FROM {table} x WHERE {where} AND x.{first} > p.sid)"
+    return f"""
+    WITH RECURSIVE p(sid, var) AS (
+        SELECT f.sid, (SELECT min(x.{second}) FROM {table} x WHERE {where} AND x.{first} = f.sid)
+        FROM (SELECT min(x.{first}) AS sid FROM {table} x WHERE {where}) f
+        UNION ALL
+        SELECT CASE WHEN {nxt2} IS NOT NULL THEN p.sid ELSE {nxt1} END,
+               COALESCE({nxt2}, (SELECT min(x.{second}) FROM {table} x WHERE {where} AND x.{first} = {nxt1}))
+        FROM p WHERE p.sid IS NOT NULL
+    )"""
+
+
 def py_datetime(value: datetime | pd.Timestamp) -> datetime:
     return pd.Timestamp(value).to_pydatetime()
 

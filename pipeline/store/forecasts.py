@@ -11,7 +11,15 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from streamcast.store.engine import Bound, as_utc, driver_insert, driver_insert_columns, py_datetime, utc_columns
+from streamcast.store.engine import (
+    Bound,
+    as_utc,
+    driver_insert,
+    driver_insert_columns,
+    key_pairs,
+    py_datetime,
+    utc_columns,
+)
 from streamcast.store.schema import forecasts, observations, score_marks, score_totals, scores
 
 # One stored forecast point, in the order `predictions latest --format csv` prints it.
@@ -40,22 +48,12 @@ _IN_CHUNK = 500  # times per IN list
 # as for the observations' series): a stream at 1,000 series adds 1,000 entries an hour,
 # and ranking every entry grew with each hour it had run. ``:target`` None: every target.
 _FIRST = "x.step = 1"  # as the partial index's WHERE reads
-_NEXT_TARGET = f"(SELECT min(x.target) FROM forecasts x WHERE {_FIRST} AND x.series_id = p.sid AND x.target > p.tgt)"
-_NEXT_SERIES = f"(SELECT min(x.series_id) FROM forecasts x WHERE {_FIRST} AND x.series_id > p.sid)"
 _LATEST_OF_EACH = sa.text(
-    f"""
-    WITH RECURSIVE p(sid, tgt) AS (
-        SELECT f.sid, (SELECT min(x.target) FROM forecasts x WHERE {_FIRST} AND x.series_id = f.sid)
-        FROM (SELECT min(x.series_id) AS sid FROM forecasts x WHERE {_FIRST}) f
-        UNION ALL
-        SELECT CASE WHEN {_NEXT_TARGET} IS NOT NULL THEN p.sid ELSE {_NEXT_SERIES} END,
-               COALESCE({_NEXT_TARGET},
-                        (SELECT min(x.target) FROM forecasts x WHERE {_FIRST} AND x.series_id = {_NEXT_SERIES}))
-        FROM p WHERE p.sid IS NOT NULL
-    )
-    SELECT (SELECT x.forecast_id FROM forecasts x WHERE {_FIRST} AND x.series_id = p.sid AND x.target = p.tgt
+    key_pairs("forecasts", "series_id", "target", _FIRST)
+    + f"""
+    SELECT (SELECT x.forecast_id FROM forecasts x WHERE {_FIRST} AND x.series_id = p.sid AND x.target = p.var
             ORDER BY x.issued_at DESC, x.origin_ts DESC LIMIT 1) AS forecast_id
-    FROM p WHERE p.sid IS NOT NULL AND (CAST(:target AS VARCHAR) IS NULL OR p.tgt = :target)"""
+    FROM p WHERE p.sid IS NOT NULL AND (CAST(:target AS VARCHAR) IS NULL OR p.var = :target)"""
 ).columns(sa.column("forecast_id", sa.String))
 _TOTAL_KEY = ["target", "model_name", "model_version", "step", "ts"]
 _TOTAL_SUMS = ["n", "abs_error_sum", "scaled_n", "scaled_error_sum", "interval_n", "inside_n"]

@@ -17,6 +17,7 @@ from streamcast.store.engine import (
     Bound,
     as_utc,
     driver_times,
+    key_pairs,
     micros,
     micros_array,
     py_datetime,
@@ -48,18 +49,7 @@ _SERIES = """
         UNION ALL
         SELECT (SELECT min(o.series_id) FROM observations o WHERE o.series_id > s.sid) FROM s WHERE s.sid IS NOT NULL
     )"""
-_NEXT_VARIABLE = "(SELECT min(o.variable) FROM observations o WHERE o.series_id = p.sid AND o.variable > p.var)"
-_NEXT_SERIES = "(SELECT min(o.series_id) FROM observations o WHERE o.series_id > p.sid)"
-_PAIRS = f"""
-    WITH RECURSIVE p(sid, var) AS (
-        SELECT f.sid, (SELECT min(o.variable) FROM observations o WHERE o.series_id = f.sid)
-        FROM (SELECT min(series_id) AS sid FROM observations) f
-        UNION ALL
-        SELECT CASE WHEN {_NEXT_VARIABLE} IS NOT NULL THEN p.sid ELSE {_NEXT_SERIES} END,
-               COALESCE({_NEXT_VARIABLE},
-                        (SELECT min(o.variable) FROM observations o WHERE o.series_id = {_NEXT_SERIES}))
-        FROM p WHERE p.sid IS NOT NULL
-    )"""
+_PAIRS = key_pairs("observations", "series_id", "variable")
 _VARIABLES = sa.text(_PAIRS + " SELECT DISTINCT var FROM p WHERE sid IS NOT NULL")
 _SERIES_IDS = sa.text(_SERIES + " SELECT sid FROM s WHERE sid IS NOT NULL ORDER BY sid")
 # The newest time per series (of one variable) or per pair is one probe at the end of its key range.
