@@ -18,6 +18,14 @@ latest``), alternating:
 - ranked: every forecast of every series ranked by issue time (the same query for the
   series given by name, what it did for all of them before).
 
+Last, the drift check's live MASE (``GET /drift``, ``streamcast scores``, the pipeline
+flow's retrain decision) since a training a day before the newest score, every score
+dated as scored an hour after its time (as an hourly flow scores them), alternating:
+
+- by version: one range of the version-and-scoring-time index per version (what it does,
+  migration 0011);
+- every score: every score of the target filtered on when it was scored (what it did).
+
 The table gives each one's median seconds.
 
     python bench/history.py [--series 1000] [--hours 48] [--rounds 6] [--postgres URL]
@@ -55,7 +63,30 @@ WAYS = {
     "everything": ("scoring a new hour", "everything (before 0010)"),
     "walked": ("latest forecast of every series", "index walked"),
     "ranked": ("latest forecast of every series", "every forecast ranked (before)"),
+    "by version": ("live MASE since a training a day ago", "scored since, by version"),
+    "every score": ("live MASE since a training a day ago", "every score filtered (before 0011)"),
 }
+DRIFT_WINDOW = 72  # the default drift window (points per series)
+
+
+def live_mase_before_0011(store: Store, since: datetime, window: int) -> float | None:
+    """``recent_live_mase`` as it read before migration 0011: every score of the target,
+    filtered on ``scored_at`` (not indexed)."""
+    from streamcast.store.schema import scores as s
+
+    ranked = (
+        sa.select(
+            s.c.scaled_error,
+            sa.func.row_number().over(partition_by=s.c.series_id, order_by=s.c.ts.desc()).label("rn"),
+        )
+        .where(s.c.target == "temp", s.c.scored_at >= since, s.c.scaled_error.is_not(None))
+        .subquery()
+    )
+    with store._engine.connect() as conn:
+        row = conn.execute(
+            sa.select(sa.func.avg(ranked.c.scaled_error), sa.func.count()).where(ranked.c.rn <= window)
+        ).one()
+    return None if row[1] < window else float(row[0])
 
 
 def forecasts_at(series: list[str], origin: pd.Timestamp, rng: np.random.Generator) -> pd.DataFrame:
@@ -130,13 +161,33 @@ def run(url: str, n: int, hours: int, rounds: int) -> tuple[dict[str, list[float
             count, took = score(how == "marked")
             scored[how].append(count)
             seconds[how].append(took)
-        engine.dispose()
         for _ in range(rounds):
             for how, given in (("walked", None), ("ranked", series)):
                 t0 = time.perf_counter()
                 latest = store.latest_forecasts(target="temp", series_ids=given)
                 seconds[how].append(time.perf_counter() - t0)
                 scored[how].append(len(latest))
+        with engine.begin() as conn:  # every score as scored an hour after its time
+            if engine.dialect.name == "sqlite":
+                conn.exec_driver_sql("UPDATE scores SET scored_at = strftime('%Y-%m-%d %H:%M:%f000', ts, '+1 hour')")
+            else:
+                conn.exec_driver_sql("UPDATE scores SET scored_at = ts + interval '1 hour'")
+            newest = conn.execute(sa.select(sa.func.max(sa.column("ts"))).select_from(sa.table("scores"))).scalar()
+        engine.dispose()
+        since = pd.Timestamp(newest).tz_localize("UTC") if pd.Timestamp(newest).tzinfo is None else pd.Timestamp(newest)
+        since = (since - pd.Timedelta(days=1)).to_pydatetime()
+        values, stored = {}, store.table_counts()["scores"]
+        for _ in range(rounds):
+            for how in ("by version", "every score"):
+                t0 = time.perf_counter()
+                if how == "by version":
+                    values[how] = store.recent_live_mase("temp", since, DRIFT_WINDOW)
+                else:
+                    values[how] = live_mase_before_0011(store, since, DRIFT_WINDOW)
+                seconds[how].append(time.perf_counter() - t0)
+                scored[how].append(stored)
+        if values["by version"] != values["every score"]:
+            raise AssertionError(f"the two reads disagree: {values}")
     return seconds, scored, points
 
 
@@ -156,7 +207,7 @@ def main() -> None:
     med = {k: statistics.median(v) for k, v in seconds.items()}
     rows = []
     for how, (step, way) in WAYS.items():
-        first = "marked" if how in ("marked", "everything") else "walked"
+        first = {"everything": "marked", "ranked": "walked", "every score": "by version"}.get(how, how)
         rows.append(
             [step, way, f"{med[how]:.3f}", f"{statistics.median(scored[how]):,.0f}", f"{med[how] / med[first]:.1f}"]
         )
@@ -165,7 +216,8 @@ def main() -> None:
         f"{points:,} forecast points in all; then {2 * args.rounds} hours, each ingested and scored, alternating "
         f"the two ways ({args.rounds} each; median seconds of `score_matured`, given the "
         f"{HISTORY_DAYS} days of history the forecast loads), then `latest_forecasts(target=...)` "
-        f"{args.rounds} times each way, alternating. Store: {'PostgreSQL' if args.postgres else 'SQLite'}.\n\n"
+        f"{args.rounds} times each way, alternating, then the drift check's live MASE {args.rounds} times each way "
+        f"(points: the scores stored). Store: {'PostgreSQL' if args.postgres else 'SQLite'}.\n\n"
         + markdown_table(["step", "way", "seconds", "points", "x the first way"], rows)
     )
     print(body)

@@ -372,6 +372,13 @@ def test_recalibration_reads_the_latest_scores_of_a_version_through_an_index(sto
     """Every forecast and stream start reads the champion version's latest matured points:
     an index range, not a sort of the whole scores table (it grows by H points per series
     and hour)."""
+    plan = " ".join(_plan_of_scores_read(store, lambda: store.recent_residuals("temp", "1", 2000)))
+    assert "ix_scores_version_scored" in plan and "TEMP B-TREE" not in plan, plan
+
+
+def _plan_of_scores_read(store: Store, read) -> list[str]:
+    """SQLite's plan (EXPLAIN QUERY PLAN, one line per step) of the last statement ``read``
+    sent that reads ``scores``."""
     import sqlalchemy as sa
 
     seen: list[tuple[str, object]] = []
@@ -382,13 +389,64 @@ def test_recalibration_reads_the_latest_scores_of_a_version_through_an_index(sto
 
     sa.event.listen(store._engine, "before_cursor_execute", capture)
     try:
-        store.recent_residuals("temp", "1", 2000)
+        read()
     finally:
         sa.event.remove(store._engine, "before_cursor_execute", capture)
     statement, parameters = seen[-1]
     with store._engine.connect() as conn:
-        plan = " ".join(row[-1] for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters))
-    assert "ix_scores_version_time" in plan and "TEMP B-TREE" not in plan, plan
+        return [row[-1] for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters)]
+
+
+def _versioned(series: str, version: str | None, scored_at: str, errors: list[float], start: str) -> list[dict]:
+    return [
+        {**row, "forecast_id": f"{series}-{version}-{row['forecast_id']}", "model_version": version,
+         "scored_at": pd.Timestamp(scored_at).to_pydatetime()}
+        for row in _scores(series, errors, start)
+    ]  # fmt: skip
+
+
+def test_live_mase_reads_what_every_version_scored_since_the_training_and_nothing_older(any_store: Store) -> None:
+    """The drift check's live MASE: each series' latest points (by time) among those scored
+    since the training, whichever version issued them (none: a point issued without one),
+    and nothing scored before it however recent its time; read through one range of the
+    version-and-scoring-time index per version, not a scan of every score (migration 0011,
+    with its downgrade and upgrade)."""
+    import sqlalchemy as sa
+    from alembic import command
+
+    from streamcast.store import migrate
+
+    trained = pd.Timestamp("2024-03-05T12:00Z")
+    any_store.write_scores(_versioned("A", "1", "2024-03-05T06:00Z", [9.0, 9.0], "2024-03-04T22:00Z"))  # before
+    any_store.write_scores(_versioned("A", "2", "2024-03-05T13:00Z", [1.0, 1.0], "2024-03-05T00:00Z"))
+    any_store.write_scores(_versioned("B", None, "2024-03-05T13:00Z", [3.0, 3.0], "2024-03-05T00:00Z"))
+    any_store.write_scores(_versioned("C", "", "2024-03-05T14:00Z", [5.0, 5.0], "2024-03-05T00:00Z"))
+    # Scored late, after the training, for times before anything else of A's: scored since.
+    any_store.write_scores(_versioned("A", "1", "2024-03-05T15:00Z", [7.0], "2024-03-01T00:00Z"))
+
+    assert any_store.recent_live_mase("temp", trained, window=2) == pytest.approx((1 + 1 + 3 + 3 + 5 + 5) / 6)
+    assert any_store.recent_live_mase("temp", trained, window=3) == pytest.approx((7 + 1 + 1 + 3 + 3 + 5 + 5) / 7)
+    assert any_store.recent_live_mase("temp", trained, window=8) is None  # 7 points scored since
+    before = trained - pd.Timedelta(days=1)
+    assert any_store.recent_live_mase("temp", before, window=4) == pytest.approx((9 + 9 + 1 + 1 + 6 + 10) / 8)
+    assert any_store.recent_live_mase("temp", pd.Timestamp("2024-03-06", tz="UTC"), window=1) is None
+    assert any_store.recent_live_mase("humid", before, window=1) is None
+
+    engine = sa.create_engine(any_store.url)
+    if engine.dialect.name == "sqlite":
+        plan = _plan_of_scores_read(any_store, lambda: any_store.recent_live_mase("temp", trained, window=2))
+        reads = [step for step in plan if " scores " in f" {step} "]
+        assert reads and all("ix_scores_version_scored" in step and "scored_at>?" in step for step in reads), plan
+
+    with engine.begin() as conn:
+        command.downgrade(migrate._config(conn), "0010")
+        names = {ix["name"] for ix in sa.inspect(conn).get_indexes("scores")}
+        assert "ix_scores_version_time" in names and "ix_scores_version_scored" not in names
+    engine.dispose()
+    migrate._current.clear()
+    with Store(any_store.url) as upgraded:
+        assert upgraded.recent_live_mase("temp", trained, window=2) == pytest.approx(3.0)
+        assert upgraded.recent_residuals("temp", "1", 1)["ts"].tolist() == [pd.Timestamp("2024-03-01", tz="UTC")]
 
 
 def test_forecasts_stored_under_old_ids_get_the_new_ones_and_a_reissue_still_replaces(any_store: Store) -> None:

@@ -234,13 +234,14 @@ class ForecastTables(Bound):
             conn.execute(stmt.on_conflict_do_update(index_elements=["target"], set_={"checked_at": at}))
 
     def recent_residuals(self, target: str, model_version: str, limit: int) -> pd.DataFrame:
-        """The latest ``limit`` matured points (by time) of one registered version of the
-        target's model: forecast_id, step, ts, yhat, actual."""
+        """The latest ``limit`` matured points of one registered version of the target's
+        model, the latest scored first (then the latest in time): forecast_id, step, ts,
+        yhat, actual."""
         s = scores
         q = (
             sa.select(s.c.forecast_id, s.c.step, self._time(s.c.ts), s.c.yhat, s.c.actual)
             .where(s.c.target == target, s.c.model_version == model_version)
-            .order_by(s.c.ts.desc())
+            .order_by(s.c.scored_at.desc(), s.c.ts.desc())
             .limit(limit)
         )
         return utc_columns(self._frame(q, ["forecast_id", "step", "ts", "yhat", "actual"]), ("ts",))
@@ -373,18 +374,33 @@ class ForecastTables(Bound):
         """Mean scaled error of the latest ``window`` matured points per series, scored after ``since``.
 
         ``None`` until at least ``window`` points have been scored: a handful of early
-        points is noise, not drift.
+        points is noise, not drift. Read as one range of the version-and-scoring-time index
+        per version the target has scores of: what was scored since ``since``, not every
+        score the target ever had.
         """
         s = scores
-        ranked = (
-            sa.select(
-                s.c.scaled_error,
-                sa.func.row_number().over(partition_by=s.c.series_id, order_by=s.c.ts.desc()).label("rn"),
-            )
-            .where(s.c.target == target, s.c.scored_at >= py_datetime(since), s.c.scaled_error.is_not(None))
-            .subquery()
-        )
+        since_at = py_datetime(since)
         with self._conn() as conn:
+            versions = conn.execute(
+                sa.select(score_totals.c.model_version).where(score_totals.c.target == target).distinct()
+            ).scalars()
+            named = sorted(set(versions))  # '' in the totals: points issued without a version
+            if not named:
+                return None
+            scored = [s.c.model_version.in_(named)] + ([s.c.model_version.is_(None)] if "" in named else [])
+            # One SELECT per condition, not an OR of them: each is then a range of the index.
+            points = sa.union_all(
+                *[
+                    sa.select(s.c.series_id, s.c.ts, s.c.scaled_error).where(
+                        s.c.target == target, version, s.c.scored_at >= since_at, s.c.scaled_error.is_not(None)
+                    )
+                    for version in scored
+                ]
+            ).subquery()
+            ranked = sa.select(
+                points.c.scaled_error,
+                sa.func.row_number().over(partition_by=points.c.series_id, order_by=points.c.ts.desc()).label("rn"),
+            ).subquery()
             row = conn.execute(
                 sa.select(sa.func.avg(ranked.c.scaled_error), sa.func.count()).where(ranked.c.rn <= window)
             ).one()

@@ -123,8 +123,10 @@ scores = sa.Table(
     # Time first, so an hour's scores append; a point's time follows from its forecast
     # and step, so it is still scored once (migration 0008). SQLite: stored in this order.
     sa.PrimaryKeyConstraint("ts", "forecast_id", "step"),
-    # Recalibration's latest points of one version (migration 0004).
-    sa.Index("ix_scores_version_time", "target", "model_version", "ts"),
+    # One version's points in the order they were scored: recalibration's latest points
+    # of the champion, and the drift check's points scored since a training, a range per
+    # version instead of a scan of every score (migration 0011; 0004 keyed it by ts).
+    sa.Index("ix_scores_version_scored", "target", "model_version", "scored_at"),
     sqlite_with_rowid=False,
 )
 
