@@ -177,6 +177,25 @@ def test_empty_upsert_writes_nothing(any_store: Store, n: int) -> None:
     assert any_store.table_counts()["observations"] == 0
 
 
+def _downgrade(url: str, revision: str) -> tuple[set[str], dict[str, set[str]]]:
+    """Take the store at ``url`` back to ``revision``, as an older streamcast left it (the
+    next Store upgrades it again): the tables it then has, and each one's index names."""
+    import sqlalchemy as sa
+    from alembic import command
+
+    from streamcast.store import migrate
+
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        command.downgrade(migrate._config(conn), revision)
+        inspector = sa.inspect(conn)
+        tables = set(inspector.get_table_names())
+        indexes = {t: {ix["name"] for ix in inspector.get_indexes(t)} for t in tables}
+    engine.dispose()
+    migrate._current.clear()
+    return tables, indexes
+
+
 def _scores(series: str, errors: list[float], start: str = "2024-03-02T00:00Z") -> list[dict]:
     now = pd.Timestamp.now(tz="UTC").to_pydatetime()
     ts = pd.date_range(start, periods=len(errors), freq="h", tz="UTC")
@@ -412,9 +431,6 @@ def test_live_mase_reads_what_every_version_scored_since_the_training_and_nothin
     version-and-scoring-time index per version, not a scan of every score (migration 0011,
     with its downgrade and upgrade)."""
     import sqlalchemy as sa
-    from alembic import command
-
-    from streamcast.store import migrate
 
     trained = pd.Timestamp("2024-03-05T12:00Z")
     any_store.write_scores(_versioned("A", "1", "2024-03-05T06:00Z", [9.0, 9.0], "2024-03-04T22:00Z"))  # before
@@ -438,12 +454,9 @@ def test_live_mase_reads_what_every_version_scored_since_the_training_and_nothin
         reads = [step for step in plan if " scores " in f" {step} "]
         assert reads and all("ix_scores_version_scored" in step and "scored_at>?" in step for step in reads), plan
 
-    with engine.begin() as conn:
-        command.downgrade(migrate._config(conn), "0010")
-        names = {ix["name"] for ix in sa.inspect(conn).get_indexes("scores")}
-        assert "ix_scores_version_time" in names and "ix_scores_version_scored" not in names
     engine.dispose()
-    migrate._current.clear()
+    names = _downgrade(any_store.url, "0010")[1]["scores"]
+    assert "ix_scores_version_time" in names and "ix_scores_version_scored" not in names
     with Store(any_store.url) as upgraded:
         assert upgraded.recent_live_mase("temp", trained, window=2) == pytest.approx(3.0)
         assert upgraded.recent_residuals("temp", "1", 1)["ts"].tolist() == [pd.Timestamp("2024-03-01", tz="UTC")]
@@ -723,10 +736,8 @@ def test_the_batch_path_scores_what_matured_since_its_last_run_late_data_include
     reading no point older than those observations; without a mark (the first run, or a
     run of some series) it reads every point of the history it loads."""
     import sqlalchemy as sa
-    from alembic import command
 
     from streamcast.forecasting import SCORE_MARK_MARGIN, score_matured
-    from streamcast.store import migrate
     from streamcast.store.schema import ingest_batches
 
     def ingest(series: str, values: list[float], start: str) -> None:
@@ -790,11 +801,8 @@ def test_the_batch_path_scores_what_matured_since_its_last_run_late_data_include
     # From before the marks (0009): no mark, batches without their earliest time; the first
     # run reads the whole history it loads.
     any_store.write_forecasts(_points("A", [8.0], "2024-03-01T07:00Z"))
-    with engine.begin() as conn:
-        command.downgrade(migrate._config(conn), "0009")
-        assert not sa.inspect(conn).has_table("score_marks")
     engine.dispose()
-    migrate._current.clear()
+    assert "score_marks" not in _downgrade(any_store.url, "0009")[0]
     with Store(any_store.url) as upgraded:
         assert upgraded.score_mark("temp") is None
         assert upgraded.written_since(pd.Timestamp("2024-01-01", tz="UTC")) is None
@@ -828,3 +836,50 @@ def test_the_latest_forecast_of_every_series_walks_the_index_and_agrees_with_the
     assert firsts == {"A": 0.0, "B": 99.0, odd: 22.0, "Z": 32.0}
     assert any_store.latest_forecasts(target="humid")["series_id"].unique().tolist() == ["A"]
     assert len(any_store.latest_forecasts()) == 2 * 5 and any_store.latest_forecasts(target="wind").empty
+
+
+def test_the_series_summary_is_kept_as_observations_are_written(
+    any_store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``series_stats`` (migration 0012) answers `status` and GET /series as the aggregate of
+    every observation would: after a first load (PostgreSQL's bulk path at this size), new
+    keys after, before and inside a series' span, a new series and variable, revisions, a
+    batch stored again, keys another writer stored first, and a store upgraded from 0011."""
+
+    obs_module = importlib.import_module("streamcast.store.observations")  # the package exports a table of this name
+
+    def check() -> None:
+        got = any_store.series_summary()
+        pd.testing.assert_frame_equal(got, any_store.series_summary(scan=True), check_dtype=False)
+
+    load = pd.concat(
+        [_long(list(np.arange(5_000.0)), series=s, variable=v) for s in ("A", "B") for v in ("temp", "humid")]
+    )
+    assert _write(any_store, load).new == 20_000
+    check()
+    assert any_store.series_summary()["count"].tolist() == [5_000] * 4
+
+    later = _long([1.0, 2.0], start="2024-12-01T00:00Z")  # A temp: after its span
+    before = _long([3.0], start="2024-02-01T00:00Z", series="B", variable="humid")
+    other = _long([4.0, 5.0, 6.0], series='Sta\'tion "Ö"', variable="wind")
+    revised = _long([-1.0, 1.0], start="2024-03-01T00:00Z")  # A temp: the first a revision, the second unchanged
+    counts = _write(any_store, pd.concat([later, before, other, revised]))
+    assert (counts.new, counts.updated, counts.unchanged) == (6, 1, 1)
+    check()
+    _write(any_store, pd.concat([later, before, other, revised]))  # stored again: nothing changes
+    check()
+    a_temp = any_store.series_summary().set_index(["series_id", "variable"]).loc[("A", "temp")]
+    assert (a_temp["count"], a_temp["revised"]) == (5_002, 1)
+
+    # Another writer stored some of these keys first: the write cannot tell which it inserted.
+    monkeypatch.setattr(obs_module, "_stored_values", lambda conn, obs: np.full(len(obs), np.nan))
+    counts = _write(any_store, _long([7.0, 8.0, 9.0], start="2024-12-01T01:00Z"))  # 01:00 stored, 02-03:00 new
+    assert (counts.new, counts.updated) == (2, 1)
+    monkeypatch.undo()
+    check()
+
+    tables, indexes = _downgrade(any_store.url, "0011")
+    assert "series_stats" not in tables and "ix_observations_revised" not in indexes["observations"]
+    with Store(any_store.url) as upgraded:
+        pd.testing.assert_frame_equal(upgraded.series_summary(), upgraded.series_summary(scan=True), check_dtype=False)
+        assert len(upgraded.series_summary()) == 5

@@ -31,7 +31,8 @@ AFTER_BASELINE = {
     "stream_checkpoints",
     "score_totals",
     "score_marks",
-}  # tables later migrations create (0002, 0003, 0009, 0010)
+    "series_stats",
+}  # tables later migrations create (0002, 0003, 0009, 0010, 0012)
 _LOCK_KEY = 0x57C457  # the advisory lock every streamcast process takes to change the schema
 _current: set[str] = set()  # stores this process has seen at head
 

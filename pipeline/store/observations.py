@@ -24,7 +24,7 @@ from streamcast.store.engine import (
     to_utc_index,
     utc_columns,
 )
-from streamcast.store.schema import observations, variables
+from streamcast.store.schema import observations, series_stats, variables
 
 OBS_COLUMNS = ["series_id", "variable", "ts", "value"]
 # Batches up to this size are matched against stored values in a dict (one range query);
@@ -82,7 +82,10 @@ class ObservationTables(Bound):
             return UpsertCounts(0, 0, 0)
         if self.dialect == "postgresql" and len(obs) >= BULK_ROWS:
             with self._conn() as conn:
-                return _copy_merge(conn, obs, batch_id)
+                counts = _copy_merge(conn, obs, batch_id)
+                if counts.new:
+                    self._recount(conn, obs["series_id"].unique().tolist())
+                return counts
         with self._conn() as conn:
             old = _stored_values(conn, obs)
             is_new = np.isnan(old)
@@ -97,7 +100,61 @@ class ObservationTables(Bound):
             if new < len(fresh):  # another writer stored some of these keys first
                 revised = pd.concat([revised, fresh])
             updated = _write_rows(conn, self.dialect, _REVISE, revised, batch_id, chunk_size)
+            if new == len(fresh):  # the keys read as new are exactly those inserted
+                self._count_new(conn, fresh)
+            else:
+                self._recount(conn, fresh["series_id"].unique().tolist())
         return UpsertCounts(new=new, updated=updated, unchanged=len(obs) - new - updated)
+
+    def _count_new(self, conn: Connection, fresh: pd.DataFrame) -> None:
+        """``series_stats`` after inserting the new keys ``fresh``: each series and variable
+        gains their count and widens its first and last time to theirs (a few rows a
+        stream batch: one per series and variable it observed)."""
+        if fresh.empty:
+            return
+        spans = fresh.groupby(["series_id", "variable"], sort=False)["ts"].agg(["size", "min", "max"])
+        p = DRIVER_PLACEHOLDER[self.dialect]
+        least, greatest = ("min", "max") if self.dialect == "sqlite" else ("least", "greatest")
+        # Each distinct time converted once (a stream batch's series share one or a few).
+        codes, uniques = pd.factorize(pd.concat([spans["min"], spans["max"]], ignore_index=True))
+        times = driver_times(pd.DatetimeIndex(uniques), self.dialect)[codes].tolist()
+        columns = (
+            [str(k) for k in spans.index.get_level_values(0)],
+            [str(k) for k in spans.index.get_level_values(1)],
+            spans["size"].astype(int).tolist(),
+            times[: len(spans)],
+            times[len(spans) :],
+        )
+        update = (
+            "ON CONFLICT (series_id, variable) DO UPDATE SET n = series_stats.n + excluded.n, "
+            f"first_ts = {least}(series_stats.first_ts, excluded.first_ts), "
+            f"last_ts = {greatest}(series_stats.last_ts, excluded.last_ts)"
+        )
+        insert = "INSERT INTO series_stats (series_id, variable, n, first_ts, last_ts) "
+        if self.dialect == "postgresql":  # one statement of arrays: a row per statement cost 17 us each
+            arrays = "%b::text[], %b::text[], %b::bigint[], %b::timestamptz[], %b::timestamptz[]"  # binary: no escaping
+            conn.exec_driver_sql(f"{insert}SELECT * FROM unnest({arrays}) {update}", columns)
+        else:
+            conn.exec_driver_sql(f"{insert}VALUES ({p}, {p}, {p}, {p}, {p}) {update}", list(zip(*columns, strict=True)))
+
+    def _recount(self, conn: Connection, series_ids: Sequence[str]) -> None:
+        """``series_stats`` of ``series_ids`` counted again from their observations: where a
+        write cannot tell which of its keys it inserted (another writer stored some first;
+        PostgreSQL's bulk merge)."""
+        t, st = observations, series_stats
+        for start in range(0, len(series_ids), _IN_CHUNK):
+            counted = (
+                sa.select(t.c.series_id, t.c.variable, sa.func.count(), sa.func.min(t.c.ts), sa.func.max(t.c.ts))
+                .where(t.c.series_id.in_(list(series_ids[start : start + _IN_CHUNK])))
+                .group_by(t.c.series_id, t.c.variable)
+            )
+            stmt = self._insert(st).from_select(["series_id", "variable", "n", "first_ts", "last_ts"], counted)
+            conn.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=["series_id", "variable"],
+                    set_={c: stmt.excluded[c] for c in ("n", "first_ts", "last_ts")},
+                )
+            )
 
     def series_ids(self) -> list[str]:
         with self._conn() as conn:
@@ -195,20 +252,45 @@ class ObservationTables(Bound):
                 value = conn.execute(_NEWEST_OF_VARIABLE, {"variable": variable}).scalar()
         return None if value is None else pd.Timestamp(as_utc(value))
 
-    def series_summary(self) -> pd.DataFrame:
-        """Per series and variable: count, first and last ts, keys revised."""
-        t = observations
+    def series_summary(self, scan: bool = False) -> pd.DataFrame:
+        """Per series and variable: count, first and last ts, keys revised: from
+        ``series_stats`` and the revised keys' index, or with ``scan`` aggregated from every
+        observation (what ``series_stats`` keeps; a check of it)."""
+        t, st = observations, series_stats
+        revised_count = sa.func.sum(sa.case((t.c.revisions > 0, 1), else_=0)).label("revised")
+        if scan:
+            q = (
+                sa.select(
+                    t.c.series_id,
+                    t.c.variable,
+                    sa.func.count().label("count"),
+                    sa.func.min(t.c.ts).label("first_ts"),
+                    sa.func.max(t.c.ts).label("last_ts"),
+                    revised_count,
+                )
+                .group_by(t.c.series_id, t.c.variable)
+                .order_by(t.c.series_id, t.c.variable)
+            )
+            return utc_columns(self._frame(q), ["first_ts", "last_ts"])
+        revised = (
+            sa.select(t.c.series_id, t.c.variable, sa.func.count().label("revised"))
+            .where(t.c.revisions > 0)
+            .group_by(t.c.series_id, t.c.variable)
+            .subquery()
+        )
         q = (
             sa.select(
-                t.c.series_id,
-                t.c.variable,
-                sa.func.count().label("count"),
-                sa.func.min(t.c.ts).label("first_ts"),
-                sa.func.max(t.c.ts).label("last_ts"),
-                sa.func.sum(sa.case((t.c.revisions > 0, 1), else_=0)).label("revised"),
+                st.c.series_id,
+                st.c.variable,
+                st.c.n.label("count"),
+                st.c.first_ts,
+                st.c.last_ts,
+                sa.func.coalesce(revised.c.revised, 0).label("revised"),
             )
-            .group_by(t.c.series_id, t.c.variable)
-            .order_by(t.c.series_id, t.c.variable)
+            .select_from(
+                st.outerjoin(revised, (revised.c.series_id == st.c.series_id) & (revised.c.variable == st.c.variable))
+            )
+            .order_by(st.c.series_id, st.c.variable)
         )
         return utc_columns(self._frame(q), ["first_ts", "last_ts"])
 

@@ -35,8 +35,30 @@ observations = sa.Table(
     sa.Column("value", sa.Float, nullable=False),
     sa.Column("batch_id", sa.Integer, nullable=True),
     sa.Column("revisions", sa.Integer, nullable=False, server_default="0"),
+    # The keys ever revised (few): a series' count of them without reading every
+    # observation (migration 0012).
+    sa.Index(
+        "ix_observations_revised",
+        "series_id",
+        "variable",
+        sqlite_where=sa.text("revisions > 0"),
+        postgresql_where=sa.text("revisions > 0"),
+    ),
     # SQLite: stored in key order, each observation once (migration 0007).
     sqlite_with_rowid=False,
+)
+
+# Per series and variable: how many observations, the first and the last time, kept with
+# every write of observations: `streamcast status` and GET /series read these rows, not
+# every observation ever stored (migration 0012).
+series_stats = sa.Table(
+    "series_stats",
+    metadata,
+    sa.Column("series_id", sa.String(128), primary_key=True),
+    sa.Column("variable", sa.String(128), primary_key=True),
+    sa.Column("n", sa.BigInteger, nullable=False),
+    sa.Column("first_ts", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("last_ts", sa.DateTime(timezone=True), nullable=False),
 )
 
 quarantine = sa.Table(
