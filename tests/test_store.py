@@ -878,6 +878,19 @@ def test_the_series_summary_is_kept_as_observations_are_written(
     monkeypatch.undo()
     check()
 
+    # Half stored already (values changed), half new: on PostgreSQL the bulk path, which
+    # cannot tell which keys it inserted.
+    overlap = pd.concat(
+        [
+            _long(list(np.arange(5_000.0) + 0.5), start="2024-06-13T04:00Z", series=s, variable=v)
+            for s in ("A", "B")
+            for v in ("temp", "humid")
+        ]
+    )
+    counts = _write(any_store, overlap)
+    assert (counts.new, counts.updated) == (4 * 2_500 - 4, 4 * 2_500 + 4)  # A temp: its four December keys stored
+    check()
+
     tables, indexes = _downgrade(any_store.url, "0011")
     assert "series_stats" not in tables and "ix_observations_revised" not in indexes["observations"]
     with Store(any_store.url) as upgraded:

@@ -187,13 +187,14 @@ def driver_insert(
     columns: Sequence[str],
     rows: Iterable[Sequence[Any]],
     keys: Sequence[str],
-    update: Sequence[str] = (),
+    update: Sequence[str] | Mapping[str, str] = (),
 ) -> int:
-    """``INSERT ... ON CONFLICT (keys) DO NOTHING`` (or ``DO UPDATE`` of ``update``) of
-    ``rows`` (tuples in ``columns``' order) through the driver's executemany: at tens of
-    thousands of points per forecast, SQLAlchemy's per-row parameter processing costs
-    several times the database's work. Aware datetimes in DateTime columns are written as
-    SQLAlchemy writes them (UTC; text on SQLite); rows given."""
+    """``INSERT ... ON CONFLICT (keys) DO NOTHING`` (or ``DO UPDATE`` of ``update``: columns
+    set to the new row's, or column -> SQL expression of the stored row, named by its table,
+    and ``excluded``) of ``rows`` (tuples in ``columns``' order) through the driver's
+    executemany: at tens of thousands of points per forecast, SQLAlchemy's per-row parameter
+    processing costs several times the database's work. Aware datetimes in DateTime columns
+    are written as SQLAlchemy writes them (UTC; text on SQLite); rows given."""
     transposed = list(zip(*rows, strict=True))
     if not transposed:
         return 0
@@ -205,7 +206,7 @@ def driver_insert_columns(
     table: sa.Table,
     columns: Mapping[str, Sequence[Any]],
     keys: Sequence[str],
-    update: Sequence[str] = (),
+    update: Sequence[str] | Mapping[str, str] = (),
     count: bool = False,
 ) -> int:
     """:func:`driver_insert` of rows given as columns of one length (name -> values): each
@@ -235,15 +236,16 @@ def _execute_insert(
     columns: Sequence[str],
     params: list[tuple[Any, ...]],
     keys: Sequence[str],
-    update: Sequence[str],
+    update: Sequence[str] | Mapping[str, str],
     count: bool = False,
 ) -> int:
     if not params:
         return 0
+    sets = update if isinstance(update, Mapping) else {c: f'excluded."{c}"' for c in update}
     placeholder = DRIVER_PLACEHOLDER[conn.dialect.name]
     names = ", ".join(f'"{c}"' for c in columns)
     target = ", ".join(f'"{c}"' for c in keys)
-    action = "DO UPDATE SET " + ", ".join(f'"{c}" = excluded."{c}"' for c in update) if update else "DO NOTHING"
+    action = "DO UPDATE SET " + ", ".join(f'"{c}" = {expr}' for c, expr in sets.items()) if sets else "DO NOTHING"
     sql = (
         f'INSERT INTO "{table.name}" ({names}) VALUES ({", ".join([placeholder] * len(columns))}) '
         f"ON CONFLICT ({target}) {action}"

@@ -16,6 +16,7 @@ from streamcast.store.engine import (
     DRIVER_PLACEHOLDER,
     Bound,
     as_utc,
+    driver_insert_columns,
     driver_times,
     key_pairs,
     micros,
@@ -83,8 +84,7 @@ class ObservationTables(Bound):
         if self.dialect == "postgresql" and len(obs) >= BULK_ROWS:
             with self._conn() as conn:
                 counts = _copy_merge(conn, obs, batch_id)
-                if counts.new:
-                    self._recount(conn, obs["series_id"].unique().tolist())
+                self._count(conn, obs, counts.new)
                 return counts
         with self._conn() as conn:
             old = _stored_values(conn, obs)
@@ -100,11 +100,17 @@ class ObservationTables(Bound):
             if new < len(fresh):  # another writer stored some of these keys first
                 revised = pd.concat([revised, fresh])
             updated = _write_rows(conn, self.dialect, _REVISE, revised, batch_id, chunk_size)
-            if new == len(fresh):  # the keys read as new are exactly those inserted
-                self._count_new(conn, fresh)
-            else:
-                self._recount(conn, fresh["series_id"].unique().tolist())
+            self._count(conn, fresh, new)
         return UpsertCounts(new=new, updated=updated, unchanged=len(obs) - new - updated)
+
+    def _count(self, conn: Connection, tried: pd.DataFrame, new: int) -> None:
+        """``series_stats`` after a write that tried to insert the keys of ``tried`` and
+        inserted ``new`` of them: their counts and spans added when it inserted them all;
+        otherwise (another writer stored some first) their series counted again."""
+        if new == len(tried):
+            self._count_new(conn, tried)
+        elif new:
+            self._recount(conn, tried["series_id"].unique().tolist())
 
     def _count_new(self, conn: Connection, fresh: pd.DataFrame) -> None:
         """``series_stats`` after inserting the new keys ``fresh``: each series and variable
@@ -113,34 +119,24 @@ class ObservationTables(Bound):
         if fresh.empty:
             return
         spans = fresh.groupby(["series_id", "variable"], sort=False)["ts"].agg(["size", "min", "max"])
-        p = DRIVER_PLACEHOLDER[self.dialect]
         least, greatest = ("min", "max") if self.dialect == "sqlite" else ("least", "greatest")
-        # Each distinct time converted once (a stream batch's series share one or a few).
-        codes, uniques = pd.factorize(pd.concat([spans["min"], spans["max"]], ignore_index=True))
-        times = driver_times(pd.DatetimeIndex(uniques), self.dialect)[codes].tolist()
-        columns = (
-            [str(k) for k in spans.index.get_level_values(0)],
-            [str(k) for k in spans.index.get_level_values(1)],
-            spans["size"].astype(int).tolist(),
-            times[: len(spans)],
-            times[len(spans) :],
-        )
-        update = (
-            "ON CONFLICT (series_id, variable) DO UPDATE SET n = series_stats.n + excluded.n, "
-            f"first_ts = {least}(series_stats.first_ts, excluded.first_ts), "
-            f"last_ts = {greatest}(series_stats.last_ts, excluded.last_ts)"
-        )
-        insert = "INSERT INTO series_stats (series_id, variable, n, first_ts, last_ts) "
-        if self.dialect == "postgresql":  # one statement of arrays: a row per statement cost 17 us each
-            arrays = "%b::text[], %b::text[], %b::bigint[], %b::timestamptz[], %b::timestamptz[]"  # binary: no escaping
-            conn.exec_driver_sql(f"{insert}SELECT * FROM unnest({arrays}) {update}", columns)
-        else:
-            conn.exec_driver_sql(f"{insert}VALUES ({p}, {p}, {p}, {p}, {p}) {update}", list(zip(*columns, strict=True)))
+        columns = {
+            "series_id": [str(k) for k in spans.index.get_level_values(0)],
+            "variable": [str(k) for k in spans.index.get_level_values(1)],
+            "n": spans["size"].astype(int).tolist(),
+            "first_ts": spans["min"].tolist(),
+            "last_ts": spans["max"].tolist(),
+        }
+        added = {
+            "n": "series_stats.n + excluded.n",
+            "first_ts": f"{least}(series_stats.first_ts, excluded.first_ts)",
+            "last_ts": f"{greatest}(series_stats.last_ts, excluded.last_ts)",
+        }
+        driver_insert_columns(conn, series_stats, columns, ("series_id", "variable"), added)
 
     def _recount(self, conn: Connection, series_ids: Sequence[str]) -> None:
         """``series_stats`` of ``series_ids`` counted again from their observations: where a
-        write cannot tell which of its keys it inserted (another writer stored some first;
-        PostgreSQL's bulk merge)."""
+        write cannot tell which of its keys it inserted (another writer stored some first)."""
         t, st = observations, series_stats
         for start in range(0, len(series_ids), _IN_CHUNK):
             counted = (
