@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import importlib
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pandas as pd
@@ -351,6 +351,30 @@ def test_forecast_points_round_trip_through_the_bulk_insert(any_store: Store) ->
     assert sorted((r["origin_ts"].hour, r["yhat"]) for r in every) == [(3, 9.0), (3, 9.0), (4, 6.0), (4, 7.0)]
     before = any_store.forecasts_for_times("temp", [sid], at, origin_before=datetime(2024, 3, 2, 4, tzinfo=UTC))
     assert sorted((r["ts"].hour, r["step"]) for r in before) == [(5, 2), (6, 3)]
+
+
+def test_the_column_insert_takes_what_a_row_insert_took(any_store: Store) -> None:
+    """On PostgreSQL the columns go as one statement of typed arrays, which refuses what a
+    statement per row accepted: a column mixing Python types (an int among floats, numpy
+    scalars, a pandas Timestamp among datetimes) and a replace that repeats a key (the last
+    row wins, as one row at a time). SQLite stored a numpy integer as a blob."""
+    origin = datetime(2024, 3, 2, 3, tzinfo=UTC)
+    columns = {c: list(v) for c, v in _points("M", [1.0, 2.0, 3.0], "2024-03-02T03:00Z").to_dict("list").items()}
+    columns["yhat"] = [1, np.float64(2.5), 3.25]  # int, numpy float, float
+    columns["step"] = [np.int64(1), 2, 3]
+    columns["ts"] = [pd.Timestamp(origin + timedelta(hours=1)), *(origin + timedelta(hours=h) for h in (2, 3))]
+    for c in ("issued_at", "origin_ts"):
+        columns[c] = [origin if i else pd.Timestamp(origin) for i in range(3)]
+    assert any_store.write_forecast_columns(columns) == 3
+    got = any_store.latest_forecasts(series_id="M").sort_values("step")
+    assert got["yhat"].tolist() == [1.0, 2.5, 3.25] and got["step"].tolist() == [1, 2, 3]
+    assert got["ts"].tolist() == [pd.Timestamp(origin) + pd.Timedelta(hours=h) for h in (1, 2, 3)]
+
+    twice = _points("M", [7.0, 8.0], "2024-03-02T03:00Z").assign(step=[2, 2])  # one key, two rows
+    any_store.write_forecasts(twice, replace=True)
+    assert any_store.latest_forecasts(series_id="M").sort_values("step")["yhat"].tolist() == [1.0, 8.0, 3.25]
+    any_store.write_forecasts(twice.assign(yhat=[5.0, 6.0]))  # kept: the stored row wins over both
+    assert any_store.latest_forecasts(series_id="M").sort_values("step")["yhat"].tolist() == [1.0, 8.0, 3.25]
 
 
 def test_a_background_checkpoint_moves_committed_writes_into_the_database_file(tmp_path) -> None:
