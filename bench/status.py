@@ -9,8 +9,9 @@ For each history length, a fresh store of N synthetic hourly series (two variabl
 - every observation: the same columns aggregated from every observation (``scan=True``;
   what it read before).
 
-Both give the same frame (the bench checks it). Then ``streamcast status --json`` through
-the CLI (its start-up included), and what keeping the rows costs a stream: the
+Both give the same frame (the bench checks it). Then ``streamcast status --json`` and
+``streamcast status`` (the table: past 20 series, a row per variable and the 20 rows
+furthest behind) through the CLI (start-up included), and what keeping the rows costs a stream: the
 ``series_stats`` update of one hour's observations of every series (N x 2 new keys), against
 that hour's whole write of observations.
 
@@ -43,7 +44,7 @@ def run(url: str, data: Path, n: int, days: int, rounds: int) -> dict[str, float
     hour = frame[frame["ts"] == frame["ts"].max()]
     history = frame[frame["ts"] < frame["ts"].max()]
     settings = Settings(data_dir=data)
-    out: dict[str, list[float]] = {"kept": [], "scan": [], "cli": [], "stats": [], "write": []}
+    out: dict[str, list[float]] = {"kept": [], "scan": [], "cli": [], "table": [], "stats": [], "write": []}
     with Store(url) as store:
         wide = history.assign(ts=history["ts"].dt.strftime("%Y-%m-%dT%H:%M:%SZ"))
         ingest_frame(store, wide, source="csv", source_ref=None, series_col="station", settings=settings)
@@ -58,9 +59,10 @@ def run(url: str, data: Path, n: int, days: int, rounds: int) -> dict[str, float
         env = cli_env(data)
         env["STREAMCAST_DB_URL"] = url
         for _ in range(rounds):
-            t0 = time.perf_counter()
-            subprocess.run([STREAMCAST, "status", "--json"], env=env, check=True, capture_output=True)
-            out["cli"].append(time.perf_counter() - t0)
+            for how, args in (("cli", ["status", "--json"]), ("table", ["status"])):
+                t0 = time.perf_counter()
+                subprocess.run([STREAMCAST, *args], env=env, check=True, capture_output=True)
+                out[how].append(time.perf_counter() - t0)
         # A stream hour's observations of every series: the stats update alone, then the whole write.
         long = hour.melt(id_vars=["station", "ts"], var_name="variable", value_name="value")
         long = long.rename(columns={"station": "series_id"})[["series_id", "variable", "ts", "value"]]
@@ -106,13 +108,14 @@ def main() -> None:
                 f"{r['scan']:.3f}",
                 f"{r['scan'] / r['kept']:.0f}x",
                 f"{r['cli']:.2f}",
+                f"{r['table']:.2f}",
                 f"{r['stats'] * 1000:.1f} of {r['write'] * 1000:.1f}",
             ]
         )
     body = (
         f"{args.series:,} synthetic hourly series, two variables, ingested in process; median of {args.rounds} "
-        "alternating reads each way, of `streamcast status --json` runs, and of one hour's write of every "
-        f"series' observations. Store: {'PostgreSQL' if args.postgres else 'SQLite'}.\n\n"
+        "alternating reads each way, of `streamcast status --json` and `streamcast status` runs, and of one "
+        f"hour's write of every series' observations. Store: {'PostgreSQL' if args.postgres else 'SQLite'}.\n\n"
         + markdown_table(
             [
                 "days",
@@ -121,6 +124,7 @@ def main() -> None:
                 "every observation aggregated (before 0012) s",
                 "ratio",
                 "`status --json` s",
+                "`status` s",
                 "an hour's stats update ms (of its whole write)",
             ],
             rows,

@@ -265,3 +265,51 @@ def test_a_csv_read_in_chunks_parses_exactly_as_read_whole(data_dir: Path, monke
         b.missing,
         b.ignored_columns,
     )
+
+
+def test_status_of_many_series_is_per_variable_and_the_series_furthest_behind(
+    store: Store, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past OVERVIEW_ROWS series, `status` does not print a row per series and variable (a
+    thousand series were 2,000 rows and over a second of drawing): a row per variable with
+    how many series are behind its newest observation, then the rows furthest behind;
+    `--json` still lists every one."""
+    from streamcast.cli.render import OVERVIEW_ROWS
+
+    n = OVERVIEW_ROWS + 5
+    names = [f"S{i:02d}" for i in range(n - 1)] + ["late[/bold]"]
+    rows = ["station,time,temp,humid"]
+    for i, name in enumerate(names):
+        for h in range(12):
+            if name == "late[/bold]" and h >= 3:
+                break  # temp and humid both stop at 02:00
+            humid = "" if (i == 4 and h >= 6) else "50"  # S04's humid stops at 05:00
+            rows.append(f"{name},2024-01-01T{h:02d}:00Z,{10 + h},{humid}")
+    path = data_dir / "panel.csv"
+    path.write_text("\n".join(rows) + "\n")
+    assert _invoke("ingest", "--source", "csv", "--path", str(path), "--series-col", "station").exit_code == 0
+
+    from streamcast.cli.app import console
+
+    monkeypatch.setattr(console, "_width", 200)  # a row a line
+    res = _invoke("status")
+    assert res.exit_code == 0, res.output
+    tables = res.output.split("observations: the 20 series and variables furthest behind")
+    assert len(tables) == 2 and "observations by variable" in tables[0]
+    cells = [[c.strip() for c in line.split("│")[1:-1]] for line in res.output.splitlines() if "│" in line]
+    by_variable = {c[0]: c[1:] for c in cells if len(c) == 7}
+    # humid: 25 series, 24 x 12 - 6 + 3 observations, two behind its newest (late, S04); temp: one.
+    span = ["2024-01-01 00:00", "2024-01-01 11:00"]
+    assert by_variable == {
+        "humid": [f"{n}", f"{(n - 1) * 12 - 3}", *span, "2", "0"],
+        "temp": [f"{n}", f"{(n - 1) * 12 + 3}", *span, "1", "0"],
+    }
+    behind = [(c[0], c[1], c[4]) for c in cells if len(c) == 6]
+    assert behind[:3] == [
+        ("late[/bold]", "humid", "2024-01-01 02:00"),
+        ("late[/bold]", "temp", "2024-01-01 02:00"),
+        ("S04", "humid", "2024-01-01 05:00"),
+    ]
+    assert len(behind) == OVERVIEW_ROWS and f"... and {2 * n - OVERVIEW_ROWS} more" in res.output
+    every = _status_json()["series"]
+    assert len(every) == 2 * n and {r["series_id"] for r in every} == set(names)

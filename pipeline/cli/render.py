@@ -15,6 +15,12 @@ from rich.console import RenderableType
 from rich.table import Table
 from rich.text import Text
 
+# Forecasts shown step by step, one table each, up to this many; more are one row per
+# series, at most OVERVIEW_ROWS of them (a thousand tables help nobody; csv/json have all).
+# `status` lists up to OVERVIEW_ROWS series row by row; more, per variable and those behind.
+DETAILED_FORECASTS = 3
+OVERVIEW_ROWS = 20
+
 
 def ts_text(value: Any, fmt: str = "%Y-%m-%d %H:%M") -> str:
     """A stored time as UTC text."""
@@ -67,24 +73,17 @@ def store_status(status: Any) -> list[RenderableType]:
         Text(f"data folder: {status.data_dir}"),
         Text(f"settings: {status.config_file or 'environment and defaults (no streamcast.toml found)'}"),
     ]
-    if status.series.empty:
+    series = status.series
+    if series.empty:
         out.append(Text.assemble("no observations yet: run ", ("streamcast ingest", "bold")))
-    else:
-        t = _table(
-            "observations",
-            [
-                ("series", "left"),
-                ("variable", "left"),
-                ("count", "right"),
-                ("first ts (UTC)", "left"),
-                ("last ts (UTC)", "left"),
-                ("revised", "right"),
-            ],
-        )
-        for r in status.series.itertuples(index=False):
-            cells = (r.series_id, r.variable, f"{r.count:,}", ts_text(r.first_ts), ts_text(r.last_ts), f"{r.revised:,}")
-            t.add_row(*(Text(str(c)) for c in cells))
-        out.append(t)
+    elif series["series_id"].nunique() <= OVERVIEW_ROWS:
+        out.append(_observations_table("observations", series))
+    else:  # hundreds of series: per variable, then the rows furthest behind (--json has every row)
+        out.append(_variables_table(series))
+        behind = series.sort_values(["last_ts", "series_id", "variable"], kind="stable").head(OVERVIEW_ROWS)
+        out.append(_observations_table(f"observations: the {len(behind)} series and variables furthest behind", behind))
+        rest = len(series) - len(behind)
+        out.append(Text(f"... and {rest:,} more: `streamcast status --json` lists every series and variable"))
     detail = ", ".join(f"{k}: {v:,}" for k, v in status.quarantine.items())
     out.append(Text(f"quarantine: {sum(status.quarantine.values()):,}" + (f" ({detail})" if detail else "")))
     last = status.last_batch
@@ -98,6 +97,54 @@ def store_status(status: Any) -> list[RenderableType]:
         )
     out.append(Text(f"forecasts: {status.tables['forecasts']:,} points; scores: {status.tables['scores']:,}"))
     return out
+
+
+def _observations_table(title: str, series: pd.DataFrame) -> Table:
+    t = _table(
+        title,
+        [
+            ("series", "left"),
+            ("variable", "left"),
+            ("count", "right"),
+            ("first ts (UTC)", "left"),
+            ("last ts (UTC)", "left"),
+            ("revised", "right"),
+        ],
+    )
+    for r in series.itertuples(index=False):
+        cells = (r.series_id, r.variable, f"{r.count:,}", ts_text(r.first_ts), ts_text(r.last_ts), f"{r.revised:,}")
+        t.add_row(*(Text(str(c)) for c in cells))
+    return t
+
+
+def _variables_table(series: pd.DataFrame) -> Table:
+    """Per variable: how many series, observations and revisions, the time span, and how many
+    series' last observation is older than the variable's newest (behind)."""
+    t = _table(
+        "observations by variable",
+        [
+            ("variable", "left"),
+            ("series", "right"),
+            ("count", "right"),
+            ("first ts (UTC)", "left"),
+            ("last ts (UTC)", "left"),
+            ("series behind", "right"),
+            ("revised", "right"),
+        ],
+    )
+    for variable, g in series.groupby("variable", sort=True):
+        newest = g["last_ts"].max()
+        cells = (
+            variable,
+            f"{g['series_id'].nunique():,}",
+            f"{int(g['count'].sum()):,}",
+            ts_text(g["first_ts"].min()),
+            ts_text(newest),
+            f"{int((g['last_ts'] < newest).sum()):,}",
+            f"{int(g['revised'].sum()):,}",
+        )
+        t.add_row(*(Text(str(c)) for c in cells))
+    return t
 
 
 COMPARISON_TITLE = "model comparison (rolling-origin backtest, best first)"
@@ -211,12 +258,6 @@ def forecast_tables(payload: list[dict[str, Any]]) -> list[Table]:
             )
         tables.append(t)
     return tables
-
-
-# Forecasts shown step by step, one table each, up to this many; more are one row per
-# series, at most OVERVIEW_ROWS of them (a thousand tables help nobody; csv/json have all).
-DETAILED_FORECASTS = 3
-OVERVIEW_ROWS = 20
 
 
 def shown_points(points: pd.DataFrame) -> tuple[pd.DataFrame, int]:
