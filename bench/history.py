@@ -26,6 +26,13 @@ dated as scored an hour after its time (as an hourly flow scores them), alternat
   migration 0011);
 - every score: every score of the target filtered on when it was scored (what it did).
 
+Then the rows of observations, forecasts and scores (``streamcast status``' last line,
+``GET /health`` on every call), alternating:
+
+- kept: summed from ``series_stats``, ``forecast_totals`` and ``score_totals`` (what it
+  does, migration 0013);
+- counted: ``count(*)`` of each table (what it did).
+
 The table gives each one's median seconds.
 
     python bench/history.py [--series 1000] [--hours 48] [--rounds 6] [--postgres URL]
@@ -65,7 +72,10 @@ WAYS = {
     "ranked": ("latest forecast of every series", "every forecast ranked (before)"),
     "by version": ("live MASE since a training a day ago", "scored since, by version"),
     "every score": ("live MASE since a training a day ago", "every score filtered (before 0011)"),
+    "kept": ("table counts (`status`, GET /health)", "summed from the kept totals"),
+    "counted": ("table counts (`status`, GET /health)", "every row counted (before 0013)"),
 }
+FIRST_WAY = {"everything": "marked", "ranked": "walked", "every score": "by version", "counted": "kept"}
 DRIFT_WINDOW = 72  # the default drift window (points per series)
 
 
@@ -188,6 +198,15 @@ def run(url: str, n: int, hours: int, rounds: int) -> tuple[dict[str, list[float
                 scored[how].append(stored)
         if values["by version"] != values["every score"]:
             raise AssertionError(f"the two reads disagree: {values}")
+        counts = {}
+        for _ in range(rounds):
+            for how in ("kept", "counted"):
+                t0 = time.perf_counter()
+                counts[how] = store.table_counts(scan=how == "counted")
+                seconds[how].append(time.perf_counter() - t0)
+                scored[how].append(sum(counts[how][t] for t in ("observations", "forecasts", "scores")))
+        if counts["kept"] != counts["counted"]:
+            raise AssertionError(f"the two counts disagree: {counts}")
     return seconds, scored, points
 
 
@@ -207,7 +226,7 @@ def main() -> None:
     med = {k: statistics.median(v) for k, v in seconds.items()}
     rows = []
     for how, (step, way) in WAYS.items():
-        first = {"everything": "marked", "ranked": "walked", "every score": "by version"}.get(how, how)
+        first = FIRST_WAY.get(how, how)
         rows.append(
             [step, way, f"{med[how]:.3f}", f"{statistics.median(scored[how]):,.0f}", f"{med[how] / med[first]:.1f}"]
         )
@@ -217,7 +236,8 @@ def main() -> None:
         f"the two ways ({args.rounds} each; median seconds of `score_matured`, given the "
         f"{HISTORY_DAYS} days of history the forecast loads), then `latest_forecasts(target=...)` "
         f"{args.rounds} times each way, alternating, then the drift check's live MASE {args.rounds} times each way "
-        f"(points: the scores stored). Store: {'PostgreSQL' if args.postgres else 'SQLite'}.\n\n"
+        f"(points: the scores stored), then the table counts {args.rounds} times each way, alternating (points: "
+        f"the rows of observations, forecasts and scores). Store: {'PostgreSQL' if args.postgres else 'SQLite'}.\n\n"
         + markdown_table(["step", "way", "seconds", "points", "x the first way"], rows)
     )
     print(body)

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pandas as pd
 import pytest
+import sqlalchemy as sa
 
 from streamcast.config import Settings
 from streamcast.ingestion import ingest_frame
@@ -375,6 +376,19 @@ def test_the_column_insert_takes_what_a_row_insert_took(any_store: Store) -> Non
     assert any_store.latest_forecasts(series_id="M").sort_values("step")["yhat"].tolist() == [1.0, 8.0, 3.25]
     any_store.write_forecasts(twice.assign(yhat=[5.0, 6.0]))  # kept: the stored row wins over both
     assert any_store.latest_forecasts(series_id="M").sort_values("step")["yhat"].tolist() == [1.0, 8.0, 3.25]
+
+    # Too long for its column: PostgreSQL refuses it, as a row insert did, never cuts it to
+    # fit (an array cast to varchar(n) would); SQLite does not check lengths.
+    long_id, long_series = "F" * 65, "S" * 129
+    if any_store.dialect == "postgresql":
+        with pytest.raises(sa.exc.DataError, match="too long"):
+            any_store.write_forecast_columns({**columns, "forecast_id": [long_id] * 3})
+        with pytest.raises(sa.exc.DataError, match="too long"):
+            _write(any_store, _long([1.0], series=long_series))
+        assert any_store.latest_forecasts(series_id="M")["forecast_id"].map(len).max() < 65
+        assert long_series[:128] not in any_store.series_summary()["series_id"].tolist()
+    else:
+        assert any_store.write_forecast_columns({**columns, "forecast_id": [long_id] * 3}) == 3
 
 
 def test_a_background_checkpoint_moves_committed_writes_into_the_database_file(tmp_path) -> None:
@@ -920,3 +934,56 @@ def test_the_series_summary_is_kept_as_observations_are_written(
     with Store(any_store.url) as upgraded:
         pd.testing.assert_frame_equal(upgraded.series_summary(), upgraded.series_summary(scan=True), check_dtype=False)
         assert len(upgraded.series_summary()) == 5
+
+
+def test_table_counts_are_kept_as_points_are_written(any_store: Store) -> None:
+    """`status` and GET /health read the rows of observations, forecasts and scores from
+    what their writes keep (migration 0013), and must say what counting every row says:
+    after new forecasts, a forecast replaced and one issued again, points of two targets in
+    one write (some stored already), the stream's columns redelivered, scores and
+    observations, and a store upgraded from 0012 (the upgrade counts the stored points)."""
+
+    def check(points: int) -> None:
+        counts = any_store.table_counts()
+        assert counts == any_store.table_counts(scan=True) and counts["forecasts"] == points, counts
+
+    check(0)
+    a = _points("A", [1.0, 2.0, 3.0], "2024-03-02T03:00Z")
+    any_store.write_forecasts(a, replace=True)
+    check(3)
+    any_store.write_forecasts(a.assign(yhat=9.0), replace=True)  # replaced: the same points
+    any_store.write_forecasts(a.assign(yhat=7.0))  # kept
+    check(3)
+    assert any_store.latest_forecasts(series_id="A")["yhat"].tolist() == [9.0] * 3
+    longer = _points("A", [1.0, 2.0, 3.0, 4.0], "2024-03-02T03:00Z").assign(yhat=5.0)  # one step more
+    any_store.write_forecasts(longer, replace=True)
+    check(4)
+    assert any_store.latest_forecasts(series_id="A")["yhat"].tolist() == [5.0] * 4
+
+    humid = _points("B", [1.0, 2.0], "2024-03-02T04:00Z").assign(target="humid", forecast_id="B|humid")
+    both = pd.concat([longer, humid, _points("C", [1.0], "2024-03-02T04:00Z")], ignore_index=True)
+    columns = {c: both[c].tolist() for c in both.columns}
+    for c in ("issued_at", "origin_ts", "ts"):
+        columns[c] = [v.to_pydatetime() for v in columns[c]]
+    any_store.write_forecast_columns(columns)  # A's stored already; B's humid and C's new
+    check(7)
+    any_store.write_forecast_columns(columns)  # redelivered
+    any_store.write_forecast_records(both.to_dict("records"))
+    check(7)
+    assert any_store.latest_forecasts(target="humid")["series_id"].tolist() == ["B", "B"]
+
+    any_store.write_scores(_scores("A", [1.0, 2.0]))
+    any_store.write_scores(_scores("A", [1.0, 2.0]))  # again: counted once
+    _write(any_store, _long([1.0, 2.0, 3.0]))
+    check(7)
+    assert any_store.table_counts()["scores"] == 2 and any_store.table_counts()["observations"] == 3
+
+    tables = _downgrade(any_store.url, "0012")[0]
+    assert "forecast_totals" not in tables
+    upgraded = Store(any_store.url)  # upgrades again, counting the points stored
+    try:
+        assert upgraded.table_counts() == upgraded.table_counts(scan=True) and upgraded.table_counts()["forecasts"] == 7
+        upgraded.write_forecasts(_points("D", [1.0], "2024-03-02T05:00Z"))
+        assert upgraded.table_counts()["forecasts"] == 8 == upgraded.table_counts(scan=True)["forecasts"]
+    finally:
+        upgraded.dispose()

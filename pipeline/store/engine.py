@@ -182,26 +182,6 @@ def driver_times(times: pd.DatetimeIndex, dialect: str) -> np.ndarray:
     raise NotImplementedError(dialect)  # pragma: no cover - guarded by Bound._insert
 
 
-def driver_insert(
-    conn: Connection,
-    table: sa.Table,
-    columns: Sequence[str],
-    rows: Iterable[Sequence[Any]],
-    keys: Sequence[str],
-    update: Sequence[str] | Mapping[str, str] = (),
-) -> int:
-    """``INSERT ... ON CONFLICT (keys) DO NOTHING`` (or ``DO UPDATE`` of ``update``: columns
-    set to the new row's, or column -> SQL expression of the stored row, named by its table,
-    and ``excluded``) of ``rows`` (tuples in ``columns``' order) through the driver, not
-    SQLAlchemy: at tens of thousands of points per forecast, SQLAlchemy's per-row parameter
-    processing costs several times the database's work. Aware datetimes in DateTime columns
-    are written as SQLAlchemy writes them (UTC; text on SQLite); rows given."""
-    transposed = list(zip(*rows, strict=True))
-    if not transposed:
-        return 0
-    return driver_insert_columns(conn, table, dict(zip(columns, transposed, strict=True)), keys, update)
-
-
 def driver_insert_columns(
     conn: Connection,
     table: sa.Table,
@@ -210,13 +190,19 @@ def driver_insert_columns(
     update: Sequence[str] | Mapping[str, str] = (),
     count: bool = False,
 ) -> int:
-    """:func:`driver_insert` of rows given as columns of one length (name -> values): the
-    stream's path, where at 1,000 series an hour inserts 24,000 forecast points and scores
-    as many. On SQLite each time column's distinct values are converted once and the rows
-    zipped in C for the driver's executemany; on PostgreSQL the columns go as one statement
-    of binary arrays (``INSERT ... SELECT FROM unnest(...)``), where a statement per row
-    cost a quarter more. With ``count``: how many rows the database inserted or updated
-    (not those it kept as they were)."""
+    """``INSERT ... ON CONFLICT (keys) DO NOTHING`` (or ``DO UPDATE`` of ``update``: columns
+    set to the new row's, or column -> SQL expression of the stored row, named by its table,
+    and ``excluded``) of rows given as columns of one length (name -> values), through the
+    driver, not SQLAlchemy, whose per-row parameter processing costs several times the
+    database's work at tens of thousands of points per forecast (a stream hour at 1,000
+    series inserts 24,000 forecast points and scores as many). Aware datetimes in DateTime
+    columns are written as SQLAlchemy writes them (UTC; text on SQLite).
+
+    On SQLite each time column's distinct values are converted once and the rows zipped in
+    C for the driver's executemany; on PostgreSQL the columns go as one statement of binary
+    arrays (``INSERT ... SELECT FROM unnest(...)``), where a statement per row cost half as
+    much again (``bench/writes.py``). With ``count``: how many rows the database inserted
+    or updated (not those it kept as they were)."""
     names = list(columns)
     n = len(columns[names[0]]) if names else 0
     if not n:
@@ -255,12 +241,17 @@ def _unnest_insert(
     typed = {c: _typed(columns[c], table.c[c].type) for c in columns}
     arrays = [c for c, v in typed.items() if v.count(v[0]) < n] or list(typed)[:1]
     scalars = [c for c in typed if c not in arrays]
-    sql_type = {c: table.c[c].type.compile(dialect=conn.dialect) for c in typed}
+    # Strings as text: a cast to varchar(n) would cut a longer value where the insert refuses it.
+    sql_type = {c: _array_type(table.c[c].type, conn) for c in typed}
     names = ", ".join(f'"{c}"' for c in (*arrays, *scalars))
     select = ", ".join(["u.*", *(f"%b::{sql_type[c]}" for c in scalars)])
     unnest = ", ".join(f"%b::{sql_type[c]}[]" for c in arrays)
     sql = f'INSERT INTO "{table.name}" ({names}) SELECT {select} FROM unnest({unnest}) AS u {conflict}'
     return sql, (*(typed[c][0] for c in scalars), *(typed[c] for c in arrays))
+
+
+def _array_type(type_: sa.types.TypeEngine[Any], conn: Connection) -> str:
+    return "text" if isinstance(type_, sa.String) else type_.compile(dialect=conn.dialect)
 
 
 def _repeats_key(columns: Mapping[str, Sequence[Any]], keys: Sequence[str], n: int) -> bool:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -14,13 +13,12 @@ import sqlalchemy as sa
 from streamcast.store.engine import (
     Bound,
     as_utc,
-    driver_insert,
     driver_insert_columns,
     key_pairs,
     py_datetime,
     utc_columns,
 )
-from streamcast.store.schema import forecasts, observations, score_marks, score_totals, scores
+from streamcast.store.schema import forecast_totals, forecasts, observations, score_marks, score_totals, scores
 
 # One stored forecast point, in the order `predictions latest --format csv` prints it.
 POINT_COLUMNS = [
@@ -61,9 +59,19 @@ _TOTAL_SUMS = ["n", "abs_error_sum", "scaled_n", "scaled_error_sum", "interval_n
 _TOTALLED = ["target", "model_name", "model_version", "step", "ts", "actual", "abs_error", "scaled_error", "lo", "hi"]
 
 
-def _tuples(records: list[dict[str, Any]], columns: Sequence[str]) -> Iterator[tuple[Any, ...]]:
-    get = operator.itemgetter(*columns)
-    return (get(r) for r in records)
+def _by_target(columns: Mapping[str, Sequence[Any]]) -> Iterator[tuple[str, Mapping[str, Sequence[Any]]]]:
+    """``columns`` split by target (as they are, when they hold one: every write here)."""
+    targets = columns["target"]
+    if not targets:
+        return
+    if list(targets).count(targets[0]) == len(targets):
+        yield targets[0], columns
+        return
+    rows: dict[str, list[int]] = {}
+    for i, target in enumerate(targets):
+        rows.setdefault(target, []).append(i)
+    for target, index in rows.items():
+        yield target, {c: [v[i] for i in index] for c, v in columns.items()}
 
 
 class ForecastTables(Bound):
@@ -101,10 +109,8 @@ class ForecastTables(Bound):
                 cols[c] = values.astype(int).tolist()
             else:
                 cols[c] = [None if v is None or v != v else str(v) for v in values.tolist()]
-        rows = zip(*(cols[c] for c in POINT_COLUMNS), strict=True)
-        update = [c for c in POINT_COLUMNS if c not in _POINT_KEY] if replace else []
         with self._conn() as conn:
-            return driver_insert(conn, forecasts, POINT_COLUMNS, rows, _POINT_KEY, update)
+            return self._insert_points(conn, cols, replace)
 
     def write_forecast_records(self, records: list[dict[str, Any]]) -> int:
         """:meth:`write_forecasts` for rows already in driver types (the stream's path: a
@@ -113,13 +119,29 @@ class ForecastTables(Bound):
         if not records:
             return 0
         with self._conn() as conn:
-            return driver_insert(conn, forecasts, POINT_COLUMNS, _tuples(records, POINT_COLUMNS), _POINT_KEY)
+            return self._insert_points(conn, {c: [r[c] for r in records] for c in POINT_COLUMNS}, replace=False)
 
     def write_forecast_columns(self, columns: Mapping[str, Sequence[Any]]) -> int:
         """:meth:`write_forecast_records` of points given as columns (every column of
         ``POINT_COLUMNS``, in driver types): the stream's many-series path."""
         with self._conn() as conn:
-            return driver_insert_columns(conn, forecasts, columns, _POINT_KEY)
+            return self._insert_points(conn, columns, replace=False)
+
+    def _insert_points(self, conn: Any, columns: Mapping[str, Sequence[Any]], replace: bool) -> int:
+        """Insert forecast points given as columns, keeping ``forecast_totals``: a target at a
+        time, so the database's count of rows it inserted is that target's new points. With
+        ``replace``, points already stored are then overwritten (only when there are any: a
+        forecast flow's points are new every hour)."""
+        update = [c for c in POINT_COLUMNS if c not in _POINT_KEY]
+        for target, part in _by_target(columns):
+            n = len(part["target"])
+            new = driver_insert_columns(conn, forecasts, part, _POINT_KEY, count=True)
+            if replace and new < n:
+                driver_insert_columns(conn, forecasts, part, _POINT_KEY, update)
+            if new:
+                added = {"points": "forecast_totals.points + excluded.points"}
+                driver_insert_columns(conn, forecast_totals, {"target": [target], "points": [new]}, ["target"], added)
+        return len(columns["target"])
 
     def write_score_columns(self, columns: Mapping[str, Sequence[Any]]) -> int:
         """:meth:`write_scores` of scores given as columns (the stream's many-series path)."""

@@ -32,7 +32,8 @@ AFTER_BASELINE = {
     "score_totals",
     "score_marks",
     "series_stats",
-}  # tables later migrations create (0002, 0003, 0009, 0010, 0012)
+    "forecast_totals",
+}  # tables later migrations create (0002, 0003, 0009, 0010, 0012, 0013)
 _LOCK_KEY = 0x57C457  # the advisory lock every streamcast process takes to change the schema
 _current: set[str] = set()  # stores this process has seen at head
 

@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from streamcast.store.engine import (
+    ARRAY_INSERT_DIALECTS,
     DRIVER_PLACEHOLDER,
     Bound,
     as_utc,
@@ -392,7 +393,8 @@ def _write_rows(
     conn: Connection, dialect: str, sql: str, frame: pd.DataFrame, batch_id: int | None, chunk_size: int
 ) -> int:
     """Run ``sql`` once per row through the driver (SQLAlchemy's per-row parameter
-    processing would cost more than the database work at these volumes); rows affected."""
+    processing would cost more than the database work at these volumes); on PostgreSQL new
+    rows go as one statement of arrays a chunk (:func:`driver_insert_columns`); rows affected."""
     if frame.empty:
         return 0
     # Convert each distinct timestamp once: a batch repeats every time per variable.
@@ -412,6 +414,10 @@ def _write_rows(
             values[part].tolist(),
         )
         batch = [batch_id] * len(sid)
+        if sql is _INSERT_NEW and dialect in ARRAY_INSERT_DIALECTS:  # one statement of arrays
+            new = {"series_id": sid, "variable": var, "ts": ts, "value": value, "batch_id": batch}
+            affected += driver_insert_columns(conn, observations, new, ("series_id", "variable", "ts"), count=True)
+            continue
         if sql is _INSERT_NEW:
             rows = list(zip(sid, var, ts, value, batch, strict=True))
         else:

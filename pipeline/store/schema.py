@@ -171,6 +171,16 @@ score_totals = sa.Table(
     sa.Column("inside_n", sa.Integer, nullable=False),  # ... whose actual fell inside it
 )
 
+# Forecast points stored per target, kept with every write of forecasts (a point written
+# again counts once): `status` and ``GET /health`` read these instead of counting every
+# point ever issued (migration 0013).
+forecast_totals = sa.Table(
+    "forecast_totals",
+    metadata,
+    sa.Column("target", sa.String(128), primary_key=True),
+    sa.Column("points", sa.BigInteger, nullable=False),
+)
+
 # Per target, when the batch path (``streamcast forecast``) last scored matured points:
 # the next run reads only points from the earliest observation written by batches that
 # finished since, not every forecast point of the history it loads (migration 0010).
