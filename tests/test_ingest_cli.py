@@ -304,7 +304,7 @@ def test_status_of_many_series_is_per_variable_and_the_series_furthest_behind(
         "humid": [f"{n}", f"{(n - 1) * 12 - 3}", *span, "2", "0"],
         "temp": [f"{n}", f"{(n - 1) * 12 + 3}", *span, "1", "0"],
     }
-    behind = [(c[0], c[1], c[4]) for c in cells if len(c) == 6]
+    behind = [(c[0], c[1], c[4]) for c in cells if len(c) == 6]  # by lag behind the variable's newest
     assert behind[:3] == [
         ("late[/bold]", "humid", "2024-01-01 02:00"),
         ("late[/bold]", "temp", "2024-01-01 02:00"),
@@ -313,3 +313,15 @@ def test_status_of_many_series_is_per_variable_and_the_series_furthest_behind(
     assert len(behind) == OVERVIEW_ROWS and f"... and {2 * n - OVERVIEW_ROWS} more" in res.output
     every = _status_json()["series"]
     assert len(every) == 2 * n and {r["series_id"] for r in every} == set(names)
+
+    # The late hours arrive: nothing is behind (and a variable observed less recently than
+    # another is not behind for that: each is measured against its own newest).
+    fill = ["station,time,temp,humid", *(f"late[/bold],2024-01-01T{h:02d}:00Z,1,50" for h in range(3, 12))]
+    fill += [f"S04,2024-01-01T{h:02d}:00Z,{10 + h},50" for h in range(6, 12)]
+    fill += [f"S{i:02d},2024-01-01T12:00Z,1," for i in range(n - 1)] + ["late[/bold],2024-01-01T12:00Z,1,"]
+    path.write_text("\n".join(fill) + "\n")
+    assert _invoke("ingest", "--source", "csv", "--path", str(path), "--series-col", "station").exit_code == 0
+    res = _invoke("status")
+    assert "observations: the first 20 series and variables (none behind)" in res.output
+    cells = [[c.strip() for c in line.split("│")[1:-1]] for line in res.output.splitlines() if "│" in line]
+    assert {c[0]: c[5] for c in cells if len(c) == 7} == {"humid": "0", "temp": "0"}

@@ -80,8 +80,17 @@ def store_status(status: Any) -> list[RenderableType]:
         out.append(_observations_table("observations", series))
     else:  # hundreds of series: per variable, then the rows furthest behind (--json has every row)
         out.append(_variables_table(series))
-        behind = series.sort_values(["last_ts", "series_id", "variable"], kind="stable").head(OVERVIEW_ROWS)
-        out.append(_observations_table(f"observations: the {len(behind)} series and variables furthest behind", behind))
+        # Behind: how long before its variable's newest observation a series' last one is.
+        lag = series.groupby("variable")["last_ts"].transform("max") - series["last_ts"]
+        order = series.assign(_lag=lag).sort_values(["_lag", "series_id", "variable"], ascending=[False, True, True])
+        behind = order.drop(columns="_lag").head(OVERVIEW_ROWS)
+        shown = len(behind)
+        title = (
+            f"observations: the {shown} series and variables furthest behind"
+            if lag.gt(pd.Timedelta(0)).any()
+            else f"observations: the first {shown} series and variables (none behind)"
+        )
+        out.append(_observations_table(title, behind))
         rest = len(series) - len(behind)
         out.append(Text(f"... and {rest:,} more: `streamcast status --json` lists every series and variable"))
     detail = ", ".join(f"{k}: {v:,}" for k, v in status.quarantine.items())
