@@ -119,7 +119,9 @@ class ObservationTables(Bound):
         stream batch: one per series and variable it observed)."""
         if fresh.empty:
             return
-        spans = fresh.groupby(["series_id", "variable"], sort=False)["ts"].agg(["size", "min", "max"])
+        # In key order: two writers of the same series (a stream, a backfill) on PostgreSQL
+        # then lock the rows in one order, never each waiting on the other.
+        spans = fresh.groupby(["series_id", "variable"], sort=True)["ts"].agg(["size", "min", "max"])
         least, greatest = ("min", "max") if self.dialect == "sqlite" else ("least", "greatest")
         columns = {
             "series_id": [str(k) for k in spans.index.get_level_values(0)],
