@@ -462,7 +462,9 @@ def _sums(columns: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
         row["ts"] = as_utc(row["ts"])
         row.update({c: v[g] if c.endswith("_sum") else int(v[g]) for c, v in sums.items()})
         rows.append(row)
-    return rows
+    # In key order, as series_stats: concurrent writers of the same hours on PostgreSQL lock
+    # the rows in one order.
+    return sorted(rows, key=lambda r: tuple(r[c] for c in _TOTAL_KEY))
 
 
 def _live_error(*by: Any) -> list[Any]:
