@@ -83,7 +83,16 @@ def test_forecast_errors_are_one_line(settings: Settings, weather_store: Setting
 def test_http_api_on_a_real_store(champion: Settings) -> None:
     runner.invoke(app, ["forecast"])
     client = TestClient(create_app(champion, cache_seconds=0))
-    assert client.get("/health").json()["status"] == "ok"
+    health = client.get("/health").json()
+    with Store(champion.database_url) as store:  # the kept totals /health reads are every row
+        counted = store.table_counts(scan=True)
+    assert health == {
+        "status": "ok",
+        "store": "sqlite",
+        "observations": counted["observations"],
+        "forecasts": counted["forecasts"],
+    }
+    assert counted["forecasts"] == 3 * 24 and counted["observations"] > 0
     series = client.get("/series").json()
     assert [s["series_id"] for s in series] == ["EWR", "JFK", "LGA"] and "temp" in series[0]["variables"]
     one = client.get("/forecasts/latest", params={"series_id": "LGA", "target": "temp"})
