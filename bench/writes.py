@@ -5,9 +5,8 @@ A store of N synthetic hourly series (two variables; ``bench/scale.py``'s genera
 ``--days`` of history) ingested in process, then one hour at a time what the stream
 writes at N series when every series' observation of the hour arrives:
 
-- observations: the hour's 2N observations (``upsert_observations``; their rows go a
-  statement each in both ways, the ``series_stats`` update of their series is the part
-  that differs);
+- observations: the hour's 2N observations (``upsert_observations``: their new rows and
+  the ``series_stats`` update of their series);
 - forecast points: a 24-step forecast per series (``write_forecast_columns``, 24N points);
 - scores: 24N matured points (``write_score_columns``, with their per-time totals).
 

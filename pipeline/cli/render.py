@@ -79,15 +79,15 @@ def store_status(status: Any) -> list[RenderableType]:
     elif series["series_id"].nunique() <= OVERVIEW_ROWS:
         out.append(_observations_table("observations", series))
     else:  # hundreds of series: per variable, then the rows furthest behind (--json has every row)
-        out.append(_variables_table(series))
         # Behind: how long before its variable's newest observation a series' last one is.
-        lag = series.groupby("variable")["last_ts"].transform("max") - series["last_ts"]
-        order = series.assign(_lag=lag).sort_values(["_lag", "series_id", "variable"], ascending=[False, True, True])
-        behind = order.drop(columns="_lag").head(OVERVIEW_ROWS)
+        lagged = series.assign(lag=series.groupby("variable")["last_ts"].transform("max") - series["last_ts"])
+        out.append(_variables_table(lagged))
+        order = lagged.sort_values(["lag", "series_id", "variable"], ascending=[False, True, True])
+        behind = order.head(OVERVIEW_ROWS)
         shown = len(behind)
         title = (
             f"observations: the {shown} series and variables furthest behind"
-            if lag.gt(pd.Timedelta(0)).any()
+            if lagged["lag"].gt(pd.Timedelta(0)).any()
             else f"observations: the first {shown} series and variables (none behind)"
         )
         out.append(_observations_table(title, behind))
@@ -128,7 +128,7 @@ def _observations_table(title: str, series: pd.DataFrame) -> Table:
 
 def _variables_table(series: pd.DataFrame) -> Table:
     """Per variable: how many series, observations and revisions, the time span, and how many
-    series' last observation is older than the variable's newest (behind)."""
+    series are behind its newest observation (``series``' ``lag``)."""
     t = _table(
         "observations by variable",
         [
@@ -142,14 +142,13 @@ def _variables_table(series: pd.DataFrame) -> Table:
         ],
     )
     for variable, g in series.groupby("variable", sort=True):
-        newest = g["last_ts"].max()
         cells = (
             variable,
             f"{g['series_id'].nunique():,}",
             f"{int(g['count'].sum()):,}",
             ts_text(g["first_ts"].min()),
-            ts_text(newest),
-            f"{int((g['last_ts'] < newest).sum()):,}",
+            ts_text(g["last_ts"].max()),
+            f"{int(g['lag'].gt(pd.Timedelta(0)).sum()):,}",
             f"{int(g['revised'].sum()):,}",
         )
         t.add_row(*(Text(str(c)) for c in cells))

@@ -172,6 +172,12 @@ DRIVER_PLACEHOLDER = {"sqlite": "?", "postgresql": "%s"}  # the drivers' paramet
 ARRAY_INSERT_DIALECTS = frozenset({"postgresql"})  # whose column inserts go as one statement of arrays
 
 
+def array_inserts(dialect: str) -> bool:
+    """Whether batched inserts on ``dialect`` go as one statement of arrays (read at each call:
+    ``bench/writes.py`` empties :data:`ARRAY_INSERT_DIALECTS` to time a statement per row)."""
+    return dialect in ARRAY_INSERT_DIALECTS
+
+
 def driver_times(times: pd.DatetimeIndex, dialect: str) -> np.ndarray:
     """UTC times as the driver takes them: on SQLite the text SQLAlchemy's DateTime writes
     and compares (:data:`SQLITE_TIME_FORMAT`), on PostgreSQL aware datetimes."""
@@ -214,7 +220,7 @@ def driver_insert_columns(
     conflict = "ON CONFLICT (" + ", ".join(f'"{c}"' for c in keys) + f") {action}"
     dialect = conn.dialect.name
     # One statement cannot update a key twice: rows repeating a key go one at a time, in order.
-    if dialect in ARRAY_INSERT_DIALECTS and not (sets and _repeats_key(columns, keys, n)):
+    if array_inserts(dialect) and not (sets and _repeats_key(columns, keys, n)):
         result = conn.exec_driver_sql(*_unnest_insert(conn, table, columns, n, conflict))
         return result.rowcount if count else n
     values: list[Sequence[Any]] = []

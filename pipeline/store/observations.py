@@ -13,9 +13,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from streamcast.store.engine import (
-    ARRAY_INSERT_DIALECTS,
     DRIVER_PLACEHOLDER,
     Bound,
+    array_inserts,
     as_utc,
     driver_insert_columns,
     driver_times,
@@ -416,7 +416,7 @@ def _write_rows(
             values[part].tolist(),
         )
         batch = [batch_id] * len(sid)
-        if sql is _INSERT_NEW and dialect in ARRAY_INSERT_DIALECTS:  # one statement of arrays
+        if sql is _INSERT_NEW and array_inserts(dialect):  # one statement of arrays
             new = {"series_id": sid, "variable": var, "ts": ts, "value": value, "batch_id": batch}
             affected += driver_insert_columns(conn, observations, new, ("series_id", "variable", "ts"), count=True)
             continue
