@@ -391,6 +391,24 @@ def test_the_column_insert_takes_what_a_row_insert_took(any_store: Store) -> Non
         assert any_store.write_forecast_columns({**columns, "forecast_id": [long_id] * 3}) == 3
 
 
+def test_scores_given_out_of_key_order_are_stored_as_given(any_store: Store) -> None:
+    """A table stored in its key's order (scores) takes a write's rows sorted by key: every
+    row is stored with its own values, and of two rows with one key the first given is kept
+    (as one row at a time kept it), however the key sorts against the other rows."""
+    rows = _scores("B", [1.0, 2.0, 3.0]) + _scores("A", [4.0, 5.0]) + _scores("A", [9.0])  # "A-0" twice
+    rows = rows[::-1]  # the last hour's first, series "B" before "A"
+    for i, r in enumerate(rows):
+        r["yhat"] = float(len(rows) - i)  # a sort by whole rows would put the later A-0 first
+    columns = {c: [r[c] for r in rows] for c in rows[0]}
+    assert any_store.write_score_columns(columns) == 6
+    got = any_store.recent_residuals("temp", "1", 100).set_index("forecast_id")
+    assert len(got) == 5
+    given = {r["forecast_id"]: (r["yhat"], r["actual"]) for r in rows[::-1]}  # of a repeated id, the first given
+    assert {fid: (row["yhat"], row["actual"]) for fid, row in got.iterrows()} == given
+    assert got.loc["A-0", "actual"] == 9.0  # given before A-0's 4.0
+    assert any_store.table_counts()["scores"] == any_store.table_counts(scan=True)["scores"] == 5
+
+
 def test_a_background_checkpoint_moves_committed_writes_into_the_database_file(tmp_path) -> None:
     """The stream's store leaves its commits' write-ahead log to a thread: its connections
     never checkpoint in a commit, and what they commit still reaches the main file."""

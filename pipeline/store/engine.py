@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import operator
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -233,8 +234,15 @@ def driver_insert_columns(
             values.append(_typed(col, table.c[c].type))
         else:
             values.append(col)
+    rows = list(zip(*values, strict=True))
+    if not table.dialect_options["sqlite"]["with_rowid"]:
+        # A table stored in its key's order takes the rows in that order (stable: of rows
+        # repeating a key the last still wins), each then landing beside the one before:
+        # in the order given, a stream hour's 24,000 scores (each forecast's key random
+        # within its hour) split pages all over the hour's part of the tree (293 -> 199 ms).
+        rows.sort(key=operator.itemgetter(*(names.index(k) for k in keys)))
     placeholders = ", ".join([DRIVER_PLACEHOLDER[dialect]] * len(names))
-    result = conn.exec_driver_sql(f"{head}VALUES ({placeholders}) {conflict}", list(zip(*values, strict=True)))
+    result = conn.exec_driver_sql(f"{head}VALUES ({placeholders}) {conflict}", rows)
     return result.rowcount if count else n  # both drivers sum an executemany's rows
 
 
