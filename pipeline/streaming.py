@@ -295,7 +295,7 @@ class StreamProcessor:
                 self.target, sids, sorted({k[1] for k in unknown}), self.outstanding.remembered_from(sids)
             )
             if unknown
-            else []
+            else None
         )
         found = _Found()
         for ts, seen in by_time.items():
@@ -303,7 +303,7 @@ class StreamProcessor:
             for block in [*self.outstanding.blocks, *pending]:
                 found.add_block(block, ts, sids, values)
         self.outstanding.retire(max(by_time).value)
-        if stored:
+        if stored is not None and not stored.empty:
             at = {(st.series_id, ts): (st.scale, actual) for st, ts, actual in arrived}
             found.add_records(stored, at)
         return found.matured()
@@ -572,29 +572,40 @@ class _Found:
         self.names += [block.model_name] * m
         self.versions += [block.model_version] * m
 
-    def add_records(
-        self, records: list[dict[str, Any]], at: dict[tuple[str, pd.Timestamp], tuple[float, float]]
-    ) -> None:
-        """Stored points (store records) at the arrived times of ``at``, those not found yet."""
+    def add_records(self, stored: pd.DataFrame, at: dict[tuple[str, pd.Timestamp], tuple[float, float]]) -> None:
+        """Stored points (``forecasts_for_times``) at the arrived times of ``at``, those not found yet."""
         seen = set(zip(self.ids, self.steps, strict=True))
-        for r in records:
-            ts = pd.Timestamp(r["ts"])
-            hit = at.get((r["series_id"], ts))
-            if hit is None or (r["forecast_id"], r["step"]) in seen:
+        ts = pd.DatetimeIndex(stored["ts"]).as_unit("ns")
+        columns = (
+            stored["forecast_id"].tolist(),
+            stored["step"].astype(int).tolist(),
+            stored["series_id"].tolist(),
+            ts,
+            ts.to_pydatetime().tolist(),
+            ts.asi8.tolist(),
+            stored["yhat"].astype(float).tolist(),
+            stored["model_name"].tolist(),
+            [None if v is None or v != v else str(v) for v in stored["model_version"].tolist()],
+            stored["lo"].astype(float).tolist(),  # NULL (issued without an interval) -> NaN
+            stored["hi"].astype(float).tolist(),
+        )
+        for fid, step, sid, t, when, t_ns, yhat, name, version, lo, hi in zip(*columns, strict=True):
+            hit = at.get((sid, t))
+            if hit is None or (fid, step) in seen:
                 continue
-            seen.add((r["forecast_id"], r["step"]))
-            self.ids.append(r["forecast_id"])
-            self.steps.append(int(r["step"]))
-            self.series.append(r["series_id"])
-            self.ts.append(ts.to_pydatetime())
-            self.ts_ns.append(ts.value)
-            self.yhat.append(float(r["yhat"]))
+            seen.add((fid, step))
+            self.ids.append(fid)
+            self.steps.append(step)
+            self.series.append(sid)
+            self.ts.append(when)
+            self.ts_ns.append(t_ns)
+            self.yhat.append(yhat)
             self.scale.append(hit[0])
             self.actual.append(hit[1])
-            self.names.append(r["model_name"])
-            self.versions.append(r["model_version"])
-            self.lo.append(np.nan if r["lo"] is None else float(r["lo"]))
-            self.hi.append(np.nan if r["hi"] is None else float(r["hi"]))
+            self.names.append(name)
+            self.versions.append(version)
+            self.lo.append(lo)
+            self.hi.append(hi)
 
     def matured(self) -> MaturedPoints | None:
         if not self.ids:

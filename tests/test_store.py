@@ -349,9 +349,12 @@ def test_forecast_points_round_trip_through_the_bulk_insert(any_store: Store) ->
     any_store.write_forecasts(later)
     at = [datetime(2024, 3, 2, h, tzinfo=UTC) for h in (5, 6)]
     every = any_store.forecasts_for_times("temp", [sid], at)
-    assert sorted((r["origin_ts"].hour, r["yhat"]) for r in every) == [(3, 9.0), (3, 9.0), (4, 6.0), (4, 7.0)]
+    got = sorted(zip(every["origin_ts"].dt.hour, every["yhat"], strict=True))
+    assert got == [(3, 9.0), (3, 9.0), (4, 6.0), (4, 7.0)]
+    assert str(every["ts"].dt.tz) == "UTC" and set(every["ts"]) == set(pd.DatetimeIndex(at))
     before = any_store.forecasts_for_times("temp", [sid], at, origin_before=datetime(2024, 3, 2, 4, tzinfo=UTC))
-    assert sorted((r["ts"].hour, r["step"]) for r in before) == [(5, 2), (6, 3)]
+    assert sorted(zip(before["ts"].dt.hour, before["step"], strict=True)) == [(5, 2), (6, 3)]
+    assert any_store.forecasts_for_times("temp", [sid], [datetime(2030, 1, 1, tzinfo=UTC)]).empty
 
 
 def test_the_column_insert_takes_what_a_row_insert_took(any_store: Store) -> None:

@@ -39,7 +39,6 @@ POINT_COLUMNS = [
 _TIME_COLUMNS = ("issued_at", "origin_ts", "ts")
 _POINT_KEY = ("forecast_id", "step")
 _SCORE_KEY = ("ts", "forecast_id", "step")  # time first: an hour's scores append (migration 0008)
-_POINTS = sa.select(*[forecasts.c[c] for c in POINT_COLUMNS])
 _IN_CHUNK = 500  # times per IN list
 # The latest forecast of every (series, target), found by walking the latest-forecast index
 # (series_id, target, issued_at; step 1) from one pair to the next ("loose index scan",
@@ -274,23 +273,20 @@ class ForecastTables(Bound):
         series_ids: Sequence[str],
         times: Sequence[datetime],
         origin_before: datetime | None = None,
-    ) -> list[dict[str, Any]]:
-        """Forecast points of ``series_ids`` whose target time is one of ``times`` (from
-        origins before ``origin_before``, if given), as records with UTC-aware datetimes
-        (the stream scores a few of them per observation)."""
-        q = _POINTS.where(
+    ) -> pd.DataFrame:
+        """Forecast points (``POINT_COLUMNS``, times UTC) of ``series_ids`` whose target time
+        is one of ``times`` (from origins before ``origin_before``, if given): what the
+        stream scores from the store after a start, a point per series and time for a day
+        (1,000 an hour at 1,000 series), read as columns with each time column parsed at
+        once (as records, each time parsed on its own: 17 -> 12 ms for 1,000 points)."""
+        q = self._points().where(
             forecasts.c.target == target,
             forecasts.c.series_id.in_(list(series_ids)),
             forecasts.c.ts.in_([py_datetime(t) for t in times]),
         )
         if origin_before is not None:
             q = q.where(forecasts.c.origin_ts < py_datetime(origin_before))
-        with self._conn() as conn:
-            rows = [dict(r) for r in conn.execute(q).mappings()]
-        for r in rows:
-            for c in _TIME_COLUMNS:
-                r[c] = as_utc(r[c])
-        return rows
+        return utc_columns(self._frame(q, POINT_COLUMNS), _TIME_COLUMNS)
 
     def latest_forecasts(
         self, series_id: str | None = None, target: str | None = None, series_ids: Sequence[str] | None = None
