@@ -357,6 +357,35 @@ def test_forecast_points_round_trip_through_the_bulk_insert(any_store: Store) ->
     assert any_store.forecasts_for_times("temp", [sid], [datetime(2030, 1, 1, tzinfo=UTC)]).empty
 
 
+def test_a_started_stream_reads_the_points_of_earlier_origins_without_its_own(any_store: Store) -> None:
+    """After a start a stream scores each arriving actual against the stored points of
+    origins before the first it remembers; the points of its own later origins at that
+    time (one per series for every hour it has run) are not read and filtered out but left
+    out by the index range (ts, then origin; migration 0014, with its downgrade and upgrade)."""
+    import sqlalchemy as sa
+
+    for origin in ("2024-03-02T00:00Z", "2024-03-02T01:00Z", "2024-03-02T02:00Z", "2024-03-02T03:00Z"):
+        any_store.write_forecasts(_points("A", [1.0, 2.0, 3.0, 4.0], origin))
+    at, started = [datetime(2024, 3, 2, 4, tzinfo=UTC)], datetime(2024, 3, 2, 2, tzinfo=UTC)
+
+    def read() -> list[tuple[int, int]]:
+        found = any_store.forecasts_for_times("temp", ["A"], at, origin_before=started)
+        return sorted(zip(found["origin_ts"].dt.hour, found["step"], strict=True))
+
+    assert read() == [(0, 4), (1, 3)]
+    if sa.make_url(any_store.url).get_backend_name() == "sqlite":
+        plan = [step for step in _plan_of_scores_read(any_store, read, "forecasts") if "forecasts" in step]
+        assert plan and all("ix_forecasts_time_origin" in s and "origin_ts<?" in s for s in plan), plan
+    names = _downgrade(any_store.url, "0013")[1]["forecasts"]
+    assert "ix_forecasts_time" in names and "ix_forecasts_time_origin" not in names
+    with Store(any_store.url) as upgraded:
+        assert sorted(upgraded.forecasts_for_times("temp", ["A"], at, origin_before=started)["step"]) == [3, 4]
+    engine = sa.create_engine(any_store.url)
+    with engine.connect() as conn:
+        assert "ix_forecasts_time_origin" in {ix["name"] for ix in sa.inspect(conn).get_indexes("forecasts")}
+    engine.dispose()
+
+
 def test_the_column_insert_takes_what_a_row_insert_took(any_store: Store) -> None:
     """On PostgreSQL the columns go as one statement of typed arrays, which refuses what a
     statement per row accepted: a column mixing Python types (an int among floats, numpy
@@ -454,15 +483,15 @@ def test_recalibration_reads_the_latest_scores_of_a_version_through_an_index(sto
     assert "ix_scores_version_scored" in plan and "TEMP B-TREE" not in plan, plan
 
 
-def _plan_of_scores_read(store: Store, read) -> list[str]:
+def _plan_of_scores_read(store: Store, read, table: str = "scores") -> list[str]:
     """SQLite's plan (EXPLAIN QUERY PLAN, one line per step) of the last statement ``read``
-    sent that reads ``scores``."""
+    sent that reads ``table``."""
     import sqlalchemy as sa
 
     seen: list[tuple[str, object]] = []
 
     def capture(conn, cursor, statement, parameters, context, executemany) -> None:
-        if "FROM scores" in statement:
+        if f"FROM {table}" in statement:
             seen.append((statement, parameters))
 
     sa.event.listen(store._engine, "before_cursor_execute", capture)
@@ -675,7 +704,8 @@ def test_an_older_store_gets_time_led_forecast_and_score_keys_and_keeps_every_sc
     with Store(any_store.url) as upgraded:  # a writer upgrades the store
         key, indexes, rows = state()
         assert key == ["ts", "forecast_id", "step"]
-        assert "ix_forecasts_time" in indexes and "ix_forecasts_target_time" not in indexes
+        assert "ix_forecasts_time_origin" in indexes and "ix_forecasts_target_time" not in indexes
+        assert "ix_forecasts_time" not in indexes  # 0014 widened it to (ts, origin_ts)
         # Every score kept; 0009 gave it the interval its point was issued with (1 +- 1).
         assert [r[:12] for r in rows] == before and [r[12:] for r in rows] == [(0.0, 2.0)]
         if upgraded.dialect == "sqlite":

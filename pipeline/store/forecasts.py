@@ -213,7 +213,7 @@ class ForecastTables(Bound):
         """Forecast points from ``since`` (to ``until``, if given) whose actual has been
         observed and that have no score yet: ``POINT_COLUMNS`` and ``actual`` (times UTC)."""
         f, s, o = forecasts, scores, observations
-        # The points drive (by time, through ix_forecasts_time); only those without a score
+        # The points drive (by time, through ix_forecasts_time_origin); only those without a score
         # look up their actual (a CASE on the score: SQLite would otherwise look up every
         # point's actual first, and as a joined table walk the observations instead).
         on_score = sa.and_(s.c.ts == f.c.ts, s.c.forecast_id == f.c.forecast_id, s.c.step == f.c.step)

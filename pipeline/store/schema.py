@@ -123,9 +123,11 @@ forecasts = sa.Table(
         sqlite_where=sa.text("step = 1"),
         postgresql_where=sa.text("step = 1"),
     ),
-    # Time first, so an hour's points append (migration 0008); one series' forecasts are
-    # found through the latest-forecast index.
-    sa.Index("ix_forecasts_time", "ts"),
+    # Time first, so an hour's points append (migration 0008); then the origin, so that the
+    # points of a time from earlier origins (what a started stream scores from the store)
+    # are read without the later ones (migration 0014). One series' forecasts are found
+    # through the latest-forecast index.
+    sa.Index("ix_forecasts_time_origin", "ts", "origin_ts"),
 )
 
 scores = sa.Table(
