@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import io
 import json
 import os
@@ -12,6 +13,7 @@ import sys
 import threading
 import time
 import uuid
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -425,13 +427,18 @@ def test_the_stream_swaps_to_a_new_champion_at_a_batch_boundary(settings: Settin
     for batch in batches[:6]:
         proc.process(batch)
     assert proc.handle is not None and (proc.handle.version, proc.handle.kind) == ("1", "naive")
+    # What the stream holds is frozen out of the collector's full passes while it runs ...
+    assert gc.get_freeze_count() > 0
+    replaced = weakref.ref(next(iter(proc.states.values())).stream)
     mlflow.MlflowClient(settings.tracking_uri).set_registered_model_alias("streamcast-temp", "champion", "2")
     swapped_at = None
     for batch in batches[6:]:
         proc.process(batch)
         if swapped_at is None and proc.handle.version == "2":
             swapped_at = batch.frame["ts"].max()
+    assert replaced() is None  # ... yet the states a swap replaces are let go
     proc.close()
+    assert gc.get_freeze_count() == 0  # and all of it is released when the stream ends
     assert swapped_at is not None and proc.handle.kind == "seasonal_naive"
     store = Store(settings.database_url)
     fc = store.forecasts_between(STREAM_START, STREAM_START + pd.Timedelta(days=3))
