@@ -215,8 +215,13 @@ class StreamProcessor:
         matrix product and forecasts them in another)."""
         # Plain dicts, not pivot tables: a stream batch holds a handful of values per series.
         rows: dict[str, dict[pd.Timestamp, Row]] = {}
-        for sid, var, t, v in zip(obs["series_id"], obs["variable"], obs["ts"], obs["value"], strict=True):
-            rows.setdefault(str(sid), {}).setdefault(pd.Timestamp(t), {})[str(var)] = float(v)
+        # Each distinct time made a Timestamp once (a batch holds a few; 20,000 rows an hour at
+        # 10,000 series), the rest as plain Python values.
+        codes, times = pd.factorize(pd.DatetimeIndex(obs["ts"]))
+        stamps = list(times)
+        columns = (obs["series_id"].tolist(), obs["variable"].tolist(), codes.tolist(), obs["value"].tolist())
+        for sid, var, code, v in zip(*columns, strict=True):
+            rows.setdefault(str(sid), {}).setdefault(stamps[code], {})[str(var)] = float(v)
         at: dict[pd.Timestamp, list[tuple[SeriesState, Row]]] = {}
         for sid, by_time in sorted(rows.items()):
             state = self.states.get(sid) or self._new_state(sid)
