@@ -257,6 +257,8 @@ class StreamProcessor:
         if state.last_ts is None:
             return
         freq = self.handle.bundle.model.freq or pd.Timedelta(hours=1)
+        if ts.value - state.last_ts.value == freq.value:  # the next step (as nanoseconds: every series, every hour)
+            return
         for k in range(max(round((ts - state.last_ts) / freq), 1) - 1, 0, -1):
             state.stream.advance(ts - k * freq, {})
 
