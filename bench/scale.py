@@ -83,6 +83,16 @@ def panel(n: int, hours: int, seed: int = 0) -> pd.DataFrame:
     )
 
 
+def history_and_live(n: int, hours: int, csv: Path) -> pd.DataFrame:
+    """A panel of ``n`` series: its history (:data:`DAYS` days) written to ``csv`` for
+    ingesting, and the ``hours`` after it returned as stream entries (series_id, ts,
+    variables), in the order they arrive."""
+    frame = panel(n, 24 * DAYS + hours)
+    cut = frame["ts"].max() - pd.Timedelta(hours=hours)
+    frame[frame["ts"] <= cut].to_csv(csv, index=False)
+    return frame[frame["ts"] > cut].rename(columns={"station": "series_id"}).sort_values(["ts", "series_id"])
+
+
 def measure(
     args: list[str], env: dict[str, str], timeline: list[tuple[float, float]] | None = None
 ) -> tuple[float, float, str]:
@@ -154,10 +164,7 @@ def run(
         env = cli_env(data)
         if store_url is not None:
             env["STREAMCAST_DB_URL"] = store_url
-        frame = panel(n, 24 * DAYS + hours)
-        cut = frame["ts"].max() - pd.Timedelta(hours=hours)
-        frame[frame["ts"] <= cut].to_csv(data / "panel.csv", index=False)
-        live = frame[frame["ts"] > cut].rename(columns={"station": "series_id"}).sort_values(["ts", "series_id"])
+        live = history_and_live(n, hours, data / "panel.csv")
         sc = [STREAMCAST]
         out: dict[str, tuple[float, float]] = {}
         out["ingest"] = ingest_csv(data / "panel.csv", env)[:2]

@@ -60,11 +60,7 @@ PARTS = {
 def build(n: int, hours: int, data: Path) -> None:
     """A store of ``n`` series trained through the CLI in ``data``, and the hours after it."""
     data.mkdir(parents=True, exist_ok=True)
-    frame = scale.panel(n, 24 * scale.DAYS + hours)
-    cut = frame["ts"].max() - pd.Timedelta(hours=hours)
-    frame[frame["ts"] <= cut].to_csv(data / "panel.csv", index=False)
-    live = frame[frame["ts"] > cut].rename(columns={"station": "series_id"})
-    live.sort_values(["ts", "series_id"]).to_parquet(data / "live.parquet")
+    scale.history_and_live(n, hours, data / "panel.csv").to_parquet(data / "live.parquet")
     env = scale.cli_env(data)
     scale.ingest_csv(data / "panel.csv", env)
     train = [scale.STREAMCAST, "train", "--target", "temp", "--models", "naive,esn", "--folds", "2"]
