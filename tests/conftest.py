@@ -24,6 +24,18 @@ from streamcast.config import Settings, services_required
 from streamcast.specs import IngestSpec
 from streamcast.store import Store
 
+if "PYTEST_XDIST_WORKER" in os.environ and "OPENBLAS_NUM_THREADS" not in os.environ:
+    from threadpoolctl import threadpool_limits
+
+    # Test workers share the machine's cores, so each one's BLAS, and every process it
+    # starts, gets its share of them. OpenBLAS's threads spin-wait for each other: with two
+    # workers of two threads each on two cores, a 0.9 s ESN fit took 9.4 s and overran the
+    # tuning test's budget in CI. numpy is loaded by now (a plugin imports it), so the
+    # limit is set through threadpoolctl as well as in the environment.
+    _SHARE = max(1, len(os.sched_getaffinity(0)) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
+    os.environ["OPENBLAS_NUM_THREADS"] = str(_SHARE)
+    threadpool_limits(_SHARE, user_api="blas")
+
 PG_ADMIN_URL = os.environ.get("STREAMCAST_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 
