@@ -423,12 +423,21 @@ def test_the_stream_swaps_to_a_new_champion_at_a_batch_boundary(settings: Settin
     frame = replay_frame("nyc-weather", STREAM_START, STREAM_START + pd.Timedelta(hours=23))
     cfg = settings.model_copy(update={"retrain_hours": 1e6})
     proc = StreamProcessor(cfg, check_every=4)
+    frozen_at_load: list[int] = []
+    load_champion = proc._load_champion
+
+    def counted(before: pd.Timestamp) -> None:
+        frozen_at_load.append(gc.get_freeze_count())
+        load_champion(before)
+
+    proc._load_champion = counted  # type: ignore[method-assign]
     batches = list(replay_batches(frame, speed=0))
     for batch in batches[:6]:
         proc.process(batch)
     assert proc.handle is not None and (proc.handle.version, proc.handle.kind) == ("1", "naive")
-    # What the stream holds is frozen out of the collector's full passes while it runs ...
-    assert gc.get_freeze_count() > 0
+    # What the stream holds is frozen out of the collector's full passes while it runs, and
+    # what the process held before (modules) out of those the first load's allocations set off ...
+    assert gc.get_freeze_count() > 0 and frozen_at_load[0] > 0
     replaced = weakref.ref(next(iter(proc.states.values())).stream)
     mlflow.MlflowClient(settings.tracking_uri).set_registered_model_alias("streamcast-temp", "champion", "2")
     swapped_at = None
@@ -437,6 +446,7 @@ def test_the_stream_swaps_to_a_new_champion_at_a_batch_boundary(settings: Settin
         if swapped_at is None and proc.handle.version == "2":
             swapped_at = batch.frame["ts"].max()
     assert replaced() is None  # ... yet the states a swap replaces are let go
+    assert len(frozen_at_load) == 2 and frozen_at_load[1] >= frozen_at_load[0]
     proc.close()
     assert gc.get_freeze_count() == 0  # and all of it is released when the stream ends
     assert swapped_at is not None and proc.handle.kind == "seasonal_naive"
