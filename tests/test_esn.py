@@ -253,7 +253,7 @@ def test_an_adapting_stream_pairs_each_target_with_the_origins_it_completes(anch
     # The same pairs from a batch run, fed to a fresh readout one time step at a time.
     batch = OnlineReadout(base, lam, prior, np.full(H, 1e-4), threshold=0.0)
     step_ns = pd.Timedelta(hours=1).value
-    designs = {sid: model._design(sid, f) for sid, f in PANEL.items()}
+    designs = model._designs(PANEL)
     states = {sid: model.states(d) for sid, d in designs.items()}
     n = len(PANEL["A"])
     for k in range(n - streamed, n):

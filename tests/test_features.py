@@ -14,6 +14,7 @@ from streamcast.features import (
     OnlineDesign,
     Scaler,
     build_design,
+    build_designs,
     calendar_features,
     check_calendar,
     expand_circular,
@@ -153,6 +154,37 @@ def test_online_design_rows_equal_build_design(head: int, calendar: list[str] | 
         np.testing.assert_array_equal(x, full.X[t])
         assert (np.isnan(y) and np.isnan(full.y[t])) or y == full.y[t]
     np.testing.assert_allclose(online.unscale(np.array([0.0, 1.0])), full.unscale(np.array([0.0, 1.0])))
+
+
+@pytest.mark.parametrize("calendar", [None, ["hour", "doy", "dow", "holiday:AU-VIC", "tz:Australia/Melbourne"]])
+def test_designs_built_together_equal_those_built_one_by_one(calendar: list[str] | None) -> None:
+    """build_designs (the series on one time grid together) gives build_design's arrays to
+    the bit, in the order given: series sharing a grid, on grids of their own (a later
+    start, a shorter length), off any grid, without a covariate, unseen in training."""
+    frame = _gappy_frame()
+    rng = np.random.default_rng(1)
+    frames = {
+        "A": frame,
+        "B": frame * 1.5 + rng.normal(0, 1, frame.shape),  # the same grid, its own gaps' values
+        "C": frame.iloc[10:],
+        "D": frame.iloc[:40],
+        "E": frame.drop(columns="dewp"),  # the same grid, never had the covariate
+        "F": frame.iloc[[0, 1, 2, 5, 6, 9]],  # no frequency: one by one
+        "G": frame.iloc[10:] - 3.0,  # C's grid
+    }
+    scaler = Scaler.fit(frames, ["temp", "dewp"], frame.index[-1])
+    frames["new"] = frame + 2.0  # the scaler has not seen it: the others' average statistics
+    assert frames["F"].index.freq is None and frames["A"].index.freq is not None
+    cal = {"calendar": calendar} if calendar else {}
+    together = build_designs(frames, "temp", ["dewp"], scaler, **cal)
+    assert list(together) == list(frames)
+    for sid, f in frames.items():
+        alone = build_design(sid, f, "temp", ["dewp"], scaler, **cal)
+        got = together[sid]
+        assert got.series_id == sid and got.X.dtype == alone.X.dtype == np.float32
+        np.testing.assert_array_equal(got.X, alone.X)
+        np.testing.assert_array_equal(got.y, alone.y)  # NaN where the target was not observed, in both
+        assert (got.target_mean, got.target_std) == (alone.target_mean, alone.target_std)
 
 
 def test_online_design_takes_directions_in_degrees() -> None:

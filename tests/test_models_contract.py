@@ -502,7 +502,7 @@ def test_keras_windows_of_a_large_panel_are_an_even_share_of_every_series() -> N
     assert part["train_windows"] >= full["train_windows"] // window_stride(full["train_windows"], 300, season)
     assert part["val_windows"] >= full["val_windows"] // window_stride(full["val_windows"], 60, season)
     # Three windows' worth: each series still gives (at least) its first one.
-    designs = {sid: capped._design(sid, f.loc[:TRAIN_END]) for sid, f in PANEL.items()}
+    designs = capped._designs({sid: f.loc[:TRAIN_END] for sid, f in PANEL.items()})
     val_pos = {sid: int(f.index.searchsorted(VAL_START)) for sid, f in PANEL.items()}
     few = create_model("rnn", horizon=H, **tiny, max_train_windows=3)
     few.scaler, few.covariates = capped.scaler, capped.covariates

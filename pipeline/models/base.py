@@ -34,7 +34,7 @@ from streamcast.features import (
     Design,
     OnlineDesign,
     Scaler,
-    build_design,
+    build_designs,
     check_calendar,
     panel_freq,
     select_covariates,
@@ -165,7 +165,7 @@ class Forecaster(ABC):
         self.covariates = select_covariates(train, cfg.target, train_end) if cfg.use_covariates else []
         self.scaler = Scaler.fit(train, [cfg.target, *self.covariates], train_end)
         self._validation = {}
-        designs = {sid: self._design(sid, f) for sid, f in train.items()}
+        designs = self._designs(train)
         val_pos = {sid: int(f.index.searchsorted(val_start)) for sid, f in train.items()}
         if self.predicts_change and cfg.anchor == "auto":
             self.config = cfg = cfg.model_copy(update=choose_anchor(designs, val_pos, cfg))
@@ -196,7 +196,7 @@ class Forecaster(ABC):
             raise NotFittedError(f"{self.kind}: call begin_fit() before fit_part()")
         train_end, val_start = self._fit_window
         train = {sid: f.loc[:train_end] for sid, f in panel.items()}
-        designs = {sid: self._design(sid, f) for sid, f in train.items()}
+        designs = self._designs(train)
         val_pos = {sid: int(f.index.searchsorted(val_start)) for sid, f in train.items()}
         return self._fit_part(designs, val_pos)
 
@@ -231,19 +231,20 @@ class Forecaster(ABC):
         assert self.freq is not None
         H = self.config.horizon
         steps = np.arange(1, H + 1)
-        todo: list[tuple[pd.DatetimeIndex, Design, np.ndarray]] = []
+        cuts: dict[str, tuple[pd.DatetimeIndex, pd.DataFrame]] = {}
         for sid, frame in panel.items():
             if origins is None:  # from the end of every series (a deployed forecast): nothing to cut
                 if len(frame):
-                    todo.append((frame.index[-1:], self._design(sid, frame), np.array([len(frame) - 1])))
+                    cuts[sid] = (frame.index[-1:], frame)
                 continue
             wanted = pd.DatetimeIndex(origins)
             wanted = wanted[wanted.isin(frame.index)]
             if len(wanted) == 0:
                 continue
             # Cutting at the last origin makes leaks impossible, whatever _predict does.
-            cut = frame.loc[: wanted.max()]
-            todo.append((wanted, self._design(sid, cut), cut.index.get_indexer(wanted)))
+            cuts[sid] = (wanted, frame.loc[: wanted.max()])
+        designs = self._designs({sid: cut for sid, (_, cut) in cuts.items()})
+        todo = [(wanted, designs[sid], cut.index.get_indexer(wanted)) for sid, (wanted, cut) in cuts.items()]
         # Every series at once: a family may batch them (the ESN runs its reservoirs together).
         forecasts = self.forecast_scaled_many([d for _, d, _ in todo], [p for _, _, p in todo])
         if not todo:
@@ -327,14 +328,20 @@ class Forecaster(ABC):
 
     def streams(self, frames: Mapping[str, pd.DataFrame]) -> dict[str, SeriesStream]:
         """:meth:`stream` for many series at once (a family may warm them together)."""
-        return {sid: self.stream(sid, frame) for sid, frame in frames.items()}
+        return {sid: self._stream(*inputs) for sid, inputs in self._streams_inputs(frames).items()}
 
     def _stream_inputs(self, series_id: str, frame: pd.DataFrame) -> tuple[Design, OnlineDesign]:
+        return self._streams_inputs({series_id: frame})[series_id]
+
+    def _streams_inputs(self, frames: Mapping[str, pd.DataFrame]) -> dict[str, tuple[Design, OnlineDesign]]:
+        """Each series' design over its history and the online design continuing it."""
         self._check_fitted("stream")
         assert self.scaler is not None
-        design = self._design(series_id, frame)
-        cfg = self.config
-        return design, OnlineDesign.after(frame, design, cfg.target, self.covariates, self.scaler, cfg.calendar)
+        target, calendar = self.config.target, self.config.calendar
+        return {
+            sid: (design, OnlineDesign.after(frames[sid], design, target, self.covariates, self.scaler, calendar))
+            for sid, design in self._designs(frames).items()
+        }
 
     def save(self, path: Path) -> Path:
         """Write config, feature state and weights to the folder ``path``."""
@@ -414,9 +421,11 @@ class Forecaster(ABC):
         change from: (len(positions), 1) for the last value, (len(positions), H) seasonal."""
         return self.anchor.values(x, positions)
 
-    def _design(self, sid: str, frame: pd.DataFrame) -> Design:
+    def _designs(self, frames: Mapping[str, pd.DataFrame]) -> dict[str, Design]:
+        """Each series' design (:func:`~streamcast.features.build_design`), the series on
+        one time grid built together."""
         assert self.scaler is not None
-        return build_design(sid, frame, self.config.target, self.covariates, self.scaler, self.config.calendar)
+        return build_designs(frames, self.config.target, self.covariates, self.scaler, self.config.calendar)
 
     def _check_fitted(self, action: str) -> None:
         if not self.fitted:

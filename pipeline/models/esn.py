@@ -673,7 +673,7 @@ class ESNForecaster(Forecaster):
 
     def streams(self, frames: Mapping[str, pd.DataFrame]) -> dict[str, SeriesStream]:
         """Every series' stream, their reservoirs warmed together on their histories."""
-        built = [self._stream_inputs(sid, f) for sid, f in frames.items()]
+        built = list(self._streams_inputs(frames).values())
         streams = self._streams_after([d for d, _ in built], [o for _, o in built])
         return dict(zip(frames, streams, strict=True))
 
