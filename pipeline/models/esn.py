@@ -51,7 +51,7 @@ class ESNConfig(ModelConfig):
     # the start of the series: the state has forgotten an older start (fading memory), and
     # a deployed forecast or stream loads no more history than this. None: measured at fit
     # (:func:`memory_steps`) as the whole seasons after which a start no longer moves a
-    # forecast by more than 1e-9 (in target standard deviations) on the training data.
+    # forecast by more than MEMORY_TOLERANCE (1e-6 target standard deviations) on the training data.
     forecast_warmup: int | None = Field(None, ge=1)
     # Training windows of all series together the readout is fit on, at most about (None:
     # every one): a large panel keeps every k-th window of each series. The reservoir
@@ -162,8 +162,13 @@ class _Recurrence:
 
 # Measuring the reservoir's memory (ESNConfig.forecast_warmup None): on the training inputs
 # of this many series, how far a forecast may move with the start, and the longest warm-up.
+# The tolerance is in target standard deviations, between the extreme starts (zero, and a
+# corner of the state space): a millionth of a degree on a temperature, far below what
+# any data records. The default reservoir on a synthetic hourly panel measured 240 steps
+# at 1e-9, 168 at 1e-6: the warm-up of every forecast and of a stream's start, and the
+# history they read, 30% shorter.
 MEMORY_SERIES = 8
-MEMORY_TOLERANCE = 1e-9
+MEMORY_TOLERANCE = 1e-6
 MAX_WARMUP_SEASONS = 30
 LEGACY_WARMUP = 336  # what every forecast warmed on before the warm-up was measured
 
