@@ -19,6 +19,7 @@ from streamcast.features import make_windows, prepare_panel
 from streamcast.metrics import seasonal_naive_scale
 from streamcast.models import REGISTRY, NotFittedError, create_model, get_model_class
 from streamcast.models.base import Forecaster
+from streamcast.models.esn import MEMORY_TOLERANCE
 from streamcast.models.keras import KerasForecaster
 from streamcast.models.statistical import StatisticalForecaster
 
@@ -285,7 +286,10 @@ def _assert_stream_equals_batch(model: Forecaster, sid: str) -> None:
     for t in range(start + 1, start + 25):
         stream.advance(frame.index[t], frame.iloc[t].to_dict())
     batch = model.predict({sid: frame}, [frame.index[start + 24]])["yhat"].to_numpy()
-    np.testing.assert_allclose(stream.forecast(), batch, rtol=0, atol=1e-6)
+    # An ESN's batch run warms on its measured warm-up before the origin, the stream on the
+    # one before its start: the same state to the warm-up's tolerance (in standard deviations).
+    atol = 10 * MEMORY_TOLERANCE * float(frame[model.config.target].std()) if model.kind == "esn" else 1e-6
+    np.testing.assert_allclose(stream.forecast(), batch, rtol=0, atol=atol)
 
 
 @pytest.mark.parametrize("name", ["rnn", "theta"])

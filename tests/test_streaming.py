@@ -25,6 +25,7 @@ from streamcast import services
 from streamcast.cli import app
 from streamcast.config import Settings, services_required
 from streamcast.features import prepare_panel
+from streamcast.models.esn import MEMORY_TOLERANCE
 from streamcast.sources.replay import replay_batches, replay_frame
 from streamcast.sources.stream import StreamBatch
 from streamcast.store import Store
@@ -170,10 +171,13 @@ def test_esn_stream_state_matches_a_batch_run(settings: Settings, data_dir: Path
     history = store.load_wide(series_ids=["JFK"], start=STREAM_START - pd.Timedelta(days=30))
     panel = prepare_panel(history, freq=model.freq, max_gap=proc.handle.max_gap)
     batch = model.predict(panel, [panel["JFK"].index[-1]])["yhat"].to_numpy()
-    np.testing.assert_allclose(proc.states["JFK"].stream.forecast(), batch, rtol=0, atol=1e-6)
+    # Both warmed on the measured warm-up (before the stream's start, and before the origin):
+    # the same state to its tolerance, in the target's standard deviations.
+    atol = 10 * MEMORY_TOLERANCE * float(panel["JFK"]["temp"].std())
+    np.testing.assert_allclose(proc.states["JFK"].stream.forecast(), batch, rtol=0, atol=atol)
     stored = store.latest_forecasts(series_id="JFK")
     store.dispose()
-    np.testing.assert_allclose(stored.sort_values("step")["yhat"].to_numpy(), batch, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(stored.sort_values("step")["yhat"].to_numpy(), batch, rtol=0, atol=atol)
 
 
 def _issued_after(settings: Settings, proc: StreamProcessor, shift: pd.Timestamp) -> pd.DataFrame:
@@ -299,15 +303,16 @@ def test_a_stream_killed_after_its_checkpoint_resumes_the_same_adapted_readout(
     fc = store.forecasts_between(STREAM_START, STREAM_START + pd.Timedelta(days=3))
     store.dispose()
     assert int(resumed["pairs"][0]) == whole.readout.pairs
-    for key in ("A", "B"):  # the resumed reservoirs forgot their start to the warm-up's 1e-9
-        np.testing.assert_allclose(resumed[key], getattr(whole.readout, key), rtol=1e-7, atol=1e-12)
+    for key in ("A", "B"):  # the resumed reservoirs forgot their start to the warm-up's tolerance
+        np.testing.assert_allclose(resumed[key], getattr(whole.readout, key), rtol=100 * MEMORY_TOLERANCE, atol=1e-12)
     twin = Store(Settings(data_dir=twin_dir).database_url)
     fc_whole = twin.forecasts_between(STREAM_START, STREAM_START + pd.Timedelta(days=3))
     twin.dispose()
     assert len(fc) == len(fc_whole) == fc["forecast_id"].nunique() * 24  # once each, none lost
     merged = fc.merge(fc_whole, on=["forecast_id", "step"])
     assert len(merged) == len(fc)
-    np.testing.assert_allclose(merged["yhat_x"], merged["yhat_y"], rtol=0, atol=1e-6)
+    atol = 10 * MEMORY_TOLERANCE * float(merged["yhat_y"].std())  # the warm-up's tolerance, as above
+    np.testing.assert_allclose(merged["yhat_x"], merged["yhat_y"], rtol=0, atol=atol)
     from streamcast.forecasting import load_champion
 
     registered = load_champion(settings, "temp").bundle.model.readout
