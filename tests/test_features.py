@@ -158,9 +158,11 @@ def test_online_design_rows_equal_build_design(head: int, calendar: list[str] | 
 
 @pytest.mark.parametrize("calendar", [None, ["hour", "doy", "dow", "holiday:AU-VIC", "tz:Australia/Melbourne"]])
 def test_designs_built_together_equal_those_built_one_by_one(calendar: list[str] | None) -> None:
-    """build_designs (the series on one time grid together) gives build_design's arrays to
-    the bit, in the order given: series sharing a grid, on grids of their own (a later
-    start, a shorter length), off any grid, without a covariate, unseen in training."""
+    """build_designs (the series on one time grid together) gives each series the arrays it
+    gets built alone, to the bit, in the order given: series sharing a grid, on grids of
+    their own (a later start, a shorter length), off any grid, without a covariate, unseen
+    in training. (What a design holds is checked row by row against OnlineDesign, an
+    implementation of its own, above.)"""
     frame = _gappy_frame()
     rng = np.random.default_rng(1)
     frames = {
