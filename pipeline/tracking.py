@@ -240,7 +240,7 @@ def log_backtest(
                     "fit_seconds": float(cand.fit_seconds),
                     "predict_seconds": float(cand.predict_seconds),
                 }
-                metrics.update({f"fit_{k}": float(v) for k, v in cand.model.fit_info.items() if _finite_number(v)})
+                metrics.update(_info_metrics("fit", cand.model.fit_info))
                 mine = result.scored_candidate(name)
                 per_step = aggregate(mine, ["step"])
                 stepped = [("mae_step", float(r.mae), int(r.step)) for r in per_step.itertuples(index=False)]
@@ -297,6 +297,18 @@ def pip_requirements(model: Any) -> list[str]:
 
 def _finite_number(v: Any) -> bool:
     return isinstance(v, int | float) and bool(np.isfinite(v))
+
+
+def _info_metrics(prefix: str, info: dict[str, Any]) -> dict[str, float]:
+    """A model's ``fit_info`` numbers as metrics, one level of mappings spelled out: an
+    ensemble's ``weights`` are ``fit_weights_<member>`` (member names are candidate names)."""
+    out = {}
+    for k, v in info.items():
+        if isinstance(v, dict):
+            out.update({f"{prefix}_{k}_{n}": float(x) for n, x in v.items() if _finite_number(x)})
+        elif _finite_number(v):
+            out[f"{prefix}_{k}"] = float(v)
+    return out
 
 
 def _log_metrics_at_once(run_id: str, metrics: dict[str, float], stepped: list[tuple[str, float, int]]) -> None:
@@ -448,7 +460,7 @@ def register_winner(
             log.debug("MLflow: %s", chatter.getvalue().strip())
             if refit:
                 # e.g. a network's warm_start, epochs_run
-                refit_info = {f"refit_{k}": float(v) for k, v in refit.model.fit_info.items() if _finite_number(v)}
+                refit_info = _info_metrics("refit", refit.model.fit_info)
                 _log_metrics_at_once(runs.candidate_run_ids[winner], {"refit_seconds": refit.seconds, **refit_info}, [])
                 mlflow.set_tags({"streamcast.refit_train_end": refit.train_end.isoformat()})
     client = mlflow.MlflowClient()

