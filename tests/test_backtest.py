@@ -104,6 +104,18 @@ def test_conformal_quantile_is_finite_sample_correct() -> None:
     assert cal.half_width.tolist() == [8.0, 8.0]
 
 
+def test_an_ensemble_that_kept_one_member_ranks_after_it() -> None:
+    """An ensemble whose only member is naive forecasts what naive does: the tie goes to
+    the simpler model, whatever the names' order."""
+    panel = synthetic_panel()
+    models = {"naive": create_model("naive", horizon=12)}
+    models["ensemble"] = create_model("ensemble", horizon=12, members=["naive"])
+    out = run_backtest(panel, models, CFG)
+    table = out.comparison()
+    assert table["mase"].iloc[0] == table["mase"].iloc[1]
+    assert table["candidate"].tolist() == ["naive", "ensemble"] and out.winner == "naive"
+
+
 def test_progress_reports_each_candidates_fit_seconds_and_mase() -> None:
     """What `make run` and `streamcast train` show per candidate as it finishes."""
     panel = synthetic_panel()
