@@ -443,22 +443,19 @@ def test_ensemble_weights_are_chosen_at_the_backtests_times_of_day() -> None:
 
 
 def test_competitive_weights_average_the_members_close_to_the_best() -> None:
-    """Members within the margin of the best validation error get equal weights; the rest
-    none. Where the average is worse on validation than the best member alone (members
-    sharing one bias), the weakest leave until it is not."""
+    """Members within the margin of the best validation error get equal weights, the rest
+    none; where their average is worse on validation than the best member alone (members
+    sharing one bias), there are no competitive weights (the ensemble selects forward)."""
     from streamcast.models.ensemble import competitive_weights
 
     truth = np.linspace(0.0, 1.0, 50)
     val = {"over": truth + 1.0, "under": truth - 1.05, "far": truth + 5.0}
     assert competitive_weights(val, truth, margin=0.10) == {"over": 0.5, "under": 0.5}
     assert competitive_weights(val, truth, margin=0.01) == {"over": 1.0}
-    assert competitive_weights(val, truth, margin=10.0) == {"over": 0.5, "under": 0.5}  # "far" would make it worse
+    assert competitive_weights(val, truth, margin=10.0) is None  # with "far" the average is worse
     same_side = {"a": truth + 1.0, "b": truth + 1.05, "c": truth - 1.08}
-    # a and b alone average to 1.025 > 1.0, but with c the errors cancel: all three stay
-    weights = competitive_weights(same_side, truth, margin=0.10)
-    assert weights == {"a": 1 / 3, "b": 1 / 3, "c": 1 / 3}
-    biased = {"a": truth + 1.0, "b": truth + 1.05}
-    assert competitive_weights(biased, truth, margin=0.10) == {"a": 1.0}
+    assert competitive_weights(same_side, truth, margin=0.10) == {"a": 1 / 3, "b": 1 / 3, "c": 1 / 3}
+    assert competitive_weights({"a": truth + 1.0, "b": truth + 1.05}, truth, margin=0.10) is None
     gaps = {"a": np.where(truth > 0.5, np.nan, truth + 1.0), "b": np.full(50, np.nan)}
     assert competitive_weights(gaps, truth, margin=0.10) == {"a": 1.0}  # a member with no forecasts is left out
 
@@ -468,10 +465,18 @@ def test_ensemble_weighting_is_chosen_by_config() -> None:
     selection. Both are never worse on validation than the best member, and an ensemble
     records every member's validation error and the weights (logged as fit_ metrics)."""
     members = {"members": ["naive", "seasonal_naive"]}
-    for weighting in ("competitive", "forward"):
-        model = create_model("ensemble", horizon=H, weighting=weighting, **members).fit(PANEL, TRAIN_END, VAL_START)
+    for weighting, margin in (("competitive", 10.0), ("competitive", 0.0), ("forward", 0.1)):
+        model = create_model("ensemble", horizon=H, weighting=weighting, margin=margin, **members)
+        model.fit(PANEL, TRAIN_END, VAL_START)
         info = model.fit_info
-        assert info["weighting"] == weighting and set(info["validation_mae"]) == {"naive", "seasonal_naive"}
+        assert set(info["validation_mae"]) == {"naive", "seasonal_naive"}
+        if weighting == "competitive" and margin == 0.0:  # the best alone
+            assert info["weighting"] == "competitive" and len(model.weights) == 1  # type: ignore[attr-defined]
+        elif weighting == "competitive":  # both in the margin: averaged, or forward where the average is worse
+            blend = len(model.weights) == 2 and set(model.weights.values()) == {0.5}  # type: ignore[attr-defined]
+            assert info["weighting"] == ("competitive" if blend else "forward")
+        else:
+            assert info["weighting"] == "forward"
         best = min(info["validation_mae"].values())
         chosen = {n: info["validation_mae"][n] for n in model.weights}  # type: ignore[attr-defined]
         assert abs(sum(model.weights.values()) - 1) < 1e-9  # type: ignore[attr-defined]

@@ -291,6 +291,19 @@ def test_candidates_backtested_by_chunks_of_series_give_the_same_training(
     b = apart.comparison.set_index("candidate").sort_index()
     pd.testing.assert_frame_equal(a.drop(columns="fit_seconds"), b.drop(columns="fit_seconds"), rtol=1e-9)
     assert apart.registry.version == "2" and apart.winner == together.winner
+    # The ensemble's MLflow run says how it weighted and what: the weights and every
+    # member's validation error as metrics, the way chosen as a tag.
+    import mlflow
+
+    run = mlflow.get_run(together.runs.candidate_run_ids["ensemble"])
+    weights = together.result.candidates["ensemble"].model.weights  # type: ignore[attr-defined]
+    assert {k.removeprefix("fit_weights_"): v for k, v in run.data.metrics.items() if k.startswith("fit_weights_")} == (
+        pytest.approx(weights)
+    )
+    assert {k for k in run.data.metrics if k.startswith("fit_validation_mae_")} == {
+        f"fit_validation_mae_{m}" for m in ensemble["members"]
+    }
+    assert run.data.tags["streamcast.fit_weighting"] in ("competitive", "forward")
     for name, mine in apart.result.candidates.items():
         theirs = together.result.candidates[name]
         np.testing.assert_allclose(mine.calibration.half_width, theirs.calibration.half_width, rtol=1e-9)

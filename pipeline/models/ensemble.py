@@ -6,9 +6,11 @@ the backtest origins never influence them. By default (``weighting="competitive"
 members whose validation error is within ``margin`` of the best member's are averaged
 with equal weights, the forecast combination that holds up out of sample (weights
 estimated on a few weeks of validation fit its noise: Smith and Wallis, "A Simple
-Explanation of the Forecast Combination Puzzle", 2009). ``weighting="forward"`` is greedy
-forward selection with replacement (Caruana et al., "Ensemble Selection from Libraries of
-Models", 2004). Either is never worse on validation than its best member.
+Explanation of the Forecast Combination Puzzle", 2009). Where that average is worse on
+validation than the best member alone (their errors do not cancel), and with
+``weighting="forward"``, the weights come from greedy forward selection with replacement
+(Caruana et al., "Ensemble Selection from Libraries of Models", 2004). Either way the
+ensemble is never worse on validation than its best member.
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ from streamcast.models.streams import SeriesStream
 class EnsembleConfig(ModelConfig):
     members: list[str] = Field(default_factory=ensemble_members)
     # "competitive": equal weights over the members within ``margin`` of the best member's
-    # validation error; "forward": greedy forward selection (``rounds`` steps). Measured on the
+    # validation error, unless their average is worse there than the best member alone (then
+    # "forward"); "forward": greedy forward selection (``rounds`` steps). Measured on the
     # four bench datasets (members fit once, scored on the 30 backtest origins), forward
     # selection's weights against the competitive ones: NYC 0.763 -> 0.726 MASE, tmy-weather
     # 1.158 -> 1.140, city-temperatures 0.546 -> 0.534, taylor-demand 0.137 -> 0.134.
@@ -47,24 +50,19 @@ class EnsembleConfig(ModelConfig):
     member_overrides: dict[str, dict[str, Any]] = {}
 
 
-def competitive_weights(val: dict[str, np.ndarray], truth: np.ndarray, margin: float) -> dict[str, float]:
+def competitive_weights(val: dict[str, np.ndarray], truth: np.ndarray, margin: float) -> dict[str, float] | None:
     """Equal weights over the members whose mean absolute error on the validation forecasts
-    is within ``margin`` (a share) of the best member's, the best first (ties by name).
-
-    Where their average is worse on validation than the best member alone (members
-    sharing one bias), the weakest of them leave until it is not: never worse there than
-    the best member."""
+    is within ``margin`` (a share) of the best member's (the best alone when no other is).
+    None where their average is worse on validation than the best member alone: their
+    errors do not cancel (the caller then selects weights another way)."""
     err = {n: _mae(v, truth) for n, v in val.items()}
     usable = sorted((n for n in err if np.isfinite(err[n])), key=lambda n: (err[n], n))
     if not usable:
         return {sorted(val)[0]: 1.0}
     best = err[usable[0]]
     chosen = [n for n in usable if err[n] <= (1.0 + margin) * best + 1e-12]
-    while len(chosen) > 1:
-        blend = np.mean([val[n] for n in chosen], axis=0)
-        if _mae(blend, truth) <= best + 1e-12:
-            break
-        chosen.pop()
+    if len(chosen) > 1 and _mae(np.mean([val[n] for n in chosen], axis=0), truth) > best + 1e-12:
+        return None
     return {n: 1.0 / len(chosen) for n in chosen}
 
 
@@ -151,15 +149,17 @@ class EnsembleForecaster(Forecaster):
         spread = base["series_id"].map(series_spread(panel, target, train_end)).to_numpy()
         truth = base["actual"].to_numpy()
         scaled = {n: v["yhat"].to_numpy() / spread for n, v in val.items()}
-        if self.config.weighting == "forward":
-            self.weights = select_weights(scaled, truth / spread, self.config.rounds)
-        else:
-            self.weights = competitive_weights(scaled, truth / spread, self.config.margin)
+        weighting = self.config.weighting
+        weights = competitive_weights(scaled, truth / spread, self.config.margin) if weighting == "competitive" else None
+        if weights is None:  # asked for, or the competitive members' average was worse than the best of them
+            weighting = "forward"
+            weights = select_weights(scaled, truth / spread, self.config.rounds)
+        self.weights = weights
         self._adopt({n: members[n] for n in self.weights})
         self.fit_seconds = sum(m.fit_seconds for m in members.values())
         self.fit_info = {
             "weights": self.weights,
-            "weighting": self.config.weighting,
+            "weighting": weighting,
             "validation_mae": {n: _mae(v, truth / spread) for n, v in sorted(scaled.items())},
             "validation_points": int(np.isfinite(truth).sum()),
             "origin_stride": stride,
