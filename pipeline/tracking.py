@@ -230,7 +230,8 @@ def log_backtest(
                 run_ids[name] = child.info.run_id
                 mlflow.set_tags({**tags, "streamcast.role": "candidate", "streamcast.kind": name})
                 # What a fit decided in words (an ensemble's weighting): tags beside the fit_ metrics.
-                mlflow.set_tags({f"streamcast.fit_{k}": v for k, v in cand.model.fit_info.items() if isinstance(v, str)})
+                words = {f"streamcast.fit_{k}": v for k, v in cand.model.fit_info.items() if isinstance(v, str)}
+                mlflow.set_tags(words)
                 mlflow.log_params(_flatten(cand.model.config.model_dump()))
                 mlflow.log_params({"covariates": json.dumps(cand.model.covariates)})
                 metrics = {

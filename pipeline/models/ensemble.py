@@ -150,7 +150,9 @@ class EnsembleForecaster(Forecaster):
         truth = base["actual"].to_numpy()
         scaled = {n: v["yhat"].to_numpy() / spread for n, v in val.items()}
         weighting = self.config.weighting
-        weights = competitive_weights(scaled, truth / spread, self.config.margin) if weighting == "competitive" else None
+        weights = None
+        if weighting == "competitive":
+            weights = competitive_weights(scaled, truth / spread, self.config.margin)
         if weights is None:  # asked for, or the competitive members' average was worse than the best of them
             weighting = "forward"
             weights = select_weights(scaled, truth / spread, self.config.rounds)
