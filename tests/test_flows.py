@@ -136,7 +136,12 @@ def test_train_flow_on_dask_fans_candidates_out_with_the_same_results(
     # A tiny SimpleRNN too: Keras in a worker process, beside the worker's own threads,
     # must give the in-process metrics (it did not while Keras seeded from global `random`).
     tiny_rnn = {"units": 8, "epochs": 6, "lookback": 24, "batch_size": 64, "patience": 3}
-    spec = TrainSpec(models=["naive", "seasonal_naive", "esn", "rnn"], folds=2, model_overrides={"rnn": tiny_rnn})
+    small_esn = {"units": 60, "lookback": 12, "warmup": 24}  # fitted by parts all the same
+    spec = TrainSpec(
+        models=["naive", "seasonal_naive", "esn", "rnn"],
+        folds=2,
+        model_overrides={"rnn": tiny_rnn, "esn": small_esn},
+    )
     local = train_flow(spec)["temp"]
     fanned = train_flow(spec, task_runner="dask", chunk_size=2)["temp"]  # EWR, JFK | LGA
     mase = {r["candidate"]: r["mase"] for r in local["comparison"]}
