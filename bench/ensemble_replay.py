@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import math
 import os
 import pickle
 import subprocess
@@ -46,7 +45,7 @@ from streamcast.config import Settings
 from streamcast.features import infer_freq
 from streamcast.metrics import mase_scale, series_spread
 from streamcast.models import create_model
-from streamcast.models.ensemble import _mae, competitive_weights, select_weights
+from streamcast.models.ensemble import competitive_weights, mae, select_weights, validation_origin_stride
 from streamcast.specs import TrainSpec
 from streamcast.training import backtest_for, candidate_config, fitted_to_data, load_panel
 
@@ -75,15 +74,13 @@ def fit_all(name: str, days: int, folder: Path) -> dict[str, Any]:
         for m in spec.models
         if m != "ensemble"
     }
-    # The ensemble's validation origins (EnsembleForecaster.fit): every origin_step back from
-    # the training end, widened to the sparsest member's stride, never a whole number of weeks.
+    # The ensemble's validation origins, as EnsembleForecaster.fit places them.
     ens = candidate_config(spec, "ensemble")
-    step = ens["origin_step"] or ens["horizon"]
-    sparsest = max(f.validation_stride_for(hist, plan.val_start, plan.train_end) for f in fitted.values())
-    week = 7 * spec.season
-    stride = step * -(-sparsest // step)
-    while math.gcd(stride, week) != math.gcd(step, week):
-        stride += step
+    stride = validation_origin_stride(
+        ens["origin_step"] or ens["horizon"],
+        max(f.validation_stride_for(hist, plan.val_start, plan.train_end) for f in fitted.values()),
+        7 * spec.season,
+    )
     deploy = [cut + d * pd.Timedelta(days=1) for d in range(days)]
     out: dict[str, Any] = {"val": {}, "backtest": {}, "deployed": {}}
     for m, f in fitted.items():
@@ -108,9 +105,9 @@ def fit_all(name: str, days: int, folder: Path) -> dict[str, Any]:
 
 def top_k(val: dict[str, np.ndarray], truth: np.ndarray) -> dict[str, float]:
     """Equal weights over the k best members by validation error, k the best on validation."""
-    err = {n: _mae(v, truth) for n, v in val.items()}
+    err = {n: mae(v, truth) for n, v in val.items()}
     order = sorted((n for n in err if np.isfinite(err[n])), key=lambda n: (err[n], n))
-    errs = [_mae(np.mean([val[n] for n in order[:k]], axis=0), truth) for k in range(1, len(order) + 1)]
+    errs = [mae(np.mean([val[n] for n in order[:k]], axis=0), truth) for k in range(1, len(order) + 1)]
     k = int(np.argmin(errs)) + 1
     return dict.fromkeys(order[:k], 1.0 / k)
 
@@ -131,7 +128,7 @@ def replay(name: str, d: dict[str, Any]) -> tuple[list[list[str]], list[str]]:
     spread = first["series_id"].map(d["spread"]).to_numpy()
     val = {n: v["yhat"].to_numpy() / spread for n, v in d["val"].items()}
     t = truth / spread
-    err = {n: _mae(v, t) for n, v in val.items()}
+    err = {n: mae(v, t) for n, v in val.items()}
     best = min(err, key=lambda n: (err[n], n))
     rules = {
         "best member on validation": {best: 1.0},
@@ -151,7 +148,7 @@ def replay(name: str, d: dict[str, Any]) -> tuple[list[list[str]], list[str]]:
     bound, chosen = min(scored)
     rows = []
     for rule, w in rules.items():
-        blend = _mae(sum(x * val[n] for n, x in w.items()), t)
+        blend = mae(sum(x * val[n] for n, x in w.items()), t)
         rows.append(
             [
                 name,

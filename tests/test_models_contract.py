@@ -6,6 +6,7 @@ must beat; a test fails when a registered candidate is missing from the table.
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -440,6 +441,22 @@ def test_ensemble_weights_are_chosen_at_the_backtests_times_of_day() -> None:
         assert ((TRAIN_END - origins) % pd.Timedelta(hours=H) == pd.Timedelta(0)).all()
         assert origins.min() >= val_start and origins.max() == TRAIN_END - pd.Timedelta(hours=H)
         assert len(origins) == 10  # 125 hours hold ten 12-hour steps back from the end
+
+
+def test_ensemble_validation_origins_never_fall_a_whole_number_of_weeks_apart() -> None:
+    """The ensemble's validation origins are a multiple of the backtest's step apart, no
+    denser than its sparsest member allows, and never 7 days apart (one weekday only)."""
+    from streamcast.models.ensemble import validation_origin_stride
+
+    week = 168
+    assert validation_origin_stride(24, 1, week) == 24  # daily origins: every weekday
+    assert validation_origin_stride(24, 30, week) == 48
+    assert validation_origin_stride(24, 150, week) == 192  # 168 would be one weekday: next multiple of 24
+    assert validation_origin_stride(12, 1, week) == 12
+    for step, sparsest in ((24, 100), (24, 160), (48, 300), (12, 170), (6, 1000)):
+        stride = validation_origin_stride(step, sparsest, week)
+        assert stride % step == 0 and stride >= sparsest and stride < sparsest + 2 * step + week
+        assert math.gcd(stride, week) == math.gcd(step, week)
 
 
 def test_competitive_weights_average_the_members_close_to_the_best() -> None:

@@ -55,22 +55,33 @@ def competitive_weights(val: dict[str, np.ndarray], truth: np.ndarray, margin: f
     is within ``margin`` (a share) of the best member's (the best alone when no other is).
     None where their average is worse on validation than the best member alone: their
     errors do not cancel (the caller then selects weights another way)."""
-    err = {n: _mae(v, truth) for n, v in val.items()}
+    err = {n: mae(v, truth) for n, v in val.items()}
     usable = sorted((n for n in err if np.isfinite(err[n])), key=lambda n: (err[n], n))
     if not usable:
         return {sorted(val)[0]: 1.0}
     best = err[usable[0]]
     chosen = [n for n in usable if err[n] <= (1.0 + margin) * best + 1e-12]
-    if len(chosen) > 1 and _mae(np.mean([val[n] for n in chosen], axis=0), truth) > best + 1e-12:
+    if len(chosen) > 1 and mae(np.mean([val[n] for n in chosen], axis=0), truth) > best + 1e-12:
         return None
     return {n: 1.0 / len(chosen) for n in chosen}
 
 
-def _mae(forecast: np.ndarray, truth: np.ndarray) -> float:
+def mae(forecast: np.ndarray, truth: np.ndarray) -> float:
     """Mean absolute error over the points with both (inf: none)."""
     err = np.abs(forecast - truth)
     ok = np.isfinite(err)
     return float(err[ok].mean()) if ok.any() else np.inf
+
+
+def validation_origin_stride(step: int, sparsest: int, week: int) -> int:
+    """Steps between the ensemble's validation origins: a multiple of ``step`` (the times of
+    day the backtest's origins fall at) no denser than ``sparsest`` (the member that allows
+    the fewest origins), bumped until it shares no more of a week with ``week`` than
+    ``step`` does (origins 7 days apart would all fall on one weekday)."""
+    stride = step * -(-sparsest // step)
+    while math.gcd(stride, week) != math.gcd(step, week):
+        stride += step
+    return stride
 
 
 def select_weights(val: dict[str, np.ndarray], truth: np.ndarray, rounds: int) -> dict[str, float]:
@@ -86,7 +97,7 @@ def select_weights(val: dict[str, np.ndarray], truth: np.ndarray, rounds: int) -
         best_name, best_err = names[0], np.inf
         for name in names:
             trial = (current * (k - 1) + val[name]) / k
-            err = _mae(trial, truth)
+            err = mae(trial, truth)
             if err < best_err - 1e-12:
                 best_name, best_err = name, err
         counts[best_name] += 1
@@ -129,12 +140,11 @@ class EnsembleForecaster(Forecaster):
         # Every member forecasts at the same validation origins, every ``origin_step`` back from
         # the training end (the times of day the backtest's origins fall at), or a multiple of
         # it where a member allows no more (a large panel's cap on its validation origins).
-        step = self.config.origin_step or self.config.horizon
-        sparsest = max(m.validation_stride_for(panel, val_start, train_end) for m in members.values())
-        week = 7 * self.config.season
-        stride = step * -(-sparsest // step)
-        while math.gcd(stride, week) != math.gcd(step, week):  # (7 days apart: one weekday only)
-            stride += step
+        stride = validation_origin_stride(
+            self.config.origin_step or self.config.horizon,
+            max(m.validation_stride_for(panel, val_start, train_end) for m in members.values()),
+            7 * self.config.season,
+        )
         keys = ["series_id", "origin_ts", "step"]
         val = {
             name: m.validation_forecasts(panel, val_start, train_end, stride, aligned=True).sort_values(
@@ -162,7 +172,7 @@ class EnsembleForecaster(Forecaster):
         self.fit_info = {
             "weights": self.weights,
             "weighting": weighting,
-            "validation_mae": {n: _mae(v, truth / spread) for n, v in sorted(scaled.items())},
+            "validation_mae": {n: mae(v, truth / spread) for n, v in sorted(scaled.items())},
             "validation_points": int(np.isfinite(truth).sum()),
             "origin_stride": stride,
         }
