@@ -53,8 +53,10 @@ STREAMCAST = str(Path(sys.executable).with_name("streamcast"))
 KEYS = ["series_id", "origin_ts", "step"]
 
 
-def fit_all(name: str, days: int, folder: Path) -> dict[str, Any]:
-    """Every default candidate's validation, backtest and deployed forecasts (see the module)."""
+def setting(name: str, days: int, folder: Path) -> dict[str, Any]:
+    """A dataset ingested through the CLI into a store under ``folder`` and read back as
+    training reads it, with the backtest's plan on all but the last ``days`` days (the
+    history) and the deployment protocol's daily origins after it."""
     frame, target = DATASETS[name]()
     folder.mkdir(parents=True, exist_ok=True)
     csv = folder / f"{name}.csv"
@@ -69,6 +71,39 @@ def fit_all(name: str, days: int, folder: Path) -> dict[str, Any]:
     spec = fitted_to_data(TrainSpec(target=target), hist)
     cfg = backtest_for(spec, hist)
     plan = plan_backtest(hist, cfg)
+    deploy = [cut + d * pd.Timedelta(days=1) for d in range(days)]
+    actual = pd.concat({s: f[target] for s, f in panel.items()})
+    actual.index.names = ["series_id", "ts"]
+    return {
+        "target": target,
+        "panel": panel,
+        "hist": hist,
+        "cut": cut,
+        "freq": freq,
+        "spec": spec,
+        "cfg": cfg,
+        "plan": plan,
+        "deploy": deploy,
+        "actual": actual,
+        "scales": {
+            "backtest": plan.scales,
+            "deployed": {s: mase_scale(f[target].loc[:cut].dropna(), spec.season)[0] for s, f in hist.items()},
+        },
+    }
+
+
+def forecasts(fitted: Any, st: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A candidate fit as the backtest fits it: its forecasts at the backtest's origins, and
+    those of its refit (as registration refits it) at the deployment origins."""
+    plan, cfg, hist, cut = st["plan"], st["cfg"], st["hist"], st["cut"]
+    refit = fitted.refit(hist, cut, cut - (cfg.val_steps - 1) * st["freq"])
+    return fitted.predict(hist, plan.origins), refit.predict(st["panel"], st["deploy"])
+
+
+def fit_all(name: str, days: int, folder: Path) -> dict[str, Any]:
+    """Every default candidate's validation, backtest and deployed forecasts (see the module)."""
+    st = setting(name, days, folder)
+    hist, spec, plan = st["hist"], st["spec"], st["plan"]
     fitted = {
         m: create_model(m, **candidate_config(spec, m)).fit(hist, plan.train_end, plan.val_start)
         for m in spec.models
@@ -81,25 +116,13 @@ def fit_all(name: str, days: int, folder: Path) -> dict[str, Any]:
         max(f.validation_stride_for(hist, plan.val_start, plan.train_end) for f in fitted.values()),
         7 * spec.season,
     )
-    deploy = [cut + d * pd.Timedelta(days=1) for d in range(days)]
     out: dict[str, Any] = {"val": {}, "backtest": {}, "deployed": {}}
     for m, f in fitted.items():
         val = f.validation_forecasts(hist, plan.val_start, plan.train_end, stride, aligned=True)
         out["val"][m] = val.sort_values(KEYS, ignore_index=True)
-        out["backtest"][m] = f.predict(hist, plan.origins)
-        refit = f.refit(hist, cut, cut - (cfg.val_steps - 1) * freq)
-        out["deployed"][m] = refit.predict(panel, deploy)
+        out["backtest"][m], out["deployed"][m] = forecasts(f, st)
         print(f"[{name}] {m} done", flush=True)
-    actual = pd.concat({s: f[target] for s, f in panel.items()})
-    actual.index.names = ["series_id", "ts"]
-    out.update(
-        actual=actual,
-        spread=series_spread(hist, target, plan.train_end),
-        scales={
-            "backtest": plan.scales,
-            "deployed": {s: mase_scale(f[target].loc[:cut].dropna(), spec.season)[0] for s, f in hist.items()},
-        },
-    )
+    out.update(actual=st["actual"], spread=series_spread(hist, st["target"], plan.train_end), scales=st["scales"])
     return out
 
 
