@@ -31,7 +31,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import pandas as pd
 from _results import markdown_table, write_section
-from datasets import DATASETS
+from datasets import DATASETS, dataset_names
 
 from streamcast.config import Settings
 from streamcast.features import infer_freq, prepare_panel, season_for
@@ -198,17 +198,14 @@ def run_dataset(name: str, days: int, sf_weeks: list[int], train_args: list[str]
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--datasets", default=",".join(DATASETS))
+    ap.add_argument("--datasets", type=dataset_names, default=",".join(DATASETS))
     ap.add_argument("--days", type=int, default=30, help="days of the deployment protocol")
     ap.add_argument(
         "--sf-weeks", default="4,8", help="weeks of history statsforecast refits on (each model's best is compared)"
     )
     ap.add_argument("--train-args", default="", help="extra `streamcast train` arguments, e.g. '--models esn,ets'")
     args = ap.parse_args()
-    names = args.datasets.split(",")
-    unknown = sorted(set(names) - set(DATASETS))
-    if unknown:
-        ap.error(f"unknown datasets {', '.join(unknown)} (known: {', '.join(DATASETS)})")
+    names = args.datasets
     weeks = [int(w) for w in args.sf_weeks.split(",")]
     results = [run_dataset(n, args.days, weeks, args.train_args.split()) for n in names]
 

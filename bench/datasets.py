@@ -6,6 +6,7 @@ per variable, as a user's own file would look. ``pip install -e '.[bench]'`` bri
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Callable
 from pathlib import Path
 
@@ -74,3 +75,12 @@ DATASETS: dict[str, Loader] = {
     "city-temperatures": city_temperatures,
     "tmy-weather": tmy_weather,
 }
+
+
+def dataset_names(text: str) -> list[str]:
+    """``--datasets``' comma-separated names, each one of DATASETS (an argparse ``type``)."""
+    names = text.split(",")
+    unknown = sorted(set(names) - set(DATASETS))
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown datasets {', '.join(unknown)} (known: {', '.join(DATASETS)})")
+    return names

@@ -38,7 +38,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np
 import pandas as pd
 from _results import markdown_table, write_section
-from datasets import DATASETS
+from datasets import DATASETS, dataset_names
 
 from streamcast.backtest import plan_backtest
 from streamcast.config import Settings
@@ -195,14 +195,11 @@ def replay(name: str, d: dict[str, Any]) -> tuple[list[list[str]], list[str]]:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--datasets", default=",".join(DATASETS))
+    ap.add_argument("--datasets", type=dataset_names, default=",".join(DATASETS))
     ap.add_argument("--days", type=int, default=30, help="days of the deployment protocol")
     ap.add_argument("--cache", type=Path, help="keep (and reuse) each dataset's fits here")
     args = ap.parse_args()
-    names = args.datasets.split(",")
-    unknown = sorted(set(names) - set(DATASETS))
-    if unknown:
-        ap.error(f"unknown datasets {', '.join(unknown)} (known: {', '.join(DATASETS)})")
+    names = args.datasets
     rows, notes = [], []
     with tempfile.TemporaryDirectory(prefix="replay-") as tmp:
         folder = args.cache or Path(tmp)

@@ -23,32 +23,29 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np
 from _results import markdown_table, write_section
-from datasets import DATASETS
+from datasets import dataset_names
 from ensemble_replay import forecasts, mase, setting
 
 from streamcast.models import REGISTRY, create_model
 from streamcast.training import candidate_config
 
 
-def score(st: dict[str, Any], backtest: dict, deployed: dict, weights: dict[int, float]) -> list[str]:
+def score(st: dict[str, Any], backtest: dict, deployed: dict, weights: dict[int, float]) -> tuple[float, float]:
     """Backtest and deployed MASE of the seeds' forecasts blended with ``weights``."""
-    return [
-        f"{mase(fc, weights, st['actual'], st['scales'][part]):.3f}"
-        for part, fc in (("backtest", backtest), ("deployed", deployed))
-    ]
+    return (
+        mase(backtest, weights, st["actual"], st["scales"]["backtest"]),
+        mase(deployed, weights, st["actual"], st["scales"]["deployed"]),
+    )
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--datasets", default="nyc-weather")
+    ap.add_argument("--datasets", type=dataset_names, default="nyc-weather")
     ap.add_argument("--model", default="lstm", help="a candidate with a seed (a network or the ESN)")
     ap.add_argument("--seeds", default="42,1,2,3", help="comma-separated; 42 is streamcast's default")
     ap.add_argument("--days", type=int, default=30, help="days of the deployment protocol")
     args = ap.parse_args()
-    names = args.datasets.split(",")
-    unknown = sorted(set(names) - set(DATASETS))
-    if unknown:
-        ap.error(f"unknown datasets {', '.join(unknown)} (known: {', '.join(DATASETS)})")
+    names = args.datasets
     if args.model not in REGISTRY:
         ap.error(f"unknown model {args.model} (known: {', '.join(sorted(REGISTRY))})")
     try:
@@ -69,22 +66,18 @@ def main() -> None:
                 print(f"[{name}] {args.model} seed {seed} done in {seconds[-1]:.0f} s", flush=True)
 
             singles = {seed: score(st, backtest, deployed, {seed: 1.0}) for seed in seeds}
-            for seed in seeds:
-                rows.append([name, args.model, f"seed {seed}", *singles[seed]])
-            for part in ("backtest", "deployed"):
-                values = [float(singles[s][0 if part == "backtest" else 1]) for s in seeds]
+            bag = score(st, backtest, deployed, dict.fromkeys(seeds, 1 / len(seeds)))
+            for label, (bt, dep) in [
+                *((f"seed {s}", singles[s]) for s in seeds),
+                (f"average of the {len(seeds)} seeds", bag),
+            ]:
+                rows.append([name, args.model, label, f"{bt:.3f}", f"{dep:.3f}"])
+            for i, part in enumerate(("backtest", "deployed")):
+                values = [singles[s][i] for s in seeds]
                 notes.append(
                     f"{name} {args.model} {part}: single seeds {min(values):.3f}-{max(values):.3f} "
                     f"(mean {np.mean(values):.3f}, sd {np.std(values, ddof=1):.3f})"
                 )
-            rows.append(
-                [
-                    name,
-                    args.model,
-                    f"average of the {len(seeds)} seeds",
-                    *score(st, backtest, deployed, dict.fromkeys(seeds, 1 / len(seeds))),
-                ]
-            )
             notes.append(f"{name} {args.model}: fit + refit {np.mean(seconds):.0f} s a seed")
     md = markdown_table(["dataset", "candidate", "seed", "backtest MASE", "deployed MASE"], rows)
     intro = (
