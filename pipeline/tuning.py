@@ -52,6 +52,7 @@ class TrialRecord:
     params: dict[str, Any]
     value: float
     seconds: float
+    started: float = 0.0  # seconds after the tuning began
 
 
 @dataclass
@@ -153,7 +154,8 @@ def tune(
     result.folds = len(cuts)
     for i, (name, base) in enumerate(tunable.items()):
         # Unused time of earlier candidates passes on to the later ones.
-        study, records, default = _search(name, base, panel, cuts, started + share * (i + 1), max_trials, on_trial)
+        deadline = started + share * (i + 1)
+        study, records, default = _search(name, base, panel, cuts, started, deadline, max_trials, on_trial)
         result.trials += records
         if default is not None:
             result.default_value[name] = default
@@ -170,6 +172,7 @@ def _search(
     base: Forecaster,
     panel: dict[str, pd.DataFrame],
     folds: list[Fold],
+    began: float,
     deadline: float,
     max_trials: int | None,
     on_trial: Callable[[TrialRecord], None] | None,
@@ -233,7 +236,7 @@ def _search(
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
             continue
         study.tell(trial, value)
-        records.append(TrialRecord(name, trial.number, params, value, time.perf_counter() - t0))
+        records.append(TrialRecord(name, trial.number, params, value, time.perf_counter() - t0, t0 - began))
         if on_trial:
             on_trial(records[-1])
     return study, records, default

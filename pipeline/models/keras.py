@@ -158,10 +158,11 @@ def _time_limit(seconds: float) -> Any:
     class TimeLimit(keras.callbacks.Callback):  # type: ignore[misc, name-defined]
         def on_train_begin(self, logs: Any = None) -> None:
             self.deadline = time.perf_counter() + seconds
+            self.stopped = False
 
         def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
             if time.perf_counter() > self.deadline:
-                self.model.stop_training = True
+                self.model.stop_training = self.stopped = True
 
     return TimeLimit()
 
@@ -272,9 +273,10 @@ class KerasForecaster(Forecaster):
         self._forward_fn = None
         has_val = len(Xv) > 0
         monitor = "val_loss" if has_val else "loss"
+        time_limit = _time_limit(cfg.max_fit_seconds) if cfg.max_fit_seconds else None
         callbacks = [
             keras.callbacks.EarlyStopping(monitor=monitor, patience=cfg.patience, restore_best_weights=True),
-            *([_time_limit(cfg.max_fit_seconds)] if cfg.max_fit_seconds else []),
+            *([time_limit] if time_limit else []),
             keras.callbacks.ReduceLROnPlateau(
                 monitor=monitor, factor=0.5, patience=max(1, cfg.patience // 3), min_lr=1e-5
             ),
@@ -307,6 +309,7 @@ class KerasForecaster(Forecaster):
             "batches_per_epoch": per_epoch,
             "warm_start": warm,
             "epochs_run": len(losses),
+            "time_limited": bool(time_limit and time_limit.stopped),  # stopped by max_fit_seconds
             "best_epoch": int(np.argmin(losses)) + 1 if losses else 0,
             "best_" + monitor: float(np.min(losses)) if losses else float("nan"),
         }
