@@ -3,14 +3,41 @@
 from __future__ import annotations
 
 import time
+from typing import ClassVar
 
 import pandas as pd
 import pytest
 
 from streamcast import tuning
-from streamcast.models import create_model
+from streamcast.models import REGISTRY, ModelConfig, create_model
+from streamcast.models.baselines import NaiveForecaster
+from streamcast.models.search import IntRange, SearchSpace
 from streamcast.tuning import fold_error, tune, tuning_folds
 from tests.test_models_contract import PANEL, TRAIN_END, VAL_START
+
+
+class CostlyConfig(ModelConfig):
+    search_space: ClassVar[SearchSpace] = {"work": IntRange(1, 40)}
+    work: int = 1
+
+    def relative_cost(self) -> float:
+        return float(self.work)
+
+
+class CostlyForecaster(NaiveForecaster):
+    """The naive forecast after ``work`` x 50 ms of waiting per fit: a candidate whose
+    configs cost what their parameter says, however busy the machine is."""
+
+    kind = "costly"
+    config_cls = CostlyConfig
+
+    def _fit(self, designs: dict, val_pos: dict) -> None:
+        time.sleep(0.05 * self.config.work)
+        super()._fit(designs, val_pos)
+
+
+class OtherCostlyForecaster(CostlyForecaster):
+    kind = "other_costly"
 
 
 def _candidates(*names: str, seed: int, **config: object) -> dict:
@@ -32,6 +59,31 @@ def test_budget_is_respected_within_ten_percent() -> None:
         assert value < result.default_value[name]
     for name in set(result.default_value) - set(result.best):
         assert all(t.value >= result.default_value[name] for t in result.trials if t.candidate == name)
+
+
+def test_a_trial_starts_only_if_its_own_cost_fits_the_time_left(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The default (work 1) is the cheapest config there is: judged by the slowest config so
+    # far, any trial would seem to fit, and one of work 40 (4 s over both folds) started
+    # near the end of a 2 s budget would overrun it by seconds. Judged by its own cost, it
+    # does not start.
+    monkeypatch.setitem(REGISTRY, "costly", f"{__name__}:CostlyForecaster")
+    budget = 2.0
+    result = tune(PANEL, _candidates("costly", seed=5), TRAIN_END, VAL_START, budget)
+    assert set(result.default_value) == {"costly"} and result.trials
+    assert all(t.started + t.seconds <= budget for t in result.trials)
+    assert result.seconds <= budget
+
+
+def test_a_candidate_whose_share_was_spent_before_its_turn_is_not_tuned(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setitem(REGISTRY, "costly", f"{__name__}:CostlyForecaster")
+    monkeypatch.setitem(REGISTRY, "other_costly", f"{__name__}:OtherCostlyForecaster")
+    # The first default config alone (2 folds x 1.5 s) outlasts the whole 2 s budget.
+    candidates = {"costly": create_model("costly", horizon=12, work=30), **_candidates("other_costly", seed=5)}
+    result = tune(PANEL, candidates, TRAIN_END, VAL_START, 2.0)
+    assert set(result.default_value) == {"costly"} and not result.trials
+    assert "no time left for other_costly" in caplog.text
 
 
 # Epochs, patience and updates no fit could use up in a test: only a time limit ends it

@@ -84,6 +84,11 @@ class ModelConfig(BaseModel):
     anchor_cycles: int = Field(1, ge=1, le=WEEK_SEASONS)
     anchor_level: int = Field(1, ge=1)
 
+    def relative_cost(self) -> float:
+        """A fit's time, up to a factor, as the search space changes it: what lets tuning
+        tell whether a trial's config still fits the time left from what configs cost so far."""
+        return 1.0
+
 
 class Forecaster(ABC):
     """Direct multi-horizon forecaster: all ``horizon`` steps at once from one origin."""
