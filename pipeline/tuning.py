@@ -69,6 +69,7 @@ class TuningResult:
 
 DEFAULT_FOLDS = 2
 MIN_FIT_SECONDS = 0.5  # the shortest fit an interruptible trial is given on a fold
+MAX_MISFITS = 5  # proposals in a row too costly for the time left end a search
 
 
 @dataclass(frozen=True)
@@ -230,6 +231,7 @@ def _search(
         return float(np.mean(errors))
 
     default = evaluate({}, "default config")
+    misfits = 0  # proposals in a row too costly for the time left
     while max_trials is None or len(records) < max_trials:
         remaining = deadline - time.perf_counter()
         # The config must still fit. An interruptible fit is cut to the time left, so what
@@ -244,8 +246,13 @@ def _search(
         if not overheads:
             per_cost = max(d / c for d, c in zip(durations, costs, strict=True))
             if per_cost * relative_cost(params) > remaining:
+                # Too costly for the time left: a cheaper proposal may still fit.
                 study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-                break
+                misfits += 1
+                if misfits >= MAX_MISFITS:
+                    break
+                continue
+            misfits = 0
         t0 = time.perf_counter()
         value = evaluate(params, f"trial {trial.number}")
         if value is None:

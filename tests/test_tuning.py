@@ -21,6 +21,8 @@ class CostlyConfig(ModelConfig):
     work: int = 1
 
     def relative_cost(self) -> float:
+        # A fit's cost besides its waiting (preparing, scoring) is charged per unit of work
+        # here, so the tuner's prediction errs on the long side, never the short.
         return float(self.work)
 
 
@@ -62,13 +64,13 @@ def test_budget_is_respected_within_ten_percent() -> None:
 
 
 def test_a_trial_starts_only_if_its_own_cost_fits_the_time_left(monkeypatch: pytest.MonkeyPatch) -> None:
-    # The default (work 1) is the cheapest config there is: judged by the slowest config so
-    # far, any trial would seem to fit, and one of work 40 (4 s over both folds) started
-    # near the end of a 2 s budget would overrun it by seconds. Judged by its own cost, it
-    # does not start.
+    # The seeded sampler proposes work 9, 35, 9, 37, 20, ... Judged by the slowest config
+    # so far (the default's 0.5 s, then 0.9 s), one of work 35 (3.5 s over both folds)
+    # would start with a second left of a 3 s budget and overrun it by seconds. Judged by
+    # its own cost, it does not start, and a cheaper proposal may take its place.
     monkeypatch.setitem(REGISTRY, "costly", f"{__name__}:CostlyForecaster")
-    budget = 2.0
-    result = tune(PANEL, _candidates("costly", seed=5), TRAIN_END, VAL_START, budget)
+    budget = 3.0
+    result = tune(PANEL, _candidates("costly", seed=5, work=5), TRAIN_END, VAL_START, budget)
     assert set(result.default_value) == {"costly"} and result.trials
     assert all(t.started + t.seconds <= budget for t in result.trials)
     assert result.seconds <= budget
