@@ -54,7 +54,7 @@ class TrialRecord:
     params: dict[str, Any]
     value: float
     seconds: float
-    started: float = 0.0  # seconds after the tuning began
+    started: float  # seconds after the tuning began
 
 
 @dataclass
@@ -189,8 +189,7 @@ def _search(
 
     study = optuna.create_study(direction="minimize", sampler=optuna.samplers.TPESampler(seed=base.config.seed))
     records: list[TrialRecord] = []
-    durations: list[float] = []
-    costs: list[float] = []  # each config's relative cost, beside its duration
+    seconds_per_cost: list[float] = []  # each config's time over its relative cost
     overheads: list[float] = []  # time per fold outside an interruptible fit
     interruptible = "max_fit_seconds" in base.config_cls.model_fields
 
@@ -201,7 +200,7 @@ def _search(
         """Fit with ``params`` over the base config on every fold and score it, within the
         deadline (an interruptible fit stops there); None if a fit fails."""
         overrides = {**base.config.model_dump(), **params}
-        costs.append(relative_cost(params))
+        cost = relative_cost(params)
         t0 = time.perf_counter()
         # Interruptible fits share an allowance that leaves room for building the network
         # and scoring each block; the default, scored first, gets a quarter of the time so
@@ -210,7 +209,7 @@ def _search(
         if overheads:
             allowance = remaining - 2.0 * max(overheads) * len(folds)
         else:
-            allowance = (0.25 if not durations else 0.5) * remaining
+            allowance = (0.25 if not seconds_per_cost else 0.5) * remaining
         errors = []
         try:
             for i, fold in enumerate(folds):
@@ -225,9 +224,9 @@ def _search(
                     overheads.append(max(time.perf_counter() - f0 - config["max_fit_seconds"], 0.0))
         except (ValueError, np.linalg.LinAlgError) as exc:
             log.warning("%s %s failed: %s", name, label, exc)
-            durations.append(time.perf_counter() - t0)
             return None
-        durations.append(time.perf_counter() - t0)
+        finally:
+            seconds_per_cost.append((time.perf_counter() - t0) / cost)
         return float(np.mean(errors))
 
     default = evaluate({}, "default config")
@@ -244,8 +243,7 @@ def _search(
         trial = study.ask()
         params = suggest(trial, base.config.search_space)
         if not overheads:
-            per_cost = max(d / c for d, c in zip(durations, costs, strict=True))
-            if per_cost * relative_cost(params) > remaining:
+            if max(seconds_per_cost) * relative_cost(params) > remaining:
                 # Too costly for the time left: a cheaper proposal may still fit.
                 study.tell(trial, state=optuna.trial.TrialState.PRUNED)
                 misfits += 1
